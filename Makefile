@@ -1,0 +1,46 @@
+# Two commands on a fresh Debian 12 machine: `make run` and `make test`.
+# Each does all of its own set-up (Debian packages, virtual environment).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO := .demo
+
+.PHONY: run test lint typecheck unit docs bench clean
+
+$(STAMP): pyproject.toml packaging/ensure-debian-deps
+	PYTHON=$(PYTHON) ./packaging/ensure-debian-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the supervisor on the native backend with a demo fleet (hub + 3 bots); Ctrl-C stops it
+run: $(STAMP)
+	mkdir -p $(DEMO)
+	$(BIN)/kissbot-supervisor --workdir $(DEMO) --config $(CURDIR)/docs/examples/demo.yaml
+
+## test: linters, type checks and the whole test suite
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+## docs: regenerate docs/configuration.md from the setting declarations
+docs: $(STAMP)
+	$(BIN)/python -m kissbot_supervisor.docgen > docs/configuration.md
+
+## bench: the benchmarks (figures go to docs/benchmarks.md)
+bench: $(STAMP)
+	$(BIN)/python tests/bench/run.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) build *.egg-info

@@ -1,0 +1,101 @@
+"""``kissbot-supervisor``: the daemon's command line.
+
+Accepts every flag of KissBot's old supervisor (``--config --use-db --db
+--enable-hub --hub-socket --non-interactive``), plus one flag per setting,
+derived from the declarations in :mod:`..settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import setting_flags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kissbot-supervisor",
+        description="Supervise a KissBot fleet: the EventSub hub first, then one bot per channel.",
+        epilog="Every setting can also live under 'supervisor:' in the config file; flags win. "
+        "See docs/configuration.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config",
+        default="config/config.yaml",
+        metavar="PATH",
+        help="KissBot config file, relative to the workdir (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="the KissBot root: working directory of the bots and base of relative paths "
+        "(default: the current directory)",
+    )
+    parser.add_argument(
+        "--non-interactive",
+        action="store_true",
+        help="accepted for compatibility: the supervisor never reads its standard input",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the config file and the token source, print the fleet, and exit",
+    )
+    group = parser.add_argument_group("settings (see docs/configuration.md)")
+    for dest, flags, boolean, kind, help_text in setting_flags():
+        if boolean:
+            group.add_argument(
+                *flags, dest=dest, action="store_const", const=True, default=None, help=help_text
+            )
+        else:
+            group.add_argument(
+                *flags,
+                dest=dest,
+                default=None,
+                metavar=kind.split(":")[0].upper().replace(" ", "_"),
+                help=help_text,
+            )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags: dict[str, Any] = {
+        dest: getattr(args, dest) for dest, *_ in setting_flags() if getattr(args, dest) is not None
+    }
+    from ..daemon import LaunchOptions, StartupError, make_supervisor
+
+    workdir = Path(args.workdir) if args.workdir else Path.cwd()
+    if not workdir.is_dir():
+        print(f"kissbot-supervisor: --workdir {workdir} is not a directory", file=sys.stderr)
+        return 2
+    launch = LaunchOptions(
+        workdir=workdir.resolve(),
+        config_path=args.config,
+        flags=flags,
+        interactive=not args.non_interactive and sys.stdin.isatty(),
+    )
+    try:
+        if args.check_config:
+            from ..daemon import check_config
+
+            print(check_config(launch))
+            return 0
+        supervisor = make_supervisor(launch)
+    except StartupError as e:
+        print(f"kissbot-supervisor: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"kissbot-supervisor: {e}", file=sys.stderr)
+        return 1
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""A blocking client for the control socket: connect, send requests, read answers.
+
+Used by ``kissbotctl`` and meant for the interactive shell. Every socket call
+runs under one deadline per request (``timeout`` seconds), so a stuck or
+trickling supervisor can never hang the caller. Failures raise
+:class:`ControlError` whose message is one sentence fit for the user.
+
+Imports only ``socket``, ``os``, ``errno`` and :mod:`.protocol` (itself only
+``json``): ``kissbotctl`` must start fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+
+from .protocol import MAX_RESPONSE, ProtocolError, encode, parse_response
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
+    from collections.abc import Mapping
+    from types import TracebackType
+    from typing import Any, Self
+
+__all__ = ["Client", "ConnectError", "ControlError"]
+
+DEFAULT_TIMEOUT = 10.0
+_PERMISSION_HINT = "you need to be root, the supervisor's user, or in group kissbot"
+
+
+class ControlError(Exception):
+    """Talking to the supervisor failed; the message is one sentence for the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConnectError(ControlError):
+    """The supervisor could not be reached at all (no socket, refused, denied, timed out)."""
+
+
+def _describe_connect_failure(path: str, exc: OSError, timeout: float) -> str:
+    if isinstance(exc, PermissionError):
+        return f"permission denied on {path} ({_PERMISSION_HINT})"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from the supervisor at {path} within {timeout:g} s"
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR):
+        return f"no supervisor at {path} ({reason}); is kissbot-supervisor running?"
+    return f"cannot reach the supervisor at {path} ({reason})"
+
+
+class Client:
+    """One connection to the control socket; several requests may share it.
+
+    Use as a context manager, or call :meth:`connect` and :meth:`close`.
+    :meth:`request` connects on first use.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = os.fspath(path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        """Open the connection; a no-op when already open. Raises :class:`ConnectError`."""
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise ConnectError(_describe_connect_failure(self.path, exc, self.timeout)) from exc
+        self._sock = sock
+        self._buffer = b""
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        sock, self._sock = self._sock, None
+        self._buffer = b""
+        if sock is not None:
+            sock.close()
+
+    def request(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one request and return its response object, ``ok: false`` ones included.
+
+        Raises :class:`ControlError` when the exchange fails (the connection is
+        then closed) or the answer breaks the protocol.
+        """
+        self.connect()
+        assert self._sock is not None
+        deadline = time.monotonic() + self.timeout
+        try:
+            self._send(self._sock, encode(obj), deadline)
+            line = self._read_line(self._sock, deadline)
+        except ControlError:
+            self.close()
+            raise
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            self.close()
+            raise ControlError("the supervisor closed the connection without an answer") from exc
+        except TimeoutError as exc:
+            self.close()
+            raise ControlError(
+                f"no answer from the supervisor at {self.path} within {self.timeout:g} s"
+            ) from exc
+        except OSError as exc:
+            self.close()
+            reason = exc.strerror or str(exc)
+            raise ControlError(f"talking to the supervisor at {self.path} failed ({reason})") from exc
+        try:
+            return parse_response(line)
+        except ProtocolError as exc:
+            self.close()
+            raise ControlError(exc.message) from exc
+
+    def _remaining(self, sock: socket.socket, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+
+    def _send(self, sock: socket.socket, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            self._remaining(sock, deadline)
+            sent = sock.send(view)
+            view = view[sent:]
+
+    def _read_line(self, sock: socket.socket, deadline: float) -> bytes:
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+                return line
+            if len(self._buffer) > MAX_RESPONSE:
+                raise ControlError(
+                    f"the supervisor's answer is longer than {MAX_RESPONSE} bytes; giving up"
+                )
+            self._remaining(sock, deadline)
+            chunk = sock.recv(256 * 1024)
+            if not chunk:
+                raise ControlError("the supervisor closed the connection without an answer")
+            self._buffer += chunk

@@ -1,0 +1,210 @@
+"""The control socket: JSON lines over a Unix stream socket, inside the event loop.
+
+Who may talk is decided by the kernel's word on the peer (``SO_PEERCRED``):
+root, the supervisor's own user, or a member of the group ``kissbot``. The
+socket file is also made group-``kissbot`` and 0660 when that group exists,
+but the credential check is what counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .loop import Loop
+from .protocol import MAX_LINE, ProtocolError, Request, encode, parse_request
+
+GROUP = "kissbot"
+_UCRED = struct.Struct("iII")
+MAX_CLIENTS = 64
+MAX_PENDING_OUT = 16 * 1024 * 1024  # a client that never reads is dropped
+
+
+def peer_allowed(uid: int, gid: int, own_uid: int) -> bool:
+    if uid in (0, own_uid):
+        return True
+    try:
+        group = grp.getgrnam(GROUP)
+    except KeyError:
+        return False
+    if gid == group.gr_gid:
+        return True
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return False
+    return user in group.gr_mem
+
+
+class _Client:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = b""
+        self.outbuf = b""
+        self.closing = False
+
+
+class ControlServer:
+    def __init__(
+        self,
+        loop: Loop,
+        path: Path,
+        handler: Callable[[Request], dict[str, Any]],
+        say: Callable[[str, str], None],
+    ) -> None:
+        self.loop = loop
+        self.path = path
+        self._handler = handler
+        self._say = say
+        self._clients: dict[int, _Client] = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_live(path)
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(str(path))
+        self._set_permissions(path)
+        self.sock.listen(64)
+        self.sock.setblocking(False)
+        loop.add_reader(self.sock.fileno(), self._accept)
+
+    @staticmethod
+    def _refuse_if_live(path: Path) -> None:
+        """A socket that answers belongs to a running supervisor: never steal it."""
+        if not path.exists():
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                return  # stale: nobody listens
+        raise OSError(
+            f"another supervisor is already listening on {path}; stop it first or give "
+            "this one another --control-socket"
+        )
+
+    @staticmethod
+    def _set_permissions(path: Path) -> None:
+        try:
+            gid = grp.getgrnam(GROUP).gr_gid
+        except KeyError:
+            os.chmod(path, 0o600)
+            return
+        try:
+            os.chown(path, -1, gid)
+            os.chmod(path, 0o660)
+        except PermissionError:
+            os.chmod(path, 0o600)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._say("control", f"accept failed: {e.strerror}")
+                return
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            pid, uid, gid = _UCRED.unpack(creds)
+            if not peer_allowed(uid, gid, os.getuid()):
+                self._say("control", f"refused a client (PID {pid}, UID {uid}): not allowed")
+                with contextlib.suppress(OSError):
+                    conn.sendall(
+                        encode(
+                            {
+                                "ok": False,
+                                "error": "permission denied: you need to be "
+                                "root, the supervisor's user, or in group kissbot",
+                            }
+                        )
+                    )
+                conn.close()
+                continue
+            if len(self._clients) >= MAX_CLIENTS:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            client = _Client(conn)
+            self._clients[conn.fileno()] = client
+            self.loop.add_reader(conn.fileno(), lambda c=client: self._read(c))  # type: ignore[misc]
+
+    def _read(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        client.inbuf += data
+        while b"\n" in client.inbuf:
+            line, client.inbuf = client.inbuf.split(b"\n", 1)
+            self._answer(client, line)
+        if len(client.inbuf) > MAX_LINE:
+            self._reply(client, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+            self._drop(client)
+
+    def _answer(self, client: _Client, line: bytes) -> None:
+        try:
+            request = parse_request(line)
+        except ProtocolError as e:
+            self._reply(client, {"ok": False, "error": str(e)})
+            return
+        try:
+            response = self._handler(request)
+        except Exception as e:  # a bug must cost one answer, not the supervisor
+            self._say("control", f"internal error on {request.cmd}: {e!r}")
+            response = {"ok": False, "error": f"internal error: {e}"}
+        self._reply(client, response)
+
+    def _reply(self, client: _Client, response: dict[str, Any]) -> None:
+        client.outbuf += encode(response)
+        self._flush(client)
+
+    def _flush(self, client: _Client) -> None:
+        try:
+            sent = client.sock.send(client.outbuf)
+            client.outbuf = client.outbuf[sent:]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._drop(client)
+            return
+        if len(client.outbuf) > MAX_PENDING_OUT:
+            self._drop(client)
+        elif client.outbuf:
+            # The rare slow reader: wait for writability on a separate registration.
+            fd = client.sock.fileno()
+            self.loop.remove_reader(fd)
+            self.loop.add_writer(fd, lambda: self._on_writable(client))
+
+    def _on_writable(self, client: _Client) -> None:
+        fd = client.sock.fileno()
+        self.loop.remove_writer(fd)
+        self.loop.add_reader(fd, lambda: self._read(client))
+        self._flush(client)
+
+    def _drop(self, client: _Client) -> None:
+        fd = client.sock.fileno()
+        if fd >= 0:
+            self.loop.remove_reader(fd)
+            self.loop.remove_writer(fd)
+            self._clients.pop(fd, None)
+        client.sock.close()
+
+    def close(self) -> None:
+        for client in list(self._clients.values()):
+            self._drop(client)
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        self.path.unlink(missing_ok=True)

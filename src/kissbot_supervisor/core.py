@@ -1,0 +1,696 @@
+"""The supervision core: every decision, no I/O.
+
+:class:`Core` is a state machine fed with events (a process was spawned, became
+ready, exited, pinged its watchdog; an operator command; a reload; a tick of
+the clock) and answering with actions (spawn this, signal that, say this,
+everything has stopped). Time is an argument: the core never reads a clock,
+spawns, kills or sleeps, so every history can be replayed in a unit test with
+a fake clock. Both backends feed it the same events and carry out the same
+actions; :meth:`Core.next_deadline` tells them when to wake it up, and when
+nothing is pending it returns None so an idle supervisor sleeps for good.
+
+Decisions held here:
+
+* desired state per process (``want``), sticky: a stopped process stays
+  stopped until started, a reload leaves it alone;
+* ordering: the hub ready before any bot starts; bots then start together;
+* restarts with exponential backoff and a cap, failures forgotten after a
+  stable period, parking after ``give_up_after`` failures with a reason;
+* start timeouts and watchdog timeouts;
+* graceful shutdown: bots first, then the hub; SIGTERM, then SIGKILL of the
+  whole process group after the stop timeout.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+HUB = "hub"
+
+# An exit by one of these signals is a clean stop for restart=on-failure, as in systemd.
+CLEAN_SIGNALS = frozenset({_signal.SIGHUP, _signal.SIGINT, _signal.SIGTERM, _signal.SIGPIPE})
+
+
+class Phase(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+
+
+ReadyMode = Literal["none", "notify", "file", "socket"]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What to run for one process; built from the config by :mod:`.fleet`."""
+
+    name: str  # a channel login, or "hub"
+    argv: tuple[str, ...]
+    ready: ReadyMode
+    watchdog_sec: float = 0.0
+    start_timeout_sec: float = 0.0
+
+    @property
+    def is_hub(self) -> bool:
+        return self.name == HUB
+
+
+@dataclass(frozen=True)
+class Policy:
+    delay_sec: float = 1.0
+    max_delay_sec: float = 60.0
+    reset_after_sec: float = 60.0
+    give_up_after: int = 5
+    stop_timeout_sec: float = 10.0
+    restart_always: bool = False
+    hub_restart_bots: bool = True
+
+    def backoff(self, failures: int) -> float:
+        """Delay before restart number ``failures`` (1-based) of a failing process."""
+        return min(self.delay_sec * 2.0 ** max(failures - 1, 0), self.max_delay_sec)
+
+
+# --- events ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spawned:
+    name: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class SpawnFailed:
+    name: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    name: str
+
+
+@dataclass(frozen=True)
+class Exited:
+    name: str
+    pid: int
+    code: int | None = None  # exit status, or None when killed by a signal
+    signal: int | None = None
+
+
+@dataclass(frozen=True)
+class WatchdogPing:
+    name: str
+
+
+@dataclass(frozen=True)
+class StatusText:
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """The process announced STOPPING=1: it is on its way out by itself."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Start:
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Stop:
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Restart:
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Why a process may not start now (a token problem), or None to lift it."""
+
+    name: str
+    token_state: str
+    blocked: str | None
+
+
+@dataclass(frozen=True)
+class Reload:
+    specs: tuple[ProcessSpec, ...]
+    policy: Policy
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed; sent when :meth:`Core.next_deadline` is reached."""
+
+
+Event = (
+    Spawned
+    | SpawnFailed
+    | Ready
+    | Exited
+    | WatchdogPing
+    | StatusText
+    | Stopping
+    | Start
+    | Stop
+    | Restart
+    | Gate
+    | Reload
+    | Shutdown
+    | Tick
+)
+
+# --- actions ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spawn:
+    spec: ProcessSpec
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Send ``signal`` to the process (``group``: to its whole process group / unit)."""
+
+    name: str
+    pid: int
+    signal: int
+    group: bool = False
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something an operator should see: logged, and streamed as an event."""
+
+    name: str
+    kind: str  # started, ready, exited, restarting, parked, stopping, stopped, ...
+    message: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """The process is gone from the fleet (removed by a reload); free its resources."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Shutdown is complete: every process has exited."""
+
+
+Action = Spawn | Kill | Note | Release | Finished
+
+
+# --- per-process state -------------------------------------------------------
+
+StopCause = Literal["command", "restart", "hub-restart", "shutdown", "removed", "fault"]
+
+
+@dataclass
+class Proc:
+    spec: ProcessSpec
+    want: bool = True
+    phase: Phase = Phase.STOPPED
+    pid: int | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    restarts: int = 0
+    failures: list[float] = field(default_factory=list)  # times of recent failures
+    startup_exits: list[int | None] = field(default_factory=list)  # codes, for the reason
+    last_exit: str | None = None
+    reason: str | None = None
+    status_text: str | None = None
+    token_state: str = "unchecked"
+    blocked: str | None = None  # token problem that keeps it from starting
+    backoff_until: float | None = None
+    stop_deadline: float | None = None
+    stop_cause: StopCause | None = None
+    fault: str | None = None  # why the supervisor stopped it (start or watchdog timeout)
+    killed: bool = False
+    start_deadline: float | None = None
+    watchdog_deadline: float | None = None
+    hub_generation: int = 0
+    removed: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    """A read-only view of one process, for status output."""
+
+    name: str
+    state: Phase
+    want: bool
+    pid: int | None
+    uptime_s: float | None
+    restarts: int
+    last_exit: str | None
+    reason: str | None
+    status_text: str | None
+    token_state: str
+    ready: bool
+
+
+def describe_exit(code: int | None, sig: int | None) -> str:
+    if sig is not None:
+        try:
+            return f"killed by {_signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exited {code}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+class Core:
+    """The fleet's state and every decision about it (see the module docstring)."""
+
+    def __init__(self, specs: Iterable[ProcessSpec], policy: Policy) -> None:
+        self.policy = policy
+        self.procs: dict[str, Proc] = {}
+        self.shutting_down = False
+        self.finished = False
+        self.hub_generation = 0  # bumped each time the hub becomes ready
+        for spec in specs:
+            self.procs[spec.name] = Proc(spec=spec)
+
+    # -- queries ---------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Process names, hub first, bots in config order."""
+        return sorted(self.procs, key=lambda n: n != HUB)
+
+    def status(self, now: float) -> list[ProcessStatus]:
+        out = []
+        for name in self.names():
+            p = self.procs[name]
+            state = p.phase
+            if state is Phase.STOPPED and p.want and not p.blocked and not self.shutting_down:
+                state = Phase.STARTING  # waiting for its turn (the hub, or a spawn)
+            out.append(
+                ProcessStatus(
+                    name=name,
+                    state=state,
+                    want=p.want,
+                    pid=p.pid,
+                    uptime_s=None if p.started_at is None else max(0.0, now - p.started_at),
+                    restarts=p.restarts,
+                    last_exit=p.last_exit,
+                    reason=p.reason,
+                    status_text=p.status_text,
+                    token_state=p.token_state,
+                    ready=p.phase is Phase.RUNNING,
+                )
+            )
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which a Tick would change something, or None."""
+        times = []
+        for p in self.procs.values():
+            for t in (p.backoff_until, p.stop_deadline, p.start_deadline, p.watchdog_deadline):
+                if t is not None:
+                    times.append(t)
+        return min(times, default=None)
+
+    # -- the one entry point ---------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        out: list[Action] = []
+        match event:
+            case Spawned(name, pid):
+                self._on_spawned(self.procs[name], pid, now, out)
+            case SpawnFailed(name, error):
+                self._on_spawn_failed(self.procs[name], error, now, out)
+            case Ready(name):
+                self._on_ready(self.procs[name], now, out)
+            case Exited():
+                self._on_exited(self.procs[event.name], event, now, out)
+            case WatchdogPing(name):
+                p = self.procs[name]
+                if p.alive and p.spec.watchdog_sec > 0 and p.phase is not Phase.STOPPING:
+                    p.watchdog_deadline = now + p.spec.watchdog_sec
+            case StatusText(name, text):
+                self.procs[name].status_text = text
+            case Stopping(name):
+                p = self.procs[name]
+                if p.alive and p.phase is not Phase.STOPPING:
+                    p.phase = Phase.STOPPING
+                    p.watchdog_deadline = None
+            case Start(names):
+                for name in names:
+                    self._start_command(self.procs[name], out)
+            case Stop(names):
+                for name in names:
+                    self._stop_command(self.procs[name], now, out)
+            case Restart(names):
+                for name in names:
+                    self._restart_command(self.procs[name], now, out)
+            case Gate(name, token_state, blocked):
+                p = self.procs[name]
+                p.token_state = token_state
+                if blocked != p.blocked:
+                    p.blocked = blocked
+                    if blocked and not p.alive and p.want:
+                        out.append(Note(name, "blocked", f"not started: {blocked}"))
+            case Reload(specs, policy):
+                self._reload(specs, policy, now, out)
+            case Shutdown():
+                if not self.shutting_down:
+                    self.shutting_down = True
+                    out.append(Note("supervisor", "shutdown", "stopping bots, then the hub"))
+            case Tick():
+                self._on_tick(now, out)
+        self._reconcile(now, out)
+        return out
+
+    # -- events ------------------------------------------------------------
+
+    def _on_spawned(self, p: Proc, pid: int, now: float, out: list[Action]) -> None:
+        p.pid = pid
+        p.phase = Phase.STARTING
+        p.started_at = now
+        p.ready_at = None
+        p.killed = False
+        p.fault = None
+        p.status_text = None
+        p.hub_generation = self.hub_generation
+        p.start_deadline = now + p.spec.start_timeout_sec if p.spec.start_timeout_sec else None
+        p.watchdog_deadline = now + p.spec.watchdog_sec if p.spec.watchdog_sec else None
+        out.append(Note(p.spec.name, "started", f"started (PID {pid})"))
+        if p.spec.ready == "none":
+            self._on_ready(p, now, out)
+
+    def _on_spawn_failed(self, p: Proc, error: str, now: float, out: list[Action]) -> None:
+        p.phase = Phase.STOPPED
+        p.pid = None
+        p.last_exit = f"could not start: {error}"
+        out.append(Note(p.spec.name, "spawn-failed", f"could not start: {error}"))
+        self._count_failure(p, now, None, out)
+
+    def _on_ready(self, p: Proc, now: float, out: list[Action]) -> None:
+        if not p.alive or p.phase is not Phase.STARTING:
+            return
+        p.phase = Phase.RUNNING
+        p.ready_at = now
+        p.start_deadline = None
+        p.reason = None
+        out.append(Note(p.spec.name, "ready", "ready"))
+        if p.spec.is_hub:
+            self.hub_generation += 1
+            if self.hub_generation > 1 and self.policy.hub_restart_bots:
+                self._restart_bots_for_new_hub(now, out)
+
+    def _restart_bots_for_new_hub(self, now: float, out: list[Action]) -> None:
+        # KissBot's hub client connects once and never reconnects: a bot that
+        # talked to the previous hub would never see an EventSub event again.
+        for p in self._bots():
+            if (
+                p.alive
+                and p.phase in (Phase.STARTING, Phase.RUNNING)
+                and p.hub_generation < self.hub_generation
+            ):
+                out.append(
+                    Note(p.spec.name, "restarting", "restarting to reconnect to the new hub")
+                )
+                self._begin_stop(p, now, "hub-restart", out)
+
+    def _on_exited(self, p: Proc, ev: Exited, now: float, out: list[Action]) -> None:
+        if p.pid != ev.pid:
+            return  # a late report about an earlier incarnation
+        how = describe_exit(ev.code, ev.signal)
+        ran_for = now - p.started_at if p.started_at is not None else 0.0
+        was_ready = p.ready_at is not None
+        cause, fault = p.stop_cause, p.fault
+        p.pid = None
+        p.phase = Phase.STOPPED
+        p.started_at = None
+        p.stop_deadline = p.start_deadline = p.watchdog_deadline = None
+        p.stop_cause = None
+        p.fault = None
+        p.last_exit = how if fault is None else f"{how} ({fault})"
+        if cause in ("command", "shutdown", "removed"):
+            out.append(Note(p.spec.name, "stopped", f"stopped ({how})"))
+            return
+        if cause in ("restart", "hub-restart"):
+            p.restarts += 1
+            out.append(Note(p.spec.name, "exited", f"{how}; starting again"))
+            return
+        # Nobody asked for this exit (or the supervisor stopped it for a fault).
+        if was_ready and ran_for >= self.policy.reset_after_sec:
+            p.failures.clear()
+            p.startup_exits.clear()
+        clean = fault is None and (
+            ev.code == 0 or (ev.signal is not None and ev.signal in CLEAN_SIGNALS)
+        )
+        if clean and not self.policy.restart_always:
+            p.want = False
+            p.reason = f"{how} by itself; not restarted (restart.mode is on-failure)"
+            out.append(Note(p.spec.name, "exited", p.reason))
+            return
+        out.append(Note(p.spec.name, "exited", p.last_exit))
+        if not p.want:
+            return
+        self._count_failure(p, now, None if was_ready else (ev.code if fault is None else -1), out)
+
+    def _count_failure(
+        self, p: Proc, now: float, startup_code: int | None, out: list[Action]
+    ) -> None:
+        """One more failure: back off, or park after too many within the window."""
+        window = self.policy.reset_after_sec
+        p.failures = [t for t in p.failures if now - t < window] + [now]
+        if startup_code is None:
+            p.startup_exits.clear()
+        else:
+            p.startup_exits = [*p.startup_exits, startup_code][-len(p.failures) :]
+        n = len(p.failures)
+        if self.policy.give_up_after and n >= self.policy.give_up_after:
+            p.phase = Phase.FAILED
+            p.backoff_until = None
+            p.reason = self._park_reason(p, n, now - p.failures[0])
+            out.append(Note(p.spec.name, "parked", p.reason))
+            return
+        delay = self.policy.backoff(n)
+        p.phase = Phase.BACKOFF
+        p.backoff_until = now + delay
+        p.reason = f"{p.last_exit}; restarting in {_seconds(delay)} (failure {n})"
+        out.append(Note(p.spec.name, "backoff", p.reason))
+
+    def _park_reason(self, p: Proc, n: int, span: float) -> str:
+        within = f"{n} times within {_seconds(span)}"
+        codes = set(p.startup_exits)
+        if len(p.startup_exits) >= n and len(codes) == 1:
+            (code,) = codes
+            if code == 1:
+                return f"exited 1 {within} at start-up; token revoked? (see its log)"
+            if code is not None and code >= 0:
+                return f"exited {code} {within} at start-up (see its log)"
+        return f"failed {within} (last: {p.last_exit}); start it again once fixed"
+
+    def _on_tick(self, now: float, out: list[Action]) -> None:
+        for p in self.procs.values():
+            if p.stop_deadline is not None and now >= p.stop_deadline and p.alive and not p.killed:
+                # The stop timeout ran out: KillMode=mixed, SIGKILL to the whole group.
+                assert p.pid is not None
+                p.killed = True
+                p.stop_deadline = None
+                out.append(
+                    Note(
+                        p.spec.name,
+                        "kill",
+                        f"did not stop within "
+                        f"{_seconds(self.policy.stop_timeout_sec)}; sending SIGKILL",
+                    )
+                )
+                out.append(Kill(p.spec.name, p.pid, _signal.SIGKILL, group=True))
+            if p.start_deadline is not None and now >= p.start_deadline and p.alive:
+                p.start_deadline = None
+                p.fault = f"not ready within {_seconds(p.spec.start_timeout_sec)}"
+                out.append(Note(p.spec.name, "start-timeout", p.fault))
+                self._begin_stop(p, now, "fault", out)
+            if p.watchdog_deadline is not None and now >= p.watchdog_deadline and p.alive:
+                # A hung process will not handle SIGTERM: kill it outright.
+                assert p.pid is not None
+                p.watchdog_deadline = None
+                p.start_deadline = None
+                p.fault = f"watchdog timeout: no WATCHDOG=1 for {_seconds(p.spec.watchdog_sec)}"
+                p.phase = Phase.STOPPING
+                p.stop_cause = "fault"
+                p.killed = True
+                out.append(Note(p.spec.name, "watchdog", p.fault))
+                out.append(Kill(p.spec.name, p.pid, _signal.SIGKILL, group=True))
+            if p.backoff_until is not None and now >= p.backoff_until:
+                p.backoff_until = None
+                if p.phase is Phase.BACKOFF:
+                    p.phase = Phase.STOPPED  # _reconcile starts it when it may
+
+    # -- commands ------------------------------------------------------------
+
+    def _start_command(self, p: Proc, out: list[Action]) -> None:
+        if p.removed or self.shutting_down:
+            return
+        if not p.want or p.phase in (Phase.FAILED, Phase.BACKOFF):
+            out.append(Note(p.spec.name, "command", "start requested"))
+        p.want = True
+        if p.phase in (Phase.FAILED, Phase.BACKOFF):
+            # An operator's start is a fresh chance: forget the failures.
+            p.phase = Phase.STOPPED
+            p.backoff_until = None
+            p.failures.clear()
+            p.startup_exits.clear()
+            p.reason = None
+
+    def _stop_command(self, p: Proc, now: float, out: list[Action]) -> None:
+        if p.want:
+            out.append(Note(p.spec.name, "command", "stop requested"))
+        p.want = False
+        p.reason = "stopped by an operator"
+        if p.phase in (Phase.BACKOFF, Phase.FAILED):
+            p.phase = Phase.STOPPED
+            p.backoff_until = None
+        if p.alive:
+            self._begin_stop(p, now, "command", out)
+
+    def _restart_command(self, p: Proc, now: float, out: list[Action]) -> None:
+        if p.removed or self.shutting_down:
+            return
+        out.append(Note(p.spec.name, "command", "restart requested"))
+        self._start_command(p, out)
+        if p.alive:
+            self._begin_stop(p, now, "restart", out)
+
+    def _begin_stop(self, p: Proc, now: float, cause: StopCause, out: list[Action]) -> None:
+        assert p.pid is not None
+        if p.phase is Phase.STOPPING and p.stop_cause is not None:
+            # Already on its way out; a stricter cause wins (stop beats restart).
+            if cause in ("command", "shutdown", "removed"):
+                p.stop_cause = cause
+            return
+        p.phase = Phase.STOPPING
+        p.stop_cause = cause
+        p.start_deadline = None
+        p.watchdog_deadline = None
+        p.stop_deadline = now + self.policy.stop_timeout_sec
+        out.append(Kill(p.spec.name, p.pid, _signal.SIGTERM))
+
+    # -- reload ------------------------------------------------------------
+
+    def _reload(
+        self, specs: tuple[ProcessSpec, ...], policy: Policy, now: float, out: list[Action]
+    ) -> None:
+        self.policy = policy
+        wanted = {s.name: s for s in specs}
+        for name, p in list(self.procs.items()):
+            if name not in wanted and not p.removed:
+                p.removed = True
+                p.want = False
+                out.append(Note(name, "removed", "no longer in the config; stopping"))
+                if p.alive:
+                    self._begin_stop(p, now, "removed", out)
+        for name, spec in wanted.items():
+            p_old = self.procs.get(name)
+            if p_old is None or (p_old.removed and not p_old.alive):
+                self.procs[name] = Proc(spec=spec)
+                out.append(Note(name, "added", "added by reload"))
+            elif p_old.removed:
+                # Removed and re-added before it finished stopping: keep it, start afresh.
+                p_old.removed = False
+                p_old.want = True
+                p_old.spec = spec
+                p_old.stop_cause = "restart"
+            elif p_old.spec != spec:
+                p_old.spec = spec
+                if p_old.alive:
+                    out.append(Note(name, "changed", "its command changed; restarting"))
+                    self._begin_stop(p_old, now, "restart", out)
+
+    # -- reconcile: start what should run ---------------------------------
+
+    def _bots(self) -> Iterable[Proc]:
+        return (p for n, p in self.procs.items() if n != HUB)
+
+    def _hub_gate(self) -> str | None:
+        """Why bots must wait for the hub now, or None when they may start."""
+        hub = self.procs.get(HUB)
+        if hub is None or not hub.want or hub.removed or hub.blocked:
+            return None
+        if hub.phase is Phase.RUNNING or hub.phase is Phase.FAILED:
+            return None  # ready, or parked: the bots must not wait for ever
+        return "waiting for the hub to be ready"
+
+    def _reconcile(self, now: float, out: list[Action]) -> None:
+        if self.shutting_down:
+            self._reconcile_shutdown(now, out)
+            return
+        for name, p in list(self.procs.items()):
+            if p.removed and not p.alive:
+                del self.procs[name]
+                out.append(Release(name))
+                continue
+            if p.want and p.phase is Phase.STOPPED and not p.alive:
+                self._maybe_spawn(p, out)
+            elif not p.want and p.alive and p.stop_cause is None:
+                # Spawned after a stop was asked for (a backend that starts
+                # asynchronously), or announced STOPPING=1 itself: see it out.
+                self._begin_stop(p, now, "removed" if p.removed else "command", out)
+
+    def _maybe_spawn(self, p: Proc, out: list[Action]) -> None:
+        if p.blocked:
+            p.reason = f"not started: {p.blocked}"
+            return
+        if not p.spec.is_hub:
+            wait = self._hub_gate()
+            if wait:
+                p.reason = wait
+                return
+        p.phase = Phase.STARTING
+        p.reason = None
+        out.append(Spawn(p.spec))
+
+    def _reconcile_shutdown(self, now: float, out: list[Action]) -> None:
+        bots_alive = False
+        for p in self._bots():
+            p.backoff_until = None
+            if p.alive:
+                bots_alive = True
+                self._begin_stop(p, now, "shutdown", out)
+            elif p.phase in (Phase.BACKOFF, Phase.STARTING):
+                p.phase = Phase.STOPPED
+        hub = self.procs.get(HUB)
+        hub_alive = hub is not None and hub.alive
+        if hub is not None:
+            hub.backoff_until = None
+            if not hub.alive and hub.phase in (Phase.BACKOFF, Phase.STARTING):
+                hub.phase = Phase.STOPPED
+        if hub is not None and hub.alive and not bots_alive:
+            self._begin_stop(hub, now, "shutdown", out)
+        if not bots_alive and not hub_alive and not self.finished:
+            self.finished = True
+            out.append(Note("supervisor", "finished", "every process has stopped"))
+            out.append(Finished())

@@ -1,0 +1,398 @@
+"""The supervisor process: wires the core to a backend, the control socket and signals.
+
+The path of one event: the backend notices something (a pidfd becomes
+readable: a bot exited) and calls :meth:`Supervisor.feed` with a core event;
+``feed`` queues it and hands it to :meth:`core.Core.handle`, which decides and
+returns actions (a Note to log, a Spawn after the backoff, ...); ``feed``
+carries them out through the backend and re-arms the one timer that wakes the
+core at :meth:`core.Core.next_deadline`. Nothing here decides about restarts
+or ordering.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__, core
+from .config import Config, ConfigError, load_config
+from .control import ControlServer
+from .fleet import build_policy, build_specs
+from .loop import Loop, Timer
+from .native import NativeBackend, NativeOptions
+from .paths import default_runtime_dir
+from .protocol import Request
+from .selfnotify import SelfNotifier
+from .tokengate import TokenGate, check_token_source
+
+
+class StartupError(Exception):
+    """The supervisor cannot start; the message says why."""
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    workdir: Path
+    config_path: str
+    flags: Mapping[str, Any]
+    interactive: bool = False
+
+
+class Logger:
+    """Supervisor log lines on stderr; journald priorities when run by systemd."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.journal = "JOURNAL_STREAM" in os.environ
+
+    def say(self, name: str, message: str, level: int = 6) -> None:
+        if self.journal:
+            line = f"<{level}>{name}: {message}\n"
+        else:
+            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {name}: {message}\n"
+        try:
+            self.stream.write(line)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed terminal must not take supervision down with it
+
+
+WARNING_KINDS = frozenset(
+    {"parked", "watchdog", "start-timeout", "spawn-failed", "kill", "blocked"}
+)
+
+
+class Supervisor:
+    def __init__(self, launch: LaunchOptions, cfg: Config, log: Logger | None = None) -> None:
+        self.launch = launch
+        self.cfg = cfg
+        self.log = log or Logger()
+        self.loop = Loop()
+        self.started_at = time.time()
+        self._queue: deque[core.Event] = deque()
+        self._feeding = False
+        self._timer: Timer | None = None
+        self._timer_at: float | None = None
+        s = cfg.settings
+        self.runtime_dir = Path(s.runtime_dir) if s.runtime_dir else default_runtime_dir()
+        self.runtime_dir = cfg.resolve(self.runtime_dir)
+        self.control_path = (
+            cfg.resolve(s.control_socket) if s.control_socket else self.runtime_dir / "control.sock"
+        )
+        self.tokens = TokenGate(cfg, self.loop, self._on_token_change, self.log.say)
+        self.core = core.Core(build_specs(cfg), build_policy(cfg))
+        self.backend = NativeBackend(
+            self.loop,
+            NativeOptions(
+                workdir=cfg.workdir,
+                runtime_dir=self.runtime_dir,
+                logs_dir=cfg.resolve(s.logs_dir),
+                log_max_bytes=s.logs_max_bytes,
+                log_backups=s.logs_backups,
+                hub_socket=cfg.resolve(s.hub_socket),
+            ),
+            self.feed,
+            self.log.say,
+            self.tokens.secret_for,
+        )
+        self.control = ControlServer(
+            self.loop, self.control_path, self.handle_request, self.log.say
+        )
+        self.selfnotify = SelfNotifier(self.loop)
+        self.pidfile = cfg.workdir / "pids" / "supervisor.pid"
+        self._force = False
+
+    # -- the event path ------------------------------------------------------
+
+    def feed(self, event: core.Event) -> None:
+        """Hand an event to the core and carry out its actions (re-entrant safe)."""
+        self._queue.append(event)
+        if self._feeding:
+            return
+        self._feeding = True
+        try:
+            while self._queue:
+                actions = self.core.handle(self._queue.popleft(), self.loop.now())
+                for action in actions:
+                    self._carry_out(action)
+        finally:
+            self._feeding = False
+        self._arm_timer()
+        self.selfnotify.status(self.summary())
+
+    def _carry_out(self, action: core.Action) -> None:
+        match action:
+            case core.Note(name, kind, message):
+                self.log.say(name, message, 4 if kind in WARNING_KINDS else 6)
+                if kind not in ("started",):
+                    self.backend.note(name, message)
+            case core.Finished():
+                self.loop.stop()
+            case _:
+                self.backend.execute(action)
+
+    def _arm_timer(self) -> None:
+        when = self.core.next_deadline()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = None if when is None else self.loop.call_at(when, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.feed(core.Tick())
+
+    def _on_token_change(self) -> None:
+        for name in self.core.names():
+            state, blocked = self.tokens.gate(name)
+            self.feed(core.Gate(name, state, blocked))
+
+    # -- life cycle ------------------------------------------------------------
+
+    def run(self) -> int:
+        import signal
+
+        self.loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+        self.loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        self._write_pidfile()
+        self.log.say(
+            "supervisor",
+            f"kissbot-supervisor {__version__} (native backend) in {self.cfg.workdir}: "
+            f"{len(self.cfg.channels)} channels, "
+            f"hub {'on' if self.cfg.settings.hub_enabled else 'off'}"
+            f", control socket {self.control_path}",
+        )
+        self._on_token_change()
+        self.feed(core.Tick())  # the first reconcile: start what should run
+        self.selfnotify.ready(self.summary())
+        try:
+            self.loop.run()
+        finally:
+            self.close()
+        return 0
+
+    def _on_stop_signal(self) -> None:
+        if self.core.shutting_down:
+            # A second signal: the operator does not want to wait for the stop timeouts.
+            self.log.say("supervisor", "second stop signal: killing every process now", 4)
+            self._force = True
+            self.loop.stop()
+            return
+        self.selfnotify.stopping()
+        self.feed(core.Shutdown())
+
+    def _on_reload_signal(self) -> None:
+        self.reload()
+
+    def close(self) -> None:
+        self.control.close()
+        self.backend.close()
+        self.tokens.close()
+        self.selfnotify.close()
+        self.loop.close()
+        try:
+            if self.pidfile.read_text().strip() == str(os.getpid()):
+                self.pidfile.unlink()
+        except OSError:
+            pass
+        self.log.say("supervisor", "stopped")
+
+    def _write_pidfile(self) -> None:
+        try:
+            self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+            self.pidfile.write_text(f"{os.getpid()}\n")
+        except OSError as e:
+            self.log.say("supervisor", f"cannot write {self.pidfile}: {e.strerror}", 4)
+
+    # -- reload ------------------------------------------------------------------
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config; on any error keep the running fleet exactly as it is."""
+        try:
+            cfg = load_config(
+                self.launch.workdir,
+                self.launch.config_path,
+                self.launch.flags,
+                interactive=self.launch.interactive,
+            )
+            specs = build_specs(cfg)
+            policy = build_policy(cfg)
+            self.tokens.check_config(cfg)
+        except ConfigError as e:
+            self.log.say("supervisor", f"reload refused, nothing changed: {e}", 3)
+            return {"ok": False, "error": f"reload refused, nothing changed: {e}"}
+        old = {n: self.core.procs[n].spec for n in self.core.names()}
+        new = {s.name: s for s in specs}
+        changes = {
+            "added": [n for n in new if n not in old],
+            "removed": [n for n in old if n not in new],
+            "changed": [n for n in new if n in old and old[n] != new[n]],
+        }
+        self.cfg = cfg
+        self.tokens.update_config(cfg)
+        self.log.say(
+            "supervisor",
+            "reloaded: " + "; ".join(f"{k} {', '.join(v) or 'none'}" for k, v in changes.items()),
+        )
+        self.feed(core.Reload(specs, policy))
+        self._on_token_change()
+        return {"ok": True, "changes": changes}
+
+    # -- status and control --------------------------------------------------
+
+    def summary(self) -> str:
+        bots = [p for n, p in self.core.procs.items() if n != core.HUB]
+        running = sum(p.phase is core.Phase.RUNNING for p in bots)
+        text = f"{running}/{len(bots)} bots running"
+        hub = self.core.procs.get(core.HUB)
+        if hub is not None:
+            text += ", hub ready" if hub.phase is core.Phase.RUNNING else f", hub {hub.phase}"
+        if self.core.shutting_down:
+            text = "stopping: " + text
+        return text
+
+    def status(self) -> dict[str, Any]:
+        from .procinfo import rss_bytes
+
+        now = self.loop.now()
+        hub: dict[str, Any] | None = None
+        bots = []
+        for st in self.core.status(now):
+            entry: dict[str, Any] = {
+                "name": st.name,
+                "state": str(st.state),
+                "want": st.want,
+                "pid": st.pid,
+                "uptime_s": None if st.uptime_s is None else round(st.uptime_s, 3),
+                "restarts": st.restarts,
+                "rss_bytes": rss_bytes(st.pid),
+                "last_exit": st.last_exit,
+                "token_state": st.token_state,
+                "reason": st.reason,
+                "status_text": st.status_text,
+            }
+            if st.name == core.HUB:
+                entry["socket"] = str(self.cfg.settings.hub_socket)
+                hub = entry
+            else:
+                bots.append({"channel": st.name, **entry})
+        return {
+            "backend": self.backend.name,
+            "supervisor": {
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - self.started_at, 3),
+                "version": __version__,
+                "config": str(self.cfg.config_file),
+                "workdir": str(self.cfg.workdir),
+                "control_socket": str(self.control_path),
+                "rss_bytes": rss_bytes(os.getpid()),
+                "summary": self.summary(),
+            },
+            "hub": hub,
+            "bots": bots,
+        }
+
+    def handle_request(self, request: Request) -> dict[str, Any]:
+        if request.cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if request.cmd == "reload":
+            return self.reload()
+        names = self._resolve(request.names)
+        if isinstance(names, str):
+            return {"ok": False, "error": names}
+        before = {n: self.core.procs[n].phase for n in names}
+        before_pid = {n: self.core.procs[n].pid for n in names}
+        event: core.Event
+        if request.cmd == "start":
+            event = core.Start(tuple(names))
+        elif request.cmd == "stop":
+            event = core.Stop(tuple(names))
+        else:
+            event = core.Restart(tuple(names))
+        self.feed(event)
+        results = [self._result(request.cmd, n, before[n], before_pid[n]) for n in names]
+        return {"ok": True, "results": results, "status": self.status()}
+
+    def _resolve(self, names: tuple[str, ...]) -> list[str] | str:
+        known = self.core.names()
+        out: list[str] = []
+        for name in names:
+            if name == "all":
+                out.extend(n for n in known if n not in out)
+            elif name in self.core.procs and not self.core.procs[name].removed:
+                if name not in out:
+                    out.append(name)
+            else:
+                listed = ", ".join(known) or "none"
+                return f"unknown process {name!r} (known: {listed}, or all)"
+        return out
+
+    def _result(
+        self, cmd: str, name: str, before: core.Phase, pid_before: int | None
+    ) -> dict[str, Any]:
+        p = self.core.procs.get(name)
+        if p is None:
+            return {
+                "name": name,
+                "result": "removed",
+                "pid": None,
+                "state": "stopped",
+                "message": "",
+            }
+        state = str(p.phase)
+        if cmd == "start":
+            if pid_before is not None and before in (core.Phase.RUNNING, core.Phase.STARTING):
+                result = "already running"
+            elif p.pid is not None:
+                result = "started"
+            else:
+                result = "not started"
+        elif cmd == "stop":
+            result = "not running" if pid_before is None else "stopping"
+        else:
+            result = (
+                "restarting" if pid_before is not None else ("started" if p.pid else "not started")
+            )
+        message = p.reason or ""
+        return {"name": name, "result": result, "pid": p.pid, "state": state, "message": message}
+
+
+def _load(launch: LaunchOptions) -> tuple[Config, tuple[core.ProcessSpec, ...]]:
+    try:
+        cfg = load_config(
+            launch.workdir, launch.config_path, launch.flags, interactive=launch.interactive
+        )
+        specs = build_specs(cfg)
+        check_token_source(cfg)
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
+    return cfg, specs
+
+
+def check_config(launch: LaunchOptions) -> str:
+    """``--check-config``: what would run, or StartupError."""
+    cfg, specs = _load(launch)
+    lines = [f"{cfg.config_file}: OK, {len(cfg.channels)} channels"]
+    lines += [f"  {spec.name}: {' '.join(spec.argv)}" for spec in specs]
+    return "\n".join(lines)
+
+
+def make_supervisor(launch: LaunchOptions) -> Supervisor:
+    cfg, _specs = _load(launch)
+    backend = cfg.settings.backend
+    if backend == "systemd":
+        raise StartupError(
+            "supervisor.backend is 'systemd', but this build has only the native backend; "
+            "use --backend native (or auto)"
+        )
+    return Supervisor(launch, cfg)

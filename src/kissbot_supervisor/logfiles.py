@@ -1,0 +1,126 @@
+"""Per-process log files for the native backend: time-stamped lines, size rotation.
+
+A child's output pipe is always drained, whatever happens to the file: a full
+disk or an unwritable directory drops lines (reported once) but never blocks
+the child, which is what froze bots under the old supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+MAX_PARTIAL = 64 * 1024  # a "line" longer than this is written in pieces
+RETRY_AFTER = 10.0  # seconds before trying a failing log file again
+
+
+def timestamp(now: float) -> bytes:
+    whole = int(now)
+    ms = int((now - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(whole)).encode() + b".%03d" % ms
+
+
+class LogFile:
+    """One process's log; ``write_chunk`` takes raw pipe output."""
+
+    def __init__(
+        self, path: Path, max_bytes: int, backups: int, on_error: Callable[[str], None]
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._on_error = on_error
+        self._fd = -1
+        self._size = 0
+        self._partial = b""
+        self._failed_at: float | None = None
+        self.dropped_lines = 0
+
+    def _open(self) -> bool:
+        if self._fd >= 0:
+            return True
+        if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER:
+            return False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
+            )
+            self._size = os.fstat(self._fd).st_size
+        except OSError as e:
+            self._fail(f"cannot open {self.path}: {e.strerror}")
+            return False
+        if self._failed_at is not None:
+            self._on_error(f"{self.path} is writable again ({self.dropped_lines} lines were lost)")
+            self._failed_at = None
+            self.dropped_lines = 0
+        return True
+
+    def _fail(self, message: str) -> None:
+        if self._failed_at is None:
+            self._on_error(message + "; output is dropped until it works again")
+        self._failed_at = time.monotonic()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def write_chunk(self, data: bytes, now: float) -> None:
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_PARTIAL:
+            lines.append(self._partial)
+            self._partial = b""
+        if lines:
+            self._write_lines(lines, now)
+
+    def flush(self, now: float) -> None:
+        """The pipe closed: write what is left of an unterminated last line."""
+        if self._partial:
+            self._write_lines([self._partial], now)
+            self._partial = b""
+
+    def note(self, message: str, now: float) -> None:
+        """A line from the supervisor itself (start, exit), marked as such."""
+        self._write_lines([b"[supervisor] " + message.encode()], now)
+
+    def _write_lines(self, lines: list[bytes], now: float) -> None:
+        if not self._open():
+            self.dropped_lines += len(lines)
+            return
+        stamp = timestamp(now) + b" "
+        payload = b"".join(stamp + line + b"\n" for line in lines)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as e:
+            self.dropped_lines += len(lines)
+            self._fail(f"cannot write {self.path}: {e.strerror}")
+            return
+        self._size += len(payload)
+        if self._size >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        try:
+            for i in range(self.backups, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{i}")
+                newer = self.path.with_name(f"{self.path.name}.{i - 1}") if i > 1 else self.path
+                if i == self.backups:
+                    older.unlink(missing_ok=True)
+                if newer.exists():
+                    newer.rename(older)
+            if self.backups == 0:
+                self.path.unlink(missing_ok=True)
+        except OSError as e:
+            self._fail(f"cannot rotate {self.path}: {e.strerror}")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

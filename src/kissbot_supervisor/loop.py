@@ -1,0 +1,144 @@
+"""A small event loop on stdlib ``selectors``: file descriptors, one-shot timers, signals.
+
+Not asyncio on purpose: ``import asyncio`` alone costs ~19.5 MiB of RSS against
+~12.9 MiB for what this needs. The loop sleeps in ``epoll_wait`` with the
+timeout of the earliest timer, or for good when there is none, so an idle
+supervisor does not wake up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Callback = Callable[[], None]
+
+
+@dataclass(order=True)
+class Timer:
+    when: float
+    seq: int
+    callback: Callback = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Loop:
+    """Readers, timers on the monotonic clock, and signals delivered as callbacks."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._timers: list[Timer] = []
+        self._seq = itertools.count()
+        self._signal_handlers: dict[int, Callback] = {}
+        self._signal_r: socket.socket | None = None
+        self._signal_w: socket.socket | None = None
+        self._stopped = False
+        self.wakeups = 0  # returns from epoll_wait, for the benchmarks
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    # -- file descriptors --------------------------------------------------
+
+    def add_reader(self, fd: int, callback: Callback) -> None:
+        self._selector.register(fd, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(fd)
+
+    def add_writer(self, fd: int, callback: Callback) -> None:
+        self._selector.register(fd, selectors.EVENT_WRITE, callback)
+
+    def remove_writer(self, fd: int) -> None:
+        self.remove_reader(fd)  # one registration per fd: either reading or writing
+
+    # -- timers --------------------------------------------------------------
+
+    def call_at(self, when: float, callback: Callback) -> Timer:
+        timer = Timer(when, next(self._seq), callback)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_later(self, delay: float, callback: Callback) -> Timer:
+        return self.call_at(self.now() + delay, callback)
+
+    # -- signals ------------------------------------------------------------
+
+    def add_signal_handler(self, signum: int, callback: Callback) -> None:
+        """Run ``callback`` from the loop (not from the signal handler) on ``signum``."""
+        if self._signal_r is None:
+            self._signal_r, self._signal_w = socket.socketpair()
+            self._signal_r.setblocking(False)
+            self._signal_w.setblocking(False)
+            signal.set_wakeup_fd(self._signal_w.fileno(), warn_on_full_buffer=False)
+            self.add_reader(self._signal_r.fileno(), self._read_signals)
+        self._signal_handlers[signum] = callback
+        # A Python-level handler that does nothing: the wakeup fd carries the number.
+        signal.signal(signum, lambda _s, _f: None)
+
+    def _read_signals(self) -> None:
+        assert self._signal_r is not None
+        try:
+            data = self._signal_r.recv(256)
+        except BlockingIOError:
+            return
+        for signum in data:
+            handler = self._signal_handlers.get(signum)
+            if handler is not None:
+                handler()
+
+    # -- running -------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def run(self) -> None:
+        self._stopped = False
+        while not self._stopped:
+            self.run_once()
+
+    def run_once(self) -> None:
+        timeout = None
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        if self._timers:
+            timeout = max(0.0, self._timers[0].when - self.now())
+        events = self._selector.select(timeout)
+        self.wakeups += 1
+        for key, _mask in events:
+            callback: Callback = key.data
+            callback()
+        now = self.now()
+        while self._timers and (self._timers[0].cancelled or self._timers[0].when <= now):
+            timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.callback()
+
+    def close(self) -> None:
+        if self._signal_r is not None:
+            signal.set_wakeup_fd(-1)
+            for signum in self._signal_handlers:
+                signal.signal(signum, signal.SIG_DFL)
+            self.remove_reader(self._signal_r.fileno())
+            self._signal_r.close()
+            if self._signal_w is not None:
+                self._signal_w.close()
+            self._signal_r = self._signal_w = None
+        self._selector.close()
+
+
+def set_nonblocking(fd: int) -> None:
+    os.set_blocking(fd, False)

@@ -1,0 +1,307 @@
+"""The human status table ``kissbotctl status`` prints: pure text from a STATUS object.
+
+Layout (the old KissBot supervisor's, fitted to 80 columns)::
+
+    ══ KissBot supervisor ══════════════════════════════════════════════════
+    backend native · PID 4242 · up 2d 03:14:07 · version 0.1.0
+    3/4 bots running
+    hub      running · PID 4250 · up 2d 03:14:05 · restarts 0 · mem 48.2M
+             socket /tmp/kissbot_hub.sock
+
+    CHANNEL   STATE    PID   UPTIME       RESTARTS  MEM    LAST EXIT  TOKEN
+    el_serda  running  4251  2d 03:14:04         0  48.2M  -          valid
+    morthy    failed   -     -                   5  -      exit 1     revoked
+        ↳ token revoked: re-authorise with kissbot's oauth script
+
+Columns take the width their content needs; when a row would pass ``width``,
+CHANNEL, LAST EXIT and TOKEN shrink and long values end in ``…``. Colour
+(ANSI SGR) is added only when asked for, and only around the STATE text, so
+it never changes the visible width.
+
+Imports only ``os`` and ``textwrap``: ``kissbotctl`` imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
+    from collections.abc import Mapping, Sequence
+    from typing import Any, TextIO
+
+__all__ = [
+    "ELLIPSIS",
+    "format_bytes",
+    "format_uptime",
+    "render_status",
+    "truncate",
+    "use_color",
+]
+
+ELLIPSIS = "…"
+DASH = "-"
+
+_RESET = "\x1b[0m"
+_BOLD = "\x1b[1m"
+_STATE_COLORS = {
+    "running": "\x1b[32m",  # green
+    "starting": "\x1b[33m",  # yellow
+    "backoff": "\x1b[33m",
+    "stopping": "\x1b[33m",
+    "failed": "\x1b[31m",  # red
+    "stopped": "\x1b[2m",  # dim
+}
+
+
+def use_color(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
+    """Colour only on a terminal, and never with ``NO_COLOR`` set (any value) or ``TERM=dumb``."""
+    if env is None:
+        env = os.environ
+    if "NO_COLOR" in env or env.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):  # closed or detached stream
+        return False
+
+
+def format_uptime(seconds: float | None) -> str:
+    """``03:14:07`` under a day, ``2d 03:14:07`` from one day on, ``-`` for None."""
+    if seconds is None:
+        return DASH
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}d {clock}" if days else clock
+
+
+_UNITS = ("K", "M", "G", "T")
+
+
+def format_bytes(count: int | None) -> str:
+    """Binary units with one decimal: ``512B``, ``48.2M``, ``1.5G``; ``-`` for None.
+
+    A value that would print as 1000 or more of a unit moves to the next unit
+    (``1000.0K`` reads as ``1.0M``), so the text is at most six characters below
+    a thousand terabytes.
+    """
+    if count is None:
+        return DASH
+    if count < 1000:
+        return f"{max(0, count)}B"
+    value = float(count)
+    for unit in _UNITS:
+        value /= 1024.0
+        if round(value, 1) < 1000 or unit == _UNITS[-1]:
+            return f"{value:.1f}{unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def truncate(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, the last one ``…`` when cut."""
+    if len(text) <= width:
+        return text
+    if width <= 0:
+        return ""
+    return text[: width - 1] + ELLIPSIS
+
+
+def _str(value: object) -> str:
+    if value is None or value == "":
+        return DASH
+    return str(value)
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value)
+
+
+def _float_or_none(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _paint(text: str, state: str, color: bool) -> str:
+    code = _STATE_COLORS.get(state)
+    if not color or code is None:
+        return text
+    return f"{code}{text}{_RESET}"
+
+
+def _flow(pieces: Sequence[str], width: int, first: str, indent: int) -> list[str]:
+    """Join ``pieces`` with `` · `` into lines of at most ``width``, wrapping between pieces.
+
+    ``first`` starts the first line; later lines start with ``indent`` spaces.
+    A piece too long for a line of its own is truncated.
+    """
+    lines: list[str] = []
+    current = first
+    has_piece = False
+    pad = " " * indent
+    for piece in pieces:
+        joined = f"{current} · {piece}" if has_piece else current + piece
+        if len(joined) <= width:
+            current, has_piece = joined, True
+            continue
+        if has_piece:
+            lines.append(current)
+            current = pad
+        current = truncate(current + piece, width)
+        has_piece = True
+    lines.append(current)
+    return lines
+
+
+def _reason_lines(reason: object, width: int, indent: int) -> list[str]:
+    if not isinstance(reason, str) or not reason.strip():
+        return []
+    lead = " " * indent + "↳ "
+    return textwrap.wrap(
+        " ".join(reason.split()),
+        width=max(width, len(lead) + 10),
+        initial_indent=lead,
+        subsequent_indent=" " * len(lead),
+        break_on_hyphens=False,
+    )
+
+
+def _banner(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
+    title = " KissBot supervisor "
+    rule = "══" + title + "═" * max(0, width - len(title) - 2)
+    rule = truncate(rule, width)
+    if color:
+        rule = f"{_BOLD}{rule}{_RESET}"
+    sup = status.get("supervisor")
+    sup = sup if isinstance(sup, dict) else {}
+    pieces = [f"backend {_str(status.get('backend'))}"]
+    pieces.append(f"PID {_str(_int_or_none(sup.get('pid')))}")
+    pieces.append(f"up {format_uptime(_float_or_none(sup.get('uptime_s')))}")
+    if sup.get("rss_bytes") is not None:
+        pieces.append(f"mem {format_bytes(_int_or_none(sup.get('rss_bytes')))}")
+    if sup.get("version"):
+        pieces.append(f"version {sup['version']}")
+    bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
+    running = sum(1 for b in bots if b.get("state") == "running")
+    noun = "bot" if len(bots) == 1 else "bots"
+    return [rule, *_flow(pieces, width, "", 0), truncate(f"{running}/{len(bots)} {noun} running", width)]
+
+
+def _hub_block(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
+    if "hub" not in status:
+        return []  # filtered out: not asked for
+    hub = status["hub"]
+    if not isinstance(hub, dict):
+        return ["hub: disabled"]
+    label = "hub      "
+    state = _str(hub.get("state"))
+    pieces = [
+        state,
+        f"PID {_str(_int_or_none(hub.get('pid')))}",
+        f"up {format_uptime(_float_or_none(hub.get('uptime_s')))}",
+        f"restarts {_str(_int_or_none(hub.get('restarts')))}",
+        f"mem {format_bytes(_int_or_none(hub.get('rss_bytes')))}",
+    ]
+    if hub.get("token_state"):
+        pieces.append(f"token {hub['token_state']}")
+    if hub.get("last_exit"):
+        pieces.append(f"last exit {hub['last_exit']}")
+    lines = _flow(pieces, width, label, len(label))
+    if hub.get("socket"):
+        lines.append(truncate(" " * len(label) + f"socket {hub['socket']}", width))
+    lines.extend(_reason_lines(hub.get("reason"), width, len(label)))
+    if color and lines[0].startswith(label + state):
+        # The state is the first piece on the first line; colour it in place.
+        lines[0] = label + _paint(state, state, True) + lines[0][len(label) + len(state) :]
+    return lines
+
+
+# Table columns: (header, right-aligned, minimum width when shrunk).
+_COLUMNS: tuple[tuple[str, bool, int], ...] = (
+    ("CHANNEL", False, 8),
+    ("STATE", False, 8),
+    ("PID", True, 3),
+    ("UPTIME", True, 8),
+    ("RESTARTS", True, 8),
+    ("MEM", True, 6),
+    ("LAST EXIT", False, 6),
+    ("TOKEN", False, 5),
+)
+_GAP = "  "
+# Shrink order when a row is too wide: the free-text columns first; the others
+# only hold short values from a sane daemon, but a bad value must not overflow.
+_SHRINK_ORDER = (6, 0, 7, 1, 3, 2, 5, 4)
+
+
+def _bot_cells(bot: Mapping[str, Any]) -> list[str]:
+    channel = bot.get("channel") or bot.get("name")
+    return [
+        _str(channel),
+        _str(bot.get("state")),
+        _str(_int_or_none(bot.get("pid"))),
+        format_uptime(_float_or_none(bot.get("uptime_s"))),
+        _str(_int_or_none(bot.get("restarts"))),
+        format_bytes(_int_or_none(bot.get("rss_bytes"))),
+        _str(bot.get("last_exit")),
+        _str(bot.get("token_state")),
+    ]
+
+
+def _fit_widths(natural: list[int], width: int) -> list[int]:
+    widths = list(natural)
+    excess = sum(widths) + len(_GAP) * (len(widths) - 1) - width
+    for index in _SHRINK_ORDER:
+        if excess <= 0:
+            break
+        minimum = _COLUMNS[index][2]
+        take = min(excess, max(0, widths[index] - minimum))
+        widths[index] -= take
+        excess -= take
+    return widths
+
+
+def _row(cells: Sequence[str], widths: Sequence[int], state: str | None, color: bool) -> str:
+    parts: list[str] = []
+    for index, (cell, col_width) in enumerate(zip(cells, widths, strict=True)):
+        text = truncate(cell, col_width)
+        padded = text.rjust(col_width) if _COLUMNS[index][1] else text.ljust(col_width)
+        if index == 1 and state is not None:
+            padded = _paint(text, state, color) + " " * (col_width - len(text))
+        parts.append(padded)
+    return _GAP.join(parts).rstrip()
+
+
+def _bot_table(bots: Sequence[Mapping[str, Any]], width: int, color: bool) -> list[str]:
+    if not bots:
+        return ["no bots"]
+    rows = [_bot_cells(b) for b in bots]
+    headers = [c[0] for c in _COLUMNS]
+    natural = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))]
+    widths = _fit_widths(natural, width)
+    lines = [_row(headers, widths, None, False)]
+    for bot, cells in zip(bots, rows, strict=True):
+        lines.append(_row(cells, widths, cells[1], color))
+        lines.extend(_reason_lines(bot.get("reason"), width, 4))
+    return lines
+
+
+def render_status(status: Mapping[str, Any], *, color: bool, width: int = 80) -> str:
+    """The status table, lines joined with newlines and a final newline.
+
+    Every line fits ``width`` columns (visible characters; colour codes do not
+    count) for any ``width`` of 70 or more: values are cut with ``…``. Below
+    that the column minimums win and rows may overflow.
+    """
+    bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
+    lines = _banner(status, width, color)
+    lines.extend(_hub_block(status, width, color))
+    lines.append("")
+    lines.extend(_bot_table(bots, width, color))
+    return "\n".join(lines) + "\n"

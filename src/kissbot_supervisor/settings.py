@@ -1,0 +1,406 @@
+"""Every ``supervisor:`` setting, declared once.
+
+Each field of :class:`Settings` is one setting: its key under ``supervisor:``
+in the YAML file, its type (a parser), its default, its help text and its
+command-line flag all live in the field's declaration. The YAML reader, the
+argument parser, the error messages and ``docs/configuration.md`` are all
+derived from this table, so a setting cannot be documented one way and parsed
+another.
+
+Parsers share one signature, ``(value) -> parsed``, and raise
+:class:`SettingValueError` with the rule the value broke; the caller adds the
+file and key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SettingValueError(ValueError):
+    """A value broke a setting's rule; ``rule`` completes "'value' ..."."""
+
+    def __init__(self, value: object, rule: str) -> None:
+        super().__init__(f"{value!r} {rule}")
+        self.value = value
+        self.rule = rule
+
+
+Parser = Callable[[object], Any]
+
+
+@dataclass(frozen=True)
+class SettingMeta:
+    key: str
+    parse: Parser
+    help: str
+    kind: str  # shown in docs and --help: "seconds", "path", "one of: a, b"
+    flags: tuple[str, ...] = ()
+    boolean_flag: bool = False  # a flag that takes no value and sets True
+
+
+def _flag_for(key: str) -> str:
+    return "--" + key.replace(".", "-").replace("_", "-")
+
+
+def setting(
+    key: str,
+    default: Any,
+    parse: Parser,
+    help: str,
+    kind: str,
+    *,
+    flag: bool = True,
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    """Declare one setting as a dataclass field (see the module docstring)."""
+    flags: tuple[str, ...] = ()
+    if flag:
+        flags = (_flag_for(key), *aliases)
+    meta = SettingMeta(
+        key=key,
+        parse=parse,
+        help=help,
+        kind=kind,
+        flags=flags,
+        boolean_flag=parse is parse_bool,
+    )
+    return field(default=default, metadata={"setting": meta})
+
+
+# --- parsers -------------------------------------------------------------
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+        return False
+    raise SettingValueError(value, "is not a boolean (expected true or false)")
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool):
+        raise SettingValueError(value, "is not a number")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingValueError(value, "is not a number") from None
+    else:
+        raise SettingValueError(value, "is not a number")
+    if not math.isfinite(number):
+        raise SettingValueError(value, "is not a finite number")
+    return number
+
+
+def seconds(minimum: float = 0.0, maximum: float = 86_400.0) -> Parser:
+    def parse(value: object) -> float:
+        number = _number(value)
+        if not minimum <= number <= maximum:
+            raise SettingValueError(
+                value, f"is out of range (expected seconds from {minimum:g} to {maximum:g})"
+            )
+        return number
+
+    return parse
+
+
+def integer(minimum: int, maximum: int) -> Parser:
+    def parse(value: object) -> int:
+        number = _number(value)
+        if number != int(number) or not minimum <= number <= maximum:
+            raise SettingValueError(value, f"is not a whole number from {minimum} to {maximum}")
+        return int(number)
+
+    return parse
+
+
+def choice(*options: str) -> Parser:
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise SettingValueError(value, f"is not one of: {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def text(value: object) -> str:
+    if not isinstance(value, str):
+        raise SettingValueError(value, "is not a string")
+    if "\0" in value:
+        raise SettingValueError(value, "contains a NUL byte")
+    return value
+
+
+def optional_text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return text(value)
+
+
+def path_text(value: object) -> str:
+    parsed = text(value)
+    if not parsed:
+        raise SettingValueError(value, "is empty (expected a file path)")
+    return parsed
+
+
+def optional_path(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return path_text(value)
+
+
+def argv(value: object) -> tuple[str, ...] | None:
+    """A command as a YAML list of strings (never a shell string: no quoting traps)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise SettingValueError(
+            value, "is a string (expected a list of arguments, e.g. ['{python}', 'main.py'])"
+        )
+    if not isinstance(value, list) or not value:
+        raise SettingValueError(value, "is not a non-empty list of arguments")
+    for item in value:
+        if not isinstance(item, str) or not item or "\0" in item:
+            raise SettingValueError(value, f"has an argument {item!r} that is not a string")
+    return tuple(value)
+
+
+# --- the table -------------------------------------------------------------
+
+READY_BOT = ("file", "notify", "none")
+READY_HUB = ("socket", "notify", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The supervisor's own settings (``supervisor:`` in the KissBot config)."""
+
+    backend: str = setting(
+        "backend",
+        "auto",
+        choice("auto", "systemd", "native"),
+        "Which backend carries out the supervision: `systemd` (transient units over D-Bus), "
+        "`native` (the supervisor spawns the processes itself), or `auto` (systemd when "
+        "PID 1 is systemd and its bus is reachable, else native).",
+        "one of: auto, systemd, native",
+    )
+    control_socket: str | None = setting(
+        "control_socket",
+        None,
+        optional_path,
+        "Path of the control socket `kissbotctl` talks to. Default: `RUNTIME_DIR/control.sock`.",
+        "path",
+    )
+    runtime_dir: str | None = setting(
+        "runtime_dir",
+        None,
+        optional_path,
+        "Directory for the notify socket, the control socket and credential files; it "
+        "should be on tmpfs. Default: `$RUNTIME_DIRECTORY`, else `/run/kissbot-supervisor` "
+        "for root when /run is tmpfs, else `$XDG_RUNTIME_DIR/kissbot-supervisor`, else "
+        "`/dev/shm/kissbot-supervisor-UID`.",
+        "path",
+    )
+    use_db: bool = setting(
+        "use_db",
+        False,
+        parse_bool,
+        "Tokens live in the SQLite DB: bots get `--use-db --db DB` and token states are read "
+        "from the DB.",
+        "boolean",
+    )
+    db: str = setting(
+        "db", "kissbot.db", path_text, "The KissBot SQLite DB, relative to the workdir.", "path"
+    )
+    stop_timeout_sec: float = setting(
+        "stop_timeout_sec",
+        10.0,
+        seconds(0.1, 3600),
+        "How long a process gets after SIGTERM before SIGKILL.",
+        "seconds",
+    )
+    bot_command: tuple[str, ...] | None = setting(
+        "bot.command",
+        None,
+        argv,
+        "The bot's argv as a list, with placeholders {python} {channel} {config} {db} "
+        "{hub_socket} {eventsub} {supervisor_python}. Absent: the exact upstream argv "
+        "`{python} main.py --channel CH --config CFG --eventsub MODE [--use-db --db DB] "
+        "[--hub-socket SOCK]`.",
+        "list of strings",
+        flag=False,
+    )
+    bot_ready: str = setting(
+        "bot.ready",
+        "file",
+        choice(*READY_BOT),
+        "When a bot counts as ready: `file` (`pids/CHANNEL.ready` appears, what unmodified "
+        "KissBot bots do), `notify` (it sends sd_notify READY=1), `none` (as soon as it runs).",
+        "one of: " + ", ".join(READY_BOT),
+    )
+    bot_watchdog_sec: float = setting(
+        "bot.watchdog_sec",
+        0.0,
+        seconds(0, 3600),
+        "0 turns the watchdog off. Otherwise a bot that sends no sd_notify WATCHDOG=1 for "
+        "this long is killed and restarted; it gets WATCHDOG_USEC in its environment.",
+        "seconds",
+    )
+    bot_start_timeout_sec: float = setting(
+        "bot.start_timeout_sec",
+        120.0,
+        seconds(0, 3600),
+        "A bot not ready this long after its start is stopped and counted as a failure; "
+        "0 waits forever.",
+        "seconds",
+    )
+    hub_enabled: bool = setting(
+        "hub.enabled",
+        False,
+        parse_bool,
+        "Run the EventSub hub; bots get `--eventsub hub --hub-socket SOCK` and start once "
+        "it is ready.",
+        "boolean",
+        aliases=("--enable-hub",),
+    )
+    hub_socket: str = setting(
+        "hub.socket",
+        "/tmp/kissbot_hub.sock",
+        path_text,
+        "The hub's IPC socket.",
+        "path",
+        aliases=("--hub-socket",),
+    )
+    hub_command: tuple[str, ...] | None = setting(
+        "hub.command",
+        None,
+        argv,
+        "The hub's argv, with the same placeholders as `bot.command`. Absent: "
+        "`{python} eventsub_hub.py --config CFG --db DB --socket SOCK`.",
+        "list of strings",
+        flag=False,
+    )
+    hub_ready: str = setting(
+        "hub.ready",
+        "socket",
+        choice(*READY_HUB),
+        "When the hub counts as ready: `socket` (its socket accepts a connection), `notify` "
+        "(sd_notify READY=1), `none`.",
+        "one of: " + ", ".join(READY_HUB),
+    )
+    hub_watchdog_sec: float = setting(
+        "hub.watchdog_sec",
+        0.0,
+        seconds(0, 3600),
+        "Like `bot.watchdog_sec`, for the hub.",
+        "seconds",
+    )
+    hub_start_timeout_sec: float = setting(
+        "hub.start_timeout_sec",
+        30.0,
+        seconds(0, 3600),
+        "Like `bot.start_timeout_sec`, for the hub.",
+        "seconds",
+    )
+    hub_restart_bots: bool = setting(
+        "hub.restart_bots",
+        True,
+        parse_bool,
+        "Restart the running bots once a restarted hub is ready again: KissBot's hub client "
+        "connects only once, so without this the bots never see EventSub events again.",
+        "boolean",
+    )
+    restart_mode: str = setting(
+        "restart.mode",
+        "on-failure",
+        choice("on-failure", "always"),
+        "`on-failure` restarts a process that crashed, was killed or exited non-zero (an exit "
+        "with status 0 or by SIGTERM/SIGINT/SIGHUP/SIGPIPE leaves it stopped, as systemd "
+        "does); `always` restarts after any exit the supervisor did not ask for.",
+        "one of: on-failure, always",
+    )
+    restart_delay_sec: float = setting(
+        "restart.delay_sec",
+        1.0,
+        seconds(0, 3600),
+        "Delay before the first restart after a failure; it doubles with each consecutive failure.",
+        "seconds",
+    )
+    restart_max_delay_sec: float = setting(
+        "restart.max_delay_sec",
+        60.0,
+        seconds(0, 86_400),
+        "Upper bound of the restart delay.",
+        "seconds",
+    )
+    restart_reset_after_sec: float = setting(
+        "restart.reset_after_sec",
+        60.0,
+        seconds(0, 86_400),
+        "Failures older than this are forgotten, and a process up this long starts again "
+        "from the first delay.",
+        "seconds",
+    )
+    restart_give_up_after: int = setting(
+        "restart.give_up_after",
+        5,
+        integer(0, 10_000),
+        "Consecutive failures within `restart.reset_after_sec` after which the process is "
+        "parked as failed (with the reason in status) until an operator starts it; 0 never "
+        "gives up.",
+        "whole number",
+    )
+    logs_dir: str = setting(
+        "logs.dir",
+        "logs/supervisor",
+        path_text,
+        "Where the native backend writes one log file per process, relative to the workdir.",
+        "path",
+    )
+    logs_max_bytes: int = setting(
+        "logs.max_bytes",
+        10 * 1024 * 1024,
+        integer(4096, 2**40),
+        "Size at which a process's log file is rotated.",
+        "bytes",
+    )
+    logs_backups: int = setting(
+        "logs.backups",
+        3,
+        integer(0, 100),
+        "How many rotated log files to keep per process.",
+        "whole number",
+    )
+
+
+def declarations() -> Iterator[tuple[str, Any, SettingMeta]]:
+    """(field name, default, declaration) for every setting, in table order."""
+    for f in dataclasses.fields(Settings):
+        yield f.name, f.default, f.metadata["setting"]
+
+
+def build_settings(values: dict[str, Any]) -> Settings:
+    return Settings(**values)
+
+
+def describe_default(default: object) -> str:
+    if default is None:
+        return "(see text)"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float) and default == int(default):
+        return str(int(default))
+    if isinstance(default, Sequence) and not isinstance(default, str):
+        return "[" + ", ".join(map(str, default)) + "]"
+    return str(default)

@@ -1,0 +1,161 @@
+"""The one place the native backend starts a process.
+
+Own fork/exec rather than ``subprocess.Popen`` because the child needs three
+things Popen cannot give together: its own process group, ``PR_SET_PDEATHSIG``
+so it dies with the supervisor (old supervisors orphaned their bots), and
+``WATCHDOG_PID`` set to its own PID, which only the child knows before exec.
+
+The environment is explicit, stdin is /dev/null, stdout and stderr share one
+pipe that the supervisor always drains, and an exec failure comes back to the
+parent as words ("python3: No such file or directory"), never as a silent
+exit 127.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+PR_SET_PDEATHSIG = 1
+
+# Inherited from the supervisor's own service manager; never meant for the children.
+_PRIVATE_ENV = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "INVOCATION_ID",
+    "CREDENTIALS_DIRECTORY",
+    "RUNTIME_DIRECTORY",
+    "KISSBOT_CONTROL_SOCKET",
+)
+
+
+class SpawnError(Exception):
+    """The process could not be started; the message says why, in words."""
+
+
+@dataclass(frozen=True)
+class Child:
+    pid: int
+    output_fd: int  # read end of the stdout+stderr pipe, non-blocking
+
+
+def child_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in _PRIVATE_ENV}
+    env.update(extra)
+    return env
+
+
+def _prctl() -> Callable[[int, int], int]:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn: Callable[[int, int], int] = libc.prctl
+    return fn
+
+
+class Spawner:
+    """Starts children; create one per supervisor (it holds /dev/null and libc)."""
+
+    def __init__(self) -> None:
+        self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        self._prctl = _prctl()
+
+    def close(self) -> None:
+        os.close(self._devnull)
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        pass_fds: Sequence[int] = (),
+        watchdog_pid: bool = False,
+    ) -> Child:
+        if not argv:
+            raise SpawnError("empty command")
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        env = dict(env)
+        parent = os.getpid()
+        keep = sorted(set(pass_fds))
+        try:
+            pid = os.fork()
+        except OSError as e:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise SpawnError(f"fork failed: {e.strerror}") from None
+        if pid == 0:  # pragma: no cover - the child; covered by every process test
+            self._exec_child(argv, cwd, env, keep, out_w, err_w, parent, watchdog_pid)
+        os.close(out_w)
+        os.close(err_w)
+        try:
+            report = _read_all(err_r)
+        finally:
+            os.close(err_r)
+        if report:
+            os.waitpid(pid, 0)
+            os.close(out_r)
+            raise SpawnError(report.decode(errors="replace"))
+        os.set_blocking(out_r, False)
+        return Child(pid=pid, output_fd=out_r)
+
+    def _exec_child(
+        self,
+        argv: Sequence[str],
+        cwd: str,
+        env: dict[str, str],
+        keep: list[int],
+        out_w: int,
+        err_w: int,
+        parent: int,
+        watchdog_pid: bool,
+    ) -> None:
+        """Runs in the forked child: set up, exec, or report why not and exit 127."""
+        stage = "set up"
+        try:
+            os.setpgid(0, 0)
+            self._prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the supervisor died before prctl took effect
+                os._exit(0)
+            # Python ignores SIGPIPE and the supervisor blocks none; give exec a clean slate.
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            os.dup2(self._devnull, 0)
+            os.dup2(out_w, 1)
+            os.dup2(out_w, 2)
+            for fd in keep:
+                os.set_inheritable(fd, True)
+            stage = f"change directory to {cwd}"
+            os.chdir(cwd)
+            if watchdog_pid:
+                env["WATCHDOG_PID"] = str(os.getpid())
+            stage = f"execute {argv[0]!r}"
+            os.execvpe(argv[0], list(argv), env)
+        except OSError as e:
+            message = f"cannot {stage}: {e.strerror or errno.errorcode.get(e.errno or 0, e)}"
+            _write_all(err_w, message.encode())
+        except BaseException as e:
+            _write_all(err_w, f"cannot {stage}: {e!r}".encode())
+        finally:
+            os._exit(127)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
