@@ -64,7 +64,7 @@ class Client:
         self.path = os.fspath(path)
         self.timeout = timeout
         self._sock: socket.socket | None = None
-        self._buffer = b""
+        self._buffer = bytearray()
 
     def __enter__(self) -> Self:
         self.connect()
@@ -90,12 +90,12 @@ class Client:
             sock.close()
             raise ConnectError(_describe_connect_failure(self.path, exc, self.timeout)) from exc
         self._sock = sock
-        self._buffer = b""
+        self._buffer = bytearray()
 
     def close(self) -> None:
         """Close the connection; safe to call twice."""
         sock, self._sock = self._sock, None
-        self._buffer = b""
+        self._buffer = bytearray()
         if sock is not None:
             sock.close()
 
@@ -125,7 +125,9 @@ class Client:
         except OSError as exc:
             self.close()
             reason = exc.strerror or str(exc)
-            raise ControlError(f"talking to the supervisor at {self.path} failed ({reason})") from exc
+            raise ControlError(
+                f"talking to the supervisor at {self.path} failed ({reason})"
+            ) from exc
         try:
             return parse_response(line)
         except ProtocolError as exc:
@@ -142,15 +144,24 @@ class Client:
         view = memoryview(data)
         while view:
             self._remaining(sock, deadline)
-            sent = sock.send(view)
+            try:
+                sent = sock.send(view)
+            except (BrokenPipeError, ConnectionResetError):
+                # A supervisor that refuses a client (not allowed by SO_PEERCRED)
+                # answers and hangs up at once, maybe before our request is out:
+                # its answer may still be waiting to be read, so read on.
+                return
             view = view[sent:]
 
     def _read_line(self, sock: socket.socket, deadline: float) -> bytes:
+        scanned = 0
         while True:
-            newline = self._buffer.find(b"\n")
+            newline = self._buffer.find(b"\n", scanned)
             if newline >= 0:
-                line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+                line = bytes(self._buffer[:newline])
+                del self._buffer[: newline + 1]
                 return line
+            scanned = len(self._buffer)
             if len(self._buffer) > MAX_RESPONSE:
                 raise ControlError(
                     f"the supervisor's answer is longer than {MAX_RESPONSE} bytes; giving up"

@@ -45,7 +45,9 @@ def check_login(name: object) -> str:
     if not isinstance(name, str):
         raise SettingValueError(name, "is not a string (expected a Twitch login)")
     lowered = name.lower()
-    if not LOGIN_RE.fullmatch(lowered):
+    # isascii() on the name as written: str.lower() maps a few non-ASCII letters
+    # to ASCII ("\u212a" KELVIN SIGN -> "k"), which would slip past the pattern.
+    if not name.isascii() or not LOGIN_RE.fullmatch(lowered):
         raise SettingValueError(name, LOGIN_RULE)
     return lowered
 

@@ -21,6 +21,7 @@ from typing import Any
 from .loop import Loop
 from .protocol import MAX_LINE, ProtocolError, Request, encode, parse_request
 
+Reply = Callable[[dict[str, Any]], None]
 GROUP = "kissbot"
 _UCRED = struct.Struct("iII")
 MAX_CLIENTS = 64
@@ -56,7 +57,7 @@ class ControlServer:
         self,
         loop: Loop,
         path: Path,
-        handler: Callable[[Request], dict[str, Any]],
+        handler: Callable[[Request, Reply], None],
         say: Callable[[str, str], None],
     ) -> None:
         self.loop = loop
@@ -160,12 +161,20 @@ class ControlServer:
         except ProtocolError as e:
             self._reply(client, {"ok": False, "error": str(e)})
             return
+        answered = False
+
+        def reply(response: dict[str, Any]) -> None:
+            # Commands that wait (start, stop) answer later; the client may be gone.
+            nonlocal answered
+            if not answered and client.sock.fileno() >= 0:
+                answered = True
+                self._reply(client, response)
+
         try:
-            response = self._handler(request)
+            self._handler(request, reply)
         except Exception as e:  # a bug must cost one answer, not the supervisor
             self._say("control", f"internal error on {request.cmd}: {e!r}")
-            response = {"ok": False, "error": f"internal error: {e}"}
-        self._reply(client, response)
+            reply({"ok": False, "error": f"internal error: {e}"})
 
     def _reply(self, client: _Client, response: dict[str, Any]) -> None:
         client.outbuf += encode(response)

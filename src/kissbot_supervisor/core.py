@@ -235,7 +235,8 @@ class Proc:
     pid: int | None = None
     started_at: float | None = None
     ready_at: float | None = None
-    restarts: int = 0
+    restarts: int = 0  # automatic and requested restarts, like systemd's NRestarts
+    restart_pending: bool = False  # the next spawn is a restart after a failure
     failures: list[float] = field(default_factory=list)  # times of recent failures
     startup_exits: list[int | None] = field(default_factory=list)  # codes, for the reason
     last_exit: str | None = None
@@ -256,6 +257,11 @@ class Proc:
     @property
     def alive(self) -> bool:
         return self.pid is not None
+
+    @property
+    def spawning(self) -> bool:
+        """A Spawn went out and the backend has not answered (Spawned or SpawnFailed) yet."""
+        return self.pid is None and self.phase is Phase.STARTING
 
 
 @dataclass(frozen=True)
@@ -424,7 +430,9 @@ class Core:
         out.append(Note(p.spec.name, "ready", "ready"))
         if p.spec.is_hub:
             self.hub_generation += 1
-            if self.hub_generation > 1 and self.policy.hub_restart_bots:
+            # Also on its first ready: bots that started without it (hub parked,
+            # blocked or stopped) never connected and must be restarted too.
+            if self.policy.hub_restart_bots:
                 self._restart_bots_for_new_hub(now, out)
 
     def _restart_bots_for_new_hub(self, now: float, out: list[Action]) -> None:
@@ -497,6 +505,7 @@ class Core:
             out.append(Note(p.spec.name, "parked", p.reason))
             return
         delay = self.policy.backoff(n)
+        p.restart_pending = True
         p.phase = Phase.BACKOFF
         p.backoff_until = now + delay
         p.reason = f"{p.last_exit}; restarting in {_seconds(delay)} (failure {n})"
@@ -571,6 +580,7 @@ class Core:
             out.append(Note(p.spec.name, "command", "stop requested"))
         p.want = False
         p.reason = "stopped by an operator"
+        p.restart_pending = False
         if p.phase in (Phase.BACKOFF, Phase.FAILED):
             p.phase = Phase.STOPPED
             p.backoff_until = None
@@ -615,7 +625,7 @@ class Core:
                     self._begin_stop(p, now, "removed", out)
         for name, spec in wanted.items():
             p_old = self.procs.get(name)
-            if p_old is None or (p_old.removed and not p_old.alive):
+            if p_old is None or (p_old.removed and not p_old.alive and not p_old.spawning):
                 self.procs[name] = Proc(spec=spec)
                 out.append(Note(name, "added", "added by reload"))
             elif p_old.removed:
@@ -623,7 +633,8 @@ class Core:
                 p_old.removed = False
                 p_old.want = True
                 p_old.spec = spec
-                p_old.stop_cause = "restart"
+                if p_old.alive:
+                    p_old.stop_cause = "restart"
             elif p_old.spec != spec:
                 p_old.spec = spec
                 if p_old.alive:
@@ -649,7 +660,8 @@ class Core:
             self._reconcile_shutdown(now, out)
             return
         for name, p in list(self.procs.items()):
-            if p.removed and not p.alive:
+            if p.removed and not p.alive and not p.spawning:
+                # (With a spawn in flight, wait for Spawned and see the process out first.)
                 del self.procs[name]
                 out.append(Release(name))
                 continue
@@ -671,6 +683,9 @@ class Core:
                 return
         p.phase = Phase.STARTING
         p.reason = None
+        if p.restart_pending:
+            p.restart_pending = False
+            p.restarts += 1
         out.append(Spawn(p.spec))
 
     def _reconcile_shutdown(self, now: float, out: list[Action]) -> None:
@@ -680,13 +695,15 @@ class Core:
             if p.alive:
                 bots_alive = True
                 self._begin_stop(p, now, "shutdown", out)
-            elif p.phase in (Phase.BACKOFF, Phase.STARTING):
+            elif p.spawning:
+                bots_alive = True  # stopped once its Spawned arrives; not finished before
+            elif p.phase is Phase.BACKOFF:
                 p.phase = Phase.STOPPED
         hub = self.procs.get(HUB)
-        hub_alive = hub is not None and hub.alive
+        hub_alive = hub is not None and (hub.alive or hub.spawning)
         if hub is not None:
             hub.backoff_until = None
-            if not hub.alive and hub.phase in (Phase.BACKOFF, Phase.STARTING):
+            if not hub.alive and hub.phase is Phase.BACKOFF:
                 hub.phase = Phase.STOPPED
         if hub is not None and hub.alive and not bots_alive:
             self._begin_stop(hub, now, "shutdown", out)

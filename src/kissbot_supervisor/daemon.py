@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, core
+from .commands import Before, result, settled, wait_limit
 from .config import Config, ConfigError, load_config
-from .control import ControlServer
+from .control import ControlServer, Reply
 from .fleet import build_policy, build_specs
 from .loop import Loop, Timer
 from .native import NativeBackend, NativeOptions
@@ -107,6 +108,7 @@ class Supervisor:
         self.selfnotify = SelfNotifier(self.loop)
         self.pidfile = cfg.workdir / "pids" / "supervisor.pid"
         self._force = False
+        self._waiters: list[_Waiter] = []
 
     # -- the event path ------------------------------------------------------
 
@@ -124,6 +126,7 @@ class Supervisor:
         finally:
             self._feeding = False
         self._arm_timer()
+        self._check_waiters()
         self.selfnotify.status(self.summary())
 
     def _carry_out(self, action: core.Action) -> None:
@@ -302,16 +305,18 @@ class Supervisor:
             "bots": bots,
         }
 
-    def handle_request(self, request: Request) -> dict[str, Any]:
+    def handle_request(self, request: Request, reply: Reply) -> None:
         if request.cmd == "status":
-            return {"ok": True, "status": self.status()}
+            reply({"ok": True, "status": self.status()})
+            return
         if request.cmd == "reload":
-            return self.reload()
+            reply(self.reload())
+            return
         names = self._resolve(request.names)
         if isinstance(names, str):
-            return {"ok": False, "error": names}
-        before = {n: self.core.procs[n].phase for n in names}
-        before_pid = {n: self.core.procs[n].pid for n in names}
+            reply({"ok": False, "error": names})
+            return
+        before = {n: Before(self.core.procs[n].phase, self.core.procs[n].pid) for n in names}
         event: core.Event
         if request.cmd == "start":
             event = core.Start(tuple(names))
@@ -319,9 +324,25 @@ class Supervisor:
             event = core.Stop(tuple(names))
         else:
             event = core.Restart(tuple(names))
+        limit = max(wait_limit(request.cmd, self.core.procs[n], self.core.policy) for n in names)
+        waiter = _Waiter(request.cmd, before, reply)
+        waiter.timer = self.loop.call_later(limit, lambda: self._answer(waiter))
+        self._waiters.append(waiter)
         self.feed(event)
-        results = [self._result(request.cmd, n, before[n], before_pid[n]) for n in names]
-        return {"ok": True, "results": results, "status": self.status()}
+
+    def _check_waiters(self) -> None:
+        for w in list(self._waiters):
+            if all(settled(w.cmd, self.core.procs.get(n), b) for n, b in w.before.items()):
+                self._answer(w)
+
+    def _answer(self, w: _Waiter) -> None:
+        if w not in self._waiters:
+            return
+        self._waiters.remove(w)
+        if w.timer is not None:
+            w.timer.cancel()
+        results = [result(w.cmd, n, self.core.procs.get(n), b) for n, b in w.before.items()]
+        w.reply({"ok": True, "results": results})
 
     def _resolve(self, names: tuple[str, ...]) -> list[str] | str:
         known = self.core.names()
@@ -337,34 +358,13 @@ class Supervisor:
                 return f"unknown process {name!r} (known: {listed}, or all)"
         return out
 
-    def _result(
-        self, cmd: str, name: str, before: core.Phase, pid_before: int | None
-    ) -> dict[str, Any]:
-        p = self.core.procs.get(name)
-        if p is None:
-            return {
-                "name": name,
-                "result": "removed",
-                "pid": None,
-                "state": "stopped",
-                "message": "",
-            }
-        state = str(p.phase)
-        if cmd == "start":
-            if pid_before is not None and before in (core.Phase.RUNNING, core.Phase.STARTING):
-                result = "already running"
-            elif p.pid is not None:
-                result = "started"
-            else:
-                result = "not started"
-        elif cmd == "stop":
-            result = "not running" if pid_before is None else "stopping"
-        else:
-            result = (
-                "restarting" if pid_before is not None else ("started" if p.pid else "not started")
-            )
-        message = p.reason or ""
-        return {"name": name, "result": result, "pid": p.pid, "state": state, "message": message}
+
+@dataclass
+class _Waiter:
+    cmd: str
+    before: dict[str, Before]
+    reply: Reply
+    timer: Timer | None = None
 
 
 def _load(launch: LaunchOptions) -> tuple[Config, tuple[core.ProcessSpec, ...]]:

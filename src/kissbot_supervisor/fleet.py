@@ -51,7 +51,13 @@ def expand(
     """Fill the placeholders; an unknown one is a config error naming it."""
     out = []
     for i, arg in enumerate(template):
-        for _text, field, _spec, _conv in string.Formatter().parse(arg):
+        try:
+            fields = list(string.Formatter().parse(arg))
+        except ValueError as e:  # "{python" or a lone "}": parse() raises, not format()
+            raise ConfigError(
+                source, f"{key}[{i}]", f"{arg!r} is not a valid template ({e})"
+            ) from None
+        for _text, field, _spec, _conv in fields:
             if field is not None and field not in values:
                 known = " ".join("{" + p + "}" for p in PLACEHOLDERS)
                 raise ConfigError(

@@ -191,7 +191,11 @@ def _banner(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
     bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
     running = sum(1 for b in bots if b.get("state") == "running")
     noun = "bot" if len(bots) == 1 else "bots"
-    return [rule, *_flow(pieces, width, "", 0), truncate(f"{running}/{len(bots)} {noun} running", width)]
+    return [
+        rule,
+        *_flow(pieces, width, "", 0),
+        truncate(f"{running}/{len(bots)} {noun} running", width),
+    ]
 
 
 def _hub_block(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
@@ -223,21 +227,24 @@ def _hub_block(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
     return lines
 
 
-# Table columns: (header, right-aligned, minimum width when shrunk).
-_COLUMNS: tuple[tuple[str, bool, int], ...] = (
-    ("CHANNEL", False, 8),
-    ("STATE", False, 8),
-    ("PID", True, 3),
-    ("UPTIME", True, 8),
-    ("RESTARTS", True, 8),
-    ("MEM", True, 6),
-    ("LAST EXIT", False, 6),
-    ("TOKEN", False, 5),
+# Table columns: (header, right-aligned).
+_COLUMNS: tuple[tuple[str, bool], ...] = (
+    ("CHANNEL", False),
+    ("STATE", False),
+    ("PID", True),
+    ("UPTIME", True),
+    ("RESTARTS", True),
+    ("MEM", True),
+    ("LAST EXIT", False),
+    ("TOKEN", False),
 )
-_GAP = "  "
-# Shrink order when a row is too wide: the free-text columns first; the others
-# only hold short values from a sane daemon, but a bad value must not overflow.
-_SHRINK_ORDER = (6, 0, 7, 1, 3, 2, 5, 4)
+_GAP = " "  # as ps(1): 80 columns are tight for eight columns
+# When a row is too wide, shrink (column, down to width) in this order: LAST
+# EXIT first (the reason line usually says more), then TOKEN to 7 (enough for
+# "valid", "expired", "revoked"), then CHANNEL (logins are at most 25), then
+# the rest. The fixed columns only hold short values from a sane daemon, but a
+# bad value must not overflow. Never narrower than a header.
+_SHRINK_STEPS = ((6, 9), (7, 7), (0, 8), (7, 5), (1, 8), (3, 8), (2, 3), (5, 3), (4, 8))
 
 
 def _bot_cells(bot: Mapping[str, Any]) -> list[str]:
@@ -257,10 +264,9 @@ def _bot_cells(bot: Mapping[str, Any]) -> list[str]:
 def _fit_widths(natural: list[int], width: int) -> list[int]:
     widths = list(natural)
     excess = sum(widths) + len(_GAP) * (len(widths) - 1) - width
-    for index in _SHRINK_ORDER:
+    for index, minimum in _SHRINK_STEPS:
         if excess <= 0:
             break
-        minimum = _COLUMNS[index][2]
         take = min(excess, max(0, widths[index] - minimum))
         widths[index] -= take
         excess -= take

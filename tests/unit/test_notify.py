@@ -1,4 +1,4 @@
-"""kissbot_supervisor.notify: watchdog pacing with explicit times, sends to real datagram sockets."""
+"""kissbot_supervisor.notify: watchdog pacing with explicit times, sends to real sockets."""
 
 from __future__ import annotations
 

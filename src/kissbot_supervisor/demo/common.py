@@ -223,8 +223,8 @@ def fault_flags(subject: str) -> tuple[Flag, ...]:
         ),
         Flag(
             "--hang-after",
-            "S seconds after becoming ready, stop everything (no pings, no output) "
-            "while staying alive",
+            "S seconds after becoming ready, stop everything (no pings, no output, "
+            "no signal handling: a hung hub needs SIGKILL) while staying alive",
             group=FAULTS,
             convert=seconds,
             metavar="S",

@@ -78,10 +78,6 @@ class _Options:
         self.ready_delay: float = values["ready_delay"]
 
 
-class _Stop(Exception):
-    """Raised by the SIGTERM/SIGINT handler to leave the loop and clean up."""
-
-
 class _Client:
     """One bot connection: its buffers and what its hello said."""
 
@@ -107,6 +103,8 @@ class DemoHub:
         self.bound_inode: int | None = None
         self.clients: dict[int, _Client] = {}
         self.registered = 0
+        self.wake: socket.socket | None = None
+        self.stop_signal: int | None = None
 
     # -- start-up and shutdown --------------------------------------------
 
@@ -115,24 +113,37 @@ class DemoHub:
         if opt.exit_code is not None and opt.crash_after is None:
             self.log("ERROR", f"fatal start-up error (demo --exit-code {opt.exit_code})")
             return opt.exit_code
-        clean_exit = True
-        try:
-            signal.signal(signal.SIGINT, _raise_stop)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN if opt.ignore_sigterm else _raise_stop)
-            self.listen()
-            return self.loop()
-        except _Stop:
-            self.log("INFO", "stop signal received; shutting down")
-            return 0
-        except BaseException:
-            # A crash leaves the socket file behind, as a crashed upstream hub does.
-            clean_exit = False
-            raise
-        finally:
-            # No second signal may interrupt the clean-up.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The handlers only record the signal; the wakeup fd makes select()
+        # return even when the signal lands just before it is entered. Raising
+        # from a handler instead gets swallowed whenever it interrupts an
+        # `except Exception` or a bare `except` (sdnotify's send has one), and
+        # the hub would ignore that SIGTERM.
+        wake, wake_writer = socket.socketpair()
+        wake.setblocking(False)
+        wake_writer.setblocking(False)
+        self.wake = wake
+        self.selector.register(wake, selectors.EVENT_READ)
+        signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGINT, self.on_stop_signal)
+        if opt.ignore_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGTERM, self.on_stop_signal)
+        # Only an orderly stop removes the socket: a crash leaves it behind,
+        # as a crashed upstream hub does.
+        clean_exit = False
+        try:
+            self.listen()
+            status = self.loop()
+            clean_exit = True
+            return status
+        finally:
+            signal.set_wakeup_fd(-1)
             self.close(unlink=clean_exit)
+            wake_writer.close()
+
+    def on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_signal = signum
 
     def listen(self) -> None:
         path = self.opt.socket_path
@@ -163,6 +174,9 @@ class DemoHub:
         for client in list(self.clients.values()):
             client.sock.close()
         self.clients.clear()
+        if self.wake is not None:
+            self.wake.close()
+            self.wake = None
         if self.listener is not None:
             self.listener.close()
             self.listener = None
@@ -188,6 +202,9 @@ class DemoHub:
         hang_at: float | None = None
 
         while True:
+            if self.stop_signal is not None:
+                self.log("INFO", f"signal {self.stop_signal} received; shutting down")
+                return 0
             now = time.monotonic()
             if ready_at is not None and now >= ready_at:
                 ready_at = None
@@ -211,13 +228,24 @@ class DemoHub:
             pinger.ping_if_due(now)
             deadline = common.earliest(ready_at, crash_at, hang_at, pinger.next_due())
             for key, events in self.selector.select(common.select_timeout(deadline, now)):
-                if key.fileobj is self.listener:
+                if key.fileobj is self.wake:
+                    self.drain_wake()
+                elif key.fileobj is self.listener:
                     self.accept()
                 else:
                     self.service(key.fd, events)
 
     def announce(self) -> None:
         notify.status(f"{self.registered} bots connected")
+
+    def drain_wake(self) -> None:
+        """Empty the signal wakeup socket; the handler has already set the flag."""
+        assert self.wake is not None
+        try:
+            while self.wake.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
 
     def accept(self) -> None:
         assert self.listener is not None
@@ -376,10 +404,6 @@ def _ack(cmd: str, channel_id: str, topic: str) -> dict[str, object]:
 
 def _error(cmd: str, code: str, detail: str) -> dict[str, object]:
     return {"type": "error", "cmd": cmd, "code": code, "detail": detail}
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signum)
 
 
 def write_ws_state(db: str | None, value: str, log: common.Logger) -> None:

@@ -1,0 +1,251 @@
+"""Runs the installed ``kissbot-supervisor`` on a demo fleet in a temporary KissBot root.
+
+Synchronisation is on real signals only: the supervisor's log lines (read
+from its stderr pipe as they come) and its control socket. ``wait_for`` waits
+for a line, with a generous timeout that only bounds a broken run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BIN = Path(sys.executable).parent
+SUPERVISOR = str(BIN / "kissbot-supervisor")
+KISSBOTCTL = str(BIN / "kissbotctl")
+TIMEOUT = 20.0
+
+
+def demo_bot_command(*extra: str) -> list[str]:
+    return [
+        "{supervisor_python}", "-m", "kissbot_supervisor.demo", "bot",
+        "--channel", "{channel}", "--config", "{config}", "--eventsub", "{eventsub}",
+        "--hub-socket", "{hub_socket}", "--chat-interval", "0", "--broadcast-poll", "0",
+        *extra,
+    ]  # fmt: skip
+
+
+def demo_hub_command(*extra: str) -> list[str]:
+    return [
+        "{supervisor_python}", "-m", "kissbot_supervisor.demo", "hub",
+        "--config", "{config}", "--db", "{db}", "--socket", "{hub_socket}", *extra,
+    ]  # fmt: skip
+
+
+def fleet_config(
+    channels: Sequence[str],
+    *,
+    hub: bool = False,
+    bot_extra: Sequence[str] = (),
+    per_channel: dict[str, Sequence[str]] | None = None,
+    supervisor: dict[str, Any] | None = None,
+    document: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A KissBot config dict running demo bots (per-channel flags via a wrapper map)."""
+    sup: dict[str, Any] = {
+        "backend": "native",
+        "bot": {"ready": "notify", "command": demo_bot_command(*bot_extra)},
+        "restart": {"delay_sec": 0.2, "max_delay_sec": 2, "give_up_after": 5},
+        "stop_timeout_sec": 5,
+    }
+    if per_channel:
+        # One argv template serves all bots; per-channel faults come from a file
+        # the demo bot cannot read, so use {channel}-specific wrapper via env-free
+        # trick: a tiny Python wrapper that picks flags by channel.
+        sup["bot"]["command"] = [
+            "{supervisor_python}", "-c",
+            "import json,os,sys;"
+            "flags=json.loads(sys.argv[1]).get(sys.argv[2],[]);"
+            "os.execv(sys.executable,[sys.executable,'-m','kissbot_supervisor.demo','bot',"
+            "'--channel',sys.argv[2],'--hub-socket',sys.argv[3],'--eventsub',sys.argv[4],"
+            "'--chat-interval','0','--broadcast-poll','0',*flags])",
+            json.dumps({k: list(v) for k, v in per_channel.items()}).replace("{", "{{").replace(
+                "}", "}}"
+            ),
+            "{channel}", "{hub_socket}", "{eventsub}",
+        ]  # fmt: skip
+    if hub:
+        sup["hub"] = {
+            "enabled": True,
+            "socket": "hub.sock",
+            "ready": "socket",
+            "command": demo_hub_command(),
+        }
+    for key, value in (supervisor or {}).items():
+        if isinstance(value, dict) and isinstance(sup.get(key), dict):
+            sup[key] = {**sup[key], **value}
+        else:
+            sup[key] = value
+    doc: dict[str, Any] = {"twitch": {"channels": list(channels)}, "bot": {"name": "serda_bot"}}
+    doc.update(document or {})
+    doc["supervisor"] = sup
+    return doc
+
+
+class Supervisor:
+    """A running ``kissbot-supervisor`` and the means to watch and drive it."""
+
+    def __init__(
+        self, workdir: Path, extra_args: Sequence[str] = (), runtime_dir: Path | None = None
+    ) -> None:
+        self.workdir = workdir
+        self.runtime_dir = runtime_dir or workdir / "run"
+        self.control = self.runtime_dir / "control.sock"
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            [
+                SUPERVISOR, "--workdir", str(workdir), "--config", "config/config.yaml",
+                "--runtime-dir", str(self.runtime_dir), "--non-interactive", *extra_args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append("<<EOF>>")
+            self._cond.notify_all()
+
+    def mark(self) -> int:
+        """A point in the log: ``wait_for(..., since=mark)`` looks only at later lines."""
+        with self._cond:
+            return len(self.lines)
+
+    def wait_for(self, pattern: str, since: int = 0, timeout: float = TIMEOUT) -> re.Match[str]:
+        """Wait for a log line matching ``pattern`` (the first one from line ``since`` on)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(since, len(self.lines)):
+                    m = rx.search(self.lines[i])
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.lines and self.lines[-1] == "<<EOF>>"):
+                    shown = "\n".join(self.lines[-40:])
+                    raise AssertionError(f"no log line matching {pattern!r}; last lines:\n{shown}")
+                self._cond.wait(left)
+
+    def seen(self, pattern: str) -> list[str]:
+        rx = re.compile(pattern)
+        with self._cond:
+            return [line for line in self.lines if rx.search(line)]
+
+    def index_of(self, pattern: str) -> int:
+        rx = re.compile(pattern)
+        with self._cond:
+            for i, line in enumerate(self.lines):
+                if rx.search(line):
+                    return i
+        raise AssertionError(f"no line matching {pattern!r}")
+
+    def request(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.wait_for(r"supervisor: kissbot-supervisor .* control socket")  # it listens
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(TIMEOUT)
+            s.connect(str(self.control))
+            s.sendall(json.dumps(obj).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        result: dict[str, Any] = json.loads(buf)
+        return result
+
+    def status(self) -> dict[str, Any]:
+        response = self.request({"cmd": "status"})
+        assert response["ok"], response
+        status: dict[str, Any] = response["status"]
+        return status
+
+    def bot(self, channel: str) -> dict[str, Any]:
+        for bot in self.status()["bots"]:
+            if bot["channel"] == channel:
+                return dict(bot)
+        raise AssertionError(f"{channel} not in status")
+
+    def ctl(self, *args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
+        self.wait_for(r"supervisor: kissbot-supervisor .* control socket")  # it listens
+        argv = [KISSBOTCTL, "--socket", str(self.control), *args]
+        if user is not None:
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = TIMEOUT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._reader.join(5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return code
+
+
+def write_config(workdir: Path, doc: dict[str, Any]) -> Path:
+    path = workdir / "config" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "") -> None:
+    """Wait for a state that has no event of its own (a file, a process gone)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children_of(pid: int) -> Iterator[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return
+    for part in text.split():
+        yield int(part)

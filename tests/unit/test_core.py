@@ -1,0 +1,821 @@
+"""The supervision core, driven through scripted histories with a fake clock.
+
+The clock is a plain float (``Fleet.now``) that only the test moves; pids come
+from a counter. Nothing here spawns, kills or sleeps. Each test asserts on the
+actions a call to ``Core.handle`` returns and on ``Core.status``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+
+import pytest
+
+from kissbot_supervisor.core import (
+    HUB,
+    Action,
+    Core,
+    Event,
+    Exited,
+    Finished,
+    Gate,
+    Kill,
+    Note,
+    Phase,
+    Policy,
+    ProcessSpec,
+    ProcessStatus,
+    Ready,
+    ReadyMode,
+    Release,
+    Reload,
+    Restart,
+    Shutdown,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    Start,
+    Stop,
+    Tick,
+    WatchdogPing,
+)
+
+A, B, C = "alpha_ch", "beta_ch", "gamma_ch"
+TERM, KILL = int(signal.SIGTERM), int(signal.SIGKILL)
+
+
+def spec(
+    name: str,
+    *,
+    ready: ReadyMode = "none",
+    watchdog: float = 0.0,
+    start_timeout: float = 0.0,
+    argv: tuple[str, ...] | None = None,
+) -> ProcessSpec:
+    return ProcessSpec(
+        name=name,
+        argv=argv or ("prog", name),
+        ready=ready,
+        watchdog_sec=watchdog,
+        start_timeout_sec=start_timeout,
+    )
+
+
+def hub_spec(ready: ReadyMode = "socket") -> ProcessSpec:
+    return spec(HUB, ready=ready)
+
+
+# --- looking at actions -------------------------------------------------------
+
+
+def spawns(actions: list[Action]) -> list[str]:
+    return [a.spec.name for a in actions if isinstance(a, Spawn)]
+
+
+def kills(actions: list[Action]) -> list[tuple[str, int, bool]]:
+    return [(a.name, int(a.signal), a.group) for a in actions if isinstance(a, Kill)]
+
+
+def notes(actions: list[Action], kind: str) -> list[Note]:
+    return [a for a in actions if isinstance(a, Note) and a.kind == kind]
+
+
+def named(actions: list[Action]) -> set[str]:
+    """Every process name an action is about."""
+    out = set()
+    for a in actions:
+        if isinstance(a, Spawn):
+            out.add(a.spec.name)
+        elif isinstance(a, Kill | Note | Release):
+            out.add(a.name)
+    return out
+
+
+# --- the harness --------------------------------------------------------------
+
+
+class Fleet:
+    """A Core, a fake clock (a float that only goes forward) and a pid counter."""
+
+    def __init__(self, specs: list[ProcessSpec], policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self.core = Core(specs, self.policy)
+        self.now = 0.0
+        self._pids = itertools.count(1000)
+        self.pid: dict[str, int] = {}
+
+    def send(self, event: Event, at: float | None = None) -> list[Action]:
+        if at is not None:
+            assert at >= self.now, "the fake clock only goes forward"
+            self.now = at
+        return self.core.handle(event, self.now)
+
+    def tick(self, at: float | None = None) -> list[Action]:
+        return self.send(Tick(), at)
+
+    def spawned(self, name: str, at: float | None = None) -> list[Action]:
+        self.pid[name] = next(self._pids)
+        return self.send(Spawned(name, self.pid[name]), at)
+
+    def exited(
+        self, name: str, code: int | None = None, sig: int | None = None, at: float | None = None
+    ) -> list[Action]:
+        return self.send(Exited(name, self.pid[name], code=code, signal=sig), at)
+
+    def status(self, name: str) -> ProcessStatus:
+        (st,) = [s for s in self.core.status(self.now) if s.name == name]
+        return st
+
+    def boot(self) -> None:
+        """Start everything and answer every Spawn with Spawned (and Ready when needed)."""
+        pending = spawns(self.tick())
+        while pending:
+            name = pending.pop(0)
+            actions = self.spawned(name)
+            if self.status(name).state is not Phase.RUNNING:
+                actions += self.send(Ready(name))
+            pending += spawns(actions)
+        assert all(s.state is Phase.RUNNING for s in self.core.status(self.now))
+
+    def crash_until_parked(self, name: str, code: int | None, sig: int | None) -> list[Action]:
+        """Let ``name`` (spawned) exit, wait out each backoff, respawn; the last exit's actions."""
+        while True:
+            actions = self.exited(name, code=code, sig=sig)
+            if notes(actions, "parked"):
+                return actions
+            assert notes(actions, "backoff"), actions
+            deadline = self.core.next_deadline()
+            assert deadline is not None
+            assert spawns(self.tick(deadline)) == [name]
+            self.spawned(name)
+
+
+# --- start-up -------------------------------------------------------------------
+
+
+def test_hub_first_then_every_bot_in_one_call() -> None:
+    f = Fleet([hub_spec(), spec(A, ready="file"), spec(B, ready="file"), spec(C, ready="file")])
+
+    assert spawns(f.tick(0.0)) == [HUB]
+    assert spawns(f.spawned(HUB)) == []
+    waiting = f.status(A)
+    assert waiting.state is Phase.STARTING
+    assert waiting.reason == "waiting for the hub to be ready"
+    assert spawns(f.tick(5.0)) == []  # time alone does not release the bots
+
+    assert spawns(f.send(Ready(HUB), at=6.0)) == [A, B, C]
+    for name in (A, B, C):
+        f.spawned(name)
+        assert f.status(name).state is Phase.STARTING  # ready="file": not ready yet
+        assert f.status(name).ready is False
+    f.send(Ready(B))
+    assert f.status(B).state is Phase.RUNNING
+    assert f.status(A).state is Phase.STARTING
+
+
+def test_ready_none_means_ready_once_spawned() -> None:
+    f = Fleet([hub_spec(ready="none"), spec(A)])
+    f.tick(0.0)
+    actions = f.spawned(HUB)
+    assert notes(actions, "ready")
+    assert spawns(actions) == [A]  # the hub's Spawned released the bots
+    f.spawned(A, at=2.0)
+    st = f.status(A)
+    assert (st.state, st.ready, st.pid) == (Phase.RUNNING, True, f.pid[A])
+    assert st.uptime_s == 0.0
+    f.tick(12.5)
+    assert f.status(A).uptime_s == 10.5
+
+
+def test_ready_before_spawned_or_twice_is_ignored() -> None:
+    f = Fleet([spec(A, ready="notify")])
+    f.tick(0.0)
+    assert f.send(Ready(A)) == []  # no process yet
+    f.spawned(A)
+    assert notes(f.send(Ready(A)), "ready")
+    assert f.send(Ready(A)) == []
+
+
+# --- crashes and backoff -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "sig"), [(1, None), (None, KILL)])
+def test_crash_backs_off_then_spawns_at_the_deadline(code: int | None, sig: int | None) -> None:
+    f = Fleet([spec(A)], Policy(delay_sec=3.0))
+    f.boot()
+
+    actions = f.exited(A, code=code, sig=sig, at=100.0)
+    assert spawns(actions) == []
+    (note,) = notes(actions, "backoff")
+    assert "restarting in 3.0 s (failure 1)" in note.message
+    st = f.status(A)
+    assert (st.state, st.pid, st.want) == (Phase.BACKOFF, None, True)
+    assert f.core.next_deadline() == 103.0
+
+    assert spawns(f.tick(102.9)) == []
+    assert spawns(f.tick(103.0)) == [A]
+    assert f.status(A).state is Phase.STARTING
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    f = Fleet(
+        [spec(A)], Policy(delay_sec=1.0, max_delay_sec=5.0, reset_after_sec=1e6, give_up_after=0)
+    )
+    f.tick(0.0)
+    f.spawned(A)
+    delays = []
+    for _ in range(7):
+        f.exited(A, code=1)
+        deadline = f.core.next_deadline()
+        assert deadline is not None
+        delays.append(deadline - f.now)
+        assert spawns(f.tick(deadline)) == [A]
+        f.spawned(A)
+    assert delays == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0]
+
+
+def test_spawn_failure_counts_as_a_failure() -> None:
+    f = Fleet([spec(A)], Policy(delay_sec=2.0))
+    f.tick(0.0)
+    actions = f.send(SpawnFailed(A, "No such file or directory"), at=1.0)
+    assert notes(actions, "backoff")
+    assert f.status(A).last_exit == "could not start: No such file or directory"
+    assert f.core.next_deadline() == 3.0
+    assert spawns(f.tick(3.0)) == [A]
+
+
+def test_failures_older_than_reset_after_are_forgotten() -> None:
+    # Never ready, so only the window can forget the failures.
+    def delay_after_third_failure(at: float) -> float:
+        f = Fleet([spec(A, ready="file")], Policy(delay_sec=1.0, reset_after_sec=60.0))
+        f.tick(0.0)
+        f.spawned(A)
+        f.exited(A, code=1, at=0.0)  # failure 1 at 0, delay 1
+        f.tick(1.0)
+        f.spawned(A)
+        f.exited(A, code=1, at=1.0)  # failure 2 at 1, delay 2
+        f.tick(3.0)
+        f.spawned(A)
+        f.exited(A, code=1, at=at)
+        deadline = f.core.next_deadline()
+        assert deadline is not None
+        return deadline - at
+
+    assert delay_after_third_failure(50.0) == 4.0  # all three within 60 s
+    assert delay_after_third_failure(70.0) == 1.0  # the first two are forgotten
+
+
+def test_a_process_that_ran_long_enough_starts_again_from_the_first_delay() -> None:
+    f = Fleet([spec(A)], Policy(delay_sec=1.0, reset_after_sec=60.0))
+    f.tick(0.0)
+    f.spawned(A)
+    for _ in range(3):  # failures 1, 2, 3: delays 1, 2, 4
+        f.exited(A, code=1)
+        deadline = f.core.next_deadline()
+        assert deadline is not None
+        f.tick(deadline)
+        f.spawned(A)
+    assert f.now == 7.0
+    f.exited(A, code=1, at=67.0)  # up (and ready) for 60 s
+    assert f.core.next_deadline() == 68.0
+    assert "(failure 1)" in (f.status(A).reason or "")
+
+
+# --- parking ------------------------------------------------------------------
+
+
+def test_exit_1_at_start_up_parks_with_the_token_hint() -> None:
+    f = Fleet([spec(A, ready="file")])  # default policy: 1, 2, 4, 8, give up after 5
+    f.tick(0.0)
+    f.spawned(A)
+    actions = f.crash_until_parked(A, code=1, sig=None)
+
+    (parked,) = notes(actions, "parked")
+    assert parked.message.startswith("exited 1 5 times within 15 s at start-up; token revoked?")
+    st = f.status(A)
+    assert st.state is Phase.FAILED
+    assert st.reason == parked.message
+    assert st.want is True
+    assert f.core.next_deadline() is None
+    assert spawns(f.tick(1e6)) == []
+    assert f.status(A).state is Phase.FAILED
+
+
+def test_crashes_after_ready_park_with_a_generic_reason() -> None:
+    f = Fleet([spec(A)])  # ready="none": every incarnation was ready
+    f.tick(0.0)
+    f.spawned(A)
+    actions = f.crash_until_parked(A, code=None, sig=KILL)
+    (parked,) = notes(actions, "parked")
+    assert "token" not in parked.message
+    assert parked.message.startswith("failed 5 times within 15 s (last: killed by SIGKILL)")
+    assert spawns(f.tick(1e6)) == []
+
+
+def test_another_exit_code_at_start_up_is_named_without_the_token_hint() -> None:
+    f = Fleet([spec(A, ready="file")])
+    f.tick(0.0)
+    f.spawned(A)
+    (parked,) = notes(f.crash_until_parked(A, code=2, sig=None), "parked")
+    assert parked.message.startswith("exited 2 5 times within 15 s at start-up")
+    assert "token" not in parked.message
+
+
+def test_give_up_after_zero_never_parks() -> None:
+    f = Fleet([spec(A)], Policy(give_up_after=0, reset_after_sec=1e6))
+    f.tick(0.0)
+    f.spawned(A)
+    for _ in range(20):
+        assert notes(f.exited(A, code=1), "backoff")
+        deadline = f.core.next_deadline()
+        assert deadline is not None
+        assert spawns(f.tick(deadline)) == [A]
+        f.spawned(A)
+
+
+def test_start_on_a_parked_process_spawns_it_with_failures_forgotten() -> None:
+    f = Fleet([spec(A, ready="file")])
+    f.tick(0.0)
+    f.spawned(A)
+    f.crash_until_parked(A, code=1, sig=None)
+
+    assert f.now == 15.0  # parked at once: the five failures are still in the window
+    assert spawns(f.send(Start((A,)), at=16.0)) == [A]
+    assert f.status(A).reason is None
+    f.spawned(A)
+    actions = f.exited(A, code=1, at=17.0)
+    assert not notes(actions, "parked")
+    assert f.core.next_deadline() == 18.0  # the first delay again
+    assert "(failure 1)" in (f.status(A).reason or "")
+
+
+# --- stop, start, restart -----------------------------------------------------
+
+
+def test_stop_is_sticky() -> None:
+    f = Fleet([spec(A), spec(B)], Policy(stop_timeout_sec=10.0))
+    f.boot()
+    pid = f.pid[A]
+
+    actions = f.send(Stop((A,)), at=5.0)
+    assert kills(actions) == [(A, TERM, False)]
+    assert f.status(A).want is False
+    assert f.status(A).state is Phase.STOPPING
+    assert f.core.next_deadline() == 15.0
+
+    actions = f.exited(A, sig=TERM, at=6.0)
+    assert notes(actions, "stopped")
+    assert spawns(actions) == []
+    st = f.status(A)
+    assert (st.state, st.pid, st.want) == (Phase.STOPPED, None, False)
+    assert st.reason == "stopped by an operator"
+    assert f.core.next_deadline() is None
+
+    assert f.tick(1000.0) == []
+    reload = f.send(Reload((spec(A), spec(B)), f.policy), at=1001.0)
+    assert reload == []
+    assert f.status(A).state is Phase.STOPPED
+    assert f.status(B).state is Phase.RUNNING
+    assert pid not in (s.pid for s in f.core.status(f.now))
+
+
+def test_start_after_stop_spawns_again() -> None:
+    f = Fleet([spec(A)])
+    f.boot()
+    f.send(Stop((A,)))
+    f.exited(A, sig=TERM)
+    assert spawns(f.send(Start((A,)))) == [A]
+    assert f.status(A).want is True
+
+
+def test_stop_during_backoff_cancels_the_restart() -> None:
+    f = Fleet([spec(A)])
+    f.boot()
+    f.exited(A, code=1, at=10.0)
+    assert f.core.next_deadline() == 11.0
+    f.send(Stop((A,)), at=10.5)
+    assert f.status(A).state is Phase.STOPPED
+    assert f.core.next_deadline() is None
+    assert spawns(f.tick(11.0)) == []
+
+
+def test_stop_timeout_sends_sigkill_to_the_group() -> None:
+    f = Fleet([spec(A)], Policy(stop_timeout_sec=10.0))
+    f.boot()
+    pid = f.pid[A]
+    f.send(Stop((A,)), at=5.0)
+
+    assert kills(f.tick(14.9)) == []
+    actions = f.tick(15.0)
+    assert actions.count(Kill(A, pid, signal.SIGKILL, group=True)) == 1
+    assert notes(actions, "kill")
+    assert f.core.next_deadline() is None  # no second SIGKILL
+    assert kills(f.tick(100.0)) == []
+
+    actions = f.exited(A, sig=KILL)
+    assert notes(actions, "stopped")
+    assert spawns(actions) == []
+    assert f.status(A).state is Phase.STOPPED
+
+
+@pytest.mark.parametrize(("code", "sig"), [(0, None), (None, TERM)])
+def test_clean_exit_is_not_restarted_on_failure(code: int | None, sig: int | None) -> None:
+    f = Fleet([spec(A)])
+    f.boot()
+    actions = f.exited(A, code=code, sig=sig, at=3.0)
+    assert spawns(actions) == []
+    assert not notes(actions, "backoff")
+    st = f.status(A)
+    assert (st.state, st.want) == (Phase.STOPPED, False)
+    assert "not restarted" in (st.reason or "")
+    assert f.core.next_deadline() is None
+    assert spawns(f.tick(100.0)) == []
+
+
+@pytest.mark.parametrize(("code", "sig"), [(0, None), (None, TERM)])
+def test_clean_exit_is_restarted_with_restart_always(code: int | None, sig: int | None) -> None:
+    f = Fleet([spec(A)], Policy(restart_always=True, delay_sec=2.0))
+    f.boot()
+    f.exited(A, code=code, sig=sig, at=3.0)
+    assert f.status(A).want is True
+    assert f.core.next_deadline() == 5.0
+    assert spawns(f.tick(5.0)) == [A]
+
+
+def test_restart_command_terms_then_spawns_at_once() -> None:
+    f = Fleet([spec(A), spec(B)])
+    f.boot()
+    old = f.pid[A]
+    actions = f.send(Restart((A,)), at=10.0)
+    assert kills(actions) == [(A, TERM, False)]
+    assert spawns(actions) == []
+
+    actions = f.exited(A, sig=TERM, at=11.0)
+    assert spawns(actions) == [A]  # no backoff
+    assert not notes(actions, "backoff")
+    assert f.status(A).restarts == 1
+    assert f.status(B).restarts == 0
+    f.spawned(A)
+    assert f.pid[A] != old
+    assert f.status(A).state is Phase.RUNNING
+
+
+def test_restart_of_a_backing_off_process_spawns_it_now() -> None:
+    f = Fleet([spec(A)], Policy(delay_sec=30.0))
+    f.boot()
+    f.exited(A, code=1, at=1.0)
+    assert spawns(f.send(Restart((A,)), at=2.0)) == [A]
+
+
+# --- timeouts ---------------------------------------------------------------------
+
+
+def test_start_timeout_stops_the_process_and_counts_a_failure() -> None:
+    f = Fleet([spec(A, ready="file", start_timeout=30.0)], Policy(delay_sec=1.0))
+    f.tick(0.0)
+    f.spawned(A)
+    assert f.core.next_deadline() == 30.0
+
+    assert kills(f.tick(29.0)) == []
+    actions = f.tick(30.0)
+    assert kills(actions) == [(A, TERM, False)]
+    assert notes(actions, "start-timeout")
+
+    # Its SIGTERM death is a failure, not a clean exit.
+    actions = f.exited(A, sig=TERM, at=31.0)
+    assert notes(actions, "backoff")
+    st = f.status(A)
+    assert st.state is Phase.BACKOFF
+    assert st.want is True
+    assert "not ready within 30 s" in (st.last_exit or "")
+    assert f.core.next_deadline() == 32.0
+
+
+def test_ready_in_time_cancels_the_start_timeout() -> None:
+    f = Fleet([spec(A, ready="file", start_timeout=30.0)])
+    f.tick(0.0)
+    f.spawned(A)
+    f.send(Ready(A), at=5.0)
+    assert f.core.next_deadline() is None
+    assert kills(f.tick(30.0)) == []
+
+
+def test_watchdog_ping_pushes_the_deadline_and_a_miss_kills_the_group() -> None:
+    f = Fleet([spec(A, watchdog=10.0)])
+    f.tick(0.0)
+    f.spawned(A)
+    pid = f.pid[A]
+    assert f.core.next_deadline() == 10.0
+    f.send(WatchdogPing(A), at=8.0)
+    assert f.core.next_deadline() == 18.0
+    assert kills(f.tick(10.0)) == []
+
+    actions = f.tick(18.0)
+    assert Kill(A, pid, signal.SIGKILL, group=True) in actions
+    assert kills(actions) == [(A, KILL, True)]
+    assert notes(actions, "watchdog")
+
+    actions = f.exited(A, sig=KILL, at=18.5)
+    assert notes(actions, "backoff")
+    assert "watchdog timeout" in (f.status(A).last_exit or "")
+    assert f.status(A).state is Phase.BACKOFF
+
+
+def test_late_exit_of_an_earlier_pid_is_ignored() -> None:
+    f = Fleet([spec(A)])
+    f.boot()
+    old = f.pid[A]
+    f.send(Restart((A,)))
+    f.exited(A, sig=TERM)
+    f.spawned(A)
+    assert f.send(Exited(A, old, code=1)) == []
+    st = f.status(A)
+    assert (st.state, st.pid) == (Phase.RUNNING, f.pid[A])
+
+
+# --- shutdown ------------------------------------------------------------------
+
+
+def test_shutdown_stops_bots_then_the_hub_then_finishes() -> None:
+    f = Fleet([hub_spec(), spec(A), spec(B), spec(C)], Policy(delay_sec=5.0))
+    f.boot()
+    hub_pid = f.pid[HUB]
+    f.exited(C, code=1, at=10.0)  # backing off until 15
+    assert f.core.next_deadline() == 15.0
+
+    actions = f.send(Shutdown(), at=11.0)
+    assert sorted(kills(actions)) == [(A, TERM, False), (B, TERM, False)]
+    assert Finished() not in actions
+    assert f.status(C).state is Phase.STOPPED
+    assert f.core.next_deadline() == 21.0  # the stop timeout; C's backoff is cancelled
+
+    assert spawns(f.tick(15.0)) == []  # the old backoff deadline: no spawn
+    actions = f.exited(A, sig=TERM, at=16.0)
+    assert kills(actions) == []
+    assert Finished() not in actions
+    assert f.send(Start((A,))) == []  # nothing starts during shutdown
+
+    actions = f.exited(B, sig=TERM, at=17.0)
+    assert kills(actions) == [(HUB, TERM, False)]
+    assert Finished() not in actions
+    assert spawns(actions) == []
+
+    actions = f.send(Exited(HUB, hub_pid, signal=TERM), at=18.0)
+    assert actions[-1] == Finished()
+    assert actions.count(Finished()) == 1
+    assert f.tick(100.0) == []
+    assert f.send(Shutdown()) == []
+
+
+def test_shutdown_sigkills_a_bot_that_does_not_stop() -> None:
+    f = Fleet([spec(A)], Policy(stop_timeout_sec=10.0))
+    f.boot()
+    f.send(Shutdown(), at=1.0)
+    assert kills(f.tick(11.0)) == [(A, KILL, True)]
+    assert f.exited(A, sig=KILL)[-1] == Finished()
+
+
+def test_shutdown_with_nothing_running_finishes_at_once() -> None:
+    f = Fleet([spec(A, ready="file")])
+    f.tick(0.0)
+    f.spawned(A)
+    f.crash_until_parked(A, code=1, sig=None)
+    assert f.send(Shutdown())[-1] == Finished()
+
+
+def test_shutdown_waits_for_a_spawn_in_flight() -> None:
+    f = Fleet([spec(A)])
+    assert spawns(f.tick(0.0)) == [A]
+    actions = f.send(Shutdown())  # the backend has not answered the Spawn yet
+    assert Finished() not in actions
+
+    actions = f.spawned(A)
+    assert kills(actions) == [(A, TERM, False)]
+    assert Finished() not in actions
+    assert f.exited(A, sig=TERM)[-1] == Finished()
+
+
+def test_shutdown_with_a_spawn_in_flight_that_fails_finishes() -> None:
+    f = Fleet([spec(A)])
+    f.tick(0.0)
+    assert Finished() not in f.send(Shutdown())
+    actions = f.send(SpawnFailed(A, "boom"))
+    assert actions[-1] == Finished()
+    assert spawns(actions) == []
+
+
+# --- the hub -------------------------------------------------------------------
+
+
+def test_bots_reconnect_after_the_hub_restarts() -> None:
+    f = Fleet([hub_spec(), spec(A), spec(B)])
+    f.boot()
+
+    actions = f.exited(HUB, code=1, at=50.0)
+    assert kills(actions) == []  # the bots keep running while the hub is down
+    assert f.status(A).state is Phase.RUNNING
+    assert spawns(f.tick(51.0)) == [HUB]
+    assert kills(f.spawned(HUB)) == []  # spawned is not ready
+
+    actions = f.send(Ready(HUB), at=52.0)
+    assert sorted(kills(actions)) == [(A, TERM, False), (B, TERM, False)]
+    actions = f.exited(A, sig=TERM, at=53.0)
+    assert spawns(actions) == [A]  # at once: the hub is ready
+    assert not notes(actions, "backoff")
+    assert f.status(A).restarts == 1
+
+
+def test_hub_restart_leaves_bots_alone_when_told_to() -> None:
+    f = Fleet([hub_spec(), spec(A)], Policy(hub_restart_bots=False))
+    f.boot()
+    f.exited(HUB, code=1, at=50.0)
+    f.tick(51.0)
+    f.spawned(HUB)
+    assert kills(f.send(Ready(HUB))) == []
+    assert f.status(A).restarts == 0
+
+
+def test_bots_wait_for_a_hub_in_backoff() -> None:
+    f = Fleet([hub_spec(), spec(A)])
+    f.tick(0.0)
+    f.spawned(HUB)
+    assert spawns(f.exited(HUB, code=1)) == []
+    assert f.status(A).reason == "waiting for the hub to be ready"
+
+
+def test_bots_do_not_wait_for_a_parked_hub() -> None:
+    f = Fleet([hub_spec(), spec(A), spec(B)], Policy(give_up_after=1))
+    f.tick(0.0)
+    f.spawned(HUB)
+    actions = f.exited(HUB, code=1)
+    assert notes(actions, "parked")
+    assert spawns(actions) == [A, B]
+
+
+def test_bots_do_not_wait_for_a_stopped_hub() -> None:
+    f = Fleet([hub_spec(), spec(A), spec(B)])
+    actions = f.send(Stop((HUB,)), at=0.0)
+    assert spawns(actions) == [A, B]
+
+
+def test_bots_started_without_a_hub_reconnect_once_it_is_ready() -> None:
+    # The hub is parked at start-up, so the bots start without it; an operator
+    # fixes and starts the hub: the bots' hub client never connected, they
+    # must be restarted to use it.
+    f = Fleet([hub_spec(), spec(A)], Policy(give_up_after=1))
+    f.tick(0.0)
+    f.spawned(HUB)
+    f.exited(HUB, code=1)
+    f.spawned(A)
+    assert spawns(f.send(Start((HUB,)), at=10.0)) == [HUB]
+    f.spawned(HUB)
+    actions = f.send(Ready(HUB), at=11.0)
+    assert kills(actions) == [(A, TERM, False)]
+
+
+def test_bots_do_not_wait_for_a_blocked_hub() -> None:
+    f = Fleet([hub_spec(), spec(A)])
+    actions = f.send(Gate(HUB, "revoked", "broadcaster token revoked"), at=0.0)
+    assert spawns(actions) == [A]
+
+
+# --- token gate -----------------------------------------------------------------
+
+
+def test_gate_keeps_a_process_from_spawning_until_lifted() -> None:
+    f = Fleet([spec(A), spec(B)])
+    actions = f.send(Gate(A, "revoked", "bot token revoked"), at=0.0)
+    assert spawns(actions) == [B]
+    assert notes(actions, "blocked")
+    st = f.status(A)
+    assert st.state is Phase.STOPPED
+    assert st.token_state == "revoked"
+    assert "bot token revoked" in (st.reason or "")
+    assert spawns(f.tick(100.0)) == []
+
+    actions = f.send(Gate(A, "valid", None), at=101.0)
+    assert spawns(actions) == [A]
+    assert f.status(A).token_state == "valid"
+
+
+def test_gate_holds_back_a_restart_after_a_crash() -> None:
+    f = Fleet([spec(A)])
+    f.boot()
+    f.exited(A, code=1, at=1.0)
+    f.send(Gate(A, "revoked", "bot token revoked"))
+    assert spawns(f.tick(2.0)) == []
+    assert spawns(f.send(Gate(A, "valid", None))) == [A]
+
+
+# --- reload -----------------------------------------------------------------------
+
+
+def test_reload_adds_removes_and_restarts_only_what_changed() -> None:
+    x = "xray_ch"
+    f = Fleet([spec(A), spec(B), spec(C), spec(x)])
+    f.boot()
+    f.send(Stop((C,)))
+    f.exited(C, sig=TERM)
+    pid_a = f.pid[A]
+
+    new_b = spec(B, argv=("prog", B, "--verbose"))
+    new = (spec(A), new_b, spec(C), spec("delta_ch"))
+    actions = f.send(Reload(new, f.policy), at=10.0)
+    assert spawns(actions) == ["delta_ch"]
+    assert sorted(kills(actions)) == [(B, TERM, False), (x, TERM, False)]
+    assert A not in named(actions)
+    assert C not in named(actions)
+
+    actions = f.exited(x, sig=TERM, at=11.0)
+    assert actions[-1] == Release(x)
+    assert spawns(actions) == []
+    assert x not in f.core.names()
+
+    actions = f.exited(B, sig=TERM, at=12.0)
+    assert [a.spec for a in actions if isinstance(a, Spawn)] == [new_b]
+    assert f.status(A).pid == pid_a
+    assert f.status(C).state is Phase.STOPPED  # still stopped by the operator
+    assert f.status(C).want is False
+
+
+def test_reload_with_a_new_policy_changes_the_next_delay() -> None:
+    f = Fleet([spec(A)])
+    f.boot()
+    assert f.send(Reload((spec(A),), Policy(delay_sec=7.0))) == []
+    f.exited(A, code=1, at=1.0)
+    assert f.core.next_deadline() == 8.0
+
+
+def test_reload_removing_a_process_whose_spawn_is_in_flight() -> None:
+    f = Fleet([spec(A), spec(B)])
+    assert spawns(f.tick(0.0)) == [A, B]
+    f.spawned(B)
+    actions = f.send(Reload((spec(B),), f.policy))
+    assert Release(A) not in actions  # its Spawned is still to come
+
+    actions = f.spawned(A)
+    assert kills(actions) == [(A, TERM, False)]
+    assert f.exited(A, sig=TERM)[-1] == Release(A)
+    assert f.core.names() == [B]
+
+
+# --- spawns in flight, deadlines -------------------------------------------------
+
+
+def test_stop_before_spawned_kills_right_after_spawned() -> None:
+    f = Fleet([spec(A)])
+    assert spawns(f.tick(0.0)) == [A]
+    assert kills(f.send(Stop((A,)))) == []  # nothing to signal yet
+    actions = f.spawned(A)
+    assert kills(actions) == [(A, TERM, False)]
+    actions = f.exited(A, sig=TERM)
+    assert spawns(actions) == []
+    assert f.status(A).state is Phase.STOPPED
+
+
+def test_next_deadline_is_none_when_nothing_is_pending() -> None:
+    f = Fleet([hub_spec(), spec(A), spec(B)])
+    assert f.core.next_deadline() is None
+    f.boot()
+    assert f.core.next_deadline() is None
+
+
+def test_next_deadline_is_the_earliest_pending_one() -> None:
+    f = Fleet([spec(A, ready="file", start_timeout=30.0), spec(B, watchdog=20.0)])
+    f.tick(0.0)
+    f.spawned(A, at=1.0)
+    f.spawned(B, at=2.0)
+    assert f.core.next_deadline() == 22.0
+    f.send(WatchdogPing(B), at=15.0)
+    assert f.core.next_deadline() == 31.0
+
+
+def test_reload_re_adding_a_process_whose_spawn_is_in_flight_keeps_it() -> None:
+    f = Fleet([spec(A)])
+    f.tick(0.0)
+    f.send(Reload((), f.policy))
+    actions = f.send(Reload((spec(A),), f.policy))
+    assert spawns(actions) == []  # no second copy: the first Spawn is still in flight
+    assert kills(f.spawned(A)) == []
+    assert f.status(A).state is Phase.RUNNING
+    actions = f.exited(A, code=1)
+    assert notes(actions, "backoff")  # a crash, not taken for a requested restart
+    assert f.status(A).restarts == 0
+
+
+def test_exit_codes_outside_the_window_do_not_spoil_the_park_reason() -> None:
+    f = Fleet([spec(A, ready="file")], Policy(give_up_after=3, reset_after_sec=60.0))
+    f.tick(0.0)
+    f.spawned(A)
+    f.exited(A, code=2, at=0.0)  # long forgotten by the time it parks
+    f.tick(1.0)
+    f.spawned(A)
+    f.exited(A, code=1, at=100.0)
+    f.tick(101.0)
+    f.spawned(A)
+    f.exited(A, code=1)
+    f.tick(103.0)
+    f.spawned(A)
+    (parked,) = notes(f.exited(A, code=1), "parked")
+    assert parked.message.startswith("exited 1 3 times within 3.0 s at start-up; token revoked?")

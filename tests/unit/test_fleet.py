@@ -1,0 +1,196 @@
+"""From a Config to ProcessSpecs: the exact upstream argv, the interpreter, custom commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kissbot_supervisor.config import Config, ConfigError, load_config
+from kissbot_supervisor.core import HUB, Policy
+from kissbot_supervisor.fleet import build_policy, build_specs, kissbot_python
+
+CONFIG = "config/config.yaml"
+CHANNELS = ("el_serda", "morthal_")
+
+
+def make_config(
+    workdir: Path, supervisor: dict[str, Any] | None = None, flags: dict[str, Any] | None = None
+) -> Config:
+    document: dict[str, Any] = {"twitch": {"channels": list(CHANNELS)}}
+    if supervisor is not None:
+        document["supervisor"] = supervisor
+    path = workdir / CONFIG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return load_config(workdir, CONFIG, flags)
+
+
+def bot_argv(channel: str, *extra: str, python: str = "python3") -> tuple[str, ...]:
+    return (python, "main.py", "--channel", channel, "--config", CONFIG, *extra)
+
+
+def test_plain_bots_get_the_exact_upstream_argv(tmp_path: Path) -> None:
+    specs = build_specs(make_config(tmp_path))
+    assert [s.name for s in specs] == list(CHANNELS)
+    assert specs[0].argv == (
+        "python3", "main.py", "--channel", "el_serda",
+        "--config", "config/config.yaml", "--eventsub", "direct",
+    )  # fmt: skip
+    assert specs[1].argv == bot_argv("morthal_", "--eventsub", "direct")
+    assert all(not s.is_hub for s in specs)
+    assert (specs[0].ready, specs[0].watchdog_sec, specs[0].start_timeout_sec) == (
+        "file", 0.0, 120.0,
+    )  # fmt: skip
+
+
+def test_use_db_adds_use_db_and_db(tmp_path: Path) -> None:
+    specs = build_specs(make_config(tmp_path, flags={"use_db": True}))
+    assert specs[0].argv == bot_argv(
+        "el_serda", "--eventsub", "direct", "--use-db", "--db", "kissbot.db"
+    )
+
+
+def test_use_db_with_a_db_from_the_file(tmp_path: Path) -> None:
+    specs = build_specs(make_config(tmp_path, {"use_db": True, "db": "data/k.db"}))
+    assert specs[0].argv[-3:] == ("--use-db", "--db", "data/k.db")
+
+
+def test_hub_mode_argv_for_the_hub_and_the_bots(tmp_path: Path) -> None:
+    specs = build_specs(make_config(tmp_path, flags={"hub_enabled": True}))
+    assert [s.name for s in specs] == [HUB, *CHANNELS]
+    hub = specs[0]
+    assert hub.is_hub
+    assert hub.argv == (
+        "python3", "eventsub_hub.py", "--config", "config/config.yaml",
+        "--db", "kissbot.db", "--socket", "/tmp/kissbot_hub.sock",
+    )  # fmt: skip
+    assert (hub.ready, hub.start_timeout_sec) == ("socket", 30.0)
+    assert specs[1].argv == bot_argv(
+        "el_serda", "--eventsub", "hub", "--hub-socket", "/tmp/kissbot_hub.sock"
+    )
+
+
+def test_hub_mode_with_use_db_keeps_the_upstream_order(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path,
+        flags={"hub_enabled": True, "use_db": True, "db": "x.db", "hub_socket": "/run/h.sock"},
+    )
+    hub, bot, _ = build_specs(cfg)
+    assert hub.argv[1:] == (
+        "eventsub_hub.py",
+        "--config",
+        CONFIG,
+        "--db",
+        "x.db",
+        "--socket",
+        "/run/h.sock",
+    )
+    assert bot.argv == bot_argv(
+        "el_serda", "--eventsub", "hub", "--use-db", "--db", "x.db", "--hub-socket", "/run/h.sock"
+    )
+
+
+def test_the_kissbot_venv_is_used_when_it_exists(tmp_path: Path) -> None:
+    assert kissbot_python(tmp_path) == "python3"
+    venv_python = tmp_path / "kissbot-venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text("")
+    cfg = make_config(tmp_path, flags={"hub_enabled": True})
+    expected = str(tmp_path.resolve() / "kissbot-venv" / "bin" / "python")
+    hub, bot, _ = build_specs(cfg)
+    assert hub.argv[0] == expected
+    assert bot.argv == bot_argv(
+        "el_serda", "--eventsub", "hub", "--hub-socket", "/tmp/kissbot_hub.sock", python=expected
+    )
+
+
+def test_an_explicit_python_wins(tmp_path: Path) -> None:
+    specs = build_specs(make_config(tmp_path), python="/opt/py/bin/python3")
+    assert specs[0].argv[0] == "/opt/py/bin/python3"
+
+
+def test_a_custom_bot_command_with_every_placeholder(tmp_path: Path) -> None:
+    command = [
+        "{supervisor_python}", "-m", "kissbot_supervisor.demo.bot",
+        "--channel={channel}", "--config", "{config}", "--db", "{db}",
+        "--mode", "{eventsub}", "--socket", "{hub_socket}", "--py", "{python}", "{{literal}}",
+    ]  # fmt: skip
+    cfg = make_config(
+        tmp_path,
+        {
+            "bot": {
+                "command": command,
+                "ready": "notify",
+                "watchdog_sec": 15,
+                "start_timeout_sec": 0,
+            }
+        },
+    )
+    specs = build_specs(cfg)
+    assert specs[1].argv == (
+        sys.executable, "-m", "kissbot_supervisor.demo.bot",
+        "--channel=morthal_", "--config", CONFIG, "--db", "kissbot.db",
+        "--mode", "direct", "--socket", "/tmp/kissbot_hub.sock", "--py", "python3", "{literal}",
+    )  # fmt: skip
+    assert (specs[1].ready, specs[1].watchdog_sec, specs[1].start_timeout_sec) == (
+        "notify", 15.0, 0.0,
+    )  # fmt: skip
+
+
+def test_a_custom_hub_command(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path, {"hub": {"enabled": True, "command": ["{python}", "hub.py", "{hub_socket}"]}}
+    )
+    assert build_specs(cfg)[0].argv == ("python3", "hub.py", "/tmp/kissbot_hub.sock")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "arg", "field"),
+    [
+        ({"bot": {"command": ["{python}", "main.py", "--c", "{chanel}"]}},
+         "supervisor.bot.command[3]", "'{chanel}'", "{chanel}"),
+        ({"bot": {"command": ["{python}", "--x={0}"]}},
+         "supervisor.bot.command[1]", "'--x={0}'", "{0}"),
+        ({"hub": {"enabled": True, "command": ["{pyhton}", "hub.py"]}},
+         "supervisor.hub.command[0]", "'{pyhton}'", "{pyhton}"),
+    ],
+)  # fmt: skip
+def test_an_unknown_placeholder_names_the_key_path(
+    tmp_path: Path, section: dict[str, Any], key: str, arg: str, field: str
+) -> None:
+    cfg = make_config(tmp_path, section)
+    with pytest.raises(ConfigError) as info:
+        build_specs(cfg)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"config/config.yaml: {key}: {arg} uses {field}; ")
+    assert "known placeholders: {python} {channel} {config}" in str(info.value)
+
+
+@pytest.mark.parametrize("arg", ["{python", "python}", "{python!z}"])
+def test_a_malformed_template_is_a_config_error(tmp_path: Path, arg: str) -> None:
+    cfg = make_config(tmp_path, {"bot": {"command": ["main.py", arg]}})
+    with pytest.raises(ConfigError) as info:
+        build_specs(cfg)
+    assert info.value.key == "supervisor.bot.command[1]"
+    assert "is not a valid template" in str(info.value)
+
+
+def test_build_policy_maps_the_restart_settings(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path,
+        {
+            "stop_timeout_sec": 4,
+            "restart": {"mode": "always", "delay_sec": 2, "max_delay_sec": 8,
+                        "reset_after_sec": 90, "give_up_after": 3},
+            "hub": {"restart_bots": False},
+        },
+    )  # fmt: skip
+    assert build_policy(cfg) == Policy(
+        delay_sec=2.0, max_delay_sec=8.0, reset_after_sec=90.0, give_up_after=3,
+        stop_timeout_sec=4.0, restart_always=True, hub_restart_bots=False,
+    )  # fmt: skip
+    assert build_policy(make_config(tmp_path)) == Policy()
