@@ -148,9 +148,17 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Gates:
+    """Several gates applied together (the supervisor's token check covers every process)."""
+
+    gates: tuple[Gate, ...]
+
+
+@dataclass(frozen=True)
 class Reload:
     specs: tuple[ProcessSpec, ...]
     policy: Policy
+    gates: tuple[Gate, ...] = ()  # token gates of the new fleet, applied before any start
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,7 @@ Event = (
     | Stop
     | Restart
     | Gate
+    | Gates
     | Reload
     | Shutdown
     | Tick
@@ -378,15 +387,16 @@ class Core:
             case Restart(names):
                 for name in names:
                     self._restart_command(self.procs[name], now, out)
-            case Gate(name, token_state, blocked):
-                p = self.procs[name]
-                p.token_state = token_state
-                if blocked != p.blocked:
-                    p.blocked = blocked
-                    if blocked and not p.alive and p.want:
-                        out.append(Note(name, "blocked", f"not started: {blocked}"))
-            case Reload(specs, policy):
+            case Gate():
+                self._gate(event, out)
+            case Gates(gates):
+                # All at once, so that no process starts between two of them.
+                for gate in gates:
+                    self._gate(gate, out)
+            case Reload(specs, policy, gates):
                 self._reload(specs, policy, now, out)
+                for gate in gates:
+                    self._gate(gate, out)
             case Shutdown():
                 if not self.shutting_down:
                     self.shutting_down = True
@@ -397,6 +407,16 @@ class Core:
         return out
 
     # -- events ------------------------------------------------------------
+
+    def _gate(self, gate: Gate, out: list[Action]) -> None:
+        p = self.procs.get(gate.name)
+        if p is None:
+            return
+        p.token_state = gate.token_state
+        if gate.blocked != p.blocked:
+            p.blocked = gate.blocked
+            if gate.blocked and not p.alive and p.want:
+                out.append(Note(gate.name, "blocked", f"not started: {gate.blocked}"))
 
     def _on_spawned(self, p: Proc, pid: int, now: float, out: list[Action]) -> None:
         p.pid = pid

@@ -155,9 +155,8 @@ class Supervisor:
         self.feed(core.Tick())
 
     def _on_token_change(self) -> None:
-        for name in self.core.names():
-            state, blocked = self.tokens.gate(name)
-            self.feed(core.Gate(name, state, blocked))
+        gates = [core.Gate(name, *self.tokens.gate(name)) for name in self.core.names()]
+        self.feed(core.Gates(tuple(gates)))
 
     # -- life cycle ------------------------------------------------------------
 
@@ -247,8 +246,8 @@ class Supervisor:
             "supervisor",
             "reloaded: " + "; ".join(f"{k} {', '.join(v) or 'none'}" for k, v in changes.items()),
         )
-        self.feed(core.Reload(specs, policy))
-        self._on_token_change()
+        gates = tuple(core.Gate(spec.name, *self.tokens.gate(spec.name)) for spec in specs)
+        self.feed(core.Reload(specs, policy, gates))
         return {"ok": True, "changes": changes}
 
     # -- status and control --------------------------------------------------

@@ -98,7 +98,11 @@ class Supervisor:
     """A running ``kissbot-supervisor`` and the means to watch and drive it."""
 
     def __init__(
-        self, workdir: Path, extra_args: Sequence[str] = (), runtime_dir: Path | None = None
+        self,
+        workdir: Path,
+        extra_args: Sequence[str] = (),
+        runtime_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.runtime_dir = runtime_dir or workdir / "run"
@@ -114,6 +118,7 @@ class Supervisor:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

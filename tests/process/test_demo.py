@@ -7,12 +7,14 @@ fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
 import shutil
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -552,6 +554,20 @@ def test_hub_replaces_a_stale_socket_and_removes_it_on_sigterm(
     assert hub.wait() == 0
     assert not sock.exists()
     assert "listening on" in (tmp_path / "logs" / "eventsub_hub.log").read_text()
+
+
+def test_hub_records_its_websocket_state_in_an_existing_db(
+    tmp_path: Path,
+    short_dir: Path,
+    spawn: Spawn,
+    notify_socket: Callable[[], NotifyListener],
+) -> None:
+    sqlite3.connect(tmp_path / "kissbot.db").close()  # an empty DB file
+    start_hub(spawn, tmp_path, short_dir / "hub.sock", notify_socket())
+    # Written before READY=1 is sent.
+    with contextlib.closing(sqlite3.connect(tmp_path / "kissbot.db")) as db:
+        rows = db.execute("SELECT value FROM hub_state WHERE key = 'ws_state'").fetchall()
+    assert rows == [("connected",)]
 
 
 def test_hub_crash_leaves_its_socket_behind(
