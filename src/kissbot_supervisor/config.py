@@ -10,7 +10,6 @@ every name is checked here) and ``bot.name`` / ``twitch.broadcaster_id``
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -104,7 +103,10 @@ def load_yaml(path: Path, shown: str) -> Mapping[str, Any]:
     except OSError as e:
         raise ConfigError(shown, None, f"cannot be read ({e.strerror})") from None
     try:
-        document = yaml.safe_load(raw)
+        # libyaml's loader when present: faster, and it leaves far less garbage
+        # behind in the supervisor's heap than the pure-Python one.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        document = yaml.load(raw, Loader=loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "syntax"
@@ -159,6 +161,8 @@ def _flatten(section: Mapping[str, Any], source: str, prefix: str = "") -> dict[
         elif key in known_keys:
             out[key] = value
         else:
+            import difflib  # lazy: only an unknown key needs it
+
             close = difflib.get_close_matches(key, sorted(known_keys | known_sections), n=1)
             hint = f" (did you mean supervisor.{close[0]}?)" if close else ""
             raise ConfigError(source, f"supervisor.{key}", f"is not a known setting{hint}")

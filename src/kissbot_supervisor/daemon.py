@@ -11,6 +11,7 @@ or ordering.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -31,6 +32,17 @@ from .paths import default_runtime_dir
 from .protocol import Request
 from .selfnotify import SelfNotifier
 from .tokengate import TokenGate, check_token_source
+
+
+def release_memory() -> None:
+    """Hand the heap that start-up used (config parsing, 100 forks' worth of
+    environment copies) back to the system: the supervisor then idles small."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class StartupError(Exception):
@@ -177,6 +189,7 @@ class Supervisor:
         self._on_token_change()
         self.feed(core.Tick())  # the first reconcile: start what should run
         self.selfnotify.ready(self.summary())
+        release_memory()
         try:
             self.loop.run()
         finally:
@@ -248,6 +261,7 @@ class Supervisor:
         )
         gates = tuple(core.Gate(spec.name, *self.tokens.gate(spec.name)) for spec in specs)
         self.feed(core.Reload(specs, policy, gates))
+        release_memory()
         return {"ok": True, "changes": changes}
 
     # -- status and control --------------------------------------------------

@@ -135,12 +135,12 @@ class TokenGate:
     # -- reading -------------------------------------------------------------
 
     def _refresh(self) -> None:
-        from .tokendb import DbRetry, read_db_tokens
-
         cfg, now = self.cfg, time.time()
         previous = self._tokens
         try:
             if cfg.settings.use_db:
+                from .tokendb import DbRetry, read_db_tokens  # lazy: sqlite3 only in DB mode
+
                 # One short attempt: the event loop must not sleep on a busy DB;
                 # a retry is scheduled instead.
                 self._tokens = read_db_tokens(

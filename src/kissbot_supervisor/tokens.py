@@ -23,8 +23,6 @@ import binascii
 import contextlib
 import enum
 import os
-import secrets
-import shutil
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -557,7 +555,7 @@ def write_credential(directory: Path, name: str, secret: str) -> Path:
         raise CredentialFileError(directory, f"{name!r} is not a plain file name")
     _make_private_dir(directory)
     final = directory / name
-    tmp = directory / f".{name}.{secrets.token_hex(8)}.tmp"
+    tmp = directory / f".{name}.{os.getpid()}.{os.urandom(8).hex()}.tmp"
     flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         fd = os.open(tmp, flags, 0o600)
@@ -588,6 +586,8 @@ def remove_credentials(directory: Path) -> None:
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
+                import shutil  # lazy: shutil pulls in compression modules the daemon never needs
+
                 shutil.rmtree(entry.path)
             else:
                 os.unlink(entry.path)

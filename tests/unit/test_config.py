@@ -324,8 +324,9 @@ def test_max_delay_equal_to_the_first_delay_is_fine(tmp_path: Path) -> None:
 
 def test_malformed_yaml_names_line_and_column(tmp_path: Path) -> None:
     write(tmp_path, "twitch:\n  channels:\n    - el_serda\n  client_id: abc: def\n")
-    assert error_of(tmp_path) == (
-        "config/config.yaml: line 4, column 17: invalid YAML: mapping values are not allowed here"
+    # libyaml says "in this context", the pure-Python loader "here".
+    assert error_of(tmp_path).startswith(
+        "config/config.yaml: line 4, column 17: invalid YAML: mapping values are not allowed"
     )
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: kissbot-supervisor's native backend against supervisord (``make bench``)."""
