@@ -17,6 +17,4 @@ _spec = importlib.machinery.PathFinder.find_spec(
     "systemd", [p for p in sys.path if Path(p or ".").resolve() != _TESTS_DIR]
 )
 if _spec is not None and _spec.submodule_search_locations:
-    __path__.extend(  # noqa: PLE0604
-        p for p in _spec.submodule_search_locations if p not in __path__
-    )
+    __path__.extend([p for p in _spec.submodule_search_locations if p not in __path__])

@@ -380,7 +380,9 @@ class SystemdSandbox:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
-                    preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                    # The recipe's kill switch; start() checked it runs in the main
+                    # thread, and the function only calls prctl/getppid/kill.
+                    preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509
                 )
             self._wait_ready(notify, started)
         notify_path.unlink()
