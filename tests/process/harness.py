@@ -48,6 +48,7 @@ def fleet_config(
     channels: Sequence[str],
     *,
     hub: bool = False,
+    hub_extra: Sequence[str] = (),
     bot_extra: Sequence[str] = (),
     per_channel: dict[str, Sequence[str]] | None = None,
     supervisor: dict[str, Any] | None = None,
@@ -81,7 +82,7 @@ def fleet_config(
             "enabled": True,
             "socket": "hub.sock",
             "ready": "socket",
-            "command": demo_hub_command(),
+            "command": demo_hub_command(*hub_extra),
         }
     for key, value in (supervisor or {}).items():
         if isinstance(value, dict) and isinstance(sup.get(key), dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -341,3 +342,24 @@ def test_config_is_read_as_kissbot_writes_it(start_fleet: StartFleet, tmp_path: 
     sup.wait_for(r"el_serda: ready")
     stored = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
     assert stored == doc  # read, never rewritten
+
+
+def test_bots_reconnect_by_restart_once_a_crashed_hub_is_back(start_fleet: StartFleet) -> None:
+    doc = fleet_config(
+        ["loyal_bot", "loyal_two"],
+        hub=True,
+        hub_extra=["--crash-after", "1"],
+        supervisor={"restart": {"give_up_after": 0}},
+    )
+    sup = start_fleet(doc)
+    first = int(sup.wait_for(r"loyal_bot: started \(PID (\d+)\)").group(1))
+    sup.wait_for(r"loyal_bot: ready")
+    crash = sup.wait_for(r"hub: exited 1; restarting").string
+    mark = sup.index_of(re.escape(crash))
+    sup.wait_for(r"hub: ready", since=mark)
+    sup.wait_for(r"loyal_bot: restarting to reconnect to the new hub", since=mark)
+    second = int(sup.wait_for(r"loyal_bot: started \(PID (\d+)\)", since=mark).group(1))
+    assert second != first
+    sup.wait_for(r"loyal_two: restarting to reconnect to the new hub", since=mark)
+    # Bots kept running while the hub was down: the restart came after the hub was ready.
+    assert sup.index_of(r"loyal_bot: restarting to reconnect") > mark
