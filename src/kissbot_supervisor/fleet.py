@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 
 from .config import Config, ConfigError
-from .core import HUB, Policy, ProcessSpec, ReadyMode
+from .core import HUB, Policy, ProcessSpec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .core import ReadyMode
 
 PLACEHOLDERS = ("python", "channel", "config", "db", "hub_socket", "eventsub", "supervisor_python")
 

@@ -17,17 +17,23 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 Callback = Callable[[], None]
 
 
-@dataclass(order=True)
 class Timer:
-    when: float
-    seq: int
-    callback: Callback = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    """A one-shot timer; ordered by deadline (then creation) in the loop's heap."""
+
+    __slots__ = ("callback", "cancelled", "seq", "when")
+
+    def __init__(self, when: float, seq: int, callback: Callback) -> None:
+        self.when = when
+        self.seq = seq
+        self.callback = callback
+        self.cancelled = False
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.when, self.seq) < (other.when, other.seq)
 
     def cancel(self) -> None:
         self.cancelled = True

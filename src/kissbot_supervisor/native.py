@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import core
@@ -26,6 +25,7 @@ from .inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
 from .logfiles import LogFile
 from .loop import Loop, Timer
 from .notifyserver import Notification, NotifyServer
+from .records import field, record
 from .spawner import Spawner, SpawnError, child_environment
 from .tokens import TokenError
 
@@ -33,7 +33,7 @@ STALE_FLAGS = ("pid", "starting", "irc", "eventsub", "ready")
 SOCKET_PROBE_SEC = 0.05  # only while the hub is starting
 
 
-@dataclass(frozen=True)
+@record
 class NativeOptions:
     workdir: Path
     runtime_dir: Path
@@ -43,7 +43,7 @@ class NativeOptions:
     hub_socket: Path
 
 
-@dataclass
+@record(frozen=False)
 class Running:
     name: str
     pid: int
@@ -52,19 +52,19 @@ class Running:
     probe: Timer | None = None
 
 
-@dataclass
+@record(frozen=False)
 class Output:
     fd: int
     log: LogFile
 
 
-@dataclass
+@record(frozen=False)
 class _Slot:
     """Per-process resources that outlive one incarnation."""
 
     log: LogFile
     lock_fd: int | None = None
-    outputs: list[Output] = field(default_factory=list)
+    outputs: list[Output] = field(factory=list)
 
 
 class NativeBackend:

@@ -13,14 +13,15 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+from .records import record
 
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 MAX_DATAGRAM = 4096
 
 
-@dataclass(frozen=True)
+@record
 class Notification:
     pid: int
     fields: dict[str, str]

@@ -18,7 +18,8 @@ import errno
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+
+from .records import record
 
 PR_SET_PDEATHSIG = 1
 
@@ -41,7 +42,7 @@ class SpawnError(Exception):
     """The process could not be started; the message says why, in words."""
 
 
-@dataclass(frozen=True)
+@record
 class Child:
     pid: int
     output_fd: int  # read end of the stdout+stderr pipe, non-blocking

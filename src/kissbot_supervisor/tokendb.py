@@ -22,11 +22,11 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar  # at run time: DB mode only, loaded lazily
 from urllib.parse import quote
 
+from .records import record
 from .tokens import (
     DbTokens,
     TokenDbBusy,
@@ -43,7 +43,7 @@ T = TypeVar("T")
 TokenType = Literal["bot", "broadcaster"]
 
 
-@dataclass(frozen=True)
+@record
 class DbRetry:
     """How long to wait for a writer's lock: per attempt inside SQLite, then between attempts."""
 
@@ -65,14 +65,14 @@ _USERS_NEEDED = ("id", "twitch_user_id", "twitch_login")
 _TOKENS_NEEDED = ("user_id", "access_token_encrypted", "expires_at", "needs_reauth")
 
 
-@dataclass(frozen=True)
+@record
 class _Schema:
     typed: bool  # current schema: oauth_tokens.token_type exists
     has_status: bool
     has_failures: bool
 
 
-@dataclass(frozen=True)
+@record
 class _Row:
     """One token row joined with its user; holds no secret."""
 

@@ -25,9 +25,10 @@ import enum
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+
+from .records import record, replace
 
 # Under an hour left is worth showing (and a metric); the caller re-checks at
 # expires_at to learn whether KissBot refreshed the token in time.
@@ -66,7 +67,7 @@ def blocks_start(state: TokenState) -> bool:
     return state in _BLOCKING
 
 
-@dataclass(frozen=True)
+@record
 class TokenReport:
     """The verdict on one token. Never holds a secret, so it may be logged and shown."""
 
@@ -77,7 +78,7 @@ class TokenReport:
     user_id: str | None = None  # the Twitch user id, when known (pins the hub's broadcaster)
 
 
-@dataclass(frozen=True)
+@record
 class DbTokens:
     """The two tokens the supervisor cares about: the bots' and the hub's."""
 
@@ -338,7 +339,7 @@ def config_broadcaster_id(config: Mapping[str, object], config_path: Path) -> st
     return _id_text(twitch.get("broadcaster_id"), config_path, "twitch.broadcaster_id")
 
 
-@dataclass(frozen=True)
+@record
 class _YamlEntry:
     login: str
     user_id: str | None

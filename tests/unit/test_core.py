@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,7 +28,6 @@ from kissbot_supervisor.core import (
     ProcessSpec,
     ProcessStatus,
     Ready,
-    ReadyMode,
     Release,
     Reload,
     Restart,
@@ -40,6 +40,9 @@ from kissbot_supervisor.core import (
     Tick,
     WatchdogPing,
 )
+
+if TYPE_CHECKING:
+    from kissbot_supervisor.core import ReadyMode
 
 A, B, C = "alpha_ch", "beta_ch", "gamma_ch"
 TERM, KILL = int(signal.SIGTERM), int(signal.SIGKILL)
