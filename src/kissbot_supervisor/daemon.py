@@ -51,6 +51,16 @@ def release_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
+def raise_fd_limit() -> None:
+    """Four descriptors per process (pipe, pidfd, lock, log): 300 bots pass 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class StartupError(Exception):
     """The supervisor cannot start; the message says why."""
 
@@ -185,6 +195,7 @@ class Supervisor:
         self.loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         self._write_pidfile()
+        raise_fd_limit()
         self.log.say(
             "supervisor",
             f"kissbot-supervisor {__version__} (native backend) in {self.cfg.workdir}: "

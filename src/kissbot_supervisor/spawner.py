@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import resource
 import signal
 from collections.abc import Callable, Mapping, Sequence
 
@@ -66,6 +67,9 @@ class Spawner:
     def __init__(self) -> None:
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._prctl = _prctl()
+        # The supervisor raises its own descriptor limit; children get the one it
+        # was given (programs using select() break above 1024).
+        self._nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
 
     def close(self) -> None:
         os.close(self._devnull)
@@ -129,6 +133,7 @@ class Spawner:
             for sig in (signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            resource.setrlimit(resource.RLIMIT_NOFILE, self._nofile)
             os.dup2(self._devnull, 0)
             os.dup2(out_w, 1)
             os.dup2(out_w, 2)

@@ -104,15 +104,18 @@ class Supervisor:
         extra_args: Sequence[str] = (),
         runtime_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        nofile: int | None = None,
     ) -> None:
         self.workdir = workdir
         self.runtime_dir = runtime_dir or workdir / "run"
         self.control = self.runtime_dir / "control.sock"
         self.lines: list[str] = []
         self._cond = threading.Condition()
+        # prlimit, not preexec_fn: this process has reader threads.
+        limit = [] if nofile is None else ["prlimit", f"--nofile={nofile}:", "--"]
         self.proc = subprocess.Popen(
             [
-                SUPERVISOR, "--workdir", str(workdir), "--config", "config/config.yaml",
+                *limit, SUPERVISOR, "--workdir", str(workdir), "--config", "config/config.yaml",
                 "--runtime-dir", str(self.runtime_dir), "--non-interactive", *extra_args,
             ],
             stdin=subprocess.DEVNULL,

@@ -363,3 +363,28 @@ def test_bots_reconnect_by_restart_once_a_crashed_hub_is_back(start_fleet: Start
     sup.wait_for(r"loyal_two: restarting to reconnect to the new hub", since=mark)
     # Bots kept running while the hub was down: the restart came after the hub was ready.
     assert sup.index_of(r"loyal_bot: restarting to reconnect") > mark
+
+
+def test_children_keep_the_descriptor_limit_the_supervisor_was_given(tmp_path: Path) -> None:
+    import resource
+
+    from .harness import Supervisor
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 1024:
+        import pytest
+
+        pytest.skip(f"the hard descriptor limit ({hard}) leaves nothing to raise")
+    write_config(tmp_path, fleet_config(["limited_bot"]))
+    sup = Supervisor(tmp_path, nofile=1024)
+    try:
+        sup.wait_for(r"limited_bot: ready")
+
+        def soft_limit(pid: int) -> str:
+            limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+            return next(x for x in limits if x.startswith("Max open files")).split()[3]
+
+        assert soft_limit(sup.proc.pid) == str(hard)  # raised for 4 descriptors per bot
+        assert soft_limit(sup.bot("limited_bot")["pid"]) == "1024"  # the bot gets the original
+    finally:
+        sup.stop()
