@@ -6,6 +6,8 @@ masked units, ``unshare`` running ``nsinit.sh`` as the namespace's PID 1, which
 moves itself into ``kissbot-ID`` cgroups, mounts private tmpfs on /run, /tmp and
 /var/tmp, binds the system bus, journal and unit dirs back to the instance dir,
 and execs systemd. Readiness is systemd's own ``READY=1`` on a datagram socket.
+Beyond the recipe, nsinit.sh also gives systemd a private /sys/fs/cgroup tmpfs
+and an overlay /dev: without them a boot leaves changes on the host (see there).
 
 From the host:
 
@@ -18,8 +20,8 @@ From the host:
 
 Nothing of a sandbox outlives :meth:`SystemdSandbox.stop`; if the test process is
 killed, ``PR_SET_PDEATHSIG`` and ``unshare --kill-child`` take the namespace down
-with it and :meth:`SystemdSandbox.cleanup_leftovers` removes its empty cgroups at
-the start of the next session.
+with it and :meth:`SystemdSandbox.cleanup_leftovers` removes its empty cgroups and
+its instance dir at the start of the next session.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ SYSTEM_CONF = "[Manager]\nDefaultTimeoutStopSec=3s\n"
 # Instance ids are OWNERPID-HEX: cleanup_leftovers() leaves the cgroups of a
 # live owner alone (another pytest session may be booting one right now).
 _CGROUP_NAME = re.compile(r"^kissbot-(?P<owner>\d+)-[0-9a-f]{6}$")
+_INSTANCE_NAME = re.compile(r"^kissbot-sd-(?P<owner>\d+)-[0-9a-f]{6}-")
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -129,7 +132,24 @@ class SandboxUnavailable(SandboxError):
 
 
 class SandboxBootError(SandboxError):
-    """systemd was started but did not become ready; the message has the logs."""
+    """systemd was started but did not become ready; the message has the logs.
+
+    ``instance_dir`` is where it was (removed by the time this is raised);
+    ``console`` and ``journal`` are the tails of its output.
+    """
+
+    def __init__(
+        self, what: str, *, sandbox_id: str, instance_dir: Path, console: str, journal: str
+    ):
+        super().__init__(
+            f"systemd sandbox {sandbox_id} did not boot: {what}\n"
+            f"--- console ({instance_dir / 'console.log'}):\n{console}\n"
+            f"--- journal:\n{journal}"
+        )
+        self.what = what
+        self.instance_dir = instance_dir
+        self.console = console
+        self.journal = journal
 
 
 class SandboxCommandError(subprocess.CalledProcessError):
@@ -285,6 +305,7 @@ class SystemdSandbox:
 
     @property
     def running(self) -> bool:
+        """Whether the namespace (its ``unshare`` process) is still up."""
         return self._proc is not None and self._proc.poll() is None
 
     @functools.cached_property
@@ -341,7 +362,7 @@ class SystemdSandbox:
             if not p.exists():
                 raise SandboxError(f"bind path {p} does not exist on the host")
 
-        inst = Path(tempfile.mkdtemp(prefix="kissbot-sd-", dir=self._tmp_root))
+        inst = Path(tempfile.mkdtemp(prefix=f"kissbot-sd-{self.id}-", dir=self._tmp_root))
         self._inst = inst
         try:
             self._prepare(inst)
@@ -367,7 +388,11 @@ class SystemdSandbox:
             "--propagation", "private", "--kill-child=SIGKILL",
             "--", str(NSINIT), str(inst), self.id, str(inst), *map(str, binds),
         ]  # fmt: skip
-        env = {"PATH": _BASE_ENV["PATH"], "NOTIFY_SOCKET": str(notify_path)}
+        env = {
+            "PATH": _BASE_ENV["PATH"],
+            "NOTIFY_SOCKET": str(notify_path),
+            "KISSBOT_SANDBOX_SYSTEMD": str(self._systemd),
+        }
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
             notify.bind(str(notify_path))
             notify.settimeout(0.05)
@@ -428,9 +453,11 @@ class SystemdSandbox:
             )
             journal = (out.stdout + out.stderr).rstrip()
         return SandboxBootError(
-            f"systemd sandbox {self.id} did not boot: {what}\n"
-            f"--- console ({inst / 'console.log'}):\n{_tail(inst / 'console.log')}\n"
-            f"--- journal:\n{journal}"
+            what,
+            sandbox_id=self.id,
+            instance_dir=inst,
+            console=_tail(inst / "console.log"),
+            journal=journal,
         )
 
     def stop(self) -> None:
@@ -462,19 +489,23 @@ class SystemdSandbox:
 
     def _power_off(self, proc: subprocess.Popen[bytes]) -> None:
         pid1 = self._pid1
-        if pid1 is not None and proc.poll() is None:
+        if proc.poll() is None and pid1 is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid1, signal.SIGRTMIN + 4)
-        try:
-            proc.wait(timeout=self._stop_timeout)
-            return
-        except subprocess.TimeoutExpired:
-            pass
+            try:
+                proc.wait(timeout=self._stop_timeout)
+                return
+            except subprocess.TimeoutExpired:
+                pass
         # Killing PID 1 makes the kernel kill the whole namespace; killing
-        # unshare does the same through --kill-child.
-        if pid1 is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid1, signal.SIGKILL)
+        # unshare (PID 1 not known yet: a failed boot) does the same through
+        # --kill-child.
+        if proc.poll() is None:
+            if pid1 is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid1, signal.SIGKILL)
+            else:
+                proc.kill()
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -496,12 +527,14 @@ class SystemdSandbox:
 
     @staticmethod
     def cleanup_leftovers(
-        is_alive: Callable[[int], bool] = _pid_alive,
+        is_alive: Callable[[int], bool] = _pid_alive, tmp_root: Path = Path("/tmp")
     ) -> list[Path]:
-        """Remove the empty ``kissbot-ID`` cgroup trees of runs that were killed.
+        """Remove what runs that were killed left: empty ``kissbot-ID`` cgroup
+        trees and ``kissbot-sd-ID-*`` instance dirs.
 
-        A tree is left alone while its owner (the PID in its id) lives, or if any
-        process is in it. Returns the top dirs removed.
+        Anything whose owner (the PID in its id) still lives is left alone (it
+        may be another session's live sandbox), and so is a cgroup tree with
+        any process in it. Returns the top dirs removed.
         """
         removed: list[Path] = []
         for hierarchy in cgroup_hierarchies():
@@ -513,6 +546,14 @@ class SystemdSandbox:
                     continue
                 if not _rmdir_tree(top):
                     removed.append(top)
+        for inst in sorted(tmp_root.glob("kissbot-sd-*")):
+            match = _INSTANCE_NAME.match(inst.name)
+            if match is None or not inst.is_dir() or is_alive(int(match["owner"])):
+                continue
+            # Its namespace died with its owner (PR_SET_PDEATHSIG): nothing is
+            # mounted below it, so removing it cannot reach into anything else.
+            shutil.rmtree(inst, ignore_errors=True)
+            removed.append(inst)
         return removed
 
     # -------------------------------------------------------------- commands
