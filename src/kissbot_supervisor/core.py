@@ -78,6 +78,8 @@ class Policy:
     stop_timeout_sec: float = 10.0
     restart_always: bool = False
     hub_restart_bots: bool = True
+    # systemd enforces WatchdogUSec itself and reports the kill as an exit.
+    backend_watchdog: bool = False
 
     def backoff(self, failures: int) -> float:
         """Delay before restart number ``failures`` (1-based) of a failing process."""
@@ -85,6 +87,17 @@ class Policy:
 
 
 # --- events ----------------------------------------------------------------
+
+
+@record
+class Adopted:
+    """Found already running at start-up (systemd units outlive the supervisor)."""
+
+    name: str
+    pid: int
+    started_at: float  # on the core's clock (CLOCK_MONOTONIC)
+    ready: bool
+    restarts: int = 0
 
 
 @record
@@ -110,6 +123,7 @@ class Exited:
     pid: int
     code: int | None = None  # exit status, or None when killed by a signal
     signal: int | None = None
+    reason: str | None = None  # what the backend knows beyond the status (systemd's Result)
 
 
 @record
@@ -174,12 +188,20 @@ class Shutdown:
 
 
 @record
+class Batch:
+    """Events applied together before anything starts (start-up: adoptions and gates)."""
+
+    events: tuple[Event, ...]
+
+
+@record
 class Tick:
     """Time passed; sent when :meth:`Core.next_deadline` is reached."""
 
 
 Event = (
-    Spawned
+    Adopted
+    | Spawned
     | SpawnFailed
     | Ready
     | Exited
@@ -194,6 +216,7 @@ Event = (
     | Reload
     | Shutdown
     | Tick
+    | Batch
 )
 
 # --- actions ---------------------------------------------------------------
@@ -231,11 +254,22 @@ class Release:
 
 
 @record
+class Hold:
+    """The process is down and must stay down until the next Spawn.
+
+    Nothing for the native backend to do; systemd would otherwise restart the
+    unit by itself after ``RestartUSec``.
+    """
+
+    name: str
+
+
+@record
 class Finished:
     """Shutdown is complete: every process has exited."""
 
 
-Action = Spawn | Kill | Note | Release | Finished
+Action = Spawn | Kill | Note | Hold | Release | Finished
 
 
 # --- per-process state -------------------------------------------------------
@@ -364,7 +398,17 @@ class Core:
 
     def handle(self, event: Event, now: float) -> list[Action]:
         out: list[Action] = []
+        self._apply(event, now, out)
+        self._reconcile(now, out)
+        return out
+
+    def _apply(self, event: Event, now: float, out: list[Action]) -> None:
         match event:
+            case Batch(events):
+                for inner in events:
+                    self._apply(inner, now, out)
+            case Adopted():
+                self._on_adopted(event, now, out)
             case Spawned(name, pid):
                 self._on_spawned(self.procs[name], pid, now, out)
             case SpawnFailed(name, error):
@@ -375,8 +419,8 @@ class Core:
                 self._on_exited(self.procs[event.name], event, now, out)
             case WatchdogPing(name):
                 p = self.procs[name]
-                if p.alive and p.spec.watchdog_sec > 0 and p.phase is not Phase.STOPPING:
-                    p.watchdog_deadline = now + p.spec.watchdog_sec
+                if p.alive and p.phase is not Phase.STOPPING:
+                    p.watchdog_deadline = self._watchdog_from(now, p)
             case StatusText(name, text):
                 self.procs[name].status_text = text
             case Stopping(name):
@@ -409,8 +453,6 @@ class Core:
                     out.append(Note("supervisor", "shutdown", "stopping bots, then the hub"))
             case Tick():
                 self._on_tick(now, out)
-        self._reconcile(now, out)
-        return out
 
     # -- events ------------------------------------------------------------
 
@@ -433,11 +475,34 @@ class Core:
         p.fault = None
         p.status_text = None
         p.hub_generation = self.hub_generation
+        p.backoff_until = None  # systemd may have restarted it before our backoff ran out
         p.start_deadline = now + p.spec.start_timeout_sec if p.spec.start_timeout_sec else None
-        p.watchdog_deadline = now + p.spec.watchdog_sec if p.spec.watchdog_sec else None
+        p.watchdog_deadline = self._watchdog_from(now, p)
         out.append(Note(p.spec.name, "started", f"started (PID {pid})"))
         if p.spec.ready == "none":
             self._on_ready(p, now, out)
+
+    def _watchdog_from(self, now: float, p: Proc) -> float | None:
+        if p.spec.watchdog_sec <= 0 or self.policy.backend_watchdog:
+            return None
+        return now + p.spec.watchdog_sec
+
+    def _on_adopted(self, ev: Adopted, now: float, out: list[Action]) -> None:
+        p = self.procs.get(ev.name)
+        if p is None or p.alive:
+            return
+        p.pid = ev.pid
+        p.started_at = ev.started_at
+        p.restarts = ev.restarts
+        p.phase = Phase.STARTING
+        p.hub_generation = self.hub_generation
+        p.watchdog_deadline = self._watchdog_from(now, p)
+        out.append(Note(ev.name, "adopted", f"adopted, already running (PID {ev.pid})"))
+        if ev.ready:
+            p.phase = Phase.RUNNING
+            p.ready_at = now
+            if p.spec.is_hub:
+                self.hub_generation += 1  # bots already running talk to this hub
 
     def _on_spawn_failed(self, p: Proc, error: str, now: float, out: list[Action]) -> None:
         p.phase = Phase.STOPPED
@@ -481,7 +546,7 @@ class Core:
         how = describe_exit(ev.code, ev.signal)
         ran_for = now - p.started_at if p.started_at is not None else 0.0
         was_ready = p.ready_at is not None
-        cause, fault = p.stop_cause, p.fault
+        cause, fault = p.stop_cause, p.fault or ev.reason
         p.pid = None
         p.phase = Phase.STOPPED
         p.started_at = None
@@ -527,8 +592,10 @@ class Core:
         if self.policy.give_up_after and n >= self.policy.give_up_after:
             p.phase = Phase.FAILED
             p.backoff_until = None
+            p.restart_pending = False
             p.reason = self._park_reason(p, n, now - p.failures[0])
             out.append(Note(p.spec.name, "parked", p.reason))
+            out.append(Hold(p.spec.name))
             return
         delay = self.policy.backoff(n)
         p.restart_pending = True
@@ -610,6 +677,7 @@ class Core:
         if p.phase in (Phase.BACKOFF, Phase.FAILED):
             p.phase = Phase.STOPPED
             p.backoff_until = None
+            out.append(Hold(p.spec.name))
         if p.alive:
             self._begin_stop(p, now, "command", out)
 
@@ -725,12 +793,14 @@ class Core:
                 bots_alive = True  # stopped once its Spawned arrives; not finished before
             elif p.phase is Phase.BACKOFF:
                 p.phase = Phase.STOPPED
+                out.append(Hold(p.spec.name))
         hub = self.procs.get(HUB)
         hub_alive = hub is not None and (hub.alive or hub.spawning)
         if hub is not None:
             hub.backoff_until = None
             if not hub.alive and hub.phase is Phase.BACKOFF:
                 hub.phase = Phase.STOPPED
+                out.append(Hold(HUB))
         if hub is not None and hub.alive and not bots_alive:
             self._begin_stop(hub, now, "shutdown", out)
         if not bots_alive and not hub_alive and not self.finished:

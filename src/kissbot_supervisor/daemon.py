@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from . import __version__, core
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .control import Reply
+    from .systemd.backend import SystemdBackend
+
+    Backend = NativeBackend | SystemdBackend
 
 
 def release_memory() -> None:
@@ -98,7 +101,13 @@ WARNING_KINDS = frozenset(
 
 
 class Supervisor:
-    def __init__(self, launch: LaunchOptions, cfg: Config, log: Logger | None = None) -> None:
+    def __init__(
+        self,
+        launch: LaunchOptions,
+        cfg: Config,
+        backend_kind: str = "native",
+        log: Logger | None = None,
+    ) -> None:
         self.launch = launch
         self.cfg = cfg
         self.log = log or Logger()
@@ -115,8 +124,39 @@ class Supervisor:
             cfg.resolve(s.control_socket) if s.control_socket else self.runtime_dir / "control.sock"
         )
         self.tokens = TokenGate(cfg, self.loop, self._on_token_change, self.log.say)
-        self.core = core.Core(build_specs(cfg), build_policy(cfg))
-        self.backend = NativeBackend(
+        self.backend_kind = backend_kind
+        self.core = core.Core(build_specs(cfg), self._policy(cfg))
+        self.backend: Backend = self._make_backend()
+        self.control = ControlServer(
+            self.loop, self.control_path, self.handle_request, self.log.say
+        )
+        self.selfnotify = SelfNotifier(self.loop)
+        self.pidfile = cfg.workdir / "pids" / "supervisor.pid"
+        self._force = False
+        self._waiters: list[_Waiter] = []
+
+    def _policy(self, cfg: Config) -> core.Policy:
+        return build_policy(cfg, backend_watchdog=self.backend_kind == "systemd")
+
+    def _make_backend(self) -> Backend:
+        cfg, s = self.cfg, self.cfg.settings
+        if self.backend_kind == "systemd":
+            from .systemd.backend import SystemdBackend
+            from .systemd.units import options_from_config
+
+            return SystemdBackend(
+                self.loop,
+                lambda cred: options_from_config(
+                    self.cfg, self.core.policy, self.backend.version, cred  # type: ignore[union-attr]
+                ),
+                cfg.workdir / "pids",
+                cfg.resolve(s.hub_socket),
+                self.runtime_dir,
+                self.feed,
+                self.log.say,
+                self.tokens.secret_for,
+            )
+        return NativeBackend(
             self.loop,
             NativeOptions(
                 workdir=cfg.workdir,
@@ -130,13 +170,6 @@ class Supervisor:
             self.log.say,
             self.tokens.secret_for,
         )
-        self.control = ControlServer(
-            self.loop, self.control_path, self.handle_request, self.log.say
-        )
-        self.selfnotify = SelfNotifier(self.loop)
-        self.pidfile = cfg.workdir / "pids" / "supervisor.pid"
-        self._force = False
-        self._waiters: list[_Waiter] = []
 
     # -- the event path ------------------------------------------------------
 
@@ -198,13 +231,17 @@ class Supervisor:
         raise_fd_limit()
         self.log.say(
             "supervisor",
-            f"kissbot-supervisor {__version__} (native backend) in {self.cfg.workdir}: "
+            f"kissbot-supervisor {__version__} ({self.backend.name} backend) "
+            f"in {self.cfg.workdir}: "
             f"{len(self.cfg.channels)} channels, "
             f"hub {'on' if self.cfg.settings.hub_enabled else 'off'}"
             f", control socket {self.control_path}",
         )
-        self._on_token_change()
-        self.feed(core.Tick())  # the first reconcile: start what should run
+        # One batch, so nothing starts before every adoption and token gate is known.
+        specs = {spec.name: spec for spec in build_specs(self.cfg)}
+        adopted = self.backend.adopt(specs, self.loop.now())
+        gates = [core.Gate(name, *self.tokens.gate(name)) for name in self.core.names()]
+        self.feed(core.Batch((*adopted, core.Gates(tuple(gates)))))
         self.selfnotify.ready(self.summary())
         release_memory()
         try:
@@ -258,7 +295,7 @@ class Supervisor:
                 interactive=self.launch.interactive,
             )
             specs = build_specs(cfg)
-            policy = build_policy(cfg)
+            policy = self._policy(cfg)
             self.tokens.check_config(cfg)
         except ConfigError as e:
             self.log.say("supervisor", f"reload refused, nothing changed: {e}", 3)
@@ -417,12 +454,34 @@ def check_config(launch: LaunchOptions) -> str:
     return "\n".join(lines)
 
 
+def choose_backend(wanted: str, say: Callable[[str, str], None]) -> str:
+    """``auto``: systemd when PID 1 is systemd and its bus is there, else native."""
+    if wanted == "native":
+        return "native"
+    from .systemd.backend import systemd_available
+
+    why_not = systemd_available()
+    if why_not is None:
+        return "systemd"
+    if wanted == "systemd":
+        raise StartupError(f"supervisor.backend is systemd, but {why_not}; use --backend native")
+    say("supervisor", f"using the native backend: {why_not}")
+    return "native"
+
+
 def make_supervisor(launch: LaunchOptions) -> Supervisor:
     cfg, _specs = _load(launch)
-    backend = cfg.settings.backend
-    if backend == "systemd":
-        raise StartupError(
-            "supervisor.backend is 'systemd', but this build has only the native backend; "
-            "use --backend native (or auto)"
-        )
-    return Supervisor(launch, cfg)
+    log = Logger()
+    kind = choose_backend(cfg.settings.backend, log.say)
+    try:
+        return Supervisor(launch, cfg, kind, log)
+    except Exception as e:
+        from .systemd.bus import BusError
+
+        if kind == "systemd" and cfg.settings.backend == "auto" and isinstance(e, BusError):
+            log.say("supervisor", f"using the native backend: {e}")
+            return Supervisor(launch, cfg, "native", log)
+        if isinstance(e, BusError):
+            raise StartupError(str(e)) from None
+        raise
+

@@ -120,9 +120,10 @@ def build_specs(cfg: Config, python: str | None = None) -> tuple[ProcessSpec, ..
     return tuple(specs)
 
 
-def build_policy(cfg: Config) -> Policy:
+def build_policy(cfg: Config, *, backend_watchdog: bool = False) -> Policy:
     s = cfg.settings
     return Policy(
+        backend_watchdog=backend_watchdog,
         delay_sec=s.restart_delay_sec,
         max_delay_sec=s.restart_max_delay_sec,
         reset_after_sec=s.restart_reset_after_sec,

@@ -16,21 +16,17 @@ import errno
 import fcntl
 import os
 import signal
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 from . import core
-from .inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
 from .logfiles import LogFile
-from .loop import Loop, Timer
+from .loop import Loop
 from .notifyserver import Notification, NotifyServer
+from .readiness import ReadinessWatcher, remove_stale_flags
 from .records import field, record
 from .spawner import Spawner, SpawnError, child_environment
 from .tokens import TokenError
-
-STALE_FLAGS = ("pid", "starting", "irc", "eventsub", "ready")
-SOCKET_PROBE_SEC = 0.05  # only while the hub is starting
 
 
 @record
@@ -49,7 +45,6 @@ class Running:
     pid: int
     pidfd: int
     spec: core.ProcessSpec
-    probe: Timer | None = None
 
 
 @record(frozen=False)
@@ -92,9 +87,9 @@ class NativeBackend:
         options.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.notify = NotifyServer(options.runtime_dir / "notify.sock")
         loop.add_reader(self.notify.fileno(), self._on_notify)
-        self._inotify = Inotify()
-        self._inotify.watch(self.pids_dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)
-        loop.add_reader(self._inotify.fileno(), self._on_inotify)
+        self.readiness = ReadinessWatcher(
+            loop, self.pids_dir, options.hub_socket, lambda name: self._emit(core.Ready(name))
+        )
         self.base_env = dict(os.environ)
 
     # -- carrying out actions ----------------------------------------------
@@ -128,7 +123,7 @@ class NativeBackend:
             self._take_lock(name)
             if not spec.is_hub:
                 self._check_outside_copy(name)
-                self._remove_stale_flags(name)
+                remove_stale_flags(self.pids_dir, name)
             env = self._environment(spec)
             child = self._spawner.spawn(
                 spec.argv,
@@ -151,10 +146,7 @@ class NativeBackend:
         self.loop.add_reader(out.fd, lambda: self._on_output(slot, out))
         slot.log.note(f"started (PID {child.pid}): {' '.join(spec.argv)}", self._wall())
         self._emit(core.Spawned(name, child.pid))
-        if spec.ready == "socket" and name in self._running:
-            self._probe_socket(name, child.pid)
-        elif spec.ready == "file" and (self.pids_dir / f"{name}.ready").exists():
-            self._emit(core.Ready(name))
+        self.readiness.watch(name, spec.ready)
 
     def _environment(self, spec: core.ProcessSpec) -> dict[str, str]:
         extra = {"NOTIFY_SOCKET": str(self.notify.path), "KISSBOT_PROCESS": spec.name}
@@ -218,10 +210,6 @@ class NativeBackend:
                 f"pids/{name}.pid); stop it first"
             )
 
-    def _remove_stale_flags(self, name: str) -> None:
-        for flag in STALE_FLAGS:
-            (self.pids_dir / f"{name}.{flag}").unlink(missing_ok=True)
-
     def _kill(self, name: str, pid: int, sig: int, group: bool) -> None:
         running = self._running.get(name)
         if running is None or running.pid != pid:
@@ -257,8 +245,7 @@ class NativeBackend:
             return
         self.loop.remove_reader(running.pidfd)
         os.close(running.pidfd)
-        if running.probe is not None:
-            running.probe.cancel()
+        self.readiness.forget(name)
         del self._running[name]
         del self._by_pid[running.pid]
         # KillMode=mixed: whatever the main process left in its group goes too.
@@ -306,34 +293,9 @@ class NativeBackend:
         if n.fields.get("STOPPING") == "1":
             self._emit(core.Stopping(name))
 
-    def _on_inotify(self) -> None:
-        for directory, filename, _mask in self._inotify.read():
-            if directory is None:  # queue overflow: look at every starting bot
-                for name, r in list(self._running.items()):
-                    if r.spec.ready == "file" and (self.pids_dir / f"{name}.ready").exists():
-                        self._emit(core.Ready(name))
-                continue
-            name, dot, suffix = filename.rpartition(".")
-            if dot and suffix == "ready":
-                found = self._running.get(name)
-                if found is not None and found.spec.ready == "file":
-                    self._emit(core.Ready(name))
-
-    def _probe_socket(self, name: str, pid: int) -> None:
-        running = self._running.get(name)
-        if running is None or running.pid != pid:
-            return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
-            s.setblocking(False)
-            try:
-                s.connect(str(self.opt.hub_socket))
-            except OSError:
-                running.probe = self.loop.call_later(
-                    SOCKET_PROBE_SEC, lambda: self._probe_socket(name, pid)
-                )
-                return
-        running.probe = None
-        self._emit(core.Ready(name))
+    def adopt(self, specs: dict[str, core.ProcessSpec], now: float) -> list[core.Event]:
+        """Nothing survives a native supervisor (PR_SET_PDEATHSIG): nothing to adopt."""
+        return []
 
     # -- queries -------------------------------------------------------------
 
@@ -369,8 +331,7 @@ class NativeBackend:
             if slot.lock_fd is not None:
                 os.close(slot.lock_fd)
         self._slots.clear()
-        self.loop.remove_reader(self._inotify.fileno())
-        self._inotify.close()
+        self.readiness.close()
         self.loop.remove_reader(self.notify.fileno())
         self.notify.close()
         self._spawner.close()

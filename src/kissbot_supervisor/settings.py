@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,10 @@ class SettingValueError(ValueError):
 
 
 Parser = Callable[[object], Any]
+
+_SLICE_RE = re.compile(r"[A-Za-z0-9_:]+(?:-[A-Za-z0-9_:]+)*\.slice")
+_USER_RE = re.compile(r"[0-9]+|[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGTkmgt])?")
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,69 @@ def argv(value: object) -> tuple[str, ...] | None:
     for item in value:
         if not isinstance(item, str) or not item or "\0" in item:
             raise SettingValueError(value, f"has an argument {item!r} that is not a string")
+    return tuple(value)
+
+
+def bytes_size(value: object) -> int:
+    """A size in bytes: a whole number, or a number with a K, M, G or T suffix (powers of 1024)."""
+    if isinstance(value, bool):
+        raise SettingValueError(value, "is not a size (expected bytes, or e.g. 512M or 2G)")
+    if isinstance(value, int):
+        number = float(value)
+    elif isinstance(value, str) and (match := _SIZE_RE.fullmatch(value.strip())):
+        number = float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper())
+    else:
+        raise SettingValueError(value, "is not a size (expected bytes, or e.g. 512M or 2G)")
+    if number != int(number) or not 4096 <= number <= 2**60:
+        raise SettingValueError(value, "is out of range (expected whole bytes, at least 4096)")
+    return int(number)
+
+
+def optional_bytes_size(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    return bytes_size(value)
+
+
+def optional_integer(minimum: int, maximum: int) -> Parser:
+    whole = integer(minimum, maximum)
+
+    def parse(value: object) -> int | None:
+        if value is None or value == "":
+            return None
+        parsed: int = whole(value)
+        return parsed
+
+    return parse
+
+
+def optional_user_name(value: object) -> str | None:
+    """A user or group name (or a numeric id) as useradd accepts it; absent is None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+        return str(value)
+    if not isinstance(value, str) or not _USER_RE.fullmatch(value):
+        raise SettingValueError(value, "is not a user or group name (e.g. kissbot) or id")
+    return value
+
+
+def slice_name(value: object) -> str:
+    name = text(value)
+    if not _SLICE_RE.fullmatch(name) or len(name) > 255:
+        raise SettingValueError(value, "is not a slice unit name (e.g. kissbot.slice)")
+    return name
+
+
+def absolute_paths(value: object) -> tuple[str, ...]:
+    """A YAML list of absolute paths."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SettingValueError(value, "is not a list of absolute paths")
+    for item in value:
+        if not isinstance(item, str) or not item.startswith("/") or "\0" in item:
+            raise SettingValueError(value, f"has an entry {item!r} that is not an absolute path")
     return tuple(value)
 
 
@@ -381,6 +449,66 @@ class Settings:
         integer(0, 100),
         "How many rotated log files to keep per process.",
         "whole number",
+    )
+
+    systemd_user: str | None = setting(
+        "systemd.user",
+        None,
+        optional_user_name,
+        "systemd backend: the user the hub and bot units run as (`User=`). Absent: root, "
+        "without any capability when `systemd.hardening` is on, so the workdir's files must "
+        "then be owned by root (or set this to their owner).",
+        "user name",
+    )
+    systemd_group: str | None = setting(
+        "systemd.group",
+        None,
+        optional_user_name,
+        "systemd backend: the group of the units (`Group=`). Absent: the user's primary group.",
+        "group name",
+    )
+    systemd_slice: str = setting(
+        "systemd.slice",
+        "kissbot.slice",
+        slice_name,
+        "systemd backend: the slice every unit runs in; its memory and task limits cap the "
+        "whole fleet. Created as a transient slice when no unit file of that name is installed.",
+        "slice name",
+    )
+    systemd_memory_max: int | None = setting(
+        "systemd.memory_max",
+        None,
+        optional_bytes_size,
+        "systemd backend: `MemoryMax=` of the slice, for the whole fleet: bytes, or a number "
+        "with K, M, G or T (powers of 1024), e.g. `2G`. Absent: no limit.",
+        "bytes",
+    )
+    systemd_tasks_max: int | None = setting(
+        "systemd.tasks_max",
+        None,
+        optional_integer(1, 2**31),
+        "systemd backend: `TasksMax=` of the slice (processes and threads of the whole fleet). "
+        "Absent: systemd's default.",
+        "whole number",
+    )
+    systemd_hardening: bool = setting(
+        "systemd.hardening",
+        True,
+        parse_bool,
+        "systemd backend: sandbox the units (read-only system and homes except the workdir "
+        "and the hub socket's directory, no capabilities, a system-call filter, ...; see "
+        "`systemd/units.py`). Turn off only to find out whether the sandbox breaks a bot.",
+        "boolean",
+        flag=False,
+    )
+    systemd_read_write_paths: tuple[str, ...] = setting(
+        "systemd.read_write_paths",
+        (),
+        absolute_paths,
+        "systemd backend, with hardening: more absolute paths the units may write to, besides "
+        "the workdir, the DB's directory and the hub socket's directory.",
+        "list of paths",
+        flag=False,
     )
 
 

@@ -1,0 +1,359 @@
+"""The systemd backend: the core's actions as transient units, unit changes as core events.
+
+``Spawn`` becomes ``StartTransientUnit`` (or ``StartUnit`` for a unit waiting
+in ``auto-restart``), ``Kill`` SIGTERM becomes ``StopUnit`` and SIGKILL
+``KillUnit``, ``Hold`` cancels systemd's own pending restart. Unit state comes
+from ``PropertiesChanged`` signals after ``Subscribe`` (no polling): a new
+``MainPID`` is a ``Spawned``, a main PID gone is an ``Exited`` with
+``ExecMainCode``/``ExecMainStatus`` and systemd's ``Result`` as the reason,
+``ActiveState=active`` of a ``Type=notify`` unit is ``Ready``. Like the native
+backend, it decides nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from jeepney import Message
+
+from .. import core
+from ..loop import Loop
+from ..readiness import ReadinessWatcher, remove_stale_flags
+from ..records import record
+from .bus import BusConnection, BusError
+from .manager import (
+    SystemdError,
+    add_match,
+    check_reply,
+    get_all_properties,
+    kill_unit,
+    list_units_by_patterns,
+    manager_version,
+    match_properties_changed,
+    parse_get_all,
+    parse_list_units,
+    parse_properties_changed,
+    parse_version,
+    reset_failed_unit,
+    restart_unit,
+    start_transient_unit,
+    stop_unit,
+    subscribe,
+    unit_name_of_path,
+    unit_path,
+)
+from .units import Property, UnitOptions, name_of_unit, transient_properties, unit_of
+
+SERVICE = "org.freedesktop.systemd1.Service"
+UNIT = "org.freedesktop.systemd1.Unit"
+SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
+CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+# Results that explain an exit beyond its status.
+TELLING_RESULTS = {
+    "watchdog": "watchdog timeout",
+    "timeout": "timed out",
+    "oom-kill": "killed by the OOM killer",
+    "start-limit-hit": "start limit hit",
+    "core-dump": "dumped core",
+}
+
+
+def system_bus_address() -> str:
+    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS
+
+
+def systemd_available() -> str | None:
+    """None when PID 1 is systemd and its bus answers, else why not."""
+    if not os.path.isdir("/run/systemd/system"):
+        return "PID 1 is not systemd (/run/systemd/system is missing)"
+    address = system_bus_address()
+    path = address.removeprefix("unix:path=").split(",")[0]
+    if address.startswith("unix:path=") and not os.path.exists(path):
+        return f"the system bus socket {path} does not exist"
+    return None
+
+
+@record(frozen=False)
+class Track:
+    """What we know of one unit."""
+
+    name: str
+    unit: str
+    spec: core.ProcessSpec
+    pid: int | None = None
+    active: str = ""
+    sub: str = ""
+    ready_sent: bool = False
+    starting: bool = False  # a start job is under way
+
+
+class SystemdBackend:
+    name = "systemd"
+
+    def __init__(
+        self,
+        loop: Loop,
+        unit_options: Callable[[str | None], UnitOptions],
+        pids_dir: Path,
+        hub_socket: Path,
+        runtime_dir: Path,
+        emit: Callable[[core.Event], None],
+        say: Callable[[str, str], None],
+        credential: Callable[[str], str | None],
+    ) -> None:
+        self.loop = loop
+        self._unit_options = unit_options  # credential path -> options (built from config)
+        self.pids_dir = pids_dir
+        self.runtime_dir = runtime_dir
+        self._emit = emit
+        self._say = say
+        self._credential = credential
+        self._tracks: dict[str, Track] = {}
+        self._by_unit: dict[str, str] = {}
+        pids_dir.mkdir(parents=True, exist_ok=True)
+        runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.bus = BusConnection(loop, system_bus_address())
+        self.bus.on_lost = self._on_bus_lost
+        self.version = parse_version(self.bus.call_sync(manager_version()))
+        check_reply(self.bus.call_sync(subscribe()))
+        rule = match_properties_changed()
+        check_reply(self.bus.call_sync(add_match(rule)))
+        self.bus.on_signal(rule, self._on_properties_changed)
+        self.readiness = ReadinessWatcher(
+            loop, pids_dir, hub_socket, self._ready
+        )
+
+    # -- start-up: adopt what survived us -------------------------------------
+
+    def adopt(self, specs: dict[str, core.ProcessSpec], now: float) -> list[core.Event]:
+        """Events for the kissbot units already there; stop those no longer wanted."""
+        events: list[core.Event] = []
+        reply = self.bus.call_sync(list_units_by_patterns([], ["kissbot-*.service"]))
+        for info in parse_list_units(reply):
+            name = name_of_unit(info.name)
+            if name is None:
+                continue
+            if name not in specs:
+                self._say(name, f"{info.name} is not in the config any more; stopping it")
+                self.bus.send(stop_unit(info.name))
+                continue
+            service = parse_get_all(self.bus.call_sync(get_all_properties(info.path, SERVICE)))
+            track = self._track(specs[name])
+            track.active, track.sub = info.active_state, info.sub_state
+            pid = int(service.get("MainPID", 0))
+            if info.active_state in ("active", "activating", "reloading") and pid > 0:
+                track.pid = pid
+                started = int(service.get("ExecMainStartTimestampMonotonic", 0)) / 1e6
+                ready = info.active_state == "active" and specs[name].ready in ("notify", "none")
+                track.ready_sent = ready
+                events.append(
+                    core.Adopted(
+                        name,
+                        pid,
+                        started_at=started or now,
+                        ready=ready,
+                        restarts=int(service.get("NRestarts", 0)),
+                    )
+                )
+                if not ready:
+                    self.readiness.watch(name, specs[name].ready)
+            else:
+                # Failed, or waiting in auto-restart: start afresh under our own backoff.
+                self.bus.send(stop_unit(info.name))
+                self.bus.send(reset_failed_unit(info.name))
+        return events
+
+    # -- carrying out actions ------------------------------------------------
+
+    def execute(self, action: core.Action) -> None:
+        match action:
+            case core.Spawn(spec):
+                self._spawn(spec)
+            case core.Kill(name, _pid, sig, group):
+                unit = unit_of(name)
+                if sig == signal.SIGTERM and not group:
+                    self.bus.send(stop_unit(unit))
+                else:
+                    self.bus.send(kill_unit(unit, "all" if group else "main", sig))
+            case core.Hold(name):
+                self._hold(name)
+            case core.Release(name):
+                self._hold(name)
+                track = self._tracks.pop(name, None)
+                if track is not None:
+                    self._by_unit.pop(track.unit, None)
+                self._remove_credential(name)
+            case _:
+                pass
+
+    def _track(self, spec: core.ProcessSpec) -> Track:
+        track = self._tracks.get(spec.name)
+        if track is None:
+            track = Track(spec.name, unit_of(spec.name), spec)
+            self._tracks[spec.name] = track
+            self._by_unit[track.unit] = spec.name
+        track.spec = spec
+        return track
+
+    def _spawn(self, spec: core.ProcessSpec) -> None:
+        track = self._track(spec)
+        if not spec.is_hub:
+            remove_stale_flags(self.pids_dir, spec.name)
+        try:
+            secret = self._credential(spec.name)
+            cred = None if secret is None else str(self._write_credential(spec.name, secret))
+            props = transient_properties(spec, self._unit_options(cred))
+        except Exception as e:  # a token or an argv problem: this process only
+            self._emit(core.SpawnFailed(spec.name, str(e)))
+            return
+        track.starting = True
+        track.ready_sent = False
+        if track.active == "activating" and track.sub == "auto-restart":
+            # systemd holds a restart for later (RestartUSec is our backoff's cap); ours
+            # comes now. StartUnit would wait for systemd's timer; RestartUnit does not.
+            self.bus.send(restart_unit(track.unit), lambda r: self._started(spec.name, r))
+            return
+        self.bus.send(
+            start_transient_unit(track.unit, props),
+            lambda r: self._transient_started(spec.name, props, r, retried=False),
+        )
+
+    def _transient_started(
+        self, name: str, props: list[Property], reply: Message, *, retried: bool
+    ) -> None:
+        try:
+            check_reply(reply)
+        except SystemdError as e:
+            track = self._tracks.get(name)
+            if track is not None and not retried and "exists" in (e.name + str(e)).lower():
+                # A failed unit keeps its name until reset; forget it and try once more.
+                self.bus.send(reset_failed_unit(track.unit))
+                self.bus.send(
+                    start_transient_unit(track.unit, props),
+                    lambda r: self._transient_started(name, props, r, retried=True),
+                )
+                return
+            self._start_failed(name, str(e))
+
+    def _started(self, name: str, reply: Message) -> None:
+        try:
+            check_reply(reply)
+        except SystemdError as e:
+            self._start_failed(name, str(e))
+
+    def _start_failed(self, name: str, error: str) -> None:
+        track = self._tracks.get(name)
+        if track is not None:
+            track.starting = False
+        self._remove_credential(name)
+        self._emit(core.SpawnFailed(name, f"systemd refused to start it: {error}"))
+
+    def _hold(self, name: str) -> None:
+        track = self._tracks.get(name)
+        if track is None or track.pid is not None:
+            return
+        self.bus.send(stop_unit(track.unit))  # cancels a pending auto-restart
+        self.bus.send(reset_failed_unit(track.unit))
+        self._remove_credential(name)
+
+    # -- unit changes ------------------------------------------------------------
+
+    def _on_properties_changed(self, msg: Message) -> None:
+        change = parse_properties_changed(msg)
+        unit = unit_name_of_path(change.path)
+        name = self._by_unit.get(unit or "")
+        if name is None:
+            return
+        if change.invalidated:
+            # Values not sent with the signal: ask for the whole interface.
+            self.bus.send(
+                get_all_properties(change.path, change.interface),
+                lambda r: self._apply(name, change.interface, parse_get_all(r)),
+            )
+            return
+        self._apply(name, change.interface, change.changed)
+
+    def _apply(self, name: str, interface: str, props: dict[str, object]) -> None:
+        track = self._tracks.get(name)
+        if track is None:
+            return
+        if interface == UNIT:
+            track.active = str(props.get("ActiveState", track.active))
+            track.sub = str(props.get("SubState", track.sub))
+            if track.active == "active" and track.pid and track.spec.ready in ("notify", "none"):
+                self._ready(name)
+            return
+        if interface != SERVICE or "MainPID" not in props:
+            return
+        pid = int(props["MainPID"])  # type: ignore[call-overload]
+        if track.pid is not None and pid != track.pid:
+            self._exited(track, props)
+        if pid and pid != track.pid:
+            track.pid = pid
+            track.starting = False
+            self._emit(core.Spawned(name, pid))
+            self.readiness.watch(name, track.spec.ready)
+
+    def _exited(self, track: Track, props: dict[str, object]) -> None:
+        pid, track.pid = track.pid, None
+        assert pid is not None
+        track.ready_sent = False
+        self.readiness.forget(track.name)
+        code_kind = int(props.get("ExecMainCode", CLD_EXITED))  # type: ignore[call-overload]
+        status = int(props.get("ExecMainStatus", 0))  # type: ignore[call-overload]
+        result = str(props.get("Result", ""))
+        if code_kind in (CLD_KILLED, CLD_DUMPED):
+            event = core.Exited(track.name, pid, signal=status, reason=TELLING_RESULTS.get(result))
+        else:
+            event = core.Exited(track.name, pid, code=status, reason=TELLING_RESULTS.get(result))
+        self._emit(event)
+
+    def _ready(self, name: str) -> None:
+        track = self._tracks.get(name)
+        if track is None or track.pid is None or track.ready_sent:
+            return
+        track.ready_sent = True
+        self._emit(core.Ready(name))
+
+    def _on_bus_lost(self) -> None:
+        # Without the bus nothing can be supervised; exiting lets systemd restart us
+        # (Restart=on-failure), and the new instance adopts the units.
+        self._say("supervisor", "lost the system bus connection; exiting to be restarted")
+        os._exit(1)
+
+    # -- credentials -------------------------------------------------------------
+
+    def _credentials_dir(self, name: str) -> Path:
+        return self.runtime_dir / "credentials" / name
+
+    def _write_credential(self, name: str, secret: str) -> Path:
+        from ..tokens import write_credential
+
+        return write_credential(self._credentials_dir(name), "token", secret)
+
+    def _remove_credential(self, name: str) -> None:
+        from ..tokens import remove_credentials
+
+        remove_credentials(self._credentials_dir(name))
+
+    # -- queries -----------------------------------------------------------------
+
+    def pid_of(self, name: str) -> int | None:
+        track = self._tracks.get(name)
+        return None if track is None else track.pid
+
+    def note(self, name: str, message: str) -> None:
+        """Supervisor lines go to our own journal stream; units have theirs."""
+
+    def close(self) -> None:
+        self.readiness.close()
+        with contextlib.suppress(OSError, BusError):
+            self.bus.close()
+
+
+def unit_path_of(name: str) -> str:
+    return unit_path(unit_of(name))
