@@ -96,9 +96,13 @@ def _mapping(value: object, source: str, key: str) -> Mapping[str, Any]:
     return value
 
 
-def load_yaml(path: Path, shown: str) -> Mapping[str, Any]:
-    """Parse the file; errors name the file and, for syntax errors, line and column."""
-    import yaml  # lazy: kissbotctl and the bot helper never load it
+def load_yaml(path: Path, shown: str, *, isolate: bool = False) -> Mapping[str, Any]:
+    """Parse the file; errors name the file and, for syntax errors, line and column.
+
+    ``isolate`` parses in a child process (see :mod:`.yamlparse`): the resident
+    daemon does that, short-lived commands and tests need not.
+    """
+    from .yamlparse import YamlChildError, parse_here, parse_in_child
 
     try:
         raw = path.read_bytes()
@@ -107,16 +111,15 @@ def load_yaml(path: Path, shown: str) -> Mapping[str, Any]:
     except OSError as e:
         raise ConfigError(shown, None, f"cannot be read ({e.strerror})") from None
     try:
-        # libyaml's loader when present: faster, and it leaves far less garbage
-        # behind in the supervisor's heap than the pure-Python one.
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        document = yaml.load(raw, Loader=loader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "syntax"
-        raise ConfigError(shown, where, f"invalid YAML: {e.problem}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(shown, None, f"invalid YAML: {e}") from None
+        result = parse_in_child(raw) if isolate else parse_here(raw)
+    except YamlChildError as e:
+        raise ConfigError(shown, None, f"could not be parsed: {e}") from None
+    error = result.get("error")
+    if error is not None:
+        line, column = error.get("line"), error.get("column")
+        where = f"line {line}, column {column}" if line is not None else None
+        raise ConfigError(shown, where, f"invalid YAML: {error.get('problem')}")
+    document = result.get("document")
     if document is None:
         return {}
     if not isinstance(document, Mapping):
@@ -210,13 +213,14 @@ def load_config(
     flags: Mapping[str, Any] | None = None,
     *,
     interactive: bool = False,
+    isolate: bool = False,
 ) -> Config:
     """Read and check everything; raises ConfigError and changes nothing on failure."""
     workdir = workdir.resolve()
     config_path = Path(config_path)
     file = config_path if config_path.is_absolute() else workdir / config_path
     shown = str(config_path)
-    document = load_yaml(file, shown)
+    document = load_yaml(file, shown, isolate=isolate)
     channels = _read_channels(document, shown)
     bot_section = _mapping(document.get("bot"), shown, "bot")
     bot_name = bot_section.get("name", DEFAULT_BOT_LOGIN)

@@ -147,7 +147,10 @@ class Supervisor:
             return SystemdBackend(
                 self.loop,
                 lambda cred: options_from_config(
-                    self.cfg, self.core.policy, self.backend.version, cred  # type: ignore[union-attr]
+                    self.cfg,
+                    self.core.policy,
+                    self.backend.version,  # type: ignore[union-attr]
+                    cred,
                 ),
                 cfg.workdir / "pids",
                 cfg.resolve(s.hub_socket),
@@ -293,6 +296,7 @@ class Supervisor:
                 self.launch.config_path,
                 self.launch.flags,
                 interactive=self.launch.interactive,
+                isolate=True,
             )
             specs = build_specs(cfg)
             policy = self._policy(cfg)
@@ -437,7 +441,11 @@ class _Waiter:
 def _load(launch: LaunchOptions) -> tuple[Config, tuple[core.ProcessSpec, ...]]:
     try:
         cfg = load_config(
-            launch.workdir, launch.config_path, launch.flags, interactive=launch.interactive
+            launch.workdir,
+            launch.config_path,
+            launch.flags,
+            interactive=launch.interactive,
+            isolate=True,
         )
         specs = build_specs(cfg)
         check_token_source(cfg)
@@ -484,4 +492,3 @@ def make_supervisor(launch: LaunchOptions) -> Supervisor:
         if isinstance(e, BusError):
             raise StartupError(str(e)) from None
         raise
-

@@ -14,12 +14,17 @@ file and key path.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+
+from .records import field, fields, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Parser = Callable[[object], Any]
 
 
 class SettingValueError(ValueError):
@@ -31,14 +36,13 @@ class SettingValueError(ValueError):
         self.rule = rule
 
 
-Parser = Callable[[object], Any]
 
 _SLICE_RE = re.compile(r"[A-Za-z0-9_:]+(?:-[A-Za-z0-9_:]+)*\.slice")
 _USER_RE = re.compile(r"[0-9]+|[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGTkmgt])?")
 
 
-@dataclass(frozen=True)
+@record
 class SettingMeta:
     key: str
     parse: Parser
@@ -250,7 +254,7 @@ READY_BOT = ("file", "notify", "none")
 READY_HUB = ("socket", "notify", "none")
 
 
-@dataclass(frozen=True)
+@record
 class Settings:
     """The supervisor's own settings (``supervisor:`` in the KissBot config)."""
 
@@ -514,8 +518,10 @@ class Settings:
 
 def declarations() -> Iterator[tuple[str, Any, SettingMeta]]:
     """(field name, default, declaration) for every setting, in table order."""
-    for f in dataclasses.fields(Settings):
-        yield f.name, f.default, f.metadata["setting"]
+    metadata: dict[str, dict[str, Any]] = Settings.__record_metadata__  # type: ignore[attr-defined]
+    defaults: dict[str, Any] = Settings.__record_defaults__  # type: ignore[attr-defined]
+    for name in fields(Settings):
+        yield name, defaults[name], metadata[name]["setting"]
 
 
 def build_settings(values: dict[str, Any]) -> Settings:

@@ -18,14 +18,11 @@ exceptions and their reprs carry logins, states and reasons only.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import enum
 import os
 import stat
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 
 from .records import record, replace
@@ -214,6 +211,8 @@ def parse_expires_at(value: object) -> float | None:
     for fmt in _EXPIRES_FORMATS:
         try:
             # Naive on purpose: KissBot writes datetime.now()-based local time.
+            from datetime import datetime  # lazy: DB mode only
+
             return datetime.strptime(text, fmt).timestamp()
         except ValueError:
             continue
@@ -221,6 +220,8 @@ def parse_expires_at(value: object) -> float | None:
 
 
 def _local(ts: float) -> str:
+    from datetime import datetime  # lazy: DB mode only
+
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -504,6 +505,9 @@ def decrypt_token(key: bytes, encrypted_b64: str, what: str = "a stored token") 
     The only function here that returns a secret. ``what`` (e.g. "bot token of
     serda_bot") goes into the error, which never contains the token or key.
     """
+    import base64  # lazy, like everything decryption needs
+    import binascii
+
     from cryptography.fernet import Fernet, InvalidToken
 
     try:

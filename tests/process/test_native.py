@@ -388,3 +388,19 @@ def test_children_keep_the_descriptor_limit_the_supervisor_was_given(tmp_path: P
         assert soft_limit(sup.bot("limited_bot")["pid"]) == "1024"  # the bot gets the original
     finally:
         sup.stop()
+
+
+def test_malformed_yaml_at_start_names_line_and_column(tmp_path: Path) -> None:
+    import subprocess
+
+    from .harness import SUPERVISOR
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("twitch:\n  channels: [a, b\n")
+    result = subprocess.run(
+        [SUPERVISOR, "--workdir", str(tmp_path), "--non-interactive"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("kissbot-supervisor: config/config.yaml: line 3, column 1: ")
+    assert "invalid YAML" in result.stderr
