@@ -302,6 +302,7 @@ class Proc:
     watchdog_deadline: float | None = None
     hub_generation: int = 0
     removed: bool = False
+    adopted: bool = False  # found running at start-up, not spawned by this supervisor
 
     @property
     def alive(self) -> bool:
@@ -476,6 +477,7 @@ class Core:
         p.status_text = None
         p.hub_generation = self.hub_generation
         p.backoff_until = None  # systemd may have restarted it before our backoff ran out
+        p.adopted = False
         p.start_deadline = now + p.spec.start_timeout_sec if p.spec.start_timeout_sec else None
         p.watchdog_deadline = self._watchdog_from(now, p)
         out.append(Note(p.spec.name, "started", f"started (PID {pid})"))
@@ -495,14 +497,19 @@ class Core:
         p.started_at = ev.started_at
         p.restarts = ev.restarts
         p.phase = Phase.STARTING
-        p.hub_generation = self.hub_generation
+        p.adopted = True
         p.watchdog_deadline = self._watchdog_from(now, p)
         out.append(Note(ev.name, "adopted", f"adopted, already running (PID {ev.pid})"))
+        if p.spec.is_hub:
+            # The bots that survived with it talk to this very hub: no reconnect needed.
+            self.hub_generation += 1
+            for bot in self._bots():
+                if bot.adopted:
+                    bot.hub_generation = self.hub_generation
+        p.hub_generation = self.hub_generation
         if ev.ready:
             p.phase = Phase.RUNNING
             p.ready_at = now
-            if p.spec.is_hub:
-                self.hub_generation += 1  # bots already running talk to this hub
 
     def _on_spawn_failed(self, p: Proc, error: str, now: float, out: list[Action]) -> None:
         p.phase = Phase.STOPPED
@@ -519,7 +526,7 @@ class Core:
         p.start_deadline = None
         p.reason = None
         out.append(Note(p.spec.name, "ready", "ready"))
-        if p.spec.is_hub:
+        if p.spec.is_hub and not p.adopted:  # an adopted hub was counted when adopted
             self.hub_generation += 1
             # Also on its first ready: bots that started without it (hub parked,
             # blocked or stopped) never connected and must be restarted too.

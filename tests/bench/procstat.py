@@ -99,6 +99,27 @@ def idle_figures(before: Sample, after: Sample) -> dict[str, float]:
     }
 
 
+def wait_at_rest(pid: int, quiet: float = 0.05, timeout: float = 5.0) -> bool:
+    """Wait until ``pid`` has not been scheduled for ``quiet`` seconds (False: timed out).
+
+    Before a crash is timed, the supervisor must be asleep in its loop rather
+    than finishing an earlier request, or the kill would catch it awake.
+    """
+    deadline = time.monotonic() + timeout
+    last = context_switches(pid)
+    since = time.monotonic()
+    while True:
+        time.sleep(quiet / 5)
+        now = time.monotonic()
+        current = context_switches(pid)
+        if current != last:
+            last, since = current, now
+        elif now - since >= quiet:
+            return True
+        if now > deadline:
+            return False
+
+
 def memory(pid: int) -> dict[str, float]:
     """RSS, USS and PSS in MiB (``memory_full_info`` reads ``smaps``)."""
     info = psutil.Process(pid).memory_full_info()
@@ -174,6 +195,33 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "python_executable": sys.executable,
     }
+
+
+def interpreter_baseline_mib(python: str = sys.executable) -> float | None:
+    """RSS of a bare interpreter of ``python``, started and waiting on its stdin."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [python, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "up":  # it has started: measure it
+            return None
+        return float(psutil.Process(proc.pid).memory_info().rss) / MIB
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 # --- statistics -------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -56,6 +57,17 @@ def _unavailable(status: SandboxStatus, reason: str) -> NoReturn:
     pytest.skip(f"{SKIP_PREFIX}: {reason.splitlines()[0]}")
 
 
+def _binds(basetemp: Path) -> list[Path]:
+    """What the tests need inside: pytest's tmp dirs, and the checkout and the venv
+    when they live under /tmp (a CI clone may), which the sandbox covers with tmpfs."""
+    binds = [basetemp]
+    repo = Path(__file__).resolve().parents[2]
+    for path in (repo, Path(sys.prefix).resolve()):
+        if path.is_relative_to("/tmp") and not any(path.is_relative_to(b) for b in binds):
+            binds.append(path)
+    return binds
+
+
 @pytest.fixture(scope="session")
 def systemd_sandbox(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -74,7 +86,7 @@ def systemd_sandbox(
     status.leftovers_removed = SystemdSandbox.cleanup_leftovers()
     sandbox = SystemdSandbox()
     try:
-        sandbox.start(binds=[tmp_path_factory.getbasetemp()])
+        sandbox.start(binds=_binds(tmp_path_factory.getbasetemp()))
     except SandboxError as exc:  # start() has already cleaned up after itself
         _unavailable(status, str(exc))
     status.booted = True

@@ -13,6 +13,7 @@ backend, it decides nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 from collections.abc import Callable
@@ -123,9 +124,7 @@ class SystemdBackend:
         rule = match_properties_changed()
         check_reply(self.bus.call_sync(add_match(rule)))
         self.bus.on_signal(rule, self._on_properties_changed)
-        self.readiness = ReadinessWatcher(
-            loop, pids_dir, hub_socket, self._ready
-        )
+        self.readiness = ReadinessWatcher(loop, pids_dir, hub_socket, self._ready)
 
     # -- start-up: adopt what survived us -------------------------------------
 
@@ -160,7 +159,11 @@ class SystemdBackend:
                     )
                 )
                 if not ready:
-                    self.readiness.watch(name, specs[name].ready)
+                    # Once the loop runs: a Ready now would reach the core before
+                    # the adoption it belongs to.
+                    self.loop.call_later(
+                        0.0, functools.partial(self.readiness.watch, name, specs[name].ready)
+                    )
             else:
                 # Failed, or waiting in auto-restart: start afresh under our own backoff.
                 self.bus.send(stop_unit(info.name))

@@ -1,0 +1,329 @@
+"""The systemd backend against a real systemd 252: ``systemctl start kissbot-supervisor``.
+
+The supervisor runs as the unit from ``units/`` (ExecStart pointed at this
+checkout by a drop-in), drives the fleet as transient units over the system
+bus, and is observed through its journal (``journalctl -f``, read as lines
+come), ``kissbotctl`` and ``systemctl show``, all inside the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .sandbox import SystemdSandbox
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TIMEOUT = 30.0
+
+
+def demo_bot(*extra: str) -> list[str]:
+    return [
+        "{supervisor_python}", "-m", "kissbot_supervisor.demo", "bot",
+        "--channel", "{channel}", "--config", "{config}", "--eventsub", "{eventsub}",
+        "--hub-socket", "{hub_socket}", "--chat-interval", "0", "--broadcast-poll", "0", *extra,
+    ]  # fmt: skip
+
+
+def per_channel_bot(flags: dict[str, Sequence[str]]) -> list[str]:
+    """One argv template for all bots; faults chosen per channel by a tiny wrapper."""
+    table = json.dumps({k: list(v) for k, v in flags.items()}).replace("{", "{{").replace("}", "}}")
+    return [
+        "{supervisor_python}", "-c",
+        "import json,os,sys;f=json.loads(sys.argv[1]).get(sys.argv[2],[]);"
+        "os.execv(sys.executable,[sys.executable,'-m','kissbot_supervisor.demo','bot',"
+        "'--channel',sys.argv[2],'--hub-socket',sys.argv[3],'--eventsub',sys.argv[4],"
+        "'--chat-interval','0','--broadcast-poll','0',*f])",
+        table, "{channel}", "{hub_socket}", "{eventsub}",
+    ]  # fmt: skip
+
+
+def config(
+    channels: Sequence[str],
+    *,
+    hub: bool = True,
+    bot_command: list[str] | None = None,
+    supervisor: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    sup: dict[str, Any] = {
+        "backend": "systemd",
+        "bot": {"ready": "notify", "command": bot_command or demo_bot()},
+        "restart": {"delay_sec": 0.3, "max_delay_sec": 5, "give_up_after": 5},
+        "stop_timeout_sec": 5,
+        "systemd": {"hardening": True},
+    }
+    if hub:
+        sup["hub"] = {
+            "enabled": True,
+            "socket": "hub.sock",
+            "ready": "socket",
+            "command": [
+                "{supervisor_python}", "-m", "kissbot_supervisor.demo", "hub",
+                "--config", "{config}", "--db", "{db}", "--socket", "{hub_socket}",
+            ],
+        }  # fmt: skip
+    for key, value in (supervisor or {}).items():
+        sup[key] = {**sup[key], **value} if isinstance(sup.get(key), dict) else value
+    return {"twitch": {"channels": list(channels)}, "bot": {"name": "serda_bot"}, "supervisor": sup}
+
+
+class Follower:
+    """``journalctl -u UNIT -f`` inside the sandbox, lines collected as they come."""
+
+    def __init__(self, sandbox: SystemdSandbox, unit: str) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(sandbox.pid1), "-m", "-p", "-u", "--",
+             "journalctl", "-u", unit, "-f", "-n", "all", "-o", "cat", "--no-pager",
+             f"--since=@{time.time():.6f}"],  # this test's lines only: one sandbox per session
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+            start_new_session=True,  # nsenter forks journalctl: kill them as a group
+        )  # fmt: skip
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def wait_for(self, pattern: str, since: int = 0, timeout: float = TIMEOUT) -> re.Match[str]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[since:]:
+                    m = rx.search(line)
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = "\n".join(self.lines[-30:])
+                    raise AssertionError(f"no journal line matching {pattern!r}:\n{tail}")
+                self._cond.wait(left)
+
+    def index_of(self, pattern: str) -> int:
+        rx = re.compile(pattern)
+        with self._cond:
+            return next(i for i, line in enumerate(self.lines) if rx.search(line))
+
+    def close(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._thread.join(5)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+class Fleet:
+    def __init__(self, sandbox: SystemdSandbox, workdir: Path) -> None:
+        self.sandbox = sandbox
+        self.workdir = workdir
+        self.journal = Follower(sandbox, "kissbot-supervisor.service")
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.sandbox.run(str(BIN / "kissbotctl"), *args, check=False)
+
+    def status(self) -> dict[str, Any]:
+        result = self.ctl("status", "--json")
+        status: dict[str, Any] = json.loads(result.stdout)
+        return status
+
+    def bot(self, channel: str) -> dict[str, Any]:
+        return dict(next(b for b in self.status()["bots"] if b["channel"] == channel))
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.sandbox.systemctl("show", unit, *(f"-p{p}" for p in props)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def write_config(self, doc: dict[str, Any]) -> None:
+        (self.workdir / "config").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "config" / "config.yaml").write_text(yaml.safe_dump(doc))
+
+
+def install_supervisor(sandbox: SystemdSandbox, workdir: Path) -> None:
+    for name in ("kissbot-supervisor.service", "kissbot.slice"):
+        (sandbox.units_dir / name).write_text((REPO / "units" / name).read_text())
+    dropin = sandbox.units_dir / "kissbot-supervisor.service.d"
+    dropin.mkdir(exist_ok=True)
+    (dropin / "test.conf").write_text(
+        "[Service]\n"
+        "ExecStart=\n"
+        f"ExecStart={BIN / 'kissbot-supervisor'} --backend systemd --non-interactive "
+        f"--workdir {workdir}\n"
+        f"WorkingDirectory={workdir}\n"
+        "ReadWritePaths=\n"
+        f"ReadWritePaths={workdir}\n"
+    )
+    sandbox.daemon_reload()
+
+
+@pytest.fixture
+def fleet(clean_units: SystemdSandbox, tmp_path: Path) -> Iterator[Fleet]:
+    sandbox = clean_units
+    workdir = tmp_path / "kissbot"
+    workdir.mkdir()
+    install_supervisor(sandbox, workdir)
+    f = Fleet(sandbox, workdir)
+    try:
+        yield f
+    finally:
+        sandbox.systemctl("stop", "kissbot-supervisor", check=False)
+        f.journal.close()
+
+
+def start(fleet: Fleet, doc: dict[str, Any]) -> None:
+    fleet.write_config(doc)
+    fleet.sandbox.systemctl("start", "kissbot-supervisor")
+
+
+def test_systemctl_start_brings_up_the_hub_then_the_bots(fleet: Fleet) -> None:
+    start(fleet, config(["alpha_bot", "beta_bot"]))
+    for name in ("alpha_bot", "beta_bot"):
+        fleet.journal.wait_for(rf"{name}: ready")
+    assert fleet.journal.index_of(r"hub: ready") < fleet.journal.index_of(r"alpha_bot: started")
+    status = fleet.status()
+    assert status["backend"] == "systemd"
+    assert [b["state"] for b in status["bots"]] == ["running", "running"]
+    unit = fleet.show("kissbot-bot@alpha_bot.service", "ActiveState", "After", "Slice", "Type")
+    assert unit["ActiveState"] == "active"
+    assert "kissbot-hub.service" in unit["After"]
+    assert unit["Slice"] == "kissbot.slice"
+    assert unit["Type"] == "notify"
+    assert fleet.ctl("status").returncode == 0
+    # The bot's own output is in its unit's journal.
+    journal = fleet.sandbox.journal("kissbot-bot@alpha_bot.service")
+    assert "demo bot starting" in journal
+
+
+def test_crash_is_restarted_with_backoff(fleet: Fleet) -> None:
+    start(
+        fleet,
+        config(
+            ["crashy_bot"], bot_command=per_channel_bot({"crashy_bot": ["--crash-after", "0.3"]})
+        ),
+    )
+    first = int(fleet.journal.wait_for(r"crashy_bot: started \(PID (\d+)\)").group(1))
+    fleet.journal.wait_for(r"crashy_bot: exited 1; restarting in 0\.3 s \(failure 1\)")
+    mark = fleet.journal.mark()
+    second = int(fleet.journal.wait_for(r"crashy_bot: started \(PID (\d+)\)", since=mark).group(1))
+    assert second != first
+    fleet.journal.wait_for(r"crashy_bot: exited 1; restarting in 0\.6 s \(failure 2\)")
+
+
+def test_watchdog_kills_a_hung_bot_and_it_is_restarted(fleet: Fleet) -> None:
+    doc = config(
+        ["hung_bot"],
+        bot_command=per_channel_bot({"hung_bot": ["--hang-after", "0.5"]}),
+        supervisor={"bot": {"watchdog_sec": 1}},
+    )
+    start(fleet, doc)
+    first = int(fleet.journal.wait_for(r"hung_bot: started \(PID (\d+)\)").group(1))
+    fleet.journal.wait_for(r"hung_bot: killed by SIGABRT \(watchdog timeout\)")
+    mark = fleet.journal.mark()
+    second = int(fleet.journal.wait_for(r"hung_bot: started \(PID (\d+)\)", since=mark).group(1))
+    assert second != first
+    assert fleet.show("kissbot-bot@hung_bot.service", "WatchdogUSec")["WatchdogUSec"] == "1s"
+
+
+def test_exit_1_at_start_is_parked_with_a_reason(fleet: Fleet) -> None:
+    doc = config(
+        ["revoked_bot", "fine_bot"],
+        hub=False,
+        bot_command=per_channel_bot({"revoked_bot": ["--exit-code", "1"]}),
+        supervisor={"restart": {"delay_sec": 0.1, "give_up_after": 3}},
+    )
+    start(fleet, doc)
+    fleet.journal.wait_for(r"revoked_bot: exited 1 3 times within .* at start-up; token revoked\?")
+    bot = fleet.bot("revoked_bot")
+    assert bot["state"] == "failed"
+    assert "token revoked?" in bot["reason"]
+    # Parked means parked: systemd's own restart is cancelled too.
+    state = fleet.show("kissbot-bot@revoked_bot.service", "ActiveState", "SubState")
+    assert state["SubState"] != "auto-restart"
+    assert fleet.ctl("status").returncode == 3
+
+
+def test_stop_is_sticky(fleet: Fleet) -> None:
+    start(fleet, config(["stopped_bot", "other_bot"], hub=False))
+    fleet.journal.wait_for(r"stopped_bot: ready")
+    fleet.journal.wait_for(r"other_bot: ready")
+    assert fleet.ctl("stop", "stopped_bot").returncode == 0
+    assert fleet.show("kissbot-bot@stopped_bot.service", "ActiveState")["ActiveState"] in (
+        "inactive",
+        "",
+    )
+    mark = fleet.journal.mark()
+    assert fleet.ctl("restart", "other_bot").returncode == 0
+    fleet.sandbox.systemctl("reload", "kissbot-supervisor")
+    fleet.journal.wait_for(r"supervisor: reloaded", since=mark)
+    assert fleet.bot("stopped_bot")["state"] == "stopped"
+    assert len([x for x in fleet.journal.lines if re.search(r"stopped_bot: started", x)]) == 1
+
+
+def test_supervisor_killed_bots_keep_running_and_are_adopted(fleet: Fleet) -> None:
+    start(fleet, config(["steady_bot", "steady_two"]))
+    fleet.journal.wait_for(r"steady_two: ready")
+    fleet.journal.wait_for(r"steady_bot: ready")
+    before = {b["channel"]: b["pid"] for b in fleet.status()["bots"]}
+    hub_pid = fleet.status()["hub"]["pid"]
+    mark = fleet.journal.mark()
+    fleet.sandbox.systemctl("kill", "-s", "KILL", "kissbot-supervisor")
+    fleet.journal.wait_for(r"steady_bot: adopted, already running", since=mark)
+    fleet.journal.wait_for(r"steady_two: adopted, already running", since=mark)
+    fleet.journal.wait_for(r"hub: adopted, already running", since=mark)
+    after = {b["channel"]: b["pid"] for b in fleet.status()["bots"]}
+    assert after == before
+    assert fleet.status()["hub"]["pid"] == hub_pid, "\n".join(fleet.journal.lines[mark:])
+    assert not [x for x in fleet.journal.lines[mark:] if re.search(r": started \(PID", x)]
+    assert all(b["state"] == "running" for b in fleet.status()["bots"])
+
+
+def test_reload_adds_and_removes_channels(fleet: Fleet) -> None:
+    doc = config(["keeper_bot", "leaver_bot"], hub=False)
+    start(fleet, doc)
+    keeper = int(fleet.journal.wait_for(r"keeper_bot: started \(PID (\d+)\)").group(1))
+    fleet.journal.wait_for(r"leaver_bot: ready")
+    doc["twitch"]["channels"] = ["keeper_bot", "newcomer_bot"]
+    fleet.write_config(doc)
+    assert fleet.ctl("reload").returncode == 0
+    fleet.journal.wait_for(r"newcomer_bot: ready")
+    fleet.journal.wait_for(r"leaver_bot: stopped")
+    assert fleet.bot("keeper_bot")["pid"] == keeper
+    units = fleet.sandbox.run("systemctl", "list-units", "kissbot-bot@*", "--no-legend").stdout
+    assert "leaver_bot" not in units
+    assert "newcomer_bot" in units
+
+
+def test_stopping_the_supervisor_stops_bots_then_hub(fleet: Fleet) -> None:
+    start(fleet, config(["first_bot", "second_bot"]))
+    fleet.journal.wait_for(r"second_bot: ready")
+    fleet.journal.wait_for(r"first_bot: ready")
+    fleet.sandbox.systemctl("stop", "kissbot-supervisor")
+    fleet.journal.wait_for(r"supervisor: stopped$")  # the journal may lag systemctl
+    hub_stopped = fleet.journal.index_of(r"hub: stopped")
+    assert fleet.journal.index_of(r"first_bot: stopped") < hub_stopped
+    assert fleet.journal.index_of(r"second_bot: stopped") < hub_stopped
+    units = fleet.sandbox.run("systemctl", "list-units", "kissbot-*", "--no-legend").stdout
+    assert "kissbot-bot@" not in units
+    assert "kissbot-hub" not in units
