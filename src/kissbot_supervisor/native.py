@@ -25,7 +25,7 @@ from .loop import Loop
 from .notifyserver import Notification, NotifyServer
 from .readiness import ReadinessWatcher, remove_stale_flags
 from .records import field, record
-from .spawner import Spawner, SpawnError, child_environment
+from .spawner import Spawner, SpawnError, child_environment, read_report
 from .tokens import TokenError
 
 
@@ -45,6 +45,8 @@ class Running:
     pid: int
     pidfd: int
     spec: core.ProcessSpec
+    report_fd: int = -1  # the exec report pipe, until EOF
+    exec_error: str | None = None
 
 
 @record(frozen=False)
@@ -138,7 +140,8 @@ class NativeBackend:
             return
         slot = self._slot(name)
         pidfd = os.pidfd_open(child.pid)
-        self._running[name] = Running(name, child.pid, pidfd, spec)
+        running = self._running[name] = Running(name, child.pid, pidfd, spec, child.report_fd)
+        self.loop.add_reader(child.report_fd, lambda: self._on_report(running))
         self._by_pid[child.pid] = name
         self.loop.add_reader(pidfd, lambda: self._on_exit(name))
         out = Output(child.output_fd, slot.log)
@@ -233,6 +236,17 @@ class NativeBackend:
 
     # -- events from the world -------------------------------------------
 
+    def _on_report(self, running: Running) -> None:
+        report = read_report(running.report_fd)
+        if report is None:
+            return
+        self.loop.remove_reader(running.report_fd)
+        os.close(running.report_fd)
+        running.report_fd = -1
+        if report:
+            running.exec_error = report.decode(errors="replace")
+            self._say(running.name, running.exec_error)
+
     def _on_exit(self, name: str) -> None:
         running = self._running.get(name)
         if running is None:
@@ -245,6 +259,8 @@ class NativeBackend:
             return
         self.loop.remove_reader(running.pidfd)
         os.close(running.pidfd)
+        if running.report_fd >= 0:  # the child is gone: its report is complete
+            self._on_report(running)
         self.readiness.forget(name)
         del self._running[name]
         del self._by_pid[running.pid]
@@ -254,7 +270,11 @@ class NativeBackend:
         self._remove_credential(name)
         code = os.waitstatus_to_exitcode(status)
         event = core.Exited(
-            name, running.pid, code=code if code >= 0 else None, signal=-code if code < 0 else None
+            name,
+            running.pid,
+            code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            reason=running.exec_error,
         )
         slot = self._slots.get(name)
         if slot is not None:
@@ -321,6 +341,9 @@ class NativeBackend:
                 os.killpg(r.pid, signal.SIGKILL)
             os.waitpid(r.pid, 0)
             os.close(r.pidfd)
+            if r.report_fd >= 0:
+                self.loop.remove_reader(r.report_fd)
+                os.close(r.report_fd)
             self._remove_credential(r.name)
         self._running.clear()
         for slot in self._slots.values():

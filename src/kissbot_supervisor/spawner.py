@@ -47,6 +47,10 @@ class SpawnError(Exception):
 class Child:
     pid: int
     output_fd: int  # read end of the stdout+stderr pipe, non-blocking
+    # Non-blocking; EOF without data once exec succeeded, else why it failed (the
+    # child then exits 127). Not awaited here: with a hundred bots starting on two
+    # cores, waiting for each child to reach exec stalled the loop for a second.
+    report_fd: int
 
 
 def child_environment(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -100,16 +104,9 @@ class Spawner:
             self._exec_child(argv, cwd, env, keep, out_w, err_w, parent, watchdog_pid)
         os.close(out_w)
         os.close(err_w)
-        try:
-            report = _read_all(err_r)
-        finally:
-            os.close(err_r)
-        if report:
-            os.waitpid(pid, 0)
-            os.close(out_r)
-            raise SpawnError(report.decode(errors="replace"))
         os.set_blocking(out_r, False)
-        return Child(pid=pid, output_fd=out_r)
+        os.set_blocking(err_r, False)
+        return Child(pid=pid, output_fd=out_r, report_fd=err_r)
 
     def _exec_child(
         self,
@@ -154,11 +151,17 @@ class Spawner:
             os._exit(127)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
+def read_report(fd: int) -> bytes | None:
+    """What the child reported so far: b"" once it exec'd (EOF), None if not yet known."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return b"".join(chunks) if chunks else None
+        if not chunk:
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -404,3 +404,19 @@ def test_malformed_yaml_at_start_names_line_and_column(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("kissbot-supervisor: config/config.yaml: line 3, column 1: ")
     assert "invalid YAML" in result.stderr
+
+
+def test_a_command_that_cannot_run_is_reported_in_words(start_fleet: StartFleet) -> None:
+    doc = fleet_config(
+        ["missing_bot"],
+        supervisor={
+            "bot": {"command": ["/nonexistent/kissbot/main.py", "{channel}"], "ready": "none"},
+            "restart": {"delay_sec": 0.05, "give_up_after": 2},
+        },
+    )
+    sup = start_fleet(doc)
+    sup.wait_for(r"missing_bot: cannot execute '/nonexistent/kissbot/main.py': No such file")
+    sup.wait_for(r"missing_bot: failed 2 times within")
+    bot = sup.bot("missing_bot")
+    assert bot["state"] == "failed"
+    assert "cannot execute" in bot["last_exit"]

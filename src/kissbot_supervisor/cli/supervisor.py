@@ -8,6 +8,7 @@ derived from the declarations in :mod:`..settings`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,8 +21,28 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return 80
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    # With an explicit width argparse does not import shutil, which would pull
+    # bz2 and lzma into the resident daemon: about 1 MiB for nothing.
+    return argparse.HelpFormatter(prog, width=_terminal_width() - 2)
+
+
+def _metavar(kind: str) -> str:
+    if kind.startswith("one of: "):
+        return "{" + kind.removeprefix("one of: ").replace(" ", "") + "}"
+    return kind.upper().replace(" ", "_")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        formatter_class=_formatter,
         prog="kissbot-supervisor",
         description="Supervise a KissBot fleet: the EventSub hub first, then one bot per channel.",
         epilog="Every setting can also live under 'supervisor:' in the config file; flags win. "
@@ -62,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                 *flags,
                 dest=dest,
                 default=None,
-                metavar=kind.split(":")[0].upper().replace(" ", "_"),
+                metavar=_metavar(kind),
                 help=help_text,
             )
     return parser
