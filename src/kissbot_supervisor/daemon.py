@@ -477,6 +477,36 @@ def choose_backend(wanted: str, say: Callable[[str, str], None]) -> str:
     return "native"
 
 
+def export_static_units(launch: LaunchOptions, directory: Path) -> list[Path]:
+    """``kissbot-supervisor export-units DIR``: static unit files for this config."""
+    import subprocess
+
+    from .systemd.export import export_units
+    from .systemd.manager import parse_version_text
+    from .systemd.units import UnitError, options_from_config
+
+    cfg, specs = _load(launch)
+    try:  # the version decides RestartSteps & co.; 252 (Debian 12) when unknown
+        out = subprocess.run(
+            ["systemctl", "--version"], capture_output=True, text=True, check=False, timeout=10
+        ).stdout.split()
+        version = parse_version_text(out[1]) if len(out) > 1 else 252
+    except (OSError, ValueError, subprocess.SubprocessError):
+        version = 252
+    opts = options_from_config(cfg, build_policy(cfg), version)
+    try:
+        files = export_units(specs, opts)
+    except UnitError as e:
+        raise StartupError(str(e)) from None
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in files:
+        path = directory / name
+        path.write_text(content)
+        written.append(path)
+    return written
+
+
 def make_supervisor(launch: LaunchOptions) -> Supervisor:
     cfg, _specs = _load(launch)
     log = Logger()

@@ -420,3 +420,30 @@ def test_a_command_that_cannot_run_is_reported_in_words(start_fleet: StartFleet)
     bot = sup.bot("missing_bot")
     assert bot["state"] == "failed"
     assert "cannot execute" in bot["last_exit"]
+
+
+def test_export_units_writes_static_units_for_the_config(tmp_path: Path) -> None:
+    import subprocess
+
+    from .harness import SUPERVISOR
+
+    write_config(tmp_path, fleet_config(["static_one", "static_two"], hub=True))
+    out = tmp_path / "units"
+    result = subprocess.run(
+        [SUPERVISOR, "export-units", str(out), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "kissbot-bot@.service",
+        "kissbot-hub.service",
+        "kissbot.slice",
+        "kissbot.target",
+    ]
+    template = (out / "kissbot-bot@.service").read_text()
+    assert "--channel %i" in template
+    assert "static_one" not in template
+    target = (out / "kissbot.target").read_text()
+    assert "kissbot-bot@static_one.service" in target
+    assert "kissbot-bot@static_two.service" in target

@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    export_dir = None
+    if argv[:1] == ["export-units"]:
+        # `kissbot-supervisor export-units DIR [flags]`: the same config, as static units.
+        if len(argv) < 2 or argv[1].startswith("-"):
+            print("usage: kissbot-supervisor export-units DIR [flags]", file=sys.stderr)
+            return 2
+        export_dir, argv = Path(argv[1]), argv[2:]
     args = build_parser().parse_args(argv)
     flags: dict[str, Any] = {
         dest: getattr(args, dest) for dest, *_ in setting_flags() if getattr(args, dest) is not None
@@ -111,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
             from ..daemon import check_config
 
             print(check_config(launch))
+            return 0
+        if export_dir is not None:
+            from ..daemon import export_static_units
+
+            for path in export_static_units(launch, export_dir):
+                print(path)
             return 0
         supervisor = make_supervisor(launch)
     except StartupError as e:
