@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cos
 __all__ = ["Client", "ConnectError", "ControlError"]
 
 DEFAULT_TIMEOUT = 10.0
+_ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR})
 _PERMISSION_HINT = "you need to be root, the supervisor's user, or in group kissbot"
 
 
@@ -39,7 +40,23 @@ class ControlError(Exception):
 
 
 class ConnectError(ControlError):
-    """The supervisor could not be reached at all (no socket, refused, denied, timed out)."""
+    """The supervisor could not be reached at all (no socket, refused, denied, timed out).
+
+    ``os_errno`` is the errno of the failed ``connect`` (None for a timeout).
+    """
+
+    def __init__(self, message: str, os_errno: int | None = None) -> None:
+        super().__init__(message)
+        self.os_errno = os_errno
+
+    @property
+    def absent(self) -> bool:
+        """True when no supervisor listens there at all (no socket file, or a stale one).
+
+        Not for a refused permission or a timeout: a supervisor may well be
+        running then, only not answering us.
+        """
+        return self.os_errno in _ABSENT_ERRNOS
 
 
 def _describe_connect_failure(path: str, exc: OSError, timeout: float) -> str:
@@ -48,7 +65,7 @@ def _describe_connect_failure(path: str, exc: OSError, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer from the supervisor at {path} within {timeout:g} s"
     reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR):
+    if exc.errno in _ABSENT_ERRNOS:
         return f"no supervisor at {path} ({reason}); is kissbot-supervisor running?"
     return f"cannot reach the supervisor at {path} ({reason})"
 
@@ -88,7 +105,9 @@ class Client:
             sock.connect(self.path)
         except OSError as exc:
             sock.close()
-            raise ConnectError(_describe_connect_failure(self.path, exc, self.timeout)) from exc
+            message = _describe_connect_failure(self.path, exc, self.timeout)
+            os_errno = None if isinstance(exc, TimeoutError) else exc.errno
+            raise ConnectError(message, os_errno) from exc
         self._sock = sock
         self._buffer = bytearray()
 

@@ -327,3 +327,58 @@ def test_stopping_the_supervisor_stops_bots_then_hub(fleet: Fleet) -> None:
     units = fleet.sandbox.run("systemctl", "list-units", "kissbot-*", "--no-legend").stdout
     assert "kissbot-bot@" not in units
     assert "kissbot-hub" not in units
+
+
+def test_token_reaches_the_unit_as_a_credential_and_nowhere_else(fleet: Fleet) -> None:
+    from fixtures.kissbot_db import KissbotDb, write_key_file
+
+    secret = "oauth-token-never-shown-4d2f8a"
+    key = write_key_file(fleet.workdir)
+    db = KissbotDb.create(fleet.workdir / "kissbot.db", key=key)
+    db.add_account("serda_bot", "1001", secret, expires_at=time.time() + 86_400)
+    start(fleet, config(["secret_bot"], hub=False, supervisor={"use_db": True}))
+    fleet.journal.wait_for(r"secret_bot: ready")
+    unit = "kissbot-bot@secret_bot.service"
+    journal = fleet.sandbox.journal(unit)
+    assert f"credential: token present ({len(secret)} bytes)" in journal
+    shown = fleet.sandbox.systemctl("show", "--all", unit).stdout
+    assert secret not in shown
+    assert secret not in fleet.sandbox.systemctl("show", "kissbot-supervisor").stdout
+    assert secret not in fleet.ctl("status", "--json").stdout
+    assert secret not in "\n".join(fleet.journal.lines)
+    assert secret not in journal
+    pid = fleet.bot("secret_bot")["pid"]
+    environ = fleet.sandbox.run("cat", f"/proc/{pid}/environ").stdout
+    assert secret not in environ
+    assert "CREDENTIALS_DIRECTORY=/run/credentials/kissbot-bot@secret_bot.service" in environ
+    mode = fleet.sandbox.run(
+        "stat", "-c", "%a", "/run/kissbot-supervisor/credentials/secret_bot/token"
+    ).stdout.strip()
+    assert mode == "600"
+    # Gone once the bot is stopped for good.
+    assert fleet.ctl("stop", "secret_bot").returncode == 0
+    gone = fleet.sandbox.run(
+        "test", "-e", "/run/kissbot-supervisor/credentials/secret_bot", check=False
+    )
+    assert gone.returncode == 1
+
+
+def test_channel_names_that_are_not_logins_never_reach_systemd(fleet: Fleet) -> None:
+    fleet.write_config(config(["good_bot", "bad@bot.service"], hub=False))
+    result = fleet.sandbox.systemctl("start", "kissbot-supervisor", check=False)
+    assert result.returncode != 0
+    units = fleet.sandbox.run("systemctl", "list-units", "--all", "kissbot-bot@*").stdout
+    assert "bot.service.service" not in units
+    assert "good_bot" not in units  # a bad config starts nothing
+    journal = fleet.sandbox.journal("kissbot-supervisor.service")
+    assert "twitch.channels[1]: 'bad@bot.service' is not a Twitch login" in journal
+
+
+def test_bot_and_hub_units_are_hardened(fleet: Fleet) -> None:
+    start(fleet, config(["hardened_bot"]))
+    fleet.journal.wait_for(r"hardened_bot: ready")  # still works with every restriction
+    for unit in ("kissbot-bot@hardened_bot.service", "kissbot-hub.service"):
+        out = fleet.sandbox.run("systemd-analyze", "security", "--no-pager", unit).stdout
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+        assert match, out[-500:]
+        assert float(match.group(1)) <= 2.0, f"{unit}: exposure {match.group(1)}"

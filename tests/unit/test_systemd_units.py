@@ -96,9 +96,13 @@ def props_of(
     spec: ProcessSpec, options: UnitOptions, which: Which = which
 ) -> dict[str, tuple[str, object]]:
     props = transient_properties(spec, options, which=which)
-    names = [name for name, _ in props]
+    # Only SystemCallFilter is assigned twice on purpose (an allow list, then a deny list).
+    names = [name for name, _ in props if name != "SystemCallFilter"]
     assert len(names) == len(set(names)), f"a property is sent twice: {names}"
-    return dict(props)
+    first: dict[str, tuple[str, object]] = {}
+    for name, typed in props:
+        first.setdefault(name, typed)
+    return first
 
 
 def value(props: dict[str, tuple[str, object]], name: str) -> object:
@@ -336,11 +340,12 @@ def test_hardened_bot_types_and_values() -> None:
     assert value(d, "ReadWritePaths") == [WORKDIR, "-/tmp"]
     assert value(d, "ProtectHome") == "read-only"
     assert value(d, "RestrictAddressFamilies") == (True, ["AF_UNIX", "AF_INET", "AF_INET6"])
-    assert value(d, "SystemCallFilter") == (True, ["@system-service"])
+    filters = [typed[1] for name, typed in props if name == "SystemCallFilter"]
+    assert filters == [(True, ["@system-service"]), (False, ["@privileged", "@resources"])]
     assert value(d, "SystemCallArchitectures") == ["native"]
     assert value(d, "CapabilityBoundingSet") == 0
     assert value(d, "RestrictNamespaces") == 0
-    assert value(d, "UMask") == 0o027
+    assert value(d, "UMask") == 0o077
     assert (value(d, "ProtectProc"), value(d, "ProcSubset")) == ("invisible", "pid")
     assert value(d, "DevicePolicy") == "closed"
     for flag in (

@@ -289,6 +289,9 @@ class SystemdBackend:
             track.sub = str(props.get("SubState", track.sub))
             if track.active == "active" and track.pid and track.spec.ready in ("notify", "none"):
                 self._ready(name)
+            if track.active in ("inactive", "failed") and not track.starting:
+                # Down for good (no auto-restart pending): the token file goes too.
+                self._remove_credential(name)
             return
         if interface != SERVICE or "MainPID" not in props:
             return

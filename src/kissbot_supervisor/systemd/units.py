@@ -301,9 +301,11 @@ def hardening_properties(paths_used: list[str], opts: UnitOptions) -> list[Prope
         ("RestrictAddressFamilies", ("(bas)", (True, list(ADDRESS_FAMILIES)))),  # allow-list
         ("SystemCallArchitectures", ("as", ["native"])),
         ("SystemCallFilter", ("(bas)", (True, ["@system-service"]))),
+        # A chat bot needs neither chown/setuid & co. nor priority/affinity/mlock calls.
+        ("SystemCallFilter", ("(bas)", (False, ["@privileged", "@resources"]))),
         ("SystemCallErrorNumber", ("i", errno.EPERM)),  # refuse, don't SIGSYS-kill
         ("CapabilityBoundingSet", ("t", 0)),
-        ("UMask", ("u", 0o027)),
+        ("UMask", ("u", 0o077)),  # the hub and the bots share one user; nobody else reads
         ("ProtectProc", ("s", "invisible")),
         ("ProcSubset", ("s", "pid")),
         ("DevicePolicy", ("s", "closed")),
