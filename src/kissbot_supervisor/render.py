@@ -18,6 +18,10 @@ CHANNEL, LAST EXIT and TOKEN shrink and long values end in ``…``. Colour
 (ANSI SGR) is added only when asked for, and only around the STATE text, so
 it never changes the visible width.
 
+A STATUS object that ``kissbotctl`` read from systemd itself (``"source":
+"systemd"``, the supervisor down) starts with the line :data:`OFFLINE_HEADLINE`
+and names the supervisor's unit state instead of its PID.
+
 Imports only ``os`` and ``textwrap``: ``kissbotctl`` imports this module.
 """
 
@@ -33,6 +37,8 @@ if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cos
 
 __all__ = [
     "ELLIPSIS",
+    "OFFLINE_HEADLINE",
+    "OFFLINE_SOURCE",
     "format_bytes",
     "format_uptime",
     "render_status",
@@ -42,6 +48,14 @@ __all__ = [
 
 ELLIPSIS = "…"
 DASH = "-"
+# A STATUS object with "source": "systemd" was read from systemd by kissbotctl
+# itself (systemd/offline.py): the supervisor is not running.
+OFFLINE_SOURCE = "systemd"
+OFFLINE_HEADLINE = "supervisor not running: state read from systemd"
+OFFLINE_FOOTNOTE = (
+    "Units systemd no longer has loaded (stopped bots) are not listed; "
+    "tokens and wanted states are known to the supervisor only."
+)
 
 _RESET = "\x1b[0m"
 _BOLD = "\x1b[1m"
@@ -182,8 +196,11 @@ def _banner(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
     sup = status.get("supervisor")
     sup = sup if isinstance(sup, dict) else {}
     pieces = [f"backend {_str(status.get('backend'))}"]
-    pieces.append(f"PID {_str(_int_or_none(sup.get('pid')))}")
-    pieces.append(f"up {format_uptime(_float_or_none(sup.get('uptime_s')))}")
+    if sup.get("running") is False:
+        pieces.append(_supervisor_unit(sup))
+    else:
+        pieces.append(f"PID {_str(_int_or_none(sup.get('pid')))}")
+        pieces.append(f"up {format_uptime(_float_or_none(sup.get('uptime_s')))}")
     if sup.get("rss_bytes") is not None:
         pieces.append(f"mem {format_bytes(_int_or_none(sup.get('rss_bytes')))}")
     if sup.get("version"):
@@ -198,12 +215,22 @@ def _banner(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
     ]
 
 
+def _supervisor_unit(sup: Mapping[str, Any]) -> str:
+    """The banner piece for a supervisor that is not running (status read from systemd)."""
+    unit = sup.get("unit")
+    if not unit:
+        return "supervisor unit not loaded"
+    return f"{unit} {_str(sup.get('active_state'))} ({_str(sup.get('sub_state'))})"
+
+
 def _hub_block(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
     if "hub" not in status:
         return []  # filtered out: not asked for
     hub = status["hub"]
     if not isinstance(hub, dict):
-        return ["hub: disabled"]
+        # Read from systemd, no hub unit means no running hub, not "disabled": only
+        # the supervisor's config knows that.
+        return ["hub: no unit" if status.get("source") == OFFLINE_SOURCE else "hub: disabled"]
     label = "hub      "
     state = _str(hub.get("state"))
     pieces = [
@@ -306,8 +333,15 @@ def render_status(status: Mapping[str, Any], *, color: bool, width: int = 80) ->
     that the column minimums win and rows may overflow.
     """
     bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
-    lines = _banner(status, width, color)
+    lines: list[str] = []
+    offline = status.get("source") == OFFLINE_SOURCE
+    if offline:
+        lines.append(truncate(OFFLINE_HEADLINE, width))
+    lines.extend(_banner(status, width, color))
     lines.extend(_hub_block(status, width, color))
     lines.append("")
     lines.extend(_bot_table(bots, width, color))
+    if offline:
+        lines.append("")
+        lines.extend(textwrap.wrap(OFFLINE_FOOTNOTE, width=max(width, 20)))
     return "\n".join(lines) + "\n"

@@ -27,7 +27,10 @@ from __future__ import annotations
 import os
 import time
 
+from jeepney import HeaderFields
+
 from ..core import HUB, describe_exit
+from ..records import record
 from .manager import (
     SERVICE_INTERFACE,
     UNIT_INTERFACE,
@@ -75,17 +78,13 @@ class OfflineError(Exception):
         self.message = message
 
 
+@record
 class UnitState:
     """What systemd said about one unit: its ListUnits row and two property sets."""
 
-    __slots__ = ("info", "service", "unit")
-
-    def __init__(
-        self, info: UnitInfo, unit: Mapping[str, Any], service: Mapping[str, Any]
-    ) -> None:
-        self.info = info
-        self.unit = unit
-        self.service = service
+    info: UnitInfo
+    unit: dict[str, Any]  # org.freedesktop.systemd1.Unit
+    service: dict[str, Any]  # org.freedesktop.systemd1.Service
 
 
 def systemd_is_init(run_dir: str = SYSTEMD_RUN_DIR) -> bool:
@@ -202,7 +201,13 @@ def build_status(units: Sequence[UnitState], now: float) -> dict[str, Any]:
         else:
             bots.append({"channel": name, **entry})
     bots.sort(key=lambda b: str(b["channel"]))
-    return {"backend": "systemd", "source": SOURCE, "supervisor": supervisor, "hub": hub, "bots": bots}
+    return {
+        "backend": "systemd",
+        "source": SOURCE,
+        "supervisor": supervisor,
+        "hub": hub,
+        "bots": bots,
+    }
 
 
 # --- I/O: one blocking connection to the system bus ------------------------------------
@@ -222,8 +227,6 @@ def _call_all(conn: DBusConnection, messages: Sequence[Message], deadline: float
         if left <= 0:
             raise TimeoutError
         msg = conn.receive(timeout=left)
-        from jeepney import HeaderFields
-
         reply_to = msg.header.fields.get(HeaderFields.reply_serial)
         if reply_to in wanted_serials:
             replies[reply_to] = msg
