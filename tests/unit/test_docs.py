@@ -1,0 +1,22 @@
+"""The configuration doc is generated from the declarations: it must not drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kissbot_supervisor.docgen import render
+from kissbot_supervisor.settings import declarations
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def test_configuration_doc_is_up_to_date() -> None:
+    assert DOC.read_text() == render(), "run `make docs` and commit docs/configuration.md"
+
+
+def test_every_setting_is_in_the_doc_with_its_flag() -> None:
+    text = DOC.read_text()
+    for _name, _default, meta in declarations():
+        assert f"`{meta.key}`" in text
+        for flag in meta.flags:
+            assert f"`{flag}`" in text
