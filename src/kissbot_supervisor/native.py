@@ -302,7 +302,9 @@ class NativeBackend:
     def _deliver_notification(self, n: Notification) -> None:
         name = self._by_pid.get(n.pid)
         if name is None:
-            return  # not one of our main processes: it may not speak for them
+            # Not one of our main processes: it may not speak for them (NotifyAccess=main).
+            self._say("notify", f"ignored a message from PID {n.pid}: not a supervised process")
+            return
         spec = self._running[name].spec
         if "STATUS" in n.fields:
             self._emit(core.StatusText(name, n.fields["STATUS"]))

@@ -447,3 +447,32 @@ def test_export_units_writes_static_units_for_the_config(tmp_path: Path) -> None
     target = (out / "kissbot.target").read_text()
     assert "kissbot-bot@static_one.service" in target
     assert "kissbot-bot@static_two.service" in target
+
+
+def test_only_a_process_itself_may_notify_for_it(start_fleet: StartFleet) -> None:
+    import socket
+
+    doc = fleet_config(
+        ["honest_bot"],
+        per_channel={"honest_bot": ["--ready-delay", "30"]},
+        supervisor={"bot": {"watchdog_sec": 60}},
+    )
+    sup = start_fleet(doc)
+    pid = int(sup.wait_for(r"honest_bot: started \(PID (\d+)\)").group(1))
+    # Until the bot has exec'd, /proc shows the forked supervisor's environment.
+    wait_until(
+        lambda: b"demo" in Path(f"/proc/{pid}/cmdline").read_bytes(), what="the bot runs"
+    )
+    environ = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
+        if "=" in item
+    )
+    assert environ["WATCHDOG_USEC"] == "60000000"
+    assert environ["WATCHDOG_PID"] == str(pid)  # the bot's own PID, set after fork
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(b"READY=1\nSTATUS=forged", environ["NOTIFY_SOCKET"])
+    sup.wait_for(rf"notify: ignored a message from PID {os.getpid()}: not a supervised process")
+    bot = sup.bot("honest_bot")
+    assert bot["state"] == "starting"
+    assert bot["status_text"] != "forged"

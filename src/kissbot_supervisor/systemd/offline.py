@@ -31,6 +31,7 @@ from jeepney import HeaderFields
 
 from ..core import HUB, describe_exit
 from ..records import record
+from ..render import OFFLINE_SOURCE
 from .manager import (
     SERVICE_INTERFACE,
     UNIT_INTERFACE,
@@ -63,7 +64,7 @@ __all__ = [
     "wanted",
 ]
 
-SOURCE = "systemd"
+SOURCE = OFFLINE_SOURCE  # "systemd": the STATUS object's "source" key
 SYSTEMD_RUN_DIR = "/run/systemd/system"  # exists iff PID 1 is systemd (sd_booted(3))
 PATTERNS = ("kissbot-*.service",)
 USEC_INFINITY = 2**64 - 1  # "not available" for MemoryCurrent & co.
