@@ -382,3 +382,35 @@ def test_bot_and_hub_units_are_hardened(fleet: Fleet) -> None:
         match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
         assert match, out[-500:]
         assert float(match.group(1)) <= 2.0, f"{unit}: exposure {match.group(1)}"
+
+
+def test_restarted_supervisor_stops_units_the_config_dropped(fleet: Fleet) -> None:
+    doc = config(["kept_bot", "dropped_bot"], hub=False)
+    start(fleet, doc)
+    fleet.journal.wait_for(r"kept_bot: ready")
+    fleet.journal.wait_for(r"dropped_bot: ready")
+    kept = fleet.bot("kept_bot")["pid"]
+    doc["twitch"]["channels"] = ["kept_bot"]
+    fleet.write_config(doc)  # no reload: the supervisor dies before it would see it
+    mark = fleet.journal.mark()
+    fleet.sandbox.systemctl("kill", "-s", "KILL", "kissbot-supervisor")
+    fleet.journal.wait_for(r"kept_bot: adopted, already running", since=mark)
+    fleet.journal.wait_for(
+        r"dropped_bot: kissbot-bot@dropped_bot.service is not in the config", since=mark
+    )
+    assert fleet.bot("kept_bot")["pid"] == kept
+    fleet.sandbox.run(
+        "systemctl", "is-active", "--quiet", "kissbot-bot@dropped_bot.service", check=False
+    )
+    state = fleet.show("kissbot-bot@dropped_bot.service", "ActiveState")["ActiveState"]
+    assert state in ("inactive", "deactivating")
+
+
+def test_slice_limits_from_the_config(fleet: Fleet) -> None:
+    (fleet.sandbox.units_dir / "kissbot.slice").unlink()  # no unit file: a transient slice
+    fleet.sandbox.daemon_reload()
+    start(fleet, config(["sliced_bot"], hub=False, supervisor={"systemd": {"memory_max": "512M"}}))
+    fleet.journal.wait_for(r"sliced_bot: ready")
+    props = fleet.show("kissbot.slice", "MemoryMax", "ActiveState")
+    assert props["MemoryMax"] == str(512 * 1024 * 1024)
+    assert fleet.show("kissbot-bot@sliced_bot.service", "Slice")["Slice"] == "kissbot.slice"

@@ -1,17 +1,27 @@
-"""``kissbotctl``: ask a running kissbot-supervisor for its status, start, stop, restart, reload.
+"""``kissbotctl``: ask a running kissbot-supervisor for its status, start, stop, restart,
+reload; show a process's output.
 
 Exit codes:
 
 * ``status``: 0 when every wanted process (of those shown) runs, 3 otherwise;
 * ``start``/``stop``/``restart``: 0 when every name succeeded, else 1;
+* ``logs``: 0, or 1 for an unknown name or an unreadable log;
 * 1 when the supervisor cannot be reached or answers with an error;
 * 2 for a usage error.
+
+With the supervisor down (no control socket, or a stale one) and systemd as
+PID 1, ``status`` reads the units' state from systemd itself
+(:mod:`..systemd.offline`) and says so on its first line; ``logs`` reads the
+journal (systemd) or the files under ``--workdir`` (native) without it.
 
 Errors are one line on stderr, ``kissbotctl: ...``. This program starts in a
 few tens of milliseconds: it imports only the standard library's ``argparse``,
 ``json``, ``os``, ``socket`` and ``sys`` (plus what they need) and our own
 import-light :mod:`..paths`, :mod:`..protocol`, :mod:`..client` and
-:mod:`..render`. Keep it that way: no yaml, psutil or asyncio here.
+:mod:`..render`. Keep it that way: no yaml, psutil or asyncio here. What only
+one subcommand needs is imported in it: :mod:`..logview` (and systemd-python)
+by ``logs``, :mod:`..systemd.offline` (jeepney) by ``status`` with the
+supervisor down.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import os
 import sys
 
 from .. import __version__
-from ..client import DEFAULT_TIMEOUT, Client, ControlError
+from ..client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
 from ..paths import CONTROL_SOCKET_ENV, SYSTEM_RUNTIME_DIR, default_control_socket
 from ..protocol import (
     EXIT_OK,
@@ -39,9 +49,13 @@ if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
     from collections.abc import Mapping, Sequence
     from typing import Any, TextIO
 
+    from ..logview import LogSource
+
 __all__ = ["SUCCESS_RESULTS", "main"]
 
 PROG = "kissbotctl"
+DEFAULT_LOG_LINES = 10
+SYSTEMD_RUN_DIR = "/run/systemd/system"  # exists iff PID 1 is systemd
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 # Per-name results that count as success: the wanted end state holds, whether
@@ -116,7 +130,41 @@ def _parser() -> argparse.ArgumentParser:
         cmd = add(name, f"{verb} bots or the hub.")
         cmd.add_argument("names", nargs="+", metavar="NAME", help="channel login, 'hub' or 'all'")
     add("reload", "Re-read the config file and apply the changes (bots added, removed, changed).")
+    logs = add(
+        "logs",
+        "Print a process's output: its unit's journal (systemd backend) or its log files "
+        "(native backend), as the supervisor says; without a supervisor, the files under "
+        "--workdir, else the journal when systemd runs.",
+    )
+    logs.add_argument("name", metavar="NAME", help="channel login or 'hub'")
+    logs.add_argument(
+        "-n",
+        "--lines",
+        metavar="N",
+        type=_line_count,
+        default=DEFAULT_LOG_LINES,
+        help=f"print the last N lines, or 'all' (default: {DEFAULT_LOG_LINES})",
+    )
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="then print new lines as they come (Ctrl-C)"
+    )
+    logs.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="the KissBot root whose log files to read when the supervisor is not running",
+    )
+    # Journal files of another system (journalctl -D): for tests run from the host.
+    logs.add_argument("--journal-dir", metavar="DIR", help=argparse.SUPPRESS)
     return parser
+
+
+def _line_count(text: str) -> int | None:
+    """A number of lines for ``-n``: a whole number >= 0, or ``all`` (None)."""
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines (or 'all')")
+    return int(text)
 
 
 def _default_socket(env: Mapping[str, str]) -> str:
@@ -144,6 +192,11 @@ def _exists(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _systemd_is_init() -> bool:
+    """Whether PID 1 is systemd (the test of ``sd_booted()``)."""
+    return os.path.isdir(SYSTEMD_RUN_DIR)
 
 
 def _terminal_width(stream: TextIO, env: Mapping[str, str]) -> int:
@@ -174,7 +227,26 @@ def _status_object(response: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _cmd_status(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    status = _status_object(_ask(client, build_request("status")))
+    return _show_status(_status_object(_ask(client, build_request("status"))), args, out)
+
+
+def _cmd_status_offline(args: argparse.Namespace, out: TextIO, down: ConnectError) -> int:
+    """``status`` with no supervisor listening: ask systemd, if it is PID 1.
+
+    Anywhere else the supervisor's absence is the error, word for word.
+    """
+    if not _systemd_is_init():
+        raise down
+    from ..systemd.offline import OfflineError, read_status
+
+    try:
+        status = read_status(args.timeout or DEFAULT_TIMEOUT)
+    except OfflineError as exc:
+        raise _Failure(f"{down.message}; systemd could not be read either: {exc.message}") from None
+    return _show_status(status, args, out)
+
+
+def _show_status(status: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
     try:
         shown = filter_status(status, args.names)
     except UnknownNameError as exc:
@@ -236,10 +308,75 @@ def _cmd_reload(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace, out: TextIO) -> int:
+def _log_source(args: argparse.Namespace, name: str) -> LogSource:
+    """Where ``name``'s output is: as the supervisor says, else --workdir, else the journal."""
+    from pathlib import Path
+
+    from ..logview import DEFAULT_LOGS_DIR, LogSource, source_from_status
+
+    if args.journal_dir:
+        return LogSource("journal", name, journal_dir=args.journal_dir)
+    try:
+        with _client(args) as client:
+            status = _status_object(_ask(client, build_request("status")))
+    except (ControlError, _Failure) as exc:  # not there, or not answering: do without it
+        if args.workdir:
+            return LogSource("files", name, logs_dir=Path(args.workdir) / DEFAULT_LOGS_DIR)
+        if _systemd_is_init():
+            return LogSource("journal", name)
+        down = exc.message
+        raise _Failure(f"{down}; to read the log files without it, pass --workdir DIR") from None
+    return source_from_status(status, name)
+
+
+def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
+    from ..logview import FileLog, JournalLog, LogError, check_name, unit_of
+
+    def emit(lines: Sequence[str]) -> None:
+        out.write("".join(line + "\n" for line in lines))
+        out.flush()
+
+    try:
+        name = check_name(args.name)
+        source = _log_source(args, name)
+        log: FileLog | JournalLog
+        if source.kind == "files":
+            assert source.logs_dir is not None
+            log = FileLog(source.logs_dir, name)
+            if not source.confirmed and not log.exists():
+                raise LogError(f"no log of {name!r} in {source.logs_dir} (no {name}.log there)")
+        else:
+            log = JournalLog(unit_of(name), source.journal_dir)
+            if not source.confirmed and not log.exists():
+                hint = "" if os.geteuid() == 0 else " (root or group systemd-journal may read it)"
+                raise LogError(f"no journal entries for {unit_of(name)}{hint}")
+        try:
+            emit(log.tail(args.lines))
+            if args.follow:
+                log.follow(emit)
+        finally:
+            log.close()
+    except LogError as exc:
+        raise _Failure(exc.message, exc.code) from None
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> Client:
     socket_path = args.socket or _default_socket(os.environ)
-    timeout = args.timeout or DEFAULT_TIMEOUT
-    with Client(socket_path, timeout) as client:
+    return Client(socket_path, args.timeout or DEFAULT_TIMEOUT)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "logs":
+        return _cmd_logs(args, out)
+    client = _client(args)
+    try:
+        client.connect()
+    except ConnectError as exc:
+        if args.command == "status" and exc.absent:
+            return _cmd_status_offline(args, out, exc)
+        raise
+    with client:
         if args.command == "status":
             return _cmd_status(client, args, out)
         if args.command == "reload":

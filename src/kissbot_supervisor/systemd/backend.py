@@ -47,7 +47,14 @@ from .manager import (
     unit_name_of_path,
     unit_path,
 )
-from .units import Property, UnitOptions, name_of_unit, transient_properties, unit_of
+from .units import (
+    Property,
+    UnitOptions,
+    name_of_unit,
+    slice_properties,
+    transient_properties,
+    unit_of,
+)
 
 SERVICE = "org.freedesktop.systemd1.Service"
 UNIT = "org.freedesktop.systemd1.Unit"
@@ -128,8 +135,20 @@ class SystemdBackend:
 
     # -- start-up: adopt what survived us -------------------------------------
 
+    def _ensure_slice(self) -> None:
+        """A transient slice with the configured limits, unless a unit file provides one."""
+        opts = self._unit_options(None)
+        reply = self.bus.call_sync(start_transient_unit(opts.slice, slice_properties(opts)))
+        try:
+            check_reply(reply)
+        except SystemdError as e:
+            if "exists" not in (e.name + str(e)).lower():
+                self._say("supervisor", f"cannot create {opts.slice}: {e}")
+            # else: installed (units/kissbot.slice) or already running: it stays as it is
+
     def adopt(self, specs: dict[str, core.ProcessSpec], now: float) -> list[core.Event]:
         """Events for the kissbot units already there; stop those no longer wanted."""
+        self._ensure_slice()
         events: list[core.Event] = []
         reply = self.bus.call_sync(list_units_by_patterns([], ["kissbot-*.service"]))
         for info in parse_list_units(reply):

@@ -54,18 +54,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SOURCE",
-    "SYSTEMD_RUN_DIR",
     "OfflineError",
     "UnitState",
     "build_status",
     "map_state",
     "read_status",
-    "systemd_is_init",
     "wanted",
 ]
 
 SOURCE = OFFLINE_SOURCE  # "systemd": the STATUS object's "source" key
-SYSTEMD_RUN_DIR = "/run/systemd/system"  # exists iff PID 1 is systemd (sd_booted(3))
 PATTERNS = ("kissbot-*.service",)
 USEC_INFINITY = 2**64 - 1  # "not available" for MemoryCurrent & co.
 CLD_KILLED, CLD_DUMPED = 2, 3  # ExecMainCode: siginfo's si_code
@@ -86,11 +83,6 @@ class UnitState:
     info: UnitInfo
     unit: dict[str, Any]  # org.freedesktop.systemd1.Unit
     service: dict[str, Any]  # org.freedesktop.systemd1.Service
-
-
-def systemd_is_init(run_dir: str = SYSTEMD_RUN_DIR) -> bool:
-    """Whether PID 1 is systemd (the test ``sd_booted()`` makes)."""
-    return os.path.isdir(run_dir)
 
 
 # --- pure: systemd's view -> the STATUS object ---------------------------------------
