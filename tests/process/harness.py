@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,26 +20,13 @@ from typing import Any
 
 import yaml
 
+from demo_argv import demo_bot_command, demo_hub_command, per_channel_bot_command
+from linewatch import LineWatcher
+
 BIN = Path(sys.executable).parent
 SUPERVISOR = str(BIN / "kissbot-supervisor")
 KISSBOTCTL = str(BIN / "kissbotctl")
 TIMEOUT = 20.0
-
-
-def demo_bot_command(*extra: str) -> list[str]:
-    return [
-        "{supervisor_python}", "-m", "kissbot_supervisor.demo", "bot",
-        "--channel", "{channel}", "--config", "{config}", "--eventsub", "{eventsub}",
-        "--hub-socket", "{hub_socket}", "--chat-interval", "0", "--broadcast-poll", "0",
-        *extra,
-    ]  # fmt: skip
-
-
-def demo_hub_command(*extra: str) -> list[str]:
-    return [
-        "{supervisor_python}", "-m", "kissbot_supervisor.demo", "hub",
-        "--config", "{config}", "--db", "{db}", "--socket", "{hub_socket}", *extra,
-    ]  # fmt: skip
 
 
 def fleet_config(
@@ -62,21 +47,7 @@ def fleet_config(
         "stop_timeout_sec": 5,
     }
     if per_channel:
-        # One argv template serves all bots; per-channel faults come from a file
-        # the demo bot cannot read, so use {channel}-specific wrapper via env-free
-        # trick: a tiny Python wrapper that picks flags by channel.
-        sup["bot"]["command"] = [
-            "{supervisor_python}", "-c",
-            "import json,os,sys;"
-            "flags=json.loads(sys.argv[1]).get(sys.argv[2],[]);"
-            "os.execv(sys.executable,[sys.executable,'-m','kissbot_supervisor.demo','bot',"
-            "'--channel',sys.argv[2],'--hub-socket',sys.argv[3],'--eventsub',sys.argv[4],"
-            "'--chat-interval','0','--broadcast-poll','0',*flags])",
-            json.dumps({k: list(v) for k, v in per_channel.items()}).replace("{", "{{").replace(
-                "}", "}}"
-            ),
-            "{channel}", "{hub_socket}", "{eventsub}",
-        ]  # fmt: skip
+        sup["bot"]["command"] = per_channel_bot_command(per_channel)
     if hub:
         sup["hub"] = {
             "enabled": True,
@@ -109,8 +80,6 @@ class Supervisor:
         self.workdir = workdir
         self.runtime_dir = runtime_dir or workdir / "run"
         self.control = self.runtime_dir / "control.sock"
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
         # prlimit, not preexec_fn: this process has reader threads.
         limit = [] if nofile is None else ["prlimit", f"--nofile={nofile}:", "--"]
         self.proc = subprocess.Popen(
@@ -124,52 +93,13 @@ class Supervisor:
             text=True,
             env=env,
         )  # fmt: skip
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self.lines.append("<<EOF>>")
-            self._cond.notify_all()
-
-    def mark(self) -> int:
-        """A point in the log: ``wait_for(..., since=mark)`` looks only at later lines."""
-        with self._cond:
-            return len(self.lines)
-
-    def wait_for(self, pattern: str, since: int = 0, timeout: float = TIMEOUT) -> re.Match[str]:
-        """Wait for a log line matching ``pattern`` (the first one from line ``since`` on)."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for i in range(since, len(self.lines)):
-                    m = rx.search(self.lines[i])
-                    if m:
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.lines and self.lines[-1] == "<<EOF>>"):
-                    shown = "\n".join(self.lines[-40:])
-                    raise AssertionError(f"no log line matching {pattern!r}; last lines:\n{shown}")
-                self._cond.wait(left)
-
-    def seen(self, pattern: str) -> list[str]:
-        rx = re.compile(pattern)
-        with self._cond:
-            return [line for line in self.lines if rx.search(line)]
-
-    def index_of(self, pattern: str) -> int:
-        rx = re.compile(pattern)
-        with self._cond:
-            for i, line in enumerate(self.lines):
-                if rx.search(line):
-                    return i
-        raise AssertionError(f"no line matching {pattern!r}")
+        self.log = LineWatcher(self.proc.stderr, "supervisor log", TIMEOUT)
+        self.lines = self.log.lines
+        self.mark = self.log.mark
+        self.wait_for = self.log.wait_for
+        self.seen = self.log.seen
+        self.index_of = self.log.index_of
 
     def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.wait_for(r"supervisor: kissbot-supervisor .* control socket")  # it listens
@@ -216,7 +146,7 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-        self._reader.join(5)
+        self.log.join(5)
         assert self.proc.stderr is not None
         self.proc.stderr.close()
         return code

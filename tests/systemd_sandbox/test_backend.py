@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
+from demo_argv import demo_bot_command, demo_hub_command, per_channel_bot_command
+from linewatch import LineWatcher
+
 from .sandbox import SystemdSandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,25 +32,8 @@ BIN = Path(sys.executable).parent
 TIMEOUT = 30.0
 
 
-def demo_bot(*extra: str) -> list[str]:
-    return [
-        "{supervisor_python}", "-m", "kissbot_supervisor.demo", "bot",
-        "--channel", "{channel}", "--config", "{config}", "--eventsub", "{eventsub}",
-        "--hub-socket", "{hub_socket}", "--chat-interval", "0", "--broadcast-poll", "0", *extra,
-    ]  # fmt: skip
-
-
-def per_channel_bot(flags: dict[str, Sequence[str]]) -> list[str]:
-    """One argv template for all bots; faults chosen per channel by a tiny wrapper."""
-    table = json.dumps({k: list(v) for k, v in flags.items()}).replace("{", "{{").replace("}", "}}")
-    return [
-        "{supervisor_python}", "-c",
-        "import json,os,sys;f=json.loads(sys.argv[1]).get(sys.argv[2],[]);"
-        "os.execv(sys.executable,[sys.executable,'-m','kissbot_supervisor.demo','bot',"
-        "'--channel',sys.argv[2],'--hub-socket',sys.argv[3],'--eventsub',sys.argv[4],"
-        "'--chat-interval','0','--broadcast-poll','0',*f])",
-        table, "{channel}", "{hub_socket}", "{eventsub}",
-    ]  # fmt: skip
+demo_bot = demo_bot_command
+per_channel_bot = per_channel_bot_command
 
 
 def config(
@@ -70,11 +55,8 @@ def config(
             "enabled": True,
             "socket": "hub.sock",
             "ready": "socket",
-            "command": [
-                "{supervisor_python}", "-m", "kissbot_supervisor.demo", "hub",
-                "--config", "{config}", "--db", "{db}", "--socket", "{hub_socket}",
-            ],
-        }  # fmt: skip
+            "command": demo_hub_command(),
+        }
     for key, value in (supervisor or {}).items():
         sup[key] = {**sup[key], **value} if isinstance(sup.get(key), dict) else value
     return {"twitch": {"channels": list(channels)}, "bot": {"name": "serda_bot"}, "supervisor": sup}
@@ -84,8 +66,6 @@ class Follower:
     """``journalctl -u UNIT -f`` inside the sandbox, lines collected as they come."""
 
     def __init__(self, sandbox: SystemdSandbox, unit: str) -> None:
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
         self.proc = subprocess.Popen(
             ["nsenter", "-t", str(sandbox.pid1), "-m", "-p", "-u", "--",
              "journalctl", "-u", unit, "-f", "-n", "all", "-o", "cat", "--no-pager",
@@ -93,44 +73,17 @@ class Follower:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
             start_new_session=True,  # nsenter forks journalctl: kill them as a group
         )  # fmt: skip
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.lines)
-
-    def wait_for(self, pattern: str, since: int = 0, timeout: float = TIMEOUT) -> re.Match[str]:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines[since:]:
-                    m = rx.search(line)
-                    if m:
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    tail = "\n".join(self.lines[-30:])
-                    raise AssertionError(f"no journal line matching {pattern!r}:\n{tail}")
-                self._cond.wait(left)
-
-    def index_of(self, pattern: str) -> int:
-        rx = re.compile(pattern)
-        with self._cond:
-            return next(i for i, line in enumerate(self.lines) if rx.search(line))
+        self.watch = LineWatcher(self.proc.stdout, "journal", TIMEOUT)
+        self.lines = self.watch.lines
+        self.mark = self.watch.mark
+        self.wait_for = self.watch.wait_for
+        self.index_of = self.watch.index_of
 
     def close(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-        self._thread.join(5)
+        self.watch.join(5)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
 
