@@ -369,6 +369,7 @@ class Supervisor:
                 "config": str(self.cfg.config_file),
                 "workdir": str(self.cfg.workdir),
                 "control_socket": str(self.control_path),
+                "logs_dir": str(self.cfg.resolve(self.cfg.settings.logs_dir)),
                 "rss_bytes": rss_bytes(os.getpid()),
                 "summary": self.summary(),
             },

@@ -343,14 +343,15 @@ def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
         if source.kind == "files":
             assert source.logs_dir is not None
             log = FileLog(source.logs_dir, name)
-            if not source.confirmed and not log.exists():
-                raise LogError(f"no log of {name!r} in {source.logs_dir} (no {name}.log there)")
+            unknown = f"no log of {name!r} in {source.logs_dir} (no {name}.log there)"
         else:
             log = JournalLog(unit_of(name), source.journal_dir)
-            if not source.confirmed and not log.exists():
-                hint = "" if os.geteuid() == 0 else " (root or group systemd-journal may read it)"
-                raise LogError(f"no journal entries for {unit_of(name)}{hint}")
+            hint = "" if os.geteuid() == 0 else " (root or group systemd-journal may read it)"
+            unknown = f"no journal entries for {unit_of(name)}{hint}"
         try:
+            # Only the supervisor knows its processes; without it, no log = no such name.
+            if not source.confirmed and not log.exists():
+                raise LogError(unknown)
             emit(log.tail(args.lines))
             if args.follow:
                 log.follow(emit)

@@ -8,7 +8,9 @@ and the message builders and parsers of :mod:`.manager`:
 
 1. ``ListUnitsByPatterns([], ["kissbot-*.service"])``: the loaded units;
 2. for each of ours, ``GetAll`` of the ``Unit`` and ``Service`` interfaces
-   (all calls sent at once, the replies matched by serial).
+   (all calls sent at once, the replies matched by serial);
+3. the supervisor's own unit, when not listed (systemd unloads an inactive
+   unit nothing refers to): ``LoadUnit``, then ``GetAll`` of ``Unit``.
 
 :func:`build_status` turns the answers into the STATUS object the supervisor
 itself serves (same keys), marked ``"source": "systemd"``, with
@@ -39,8 +41,10 @@ from .manager import (
     UnitInfo,
     get_all_properties,
     list_units_by_patterns,
+    load_unit,
     parse_get_all,
     parse_list_units,
+    parse_object_path,
 )
 from .units import SUPERVISOR_UNIT, name_of_unit
 
@@ -226,6 +230,33 @@ def _call_all(conn: DBusConnection, messages: Sequence[Message], deadline: float
     return [replies[s] for s in serials]
 
 
+def _supervisor_unit(conn: DBusConnection, deadline: float) -> UnitState | None:
+    """The supervisor's unit when systemd has unloaded it (inactive, nothing refers to it).
+
+    ``LoadUnit`` loads it from its file for the question (as ``systemctl status``
+    does); None when there is no such unit file.
+    """
+    (reply,) = _call_all(conn, [load_unit(SUPERVISOR_UNIT)], deadline)
+    path = parse_object_path(reply)
+    (props,) = _call_all(conn, [get_all_properties(path, UNIT_INTERFACE)], deadline)
+    unit = parse_get_all(props)
+    if unit.get("LoadState") != "loaded":
+        return None
+    info = UnitInfo(
+        name=SUPERVISOR_UNIT,
+        description=str(unit.get("Description", "")),
+        load_state="loaded",
+        active_state=str(unit.get("ActiveState", "")),
+        sub_state=str(unit.get("SubState", "")),
+        following="",
+        path=path,
+        job_id=0,
+        job_type="",
+        job_path="/",
+    )
+    return UnitState(info, unit, {})
+
+
 def read_status(timeout: float = 10.0) -> dict[str, Any]:
     """The STATUS object as systemd sees it; raises :class:`OfflineError` if it cannot be read."""
     from jeepney.io.blocking import open_dbus_connection
@@ -253,6 +284,10 @@ def read_status(timeout: float = 10.0) -> dict[str, Any]:
                 UnitState(info, parse_get_all(replies[2 * i]), parse_get_all(replies[2 * i + 1]))
                 for i, info in enumerate(infos)
             ]
+            if not any(info.name == SUPERVISOR_UNIT for info in infos):
+                supervisor = _supervisor_unit(conn, deadline)
+                if supervisor is not None:
+                    states.append(supervisor)
     except SystemdError as exc:
         raise OfflineError(f"systemd refused to tell the units' state ({exc})") from None
     except TimeoutError:

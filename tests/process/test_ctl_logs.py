@@ -1,0 +1,220 @@
+"""``kissbotctl logs`` against the installed supervisor (native backend) and its log files.
+
+The first tests ask a running supervisor where the logs are; the others read
+hand-made files under ``--workdir`` with no supervisor at all, to pin down the
+tail across a rotated file and the follower across a rotation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from linewatch import EOF_MARK, LineWatcher
+
+from .conftest import StartFleet
+from .harness import KISSBOTCTL, TIMEOUT, fleet_config
+
+# kissbotctl without a supervisor must not find one by accident (nor systemd: on
+# the host PID 1 is not systemd, which these tests check before relying on it).
+NO_SOCKET_ENV = {k: v for k, v in os.environ.items() if k != "KISSBOT_CONTROL_SOCKET"}
+
+
+class Follower:
+    """``kissbotctl ... logs -f`` as a subprocess, its stdout lines collected as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [KISSBOTCTL, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=NO_SOCKET_ENV,
+        )
+        assert self.proc.stdout is not None
+        self.out = LineWatcher(self.proc.stdout, "kissbotctl logs -f", TIMEOUT)
+
+    def messages(self) -> list[str]:
+        """The lines so far without their time stamp (and without the end mark)."""
+        return [x.split(" ", 1)[1] for x in self.out.lines if x != EOF_MARK]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # Ctrl-C: it must end quietly
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.join()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def followers() -> Iterator[list[Follower]]:
+    started: list[Follower] = []
+    yield started
+    for follower in started:
+        follower.close()
+
+
+def run_ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [KISSBOTCTL, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env=NO_SOCKET_ENV,
+    )
+
+
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} "
+
+
+# --- with a running supervisor ---------------------------------------------------------
+
+
+def test_logs_prints_the_last_lines_of_a_bot(start_fleet: StartFleet) -> None:
+    sup = start_fleet(fleet_config(["log_chan", "other_chan"], hub=True))
+    sup.wait_for(r"log_chan: ready")
+    sup.wait_for(r"other_chan: ready")
+    result = sup.ctl("logs", "log_chan", "-n", "5")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert 0 < len(lines) <= 5
+    assert all(re.match(STAMP, line) for line in lines), lines
+    assert any("joined #log_chan" in line for line in lines), lines
+    # All of it: from the supervisor's start note to the bot's own lines.
+    everything = sup.ctl("logs", "log_chan", "-n", "all").stdout.splitlines()
+    assert "[supervisor] started (PID" in everything[0]
+    assert any("demo bot starting" in line for line in everything)
+    assert everything[-len(lines) :] == lines
+    assert not any("other_chan" in line for line in everything)
+    # The same lines as the file, which is where they come from.
+    log_file = sup.workdir / "logs" / "supervisor" / "log_chan.log"
+    assert log_file.read_text().splitlines()[-len(lines) :] == lines
+    hub = sup.ctl("logs", "hub", "-n", "all")
+    assert hub.returncode == 0, hub.stderr
+    assert "[supervisor] started (PID" in hub.stdout
+
+
+def test_logs_follow_shows_the_lines_of_a_restart(
+    start_fleet: StartFleet, followers: list[Follower]
+) -> None:
+    sup = start_fleet(fleet_config(["follow_chan"]))
+    first = int(sup.wait_for(r"follow_chan: started \(PID (\d+)\)").group(1))
+    sup.wait_for(r"follow_chan: ready")
+    follower = Follower("--socket", str(sup.control), "logs", "follow_chan", "-f", "-n", "2")
+    followers.append(follower)
+    out = follower.out
+    out.wait_for(r"joined #follow_chan")  # the tail came out
+    mark = out.mark()
+    assert sup.ctl("restart", "follow_chan").returncode == 0
+    second = int(out.wait_for(r"\[supervisor\] started \(PID (\d+)\)", since=mark).group(1))
+    assert second != first
+    assert second == sup.bot("follow_chan")["pid"]
+    out.wait_for(r"demo bot starting", since=mark)
+    out.wait_for(r"joined #follow_chan", since=mark)
+    # Nothing twice: the tail and what followed do not overlap.
+    assert len(out.seen(rf"started \(PID {first}\)")) <= 1
+    follower.close()
+    assert follower.proc.returncode == 130  # Ctrl-C
+
+
+def test_logs_of_an_unknown_or_bad_name(start_fleet: StartFleet) -> None:
+    sup = start_fleet(fleet_config(["known_chan"]))
+    sup.wait_for(r"known_chan: ready")
+    unknown = sup.ctl("logs", "nobody_here")
+    assert unknown.returncode == 1
+    assert unknown.stdout == ""
+    assert unknown.stderr == "kissbotctl: unknown process 'nobody_here' (known: known_chan)\n"
+    no_hub = sup.ctl("logs", "hub")
+    assert no_hub.returncode == 1
+    assert no_hub.stderr == "kissbotctl: this supervisor runs no hub (known: known_chan)\n"
+    for bad in ("../../etc/passwd", "a b", "x"):
+        result = sup.ctl("logs", bad)
+        assert result.returncode == 2, result
+        assert result.stderr.startswith(f"kissbotctl: {bad!r} is not 'hub' nor a Twitch login")
+
+
+# --- without a supervisor: --workdir ---------------------------------------------------
+
+
+def write_lines(path: Path, first: int, last: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        for i in range(first, last + 1):
+            f.write(f"2025-01-02T03:04:05.{i % 1000:03d} line {i}\n")
+
+
+def test_logs_without_a_supervisor_read_the_files_under_workdir(tmp_path: Path) -> None:
+    logs = tmp_path / "logs" / "supervisor"
+    write_lines(logs / "file_chan.log.2", 1, 10)
+    write_lines(logs / "file_chan.log.1", 11, 13)
+    write_lines(logs / "file_chan.log", 14, 15)
+    nowhere = ("--socket", str(tmp_path / "no.sock"))
+    args = (*nowhere, "logs", "file_chan", "--workdir", str(tmp_path))
+    result = run_ctl(*args, "-n", "6")
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" ", 1)[1] for line in result.stdout.splitlines()] == [
+        f"line {i}" for i in range(10, 16)
+    ]
+    assert len(run_ctl(*args, "-n", "all").stdout.splitlines()) == 15
+    assert run_ctl(*args, "-n", "0").stdout == ""
+    assert run_ctl(*args).stdout.splitlines()[0].endswith("line 6")  # default: 10
+    unknown = run_ctl(*nowhere, "logs", "nobody_here", "--workdir", str(tmp_path))
+    assert unknown.returncode == 1
+    assert unknown.stderr == (
+        f"kissbotctl: no log of 'nobody_here' in {logs} (no nobody_here.log there)\n"
+    )
+
+
+def test_logs_without_a_supervisor_nor_workdir_say_what_to_do(tmp_path: Path) -> None:
+    assert not os.path.isdir("/run/systemd/system"), "PID 1 is systemd: the journal would be read"
+    missing = tmp_path / "no.sock"
+    result = run_ctl("--socket", str(missing), "logs", "some_chan")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"kissbotctl: no supervisor at {missing} (No such file or directory); "
+        "is kissbot-supervisor running?; to read the log files without it, pass --workdir DIR\n"
+    )
+
+
+def test_follow_goes_on_across_a_rotation(tmp_path: Path, followers: list[Follower]) -> None:
+    logs = tmp_path / "logs" / "supervisor"
+    current = logs / "rot_chan.log"
+    write_lines(current, 1, 3)
+    follower = Follower(
+        "--socket", str(tmp_path / "no.sock"), "logs", "rot_chan", "-f", "-n", "1",
+        "--workdir", str(tmp_path),
+    )  # fmt: skip
+    followers.append(follower)
+    out = follower.out
+    out.wait_for(r"line 3$")
+    write_lines(current, 4, 4)
+    out.wait_for(r"line 4$")
+    # Rotation as LogFile does it: a last line, rename to .1, a new file later.
+    write_lines(current, 5, 5)
+    current.rename(logs / "rot_chan.log.1")
+    time.sleep(0.3)
+    write_lines(current, 6, 7)
+    out.wait_for(r"line 7$")
+    assert follower.messages() == [f"line {i}" for i in range(3, 8)]
+    # Truncated in place (copytruncate): read from the start again.
+    os.truncate(current, 0)
+    time.sleep(0.3)
+    write_lines(current, 8, 8)
+    out.wait_for(r"line 8$")
+    assert follower.messages() == [f"line {i}" for i in range(3, 9)]
