@@ -1,4 +1,4 @@
-"""What the two supervisors under test share (``ours.py``, ``peer.py``): one way to drive them.
+"""What the supervisors under test share (``ours.py``, ``ours_systemd.py``, ``peer.py``).
 
 Each :class:`Fleet` lives in its own temporary directory: it launches its
 supervisor on the same demo bots, awaits the whole fleet, answers status
@@ -167,6 +167,9 @@ class Fleet:
     def tail(self) -> str:
         return ""
 
+    def prepare(self) -> None:
+        """Set-up before the launch that is not timed (the systemd fleet boots its sandbox)."""
+
     def launch(self) -> None:
         raise NotImplementedError
 
@@ -197,6 +200,14 @@ class Fleet:
 
     def cli_status_argv(self) -> list[str]:
         raise NotImplementedError
+
+    def cli_baseline_argv(self) -> list[str] | None:
+        """A command timed like the status command, to subtract from it (None: none)."""
+        return None
+
+    def others(self) -> dict[str, int]:
+        """Other processes whose idle cost belongs to this fleet: label -> PID."""
+        return {}
 
     def socket_status(self) -> None:
         """One status round trip over the supervisor's socket, without a client process."""

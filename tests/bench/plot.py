@@ -17,17 +17,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-COLOURS = {"ours": "#1f77b4", "supervisord": "#d62728"}
-NAMES = {"ours": "kissbot-supervisor", "supervisord": "supervisord"}
+COLOURS = {"ours": "#1f77b4", "supervisord": "#d62728", "systemd": "#2ca02c"}
+NAMES = {
+    "ours": "kissbot-supervisor (native)",
+    "supervisord": "supervisord",
+    "systemd": "kissbot-supervisor (systemd)",
+}
+SHORT = {"ours": "nat", "supervisord": "supd", "systemd": "sd"}
+CONTENDERS = tuple(COLOURS)
 
-# (figure key, title, unit, target line or None)
+# (figure key, title, unit, target line(s) or None: the startup targets are 3 s for the
+# native backend, 2 s for the systemd one)
 LINES = (
     ("rss_ready_mib", "Supervisor RSS, all ready", "MiB", 16.0),
     ("uss_ready_mib", "Supervisor USS, all ready", "MiB", None),
     ("idle_cpu_pct_ns", "Idle CPU (schedstat)", "%", 0.1),
     ("idle_wakeups_per_s", "Idle wake-ups", "context switches/s", None),
-    ("startup_s", "Launch → all ready (supervisord: RUNNING)", "s", 3.0),
-    ("cli_status_ms", "status command wall time", "ms", 100.0),
+    ("startup_s", "Launch → all ready (supervisord: RUNNING)", "s", (3.0, 2.0)),
+    ("cli_status_ms", "status command wall time (systemd: through nsenter)", "ms", 100.0),
 )
 CRASH = (
     ("crash_quiet", "fork_s", "SIGKILL → new bot forked (unobserved)"),
@@ -36,10 +43,10 @@ CRASH = (
 
 
 def line_panel(ax, summary, sizes, key, title, unit, target):
-    for sup in ("ours", "supervisord"):
+    for sup in CONTENDERS:
         xs, med, low, high = [], [], [], []
         for size in sizes:
-            fig = summary[str(size)].get(sup, {}).get(key)
+            fig = summary.get(str(size), {}).get(sup, {}).get(key)
             if not fig or not fig["n"]:
                 continue
             xs.append(size)
@@ -51,8 +58,9 @@ def line_panel(ax, summary, sizes, key, title, unit, target):
                 xs, med, yerr=[low, high], marker="o", capsize=4,
                 color=COLOURS[sup], label=NAMES[sup],
             )  # fmt: skip
-    if target is not None:
-        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target")
+    targets = target if isinstance(target, tuple) else () if target is None else (target,)
+    for value in targets:
+        ax.axhline(value, color="grey", linestyle="--", linewidth=1, label="target")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("bots")
     ax.set_ylabel(unit)
@@ -64,17 +72,17 @@ def line_panel(ax, summary, sizes, key, title, unit, target):
 def crash_panel(ax, runs, sizes, series, field, title, delay_ms):
     data, labels, colours = [], [], []
     for size in sizes:
-        for sup in ("ours", "supervisord"):
+        for sup in CONTENDERS:
             values = [
                 s[field] * 1000
                 for r in runs
-                if r["size"] == size and r["supervisor"] == sup
+                if r["size"] == size and r["supervisor"] == sup and "error" not in r
                 for s in r[series]
-                if s[field] is not None
+                if s.get(field) is not None
             ]
             if values:
                 data.append(values)
-                labels.append(f"{size}\n{'ours' if sup == 'ours' else 'supd'}")
+                labels.append(f"{size}\n{SHORT[sup]}")
                 colours.append(COLOURS[sup])
     if data:
         box = ax.boxplot(data, patch_artist=True, whis=(0, 100))
@@ -98,7 +106,7 @@ def main(argv):
     summary = results["summary"]
     sizes = results["params"]["sizes"]
     delay_ms = results["params"]["restart_delay_s"] * 1000
-    fig, axes = plt.subplots(2, 4, figsize=(18, 8.5))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 9))
     flat = axes.flatten()
     for ax, (key, title, unit, target) in zip(flat, LINES, strict=False):
         line_panel(ax, summary, sizes, key, title, unit, target)
@@ -108,7 +116,8 @@ def main(argv):
     flat[-1].legend(fontsize=8, loc="center right")
     m = results["machine"]
     fig.suptitle(
-        f"kissbot-supervisor vs supervisord — {m['cpu_model']}, {m['logical_cpus']} CPUs, "
+        f"kissbot-supervisor (native, systemd) vs supervisord — {m['cpu_model']}, "
+        f"{m['logical_cpus']} CPUs, "
         f"Python {m['python']} — {results['date']} — median, bars min–max over "
         f"{results['params']['repeats']} repeats",
         fontsize=11,

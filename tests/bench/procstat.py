@@ -168,6 +168,36 @@ def alive(pid: int) -> bool:
 # --- the machine ------------------------------------------------------------
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs together (``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already in user and nice
+    return total - idle, total
+
+
+def machine_busy(window: float) -> float:
+    """The share of all CPUs busy (0-1) over the next ``window`` seconds, whoever runs."""
+    busy0, total0 = _cpu_times()
+    time.sleep(window)
+    busy1, total1 = _cpu_times()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_quiet(limit: float, window: float, timeout: float) -> tuple[float, float]:
+    """Wait until the machine is at most ``limit`` busy over ``window`` s (or ``timeout``).
+
+    Other work on a shared machine (a test suite, a build) skews start-up and latency
+    figures. Returns (seconds waited, the last busy share).
+    """
+    started = time.monotonic()
+    while True:
+        busy = machine_busy(window)
+        waited = time.monotonic() - started
+        if busy <= limit or waited >= timeout:
+            return waited, busy
+
+
 def machine() -> dict[str, object]:
     """CPU model, cores, RAM, kernel and Python version, for the report."""
     model = "unknown"

@@ -1,7 +1,8 @@
-"""``make bench``: kissbot-supervisor (native backend) against supervisord, same machine, same run.
+"""``make bench``: kissbot-supervisor (native and systemd backends) against supervisord.
 
-For each fleet size and repeat, each supervisor in turn (the order alternates
-between repeats) runs the same quiet demo bots in a temporary directory:
+Same machine, same run. For each fleet size and repeat, each contender in turn
+(the order rotates between repeats) runs the same quiet demo bots in a
+temporary directory:
 
 1. launch, and time until every bot is ready (supervisord: RUNNING);
 2. RSS/USS of the supervisor process once all are ready;
@@ -10,18 +11,28 @@ between repeats) runs the same quiet demo bots in a temporary directory:
    one status round trip over the socket;
 5. SIGKILL of distinct random bots, each timed until it is back.
 
+The contenders: ``ours`` (native backend, a child of this process),
+``supervisord`` and ``systemd``: our supervisor as ``systemctl start
+kissbot-supervisor`` in a systemd 252 booted for the run in a namespace
+(``ours_systemd.py``, ``tests/systemd_sandbox``), its bots transient
+``Type=notify`` units. supervisord stops about one bot a second, so it sits
+out the sizes above ``--supervisord-max-size``; one more systemd run with the
+EventSub hub enabled is made at ``--hub-size``.
+
 Raw figures go to ``docs/benchmarks.json``, the report to
 ``docs/benchmarks.md`` and a chart to ``docs/benchmarks.png`` (drawn by
 ``plot.py`` with matplotlib in the benchmark's own venv, ``.bench/venv``,
 where supervisord is installed too).
 
-Usage: ``.venv/bin/python tests/bench/run.py [--sizes 30,100] [--repeats 3]
-[--idle-seconds 60] [--quick] [--out docs/benchmarks.md]``
+Usage: ``.venv/bin/python tests/bench/run.py [--sizes 30,100,300] [--repeats 3]
+[--idle-seconds 60] [--contenders ours,supervisord,systemd] [--quick]
+[--out docs/benchmarks.md]`` (the systemd contender needs root).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -38,18 +49,25 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 if not __package__:  # run as a script: make ``bench`` importable from tests/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import procstat, report
 from bench.fleets import CLI_TIMEOUT, BenchError, Fleet, bench_channels, clean_env, log
 from bench.ours import Ours
+from bench.ours_systemd import FALLBACK_RESTART_SEC, OursSystemd
+from bench.ours_systemd import available as systemd_unavailable
 from bench.peer import Supervisord
+from systemd_sandbox.sandbox import SandboxError, SystemdSandbox
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_VENV = REPO / ".bench" / "venv"
 BENCH_PACKAGES = ("supervisor", "matplotlib")
 PIP_TIMEOUT = 900
+CONTENDERS = (Ours.name, Supervisord.name, OursSystemd.name)
+QUIET_WINDOW = 2.0
 
 
 # --- arguments --------------------------------------------------------------
@@ -65,12 +83,39 @@ def _sizes(text: str) -> list[int]:
     return sorted(set(sizes))
 
 
+def _contenders(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(names) - set(CONTENDERS))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"contenders are {','.join(CONTENDERS)}, got {text!r}")
+    return [name for name in CONTENDERS if name in names]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="tests/bench/run.py",
-        description="Benchmark kissbot-supervisor (native backend) against supervisord.",
+        description="Benchmark kissbot-supervisor (native and systemd backends) "
+        "against supervisord.",
     )
     parser.add_argument("--sizes", type=_sizes, default=[30, 100], help="fleet sizes (30,100)")
+    parser.add_argument(
+        "--contenders",
+        type=_contenders,
+        default=list(CONTENDERS),
+        help=f"who runs ({','.join(CONTENDERS)}); systemd is left out where it cannot boot",
+    )
+    parser.add_argument(
+        "--supervisord-max-size",
+        type=int,
+        default=100,
+        help="supervisord sits out larger sizes: it stops one bot a second (100)",
+    )
+    parser.add_argument(
+        "--hub-size",
+        type=int,
+        default=100,
+        help="one more systemd run, with the hub, at this size (100; 0: none)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per size and supervisor (3)")
     parser.add_argument(
         "--idle-seconds", type=float, default=60.0, help="length of the idle window (60)"
@@ -92,11 +137,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=2.0,
         help="pause between all-ready and the idle window, for the last output to drain (2)",
     )
+    parser.add_argument(
+        "--quiet-busy",
+        type=float,
+        default=0.25,
+        help="before each run, wait until at most this share of all CPUs is busy (0.25)",
+    )
+    parser.add_argument(
+        "--quiet-timeout", type=float, default=300.0, help="... for at most this long (300 s)"
+    )
     parser.add_argument("--seed", type=int, default=20240601, help="which bots get killed")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.repeats, args.idle_seconds = [30], 1, 10.0
+        args.sizes, args.repeats, args.idle_seconds, args.hub_size = [30], 1, 10.0, 0
     if args.repeats < 1 or args.crashes < 1 or args.status_runs < 1 or args.idle_seconds <= 0:
         parser.error("--repeats, --crashes, --status-runs and --idle-seconds must be positive")
     return args
@@ -237,13 +291,44 @@ def crash_series(
     return samples
 
 
+HUB_RUN = "systemd_hub"
+
+
 def make_fleet(
     kind: str, root: Path, size: int, args: argparse.Namespace, bench_bin: Path
 ) -> Fleet:
     channels = bench_channels(size)
     if kind == Ours.name:
         return Ours(root, channels, args.restart_delay)
+    if kind in (OursSystemd.name, HUB_RUN):
+        return OursSystemd(root, channels, args.restart_delay, args.snapshot, hub=kind == HUB_RUN)
     return Supervisord(root, channels, bench_bin)
+
+
+def sample_others(fleet: Fleet) -> dict[str, procstat.Sample]:
+    samples: dict[str, procstat.Sample] = {}
+    for label, pid in fleet.others().items():
+        try:
+            samples[label] = procstat.sample(pid)
+        except OSError:
+            continue
+    return samples
+
+
+def idle_others(fleet: Fleet, before: dict[str, procstat.Sample]) -> dict[str, dict[str, Any]]:
+    """The idle figures and memory of the fleet's other processes (systemd: PID 1, ...)."""
+    figures: dict[str, dict[str, Any]] = {}
+    for label, pid in fleet.others().items():
+        if label not in before:
+            continue
+        try:
+            figures[label] = {
+                "idle": procstat.idle_figures(before[label], procstat.sample(pid)),
+                "memory": procstat.memory(pid),
+            }
+        except (OSError, psutil.Error):
+            continue
+    return figures
 
 
 def run_one(
@@ -253,10 +338,22 @@ def run_one(
     fleet = make_fleet(kind, root, size, args, bench_bin)
     rng = random.Random(f"{args.seed}-{size}-{repeat}-{kind}")
     result: dict[str, Any] = {"supervisor": kind, "size": size, "repeat": repeat}
+    result["loadavg_before"] = os.getloadavg()[0]
     try:
+        fleet.prepare()
+        if isinstance(fleet, OursSystemd):
+            result["systemd_version"] = fleet.version
+        at_launch = sample_others(fleet)
         fleet.launch()
         result.update(fleet.await_fleet())
         pid = fleet.pid
+        # CPU time the supervisor process has used since it started: the start's cost.
+        result["cpu_at_ready_s"] = procstat.cpu_ns(pid) / 1e9
+        if at_launch:  # and what the start cost the others (systemd: PID 1, journald, bus)
+            result["others_startup_cpu_s"] = {
+                label: (procstat.sample(fleet.others()[label]).ns - before.ns) / 1e9
+                for label, before in at_launch.items()
+            }
         result["memory_ready"] = procstat.memory(pid)
         result["bots_rss_mib"] = procstat.tree_rss_mib(list(fleet.bot_pids().values()))
         log(
@@ -265,9 +362,12 @@ def run_one(
         )
         # Not a synchronisation: the last "joined" lines drain before the window opens.
         time.sleep(args.settle_seconds)
+        others = sample_others(fleet)
         before = procstat.sample(pid)
         time.sleep(args.idle_seconds)  # the idle window itself
         after = procstat.sample(pid)
+        if others:
+            result["others"] = idle_others(fleet, others)
         fleet.check_alive()
         result["idle"] = procstat.idle_figures(before, after)
         result["memory_idle"] = procstat.memory(pid)
@@ -280,6 +380,9 @@ def run_one(
         )
         if set(result["cli_status_rc"]) != {0}:
             log(f"{fleet.label}: status command exit codes {sorted(set(result['cli_status_rc']))}")
+        baseline = fleet.cli_baseline_argv()
+        if baseline is not None:  # nsenter's own cost, to take out of the status command's
+            result["cli_baseline_ms"], _codes = time_commands(baseline, args.status_runs)
         result["socket_status_ms"] = time_round_trips(fleet, args.status_runs)
         result["memory_after_status"] = procstat.memory(pid)
         log(f"{fleet.label} N={size}: killing {args.crashes} bots")
@@ -303,8 +406,28 @@ def run_one(
         log(f"{fleet.label} N={size}: stopping")
         result["stop_s"] = fleet.stop()
     finally:
+        if isinstance(fleet, OursSystemd):
+            with contextlib.suppress(SandboxError, OSError, subprocess.SubprocessError):
+                saved = fleet.save_journal(size, repeat)
+                if saved is not None:
+                    result["journal"] = str(saved.relative_to(REPO))
         fleet.close()
     return result
+
+
+def run_or_record(
+    kind: str, size: int, repeat: int, args: argparse.Namespace, bench_bin: Path
+) -> dict[str, Any]:
+    """One run once the machine is quiet; a run that fails is recorded with its error."""
+    waited, busy = procstat.wait_quiet(args.quiet_busy, QUIET_WINDOW, args.quiet_timeout)
+    if waited > 2 * QUIET_WINDOW:
+        log(f"waited {waited:.0f} s for a quiet machine ({busy:.0%} of the CPUs busy)")
+    quiet = {"quiet_wait_s": waited, "machine_busy_before": busy}
+    try:
+        return {**run_one(kind, size, repeat, args, bench_bin), **quiet}
+    except BenchError as e:
+        log(f"N={size} {kind}: run failed: {e}")
+        return {"supervisor": kind, "size": size, "repeat": repeat, "error": str(e), **quiet}
 
 
 # --- the whole benchmark ---------------------------------------------------------
@@ -331,17 +454,30 @@ def run_all(
             "restart_delay_s": args.restart_delay,
             "status_runs": args.status_runs,
             "seed": args.seed,
+            "contenders": args.contenders,
+            "supervisord_max_size": args.supervisord_max_size,
+            "hub_size": args.hub_size if OursSystemd.name in args.contenders else 0,
+            "systemd_fallback_restart_s": FALLBACK_RESTART_SEC,
+            "quiet_busy": args.quiet_busy,
+            "quiet_timeout_s": args.quiet_timeout,
         },
         "runs": [],
     }
-    kinds = [Ours.name, Supervisord.name]
+    kinds: list[str] = args.contenders
     for size in args.sizes:
         for repeat in range(args.repeats):
-            # Alternate who goes first, so a slow drift of the machine hits both.
-            for kind in kinds if repeat % 2 == 0 else kinds[::-1]:
+            # Rotate who goes first, so a slow drift of the machine hits all.
+            shift = repeat % len(kinds)
+            for kind in kinds[shift:] + kinds[:shift]:
+                if kind == Supervisord.name and size > args.supervisord_max_size:
+                    continue
                 log(f"--- N={size} repeat {repeat + 1}/{args.repeats}: {kind}")
-                results["runs"].append(run_one(kind, size, repeat, args, bench_bin))
+                results["runs"].append(run_or_record(kind, size, repeat, args, bench_bin))
                 partial.write_text(json.dumps(results, indent=1))
+    if OursSystemd.name in kinds and args.hub_size > 0:
+        log(f"--- N={args.hub_size}: systemd with the hub (one run)")
+        results["runs"].append(run_or_record(HUB_RUN, args.hub_size, 0, args, bench_bin))
+        partial.write_text(json.dumps(results, indent=1))
     results["summary"] = report.summarise(results)
     return results
 
@@ -354,9 +490,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     out: Path = args.out if args.out.is_absolute() else REPO / args.out
+    if OursSystemd.name in args.contenders:
+        reason = systemd_unavailable()
+        if reason is not None:
+            log(f"systemd contender left out: {reason}")
+            args.contenders.remove(OursSystemd.name)
+        else:
+            SystemdSandbox.cleanup_leftovers()  # of killed runs only: live owners' stay
     bench_bin = ensure_bench_venv()
     partial = REPO / ".bench" / "partial.json"
     snapshot = Path(tempfile.mkdtemp(prefix="kissbot-bench-src-"))
+    args.snapshot = snapshot
     try:
         digest = snapshot_source(snapshot)
         # Inherited by every process the run starts (clean_env copies os.environ).
