@@ -22,6 +22,7 @@ from typing import NoReturn
 
 import pytest
 
+from .fleet import Fleet, install_supervisor
 from .sandbox import SandboxError, SystemdSandbox, unavailable_reason
 
 SKIP_PREFIX = "systemd sandbox not available"
@@ -147,3 +148,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         yellow=True,
         bold=True,
     )
+
+
+@pytest.fixture
+def fleet(clean_units: SystemdSandbox, tmp_path: Path) -> Iterator[Fleet]:
+    sandbox = clean_units
+    workdir = tmp_path / "kissbot"
+    workdir.mkdir()
+    install_supervisor(sandbox, workdir)
+    f = Fleet(sandbox, workdir)
+    try:
+        yield f
+    finally:
+        sandbox.systemctl("stop", "kissbot-supervisor", check=False)
+        f.journal.close()

@@ -13,34 +13,16 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pytest
+from collections.abc import Callable
 
 from linewatch import LineWatcher
 
-from .sandbox import SystemdSandbox
-from .test_backend import BIN, TIMEOUT, Fleet, config, install_supervisor, start
+from .fleet import BIN, TIMEOUT, Fleet, config, start
 
 KISSBOTCTL = str(BIN / "kissbotctl")
 OFFLINE_HEADLINE = "supervisor not running: state read from systemd"
 # journalctl's short timestamp, "Jan 02 03:04:05 ", in front of every journal line.
 SHORT_STAMP = re.compile(r"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d ")
-
-
-@pytest.fixture
-def fleet(clean_units: SystemdSandbox, tmp_path: Path) -> Iterator[Fleet]:
-    sandbox = clean_units
-    workdir = tmp_path / "kissbot"
-    workdir.mkdir()
-    install_supervisor(sandbox, workdir)
-    f = Fleet(sandbox, workdir)
-    try:
-        yield f
-    finally:
-        sandbox.systemctl("stop", "kissbot-supervisor", check=False)
-        f.journal.close()
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:

@@ -1,0 +1,133 @@
+"""A supervisor run as ``systemctl start kissbot-supervisor`` in the sandbox, and its journal.
+
+Shared by the systemd test modules: the unit from ``units/`` with a drop-in
+pointing ExecStart at this checkout, a config writer, ``kissbotctl`` and
+``systemctl show`` run inside, and the supervisor's journal followed line by line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from demo_argv import demo_bot_command, demo_hub_command, per_channel_bot_command
+from linewatch import LineWatcher
+
+from .sandbox import SystemdSandbox
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TIMEOUT = 30.0
+
+
+demo_bot = demo_bot_command
+per_channel_bot = per_channel_bot_command
+
+
+def config(
+    channels: Sequence[str],
+    *,
+    hub: bool = True,
+    bot_command: list[str] | None = None,
+    supervisor: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    sup: dict[str, Any] = {
+        "backend": "systemd",
+        "bot": {"ready": "notify", "command": bot_command or demo_bot()},
+        "restart": {"delay_sec": 0.3, "max_delay_sec": 5, "give_up_after": 5},
+        "stop_timeout_sec": 5,
+        "systemd": {"hardening": True},
+    }
+    if hub:
+        sup["hub"] = {
+            "enabled": True,
+            "socket": "hub.sock",
+            "ready": "socket",
+            "command": demo_hub_command(),
+        }
+    for key, value in (supervisor or {}).items():
+        sup[key] = {**sup[key], **value} if isinstance(sup.get(key), dict) else value
+    return {"twitch": {"channels": list(channels)}, "bot": {"name": "serda_bot"}, "supervisor": sup}
+
+
+class Follower:
+    """``journalctl -u UNIT -f`` inside the sandbox, lines collected as they come."""
+
+    def __init__(self, sandbox: SystemdSandbox, unit: str) -> None:
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(sandbox.pid1), "-m", "-p", "-u", "--",
+             "journalctl", "-u", unit, "-f", "-n", "all", "-o", "cat", "--no-pager",
+             f"--since=@{time.time():.6f}"],  # this test's lines only: one sandbox per session
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+            start_new_session=True,  # nsenter forks journalctl: kill them as a group
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.watch = LineWatcher(self.proc.stdout, "journal", TIMEOUT)
+        self.lines = self.watch.lines
+        self.mark = self.watch.mark
+        self.wait_for = self.watch.wait_for
+        self.index_of = self.watch.index_of
+
+    def close(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.watch.join(5)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+class Fleet:
+    def __init__(self, sandbox: SystemdSandbox, workdir: Path) -> None:
+        self.sandbox = sandbox
+        self.workdir = workdir
+        self.journal = Follower(sandbox, "kissbot-supervisor.service")
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.sandbox.run(str(BIN / "kissbotctl"), *args, check=False)
+
+    def status(self) -> dict[str, Any]:
+        result = self.ctl("status", "--json")
+        status: dict[str, Any] = json.loads(result.stdout)
+        return status
+
+    def bot(self, channel: str) -> dict[str, Any]:
+        return dict(next(b for b in self.status()["bots"] if b["channel"] == channel))
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.sandbox.systemctl("show", unit, *(f"-p{p}" for p in props)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def write_config(self, doc: dict[str, Any]) -> None:
+        (self.workdir / "config").mkdir(parents=True, exist_ok=True)
+        (self.workdir / "config" / "config.yaml").write_text(yaml.safe_dump(doc))
+
+
+def install_supervisor(sandbox: SystemdSandbox, workdir: Path) -> None:
+    for name in ("kissbot-supervisor.service", "kissbot.slice"):
+        (sandbox.units_dir / name).write_text((REPO / "units" / name).read_text())
+    dropin = sandbox.units_dir / "kissbot-supervisor.service.d"
+    dropin.mkdir(exist_ok=True)
+    (dropin / "test.conf").write_text(
+        "[Service]\n"
+        "ExecStart=\n"
+        f"ExecStart={BIN / 'kissbot-supervisor'} --backend systemd --non-interactive "
+        f"--workdir {workdir}\n"
+        f"WorkingDirectory={workdir}\n"
+        "ReadWritePaths=\n"
+        f"ReadWritePaths={workdir}\n"
+    )
+    sandbox.daemon_reload()
+
+
+def start(fleet: Fleet, doc: dict[str, Any]) -> None:
+    fleet.write_config(doc)
+    fleet.sandbox.systemctl("start", "kissbot-supervisor")
