@@ -78,10 +78,18 @@ START_ERROR = re.compile(r"^([a-z0-9_]+): could not start: ")
 FALLBACK_RESTART_SEC = 5.0
 POLL = 0.01
 # systemctl stop returns when the supervisor has exited; its bots go first, in parallel.
-BOTS_GONE_TIMEOUT = 60.0
+BOTS_GONE_TIMEOUT = 20.0
 # The supervisor's whole journal of each run is kept here, for the post-mortems.
 JOURNALS = REPO / ".bench" / "journal"
 ROUTINE = re.compile(r": (ready|started \(PID \d+\)|adopted, already running.*)$")
+
+
+class IncompleteStop(BenchError):
+    """``systemctl stop kissbot-supervisor`` returned, but bots were still running after it."""
+
+    def __init__(self, message: str, left: int) -> None:
+        super().__init__(message)
+        self.left = left
 
 
 def available() -> str | None:
@@ -599,10 +607,11 @@ class OursSystemd(Ours):
         self.sandbox.systemctl("stop", SUPERVISOR_UNIT, timeout=STOP_MEASURE_TIMEOUT)
         while bots := self.bot_pids():
             if time.monotonic() - started > BOTS_GONE_TIMEOUT:
-                raise BenchError(
+                raise IncompleteStop(
                     f"{self.label} stopped but left {len(bots)} bots running "
                     f"{BOTS_GONE_TIMEOUT:g} s later; the supervisor's last lines:\n"
-                    + self.supervisor_lines(12)
+                    + self.supervisor_lines(12),
+                    len(bots),
                 )
             time.sleep(POLL)
         elapsed = time.monotonic() - started

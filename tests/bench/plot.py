@@ -76,7 +76,7 @@ def crash_panel(ax, runs, sizes, series, field, title, delay_ms):
             values = [
                 s[field] * 1000
                 for r in runs
-                if r["size"] == size and r["supervisor"] == sup and "error" not in r
+                if r["size"] == size and r["supervisor"] == sup
                 for s in r[series]
                 if s.get(field) is not None
             ]

@@ -47,6 +47,7 @@ SCALARS: dict[str, Callable[[dict[str, Any]], float]] = {
     "socket_status_ms": lambda r: _median(r["socket_status_ms"]),
     "bots_rss_mib": lambda r: r["bots_rss_mib"],
     "cpu_at_ready_s": lambda r: r["cpu_at_ready_s"],
+    "bots_left_after_stop": lambda r: r["bots_left_after_stop"],
     "stop_s": lambda r: r["stop_s"],
     # The systemd contender only (other runs do not have them: skipped).
     "startup_units_s": lambda r: r["startup_units_s"],
@@ -114,18 +115,15 @@ def _crash_values(runs: list[dict[str, Any]], series: str, field: str, less: flo
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
     """size -> supervisor -> figure -> {median, min, max, p25, p75, p90, n}.
 
-    Runs that failed (an ``error`` instead of figures) are left out.
+    A run that failed part-way keeps the figures it measured before the failure
+    (the report lists the failures); the ones it did not get are missing from it.
     """
     out: dict[str, Any] = {}
     sizes = sorted({*results["params"]["sizes"], *(r["size"] for r in results["runs"])})
     for size in sizes:
         out[str(size)] = {}
         for sup in SUPERVISORS:
-            runs = [
-                r
-                for r in results["runs"]
-                if r["size"] == size and r["supervisor"] == sup and "error" not in r
-            ]
+            runs = [r for r in results["runs"] if r["size"] == size and r["supervisor"] == sup]
             if not runs:
                 continue
             figures = {key: summary(_readable(runs, read)) for key, read in SCALARS.items()}
@@ -299,7 +297,9 @@ def _sd_rows() -> list[Row]:
         Row("`kissbotctl status`, nsenter taken out (ms) ⁸", "cli_status_net_ms",
             target="< 100 ms (100 bots)", check=lambda f, _p: f["median"] < 100),
         Row("status round trip on the socket (ms) ⁵", "socket_status_ms", digits=2),
-        Row("`systemctl stop kissbot-supervisor` → every bot gone (s)", "stop_s", digits=3),
+        Row("`systemctl stop kissbot-supervisor` → every bot gone (s) ¹²", "stop_s", digits=3),
+        Row("bots still running 20 s after `systemctl stop` returned ¹²",
+            "bots_left_after_stop", digits=0),
         Row("all bots' RSS together (MiB)", "bots_rss_mib", digits=0),
         Row("supervisor's CPU time, its start → all ready (s) ¹¹", "cpu_at_ready_s", digits=3),
         Row("sandbox PID 1: CPU time, `systemctl start` → all ready (s) ⁹",
@@ -508,6 +508,10 @@ def _sd_section(results: dict[str, Any], summ: dict[str, Any], delay_ms: float) 
         "every bot is ready; a supervisor restarted by systemd during the start counts "
         "from its restart.",
         "",
+        "¹² When bots are still running 20 s after `systemctl stop kissbot-supervisor` "
+        "has returned, that run has no stop time and counts "
+        "them in the next row; powering the sandbox off ends them.",
+        "",
     ]
     return out
 
@@ -526,17 +530,35 @@ def _quiet_summary(results: dict[str, Any]) -> str:
 
 
 def _failures(results: dict[str, Any]) -> list[str]:
-    failed = [r for r in results["runs"] if "error" in r]
-    if not failed:
-        return []
-    lines = ["## Failed runs", "", "Left out of every figure above:", ""]
-    for run in failed:
-        first = str(run["error"]).strip().splitlines()[0]
-        lines.append(
-            f"- {NAMES.get(run['supervisor'], run['supervisor'])}, {run['size']} bots, "
-            f"repeat {run['repeat'] + 1}: {first}"
+    """Runs that failed part-way, and runs that ended with something not as it should be."""
+    lines: list[str] = []
+    for run in results["runs"]:
+        what = f"{NAMES.get(run['supervisor'], run['supervisor'])}, {run['size']} bots, " + (
+            f"repeat {run['repeat'] + 1}"
         )
-    return [*lines, ""]
+        if "error" in run:
+            lines.append(f"- {what}: failed: {str(run['error']).strip().splitlines()[0]}")
+        if run.get("not_running_at_end"):
+            states = run["not_running_at_end"]
+            shown = ", ".join(f"{name} {state}" for name, state in sorted(states.items())[:5])
+            lines.append(
+                f"- {what}: {len(states)} bots not `running` in the supervisor's status at "
+                f"the end of the run ({shown})"
+            )
+        if run.get("stop_error"):
+            lines.append(f"- {what}: {str(run['stop_error']).strip().splitlines()[0]}")
+    if not lines:
+        return []
+    return [
+        "## Failed runs and anomalies",
+        "",
+        "A run stops at its first failure: the figures it measured before it are in the "
+        "tables above, the later ones come from fewer runs. Anomalies at the end of a run "
+        "do not stop it.",
+        "",
+        *lines,
+        "",
+    ]
 
 
 def markdown(results: dict[str, Any], chart: str | None) -> str:
