@@ -9,11 +9,23 @@ Requests::
     {"cmd": "status"}
     {"cmd": "start" | "stop" | "restart", "names": [NAME, ...]}
     {"cmd": "reload"}
+    {"cmd": "metrics"}
+    {"cmd": "events"}
 
 A NAME is a channel login, ``hub`` or ``all``.
 
-Responses are ``{"ok": true, ...}`` (``status``; ``results`` and ``status``;
-``changes``) or ``{"ok": false, "error": "one clear sentence"}``. The STATUS
+Responses are ``{"ok": true, ...}`` (``status``; ``results``; ``changes``;
+``metrics``, the Prometheus text exposition as one string) or
+``{"ok": false, "error": "one clear sentence"}``.
+
+``events`` subscribes the connection to the supervisor's state changes: the
+answer is ``{"ok": true, "subscribed": true}``, then one line per event,
+``{"event": EVENT}``, until the client hangs up; the connection carries
+nothing else. EVENT has the stable keys ``time`` (Unix seconds, float),
+``name`` (``hub``, a channel or ``supervisor``), ``kind`` (what happened:
+``started``, ``ready``, ``exited``, ``parked``, ``watchdog``, ...), ``message``
+(one line for humans), ``state`` and ``pid`` (the process's state and PID
+right after the event; ``null`` for ``supervisor``) and ``restarts``. The STATUS
 object is described in ``docs/`` and produced by the daemon; this module only
 reads the fields it needs (``want``, ``state``, ``name``, ``channel``).
 
@@ -33,6 +45,7 @@ if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cos
 __all__ = [
     "ALL",
     "COMMANDS",
+    "EVENT_KEYS",
     "HUB",
     "MAX_LINE",
     "MAX_NAMES",
@@ -46,6 +59,7 @@ __all__ = [
     "error_response",
     "exit_code_for_status",
     "filter_status",
+    "parse_event",
     "parse_request",
     "parse_response",
 ]
@@ -59,7 +73,9 @@ MAX_NAMES = 1000
 HUB = "hub"
 ALL = "all"
 NAMED_COMMANDS = ("start", "stop", "restart")
-COMMANDS = ("status", *NAMED_COMMANDS, "reload")
+COMMANDS = ("status", *NAMED_COMMANDS, "reload", "metrics", "events")
+# The keys of an EVENT object, in order (documented, stable).
+EVENT_KEYS = ("time", "name", "kind", "message", "state", "pid", "restarts")
 _KEYS = ("cmd", "names")
 _EXPECTED_CMD = "one of: " + ", ".join(COMMANDS)
 _NAMES_RULE = "a list of channel logins, 'hub' or 'all'"
@@ -246,6 +262,27 @@ def parse_response(line: bytes) -> dict[str, Any]:
     if obj["ok"] is False and not isinstance(obj.get("error"), str):
         raise ProtocolError('the supervisor\'s error answer has no "error" text')
     return obj
+
+
+def parse_event(line: bytes) -> dict[str, Any]:
+    """Decode one line of an ``events`` stream: the EVENT object, or raise :class:`ProtocolError`.
+
+    An ``{"ok": false, ...}`` line (the supervisor ending the stream with an
+    error) raises with its error text.
+    """
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ProtocolError("the supervisor sent an event line that is not valid JSON") from None
+    if isinstance(obj, dict) and obj.get("ok") is False and isinstance(obj.get("error"), str):
+        raise ProtocolError(obj["error"])
+    event = obj.get("event") if isinstance(obj, dict) else None
+    if not isinstance(event, dict) or not all(key in event for key in EVENT_KEYS):
+        raise ProtocolError(
+            "the supervisor sent an event line without an event object "
+            f"(expected the keys {', '.join(EVENT_KEYS)})"
+        )
+    return event
 
 
 # --- reading STATUS objects -----------------------------------------------

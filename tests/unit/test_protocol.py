@@ -353,3 +353,46 @@ def test_encode_of_a_status_is_one_line_json() -> None:
     assert line.endswith(b"\n")
     assert b"\n" not in line[:-1]
     assert json.loads(line) == {"ok": True, "status": status}
+
+
+# --- events stream lines -------------------------------------------------------
+
+
+def test_parse_event_returns_the_event_object() -> None:
+    from kissbot_supervisor.protocol import EVENT_KEYS, parse_event
+
+    event = dict.fromkeys(EVENT_KEYS)
+    event.update(time=1.5, name="el_serda", kind="ready", message="ready", state="running")
+    assert parse_event(encode({"event": event})) == event
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"ok": true, "subscribed": true}',
+        b'{"event": {"time": 1, "name": "x"}}',
+        b'{"event": "ready"}',
+    ],
+)
+def test_parse_event_rejects_lines_that_are_not_events(line: bytes) -> None:
+    from kissbot_supervisor.protocol import parse_event
+
+    with pytest.raises(ProtocolError):
+        parse_event(line)
+
+
+def test_parse_event_raises_the_supervisors_error_text() -> None:
+    from kissbot_supervisor.protocol import parse_event
+
+    with pytest.raises(ProtocolError, match="shutting down"):
+        parse_event(encode(error_response("the supervisor is shutting down")))
+
+
+@pytest.mark.parametrize("cmd", ["metrics", "events"])
+def test_metrics_and_events_take_no_names(cmd: str) -> None:
+    assert parse_request(encode({"cmd": cmd})) == Request(cmd)
+    with pytest.raises(ProtocolError, match="takes no"):
+        parse_request(encode({"cmd": cmd, "names": ["x"]}))
