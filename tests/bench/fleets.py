@@ -45,6 +45,7 @@ DEMO_BOT_FLAGS = (
 
 STARTUP_TIMEOUT = 120.0
 CRASH_TIMEOUT = 15.0
+HANG_TIMEOUT = 30.0  # the watchdog period, the kill, the restart delay and a start
 STOP_TIMEOUT = 20.0
 STOP_MEASURE_TIMEOUT = 300.0  # supervisord stops its programs about one a second
 CLI_TIMEOUT = 30.0
@@ -93,6 +94,24 @@ class CrashSample:
     fork_s: float  # the supervisor has forked the new bot (seen in /proc)
     bot_ready_s: float  # the new bot wrote pids/CH.ready with its PID
     view_s: float | None  # the supervisor reports it (ours: "CH: ready"; supervisord: RUNNING)
+
+
+@dataclass(frozen=True)
+class HangSample:
+    """One bot SIGSTOPped under a watchdog, timed from the SIGSTOP (seconds).
+
+    The bot pings every half watchdog period, so its last ping came 0 to W/2
+    before the SIGSTOP: the kill is due W/2 to W after it.
+    """
+
+    channel: str
+    old_pid: int
+    new_pid: int
+    killed_s: float  # the stopped bot is gone (killed by the supervisor, or by systemd)
+    fork_s: float  # its replacement exists
+    bot_ready_s: float  # the new bot wrote pids/CH.ready with its PID
+    view_s: float | None  # the supervisor says it is ready ("CH: ready")
+    unit_active_s: float | None = None  # systemd: PID 1's "Started" entry for the unit
 
 
 class Lines:
@@ -279,6 +298,68 @@ class Fleet:
         )
         self._after_crash(result)
         return result
+
+    # -- hangs (a watchdog kills a stopped bot) -----------------------------------
+
+    has_watchdog = True
+
+    def enable_watchdog(self, seconds: float) -> float:
+        """Every bot restarted with a watchdog of ``seconds``; seconds until all are ready."""
+        raise NotImplementedError
+
+    def hang(self, channel: str) -> HangSample:
+        """SIGSTOP ``channel``'s bot; time its kill, the new bot, its ready file, our view."""
+        old = self.bot_pids().get(channel)
+        if old is None:
+            raise BenchError(f"{self.label}: {channel} has no bot to stop")
+        others = set(procstat.children(self.pid))
+        ready_file = self.pids_dir / f"{channel}.ready"
+        # No wait_at_rest: with every bot pinging, the supervisor is never at rest long.
+        self._begin_crash(channel)
+        stopped_at = time.monotonic()
+        os.kill(old, signal.SIGSTOP)
+        deadline = stopped_at + HANG_TIMEOUT
+        new_pid: int | None = None
+        killed_at = fork_at = file_at = view_at = None
+        while True:
+            now = time.monotonic()
+            if killed_at is None and not procstat.alive(old):
+                killed_at = now
+            if new_pid is None:
+                fresh = [p for p in procstat.children(self.pid) if p not in others and p != old]
+                if fresh:
+                    new_pid, fork_at = fresh[0], now
+            if new_pid is not None and file_at is None:
+                try:
+                    if ready_file.read_text().strip() == str(new_pid):
+                        file_at = now
+                except OSError:
+                    pass
+            if view_at is None:
+                view_at = self._view_ready(channel, old, now)
+            if None not in (killed_at, fork_at, file_at, view_at):
+                break
+            if now > deadline:
+                raise BenchError(
+                    f"{self.label}: {channel} not back {HANG_TIMEOUT:g} s after SIGSTOP "
+                    f"(killed {killed_at is not None}, new pid {new_pid}, ready file "
+                    f"{file_at is not None}, supervisor view {view_at is not None})\n{self.tail()}"
+                )
+            self.check_alive()
+            time.sleep(CRASH_POLL)
+        assert new_pid is not None
+        assert killed_at is not None
+        assert fork_at is not None
+        assert file_at is not None
+        return HangSample(
+            channel=channel,
+            old_pid=old,
+            new_pid=new_pid,
+            killed_s=killed_at - stopped_at,
+            fork_s=fork_at - stopped_at,
+            bot_ready_s=file_at - stopped_at,
+            view_s=None if view_at is None else view_at - stopped_at,
+        )
 
     def stop(self) -> float:
         """SIGTERM the supervisor; seconds until it has exited and every bot is gone."""

@@ -43,6 +43,7 @@ class Ours(Fleet):
         self.control = self.runtime_dir / "control.sock"
         self.lines: Lines | None = None
         self._mark = 0
+        self.watchdog_sec = 0.0  # off until the hang phase (its pings would wake us)
 
     def config(self) -> dict[str, Any]:
         command = [
@@ -54,7 +55,7 @@ class Ours(Fleet):
             "bot": {"name": "serda_bot"},
             "supervisor": {
                 "backend": "native",
-                "bot": {"ready": "notify", "command": command},
+                "bot": self.bot_settings(command),
                 # Distinct bots are killed, and max = first delay, so every
                 # restart waits exactly the configured delay.
                 "restart": {
@@ -66,10 +67,54 @@ class Ours(Fleet):
             },
         }
 
-    def launch(self) -> None:
+    def bot_settings(self, command: list[str]) -> dict[str, Any]:
+        bot: dict[str, Any] = {"ready": "notify", "command": command}
+        if self.watchdog_sec > 0:
+            bot["watchdog_sec"] = self.watchdog_sec
+        return bot
+
+    def write_config(self) -> None:
         config = self.workdir / "config" / "config.yaml"
-        config.parent.mkdir(parents=True)
+        config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+
+    def enable_watchdog(self, seconds: float) -> float:
+        """The config with ``bot.watchdog_sec``, reloaded: every bot restarts with it."""
+        self.watchdog_sec = seconds
+        self.write_config()
+        mark = self._ready_mark()
+        started = time.monotonic()
+        self.request({"cmd": "reload"})
+        self._await_ready_since(mark, started + STARTUP_TIMEOUT)
+        elapsed = time.monotonic() - started
+        self.remember_children()
+        return elapsed
+
+    def _ready_mark(self) -> int:
+        assert self.lines is not None
+        return self.lines.count()
+
+    def _await_ready_since(self, mark: int, deadline: float) -> None:
+        """Until every bot has said ``ready`` again after ``mark``."""
+        assert self.lines is not None
+        wanted, seen = set(self.channels), mark
+        ready: set[str] = set()
+        while ready != wanted:
+            for _at, line in self.lines.since(seen):
+                seen += 1
+                match = READY_LINE.search(line)
+                if match and match[1] in wanted:
+                    ready.add(match[1])
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{self.label}: {len(ready)}/{len(wanted)} bots ready again after "
+                    f"the reload\n{self.tail()}"
+                )
+            self.lines.wait_beyond(seen, 0.05)
+
+    def launch(self) -> None:
+        self.write_config()
         argv = [
             str(KISSBOT_SUPERVISOR), "--workdir", str(self.workdir),
             "--runtime-dir", str(self.runtime_dir), "--non-interactive",

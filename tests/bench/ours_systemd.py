@@ -49,12 +49,14 @@ from bench.fleets import (
     CRASH_POLL,
     CRASH_TIMEOUT,
     DEMO_BOT_FLAGS,
+    HANG_TIMEOUT,
     KISSBOT_SUPERVISOR,
     KISSBOTCTL,
     STARTUP_TIMEOUT,
     STOP_MEASURE_TIMEOUT,
     BenchError,
     CrashSample,
+    HangSample,
     log,
 )
 from bench.ours import Ours
@@ -293,7 +295,7 @@ class OursSystemd(Ours):
         ]  # fmt: skip
         supervisor: dict[str, Any] = {
             "backend": "systemd",
-            "bot": {"ready": "notify", "command": command},
+            "bot": self.bot_settings(command),
             "restart": {
                 "delay_sec": self.restart_delay,
                 "max_delay_sec": FALLBACK_RESTART_SEC,
@@ -592,6 +594,99 @@ class OursSystemd(Ours):
             new_pid=new_inside,
             fork_s=fork_at - killed_at,
             bot_ready_s=file_at - killed_at,
+            view_s=view_at,
+            unit_active_s=unit_at,
+        )
+
+    # -- hangs ----------------------------------------------------------------------------
+
+    def _ready_mark(self) -> int:
+        assert self.journal is not None
+        return self.journal.count()
+
+    def _await_ready_since(self, mark: int, deadline: float) -> None:
+        assert self.journal is not None
+        wanted, seen = set(self.channels), mark
+        ready: set[str] = set()
+        while ready != wanted:
+            for entry in self.journal.since(seen):
+                seen += 1
+                channel = _ready_channel(entry)
+                if channel in wanted:
+                    ready.add(channel)
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{self.label}: {len(ready)}/{len(wanted)} bots ready again after "
+                    f"the reload\n{self.tail()}"
+                )
+            self.journal.wait_beyond(seen, POLL)
+
+    def hang(self, channel: str) -> HangSample:
+        """SIGSTOP the unit's MainPID; systemd's watchdog (WatchdogUSec) kills it (SIGABRT,
+        with a SIGCONT so that a stopped process sees it) and the supervisor restarts it."""
+        assert self.journal is not None
+        old = self.bot_pids().get(channel)
+        old_inside = None if old is None else ns_pid(old)
+        if old is None or old_inside is None:
+            raise BenchError(f"{self.label}: {channel} has no bot to stop")
+        cgroup = unified_cgroup(old)
+        if cgroup is None:
+            raise BenchError(f"{self.label}: no cgroup for {channel}'s bot {old}")
+        ready_file = self.pids_dir / f"{channel}.ready"
+        mark = self.journal.count()
+        stopped_wall = time.time()
+        stopped_at = time.monotonic()
+        os.kill(old, signal.SIGSTOP)
+        deadline = stopped_at + HANG_TIMEOUT
+        new: int | None = None
+        new_inside: int | None = None
+        killed_at = fork_at = file_at = None
+        unit_at = view_at = None
+        seen = mark
+        while True:
+            now = time.monotonic()
+            if killed_at is None and not procstat.alive(old):
+                killed_at = now
+            if new is None:
+                fresh = [p for p in _cgroup_pids(cgroup) if p != old]
+                if fresh:
+                    new, fork_at = fresh[0], now
+                    new_inside = ns_pid(new)
+            if new_inside is not None and file_at is None:
+                try:
+                    if ready_file.read_text().strip() == str(new_inside):
+                        file_at = now
+                except OSError:
+                    pass
+            for entry in self.journal.since(seen):
+                seen += 1
+                if unit_at is None and _started_channel(entry) == channel:
+                    unit_at = entry.wall - stopped_wall
+                if view_at is None and _ready_channel(entry) == channel:
+                    view_at = entry.wall - stopped_wall
+            if None not in (killed_at, fork_at, file_at, unit_at, view_at):
+                break
+            if now > deadline:
+                raise BenchError(
+                    f"{self.label}: {channel} not back {HANG_TIMEOUT:g} s after SIGSTOP "
+                    f"(killed {killed_at is not None}, new process {new}, ready file "
+                    f"{file_at is not None}, unit active {unit_at is not None}, "
+                    f"supervisor view {view_at is not None})\n{self.tail()}"
+                )
+            self.check_alive()
+            time.sleep(CRASH_POLL)
+        assert new_inside is not None
+        assert killed_at is not None
+        assert fork_at is not None
+        assert file_at is not None
+        return HangSample(
+            channel=channel,
+            old_pid=old_inside,
+            new_pid=new_inside,
+            killed_s=killed_at - stopped_at,
+            fork_s=fork_at - stopped_at,
+            bot_ready_s=file_at - stopped_at,
             view_s=view_at,
             unit_active_s=unit_at,
         )

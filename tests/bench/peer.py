@@ -65,6 +65,7 @@ class Supervisord(Fleet):
 
     name = "supervisord"
     label = "supervisord"
+    has_watchdog = False  # no heartbeat of any kind: a hung program stays RUNNING
 
     def __init__(self, root: Path, channels: Sequence[str], bench_bin: Path) -> None:
         super().__init__(root, channels)

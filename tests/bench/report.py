@@ -49,6 +49,7 @@ SCALARS: dict[str, Callable[[dict[str, Any]], float]] = {
     "cpu_at_ready_s": lambda r: r["cpu_at_ready_s"],
     "bots_left_after_stop": lambda r: r["bots_left_after_stop"],
     "stop_s": lambda r: r["stop_s"],
+    "hang_reload_s": lambda r: r["hang_reload_s"],
     # The systemd contender only (other runs do not have them: skipped).
     "startup_units_s": lambda r: r["startup_units_s"],
     "systemctl_start_s": lambda r: r["systemctl_start_s"],
@@ -88,6 +89,20 @@ CRASHES: dict[str, tuple[str, str]] = {
     "crash_bot_ready_ms": ("crash_quiet", "bot_ready_s"),
     "crash_bot_ready_observed_ms": ("crash_observed", "bot_ready_s"),
     "crash_unit_active_ms": ("crash_observed", "unit_active_s"),  # systemd only
+    # Hang detection: a bot SIGSTOPped under bot.watchdog_sec (not supervisord: no watchdog).
+    "hang_killed_ms": ("hang", "killed_s"),
+    "hang_fork_ms": ("hang", "fork_s"),
+    "hang_bot_ready_ms": ("hang", "bot_ready_s"),
+    "hang_view_ms": ("hang", "view_s"),
+    "hang_unit_active_ms": ("hang", "unit_active_s"),  # systemd only
+}
+# supervisord's cell for the figures it cannot have.
+PEER_NA = {
+    "hang_killed_ms",
+    "hang_fork_ms",
+    "hang_bot_ready_ms",
+    "hang_view_ms",
+    "hang_reload_s",
 }
 OVERHEADS = ("crash_fork_ms", "crash_view_ms", "crash_unit_active_ms")
 
@@ -219,6 +234,12 @@ def _rows(delay_ms: float) -> list[Row]:
             comparable=False),
         Row("SIGKILL → bot's pids/CH.ready, same kills as ³ (ms)",
             "crash_bot_ready_observed_ms", dist=True),
+        Row("SIGSTOP → killed by the watchdog (ms) ¹³", "hang_killed_ms", dist=True),
+        Row("SIGSTOP → new bot forked (ms) ¹³", "hang_fork_ms", dist=True),
+        Row("SIGSTOP → bot's pids/CH.ready (ms) ¹³", "hang_bot_ready_ms", dist=True),
+        Row("SIGSTOP → supervisor says ready (ms) ¹³", "hang_view_ms", dist=True),
+        Row("reload with the watchdog → every bot ready again (s) ¹³", "hang_reload_s",
+            digits=3),
         Row("status command, wall time (ms) ⁴", "cli_status_ms", target="< 100 ms",
             check=lambda f, _p: f["median"] < 100),
         Row("status round trip on the socket (ms) ⁵", "socket_status_ms", digits=2),
@@ -246,13 +267,18 @@ def _size_table(size: str, figures: dict[str, Any], delay_ms: float) -> list[str
     for row in _rows(delay_ms):
         fo = ours.get(row.key) if ours else None
         fp = peer.get(row.key) if peer else None
+        if fo is None and row.key in PEER_NA:
+            continue  # the hang phase did not run (--hangs 0)
         fmt = _dist if row.dist else _spread
         check = ""
         if row.check is not None and fo is not None and fo["n"]:
             check = "met" if row.check(fo, figures) else "**missed**"
+        peer_cell = fmt(fp, row.digits) if fp else "—"
+        if peer and not fp and row.key in PEER_NA:
+            peer_cell = "n/a (no watchdog)"
         lines.append(
             f"| {row.label} | {fmt(fo, row.digits) if fo else '—'} "
-            f"| {fmt(fp, row.digits) if fp else '—'} "
+            f"| {peer_cell} "
             f"| {_ratio(fo, fp) if row.comparable else 'n/c'} "
             f"| {row.target} | {check} |"
         )
@@ -292,6 +318,13 @@ def _sd_rows() -> list[Row]:
             dist=True),
         Row("… less the restart delay (ms) ⁷", "crash_unit_active_overhead_ms", dist=True),
         Row("SIGKILL → supervisor says ready (ms) ⁷", "crash_view_ms", dist=True),
+        Row("SIGSTOP → killed by systemd's watchdog (ms) ¹³", "hang_killed_ms", dist=True),
+        Row("SIGSTOP → new process in the unit's cgroup (ms) ¹³", "hang_fork_ms", dist=True),
+        Row("SIGSTOP → bot's pids/CH.ready (ms) ¹³", "hang_bot_ready_ms", dist=True),
+        Row("SIGSTOP → unit active again (ms) ¹³", "hang_unit_active_ms", dist=True),
+        Row("SIGSTOP → supervisor says ready (ms) ¹³", "hang_view_ms", dist=True),
+        Row("reload with the watchdog → every bot ready again (s) ¹³", "hang_reload_s",
+            digits=3),
         Row("`nsenter … kissbotctl status`, wall time (ms) ⁸", "cli_status_ms"),
         Row("`nsenter … /bin/true`, wall time (ms) ⁸", "cli_baseline_ms"),
         Row("`kissbotctl status`, nsenter taken out (ms) ⁸", "cli_status_net_ms",
@@ -348,13 +381,20 @@ def _sd_table(size: str, figures: dict[str, Any]) -> list[str]:
 
 
 GROWTH = (
-    ("RSS, all ready", "rss_ready_mib", 1024.0, "KiB/bot"),
-    ("USS, all ready", "uss_ready_mib", 1024.0, "KiB/bot"),
-    ("launch → all ready", "startup_s", 1000.0, "ms/bot"),
-    ("`systemctl start` → every bot unit active", "startup_units_s", 1000.0, "ms/bot"),
-    ("idle CPU (schedstat)", "idle_cpu_pct_ns", 1.0, "%/bot"),
-    ("status command wall time", "cli_status_ms", 1.0, "ms/bot"),
-    ("status round trip", "socket_status_ms", 1.0, "ms/bot"),
+    ("RSS, all ready (MiB)", "rss_ready_mib", 1024.0, "KiB/bot"),
+    ("USS, all ready (MiB)", "uss_ready_mib", 1024.0, "KiB/bot"),
+    ("launch → all ready (s)", "startup_s", 1000.0, "ms/bot"),
+    ("`systemctl start` → every bot unit active (s)", "startup_units_s", 1000.0, "ms/bot"),
+    ("idle CPU, schedstat (%)", "idle_cpu_pct_ns", 1.0, "%/bot"),
+    ("idle wake-ups (/s)", "idle_wakeups_per_s", 1.0, "/s/bot"),
+    ("SIGKILL → new bot forked, median (ms)", "crash_fork_ms", 1.0, "ms/bot"),
+    ("SIGKILL → supervisor says ready, median (ms)", "crash_view_ms", 1.0, "ms/bot"),
+    ("SIGSTOP → killed by the watchdog, median (ms)", "hang_killed_ms", 1.0, "ms/bot"),
+    ("SIGSTOP → supervisor says ready, median (ms)", "hang_view_ms", 1.0, "ms/bot"),
+    ("status command wall time (ms)", "cli_status_ms", 1.0, "ms/bot"),
+    ("status round trip (ms)", "socket_status_ms", 1.0, "ms/bot"),
+    ("stop → every bot gone (s)", "stop_s", 1000.0, "ms/bot"),
+    ("supervisor's CPU time to all ready (s)", "cpu_at_ready_s", 1000.0, "ms/bot"),
 )
 GROWN = ("ours", "supervisord", "systemd")
 
@@ -369,10 +409,11 @@ def _growth(summ: dict[str, Any]) -> list[str]:
         return ["(one size only: no growth figures)", ""]
     head = ["figure"]
     for sup, (small, large) in spans.items():
-        head += [f"{NAMES[sup]}, {small} → {large} bots", "per bot"]
+        head += [f"{NAMES[sup]}, {small} → {large} bots", "×", "per bot"]
     lines = [
-        "Medians at the smallest and the largest size each contender ran, and the cost of "
-        "each extra bot between the two.",
+        "Medians at the smallest and the largest size each contender ran, the factor "
+        "between the two (×) and the cost of each extra bot; supervisord has no "
+        "watchdog (no hang rows).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -383,12 +424,59 @@ def _growth(summ: dict[str, Any]) -> list[str]:
             a = summ[small][sup].get(key)
             b = summ[large][sup].get(key)
             if not a or not b:
-                cells += ["—", "—"]
+                cells += ["—", "—", "—"]
                 continue
             digits = 4 if "cpu" in key else 3
             cells.append(f"{_num(a['median'], digits)} → {_num(b['median'], digits)}")
+            cells.append(_ratio(b, a))
             per_bot = (b["median"] - a["median"]) * scale / (int(large) - int(small))
             cells.append(f"{per_bot:.{4 if 'cpu' in key else 2}f} {unit}")
+        if any(cell != "—" for cell in cells[1:]):
+            lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+# Figures that both sides measure alike, for the side-by-side ratios.
+RATIOS = (
+    ("RSS, all ready", "rss_ready_mib"),
+    ("USS, all ready", "uss_ready_mib"),
+    ("idle CPU, schedstat", "idle_cpu_pct_ns"),
+    ("idle wake-ups", "idle_wakeups_per_s"),
+    ("launch → every bot's pids/CH.ready", "startup_files_s"),
+    ("SIGKILL → new bot forked", "crash_fork_ms"),
+    ("SIGKILL → bot's pids/CH.ready", "crash_bot_ready_ms"),
+    ("status command wall time", "cli_status_ms"),
+    ("status round trip", "socket_status_ms"),
+    ("stop → every bot gone", "stop_s"),
+    ("supervisor's CPU time to all ready", "cpu_at_ready_s"),
+)
+
+
+def _ratios(summ: dict[str, Any]) -> list[str]:
+    """Ours (native, systemd) over supervisord, every size where supervisord ran."""
+    sizes = sorted((s for s in summ if "supervisord" in summ[s]), key=int)
+    if not sizes:
+        return ["(supervisord did not run: no ratios)", ""]
+    head = ["figure"]
+    for size in sizes:
+        head += [f"native/supervisord, {size} bots"]
+        if any("systemd" in summ[s] for s in sizes):
+            head += [f"systemd/supervisord, {size} bots"]
+    lines = [
+        "Medians of ours over supervisord's at each size both ran (below 1: ours is "
+        "smaller or faster). Hang detection: n/a, supervisord has no watchdog.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    with_sd = any("systemd" in summ[s] for s in sizes)
+    for label, key in RATIOS:
+        cells = [label]
+        for size in sizes:
+            peer = summ[size]["supervisord"].get(key)
+            cells.append(_ratio(summ[size].get("ours", {}).get(key), peer))
+            if with_sd:
+                cells.append(_ratio(summ[size].get("systemd", {}).get(key), peer))
         if any(cell != "—" for cell in cells[1:]):
             lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
@@ -648,6 +736,20 @@ def markdown(results: dict[str, Any], chart: str | None) -> str:
         "## Growth",
         "",
         *_growth(summ),
+        "## Ratios to supervisord, side by side",
+        "",
+        *_ratios(summ),
+        f"¹³ Hang detection: after the crashes, the config is reloaded with "
+        f"`bot.watchdog_sec: {p.get('hang_watchdog_s', 1.0):g}` (every bot restarts with "
+        "it; the watchdog is off before, its pings would wake the supervisor in the idle "
+        f"window), then {p.get('hangs', 0)} distinct random bots are SIGSTOPped one at a "
+        "time. A bot pings every half period, so its last ping came 0 to half a period "
+        "before the SIGSTOP: the kill is due between half a period and a period after it. "
+        "Native: the supervisor's own watchdog SIGKILLs the bot's group; systemd: "
+        "`WatchdogUSec` on the unit, systemd sends SIGABRT (and SIGCONT); then the "
+        f"restart delay ({delay_ms:g} ms) and the new bot's start. supervisord has no "
+        "watchdog or heartbeat of any kind: a hung program stays `RUNNING` (n/a).",
+        "",
     ]
     if chart:
         out += ["## Chart", "", f"![benchmarks]({chart})", ""]

@@ -9,7 +9,12 @@ temporary directory:
 3. an idle window: its CPU time and context switches (wake-ups), then RSS/USS again;
 4. the status command's wall time (the installed client as a subprocess) and
    one status round trip over the socket;
-5. SIGKILL of distinct random bots, each timed until it is back.
+5. SIGKILL of distinct random bots, each timed until it is back;
+6. hang detection: the config reloaded with ``bot.watchdog_sec`` (every bot
+   restarts with the watchdog; it is off before, as its pings would wake the
+   supervisor in the idle window), then distinct random bots SIGSTOPped one at
+   a time, each timed until it is killed and until its new copy is ready.
+   supervisord has no watchdog: it sits this phase out.
 
 The contenders: ``ours`` (native backend, a child of this process),
 ``supervisord`` and ``systemd``: our supervisor as ``systemctl start
@@ -126,6 +131,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="report")
     parser.add_argument("--crashes", type=int, default=10, help="bots SIGKILLed per run (10)")
     parser.add_argument(
+        "--hangs", type=int, default=10, help="bots SIGSTOPped under a watchdog per run (10; 0: no)"
+    )
+    parser.add_argument(
+        "--hang-watchdog",
+        type=float,
+        default=1.0,
+        help="bot.watchdog_sec for the hang phase (1.0); bots ping every half of it",
+    )
+    parser.add_argument(
         "--restart-delay", type=float, default=0.1, help="our restart.delay_sec (0.1)"
     )
     parser.add_argument(
@@ -153,6 +167,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.sizes, args.repeats, args.idle_seconds, args.hub_size = [30], 1, 10.0, 0
     if args.repeats < 1 or args.crashes < 1 or args.status_runs < 1 or args.idle_seconds <= 0:
         parser.error("--repeats, --crashes, --status-runs and --idle-seconds must be positive")
+    if args.hangs < 0 or args.hang_watchdog <= 0:
+        parser.error("--hangs must be 0 or more and --hang-watchdog positive")
     return args
 
 
@@ -291,6 +307,11 @@ def crash_series(
     return samples
 
 
+def hang_series(fleet: Fleet, rng: random.Random, count: int) -> list[dict[str, Any]]:
+    victims = rng.sample(fleet.channels, min(count, len(fleet.channels)))
+    return [asdict(fleet.hang(channel)) for channel in victims]
+
+
 HUB_RUN = "systemd_hub"
 
 
@@ -409,6 +430,14 @@ def run_one(
             log(f"{fleet.label} N={size}: not running at the end: {not_up}")
             result["not_running_at_end"] = not_up
         fleet.check_alive()
+        if args.hangs and fleet.has_watchdog:
+            log(
+                f"{fleet.label} N={size}: reloading with a {args.hang_watchdog:g} s watchdog; "
+                f"stopping {args.hangs} bots with SIGSTOP"
+            )
+            result["hang_reload_s"] = fleet.enable_watchdog(args.hang_watchdog)
+            result["hang"] = hang_series(fleet, rng, args.hangs)
+            fleet.check_alive()
         fleet.remember_children()
         log(f"{fleet.label} N={size}: stopping")
         try:
@@ -465,6 +494,8 @@ def run_all(
             "idle_seconds": args.idle_seconds,
             "settle_seconds": args.settle_seconds,
             "crashes": args.crashes,
+            "hangs": args.hangs,
+            "hang_watchdog_s": args.hang_watchdog,
             "restart_delay_s": args.restart_delay,
             "status_runs": args.status_runs,
             "seed": args.seed,

@@ -7,13 +7,14 @@ pointing ExecStart at this checkout, a config writer, ``kissbotctl`` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,31 @@ def install_supervisor(sandbox: SystemdSandbox, workdir: Path) -> None:
 def start(fleet: Fleet, doc: dict[str, Any]) -> None:
     fleet.write_config(doc)
     fleet.sandbox.systemctl("start", "kissbot-supervisor")
+
+
+BUS_CONF = Path("/usr/share/dbus-1/system.conf")
+
+
+@contextlib.contextmanager
+def bus_reply_limit(sandbox: SystemdSandbox, limit: int) -> Iterator[None]:
+    """The sandbox's system bus with ``max_replies_per_connection`` lowered to ``limit``.
+
+    The bus refuses a caller's method calls past that many unanswered ones
+    (LimitsExceeded; 128 on a stock system bus): a low limit lets a dozen units
+    show what hundreds do at the stock one. The changed system.conf is bound
+    over the stock one inside the sandbox's own mount namespace only, and the
+    bus re-reads it (ReloadConfig applies limits to live connections too).
+    """
+    conf = sandbox.instance_dir / "dbus-system-limited.conf"
+    stock = BUS_CONF.read_text()
+    limit_line = f'  <limit name="max_replies_per_connection">{limit}</limit>\n'
+    conf.write_text(stock.replace("</busconfig>", limit_line + "</busconfig>"))
+    reload = ("busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+              "org.freedesktop.DBus", "ReloadConfig")  # fmt: skip
+    sandbox.run("mount", "-n", "--bind", str(conf), str(BUS_CONF))
+    try:
+        sandbox.run(*reload)
+        yield
+    finally:
+        sandbox.run("umount", "-n", str(BUS_CONF))
+        sandbox.run(*reload)

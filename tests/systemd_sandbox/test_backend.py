@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 
-from .fleet import Fleet, config, per_channel_bot, start
+from .fleet import Fleet, bus_reply_limit, config, per_channel_bot, start
 
 
 def test_systemctl_start_brings_up_the_hub_then_the_bots(fleet: Fleet) -> None:
@@ -231,3 +231,28 @@ def test_slice_limits_from_the_config(fleet: Fleet) -> None:
     props = fleet.show("kissbot.slice", "MemoryMax", "ActiveState")
     assert props["MemoryMax"] == str(512 * 1024 * 1024)
     assert fleet.show("kissbot-bot@sliced_bot.service", "Slice")["Slice"] == "kissbot.slice"
+
+
+def test_a_fleet_beyond_the_bus_reply_limit_starts_and_stops_whole(fleet: Fleet) -> None:
+    # The system bus refuses a caller's calls past max_replies_per_connection
+    # (128 stock; 6 here, so that 14 bots need more at once, as 300 bots did at
+    # 128). A refused StopUnit left bots running after `systemctl stop`, and the
+    # error reply of a refused GetAll killed the supervisor at start and at stop.
+    channels = [f"crowd_bot_{i:02d}" for i in range(14)]
+    with bus_reply_limit(fleet.sandbox, 6):
+        start(fleet, config(channels))
+        for name in channels:
+            fleet.journal.wait_for(rf"{name}: ready")
+        assert all(b["state"] == "running" for b in fleet.status()["bots"])
+        fleet.sandbox.systemctl("stop", "kissbot-supervisor")
+        # Every unit is gone by the time `systemctl stop` returns.
+        units = fleet.sandbox.run("systemctl", "list-units", "kissbot-*", "--no-legend").stdout
+        assert "kissbot-bot@" not in units
+        assert "kissbot-hub" not in units
+    fleet.journal.wait_for(r"supervisor: stopped$")
+    text = "\n".join(fleet.journal.lines)
+    assert "LimitsExceeded" not in text
+    assert "Traceback" not in text
+    assert "could not start" not in text
+    assert len(re.findall(r"crowd_bot_\d+: stopped", text)) == len(channels)
+    assert fleet.show("kissbot-supervisor.service", "Result")["Result"] == "success"

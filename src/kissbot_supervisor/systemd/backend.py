@@ -68,6 +68,22 @@ TELLING_RESULTS = {
     "start-limit-hit": "start limit hit",
     "core-dump": "dumped core",
 }
+# What the backend reads from a unit's PropertiesChanged. systemd sends these with
+# their values; only the exec command lists (Service) and Conditions/Asserts (Unit)
+# come as invalidated, on every signal, and those are not ours to fetch.
+WANTED = {
+    UNIT: ("ActiveState", "SubState"),
+    SERVICE: ("MainPID", "ExecMainCode", "ExecMainStatus", "Result"),
+}
+# Error replies that only say the unit is already gone: nothing left to stop or reset.
+GONE_ERRORS = (
+    "org.freedesktop.systemd1.NoSuchUnit",
+    "org.freedesktop.systemd1.UnitNotLoaded",
+    "org.freedesktop.DBus.Error.UnknownObject",
+    "org.freedesktop.DBus.Error.UnknownMethod",
+)
+# How long the exit waits for calls still queued or unanswered (see close()).
+DRAIN_SEC = 5.0
 
 
 def system_bus_address() -> str:
@@ -117,11 +133,14 @@ class SystemdBackend:
         self._unit_options = unit_options  # credential path -> options (built from config)
         self.pids_dir = pids_dir
         self.runtime_dir = runtime_dir
-        self._emit = emit
+        self._emit_now = emit
         self._say = say
         self._credential = credential
         self._tracks: dict[str, Track] = {}
         self._by_unit: dict[str, str] = {}
+        # While adopt() runs, events go into its list (after their unit's Adopted)
+        # instead of to the core, which must see the adoptions first.
+        self._adopting: list[core.Event] | None = None
         pids_dir.mkdir(parents=True, exist_ok=True)
         runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.bus = BusConnection(loop, system_bus_address())
@@ -150,6 +169,16 @@ class SystemdBackend:
         """Events for the kissbot units already there; stop those no longer wanted."""
         self._ensure_slice()
         events: list[core.Event] = []
+        self._adopting = events
+        try:
+            self._adopt(specs, now, events)
+        finally:
+            self._adopting = None
+        return events
+
+    def _adopt(
+        self, specs: dict[str, core.ProcessSpec], now: float, events: list[core.Event]
+    ) -> None:
         reply = self.bus.call_sync(list_units_by_patterns([], ["kissbot-*.service"]))
         for info in parse_list_units(reply):
             name = name_of_unit(info.name)
@@ -157,7 +186,7 @@ class SystemdBackend:
                 continue
             if name not in specs:
                 self._say(name, f"{info.name} is not in the config any more; stopping it")
-                self.bus.send(stop_unit(info.name))
+                self._call(name, "stop", stop_unit(info.name))
                 continue
             service = parse_get_all(self.bus.call_sync(get_all_properties(info.path, SERVICE)))
             track = self._track(specs[name])
@@ -183,11 +212,19 @@ class SystemdBackend:
                     self.loop.call_later(
                         0.0, functools.partial(self.readiness.watch, name, specs[name].ready)
                     )
+                    # The listing's ActiveState may be older than the MainPID just
+                    # read, and the signals sent before this unit was tracked were
+                    # not ours to apply: a READY=1 in between would be lost and the
+                    # process left "starting" for good. Ask again, now that every
+                    # later signal reaches the track.
+                    self.bus.send(
+                        get_all_properties(info.path, UNIT),
+                        functools.partial(self._refreshed, name, UNIT),
+                    )
             else:
                 # Failed, or waiting in auto-restart: start afresh under our own backoff.
-                self.bus.send(stop_unit(info.name))
-                self.bus.send(reset_failed_unit(info.name))
-        return events
+                self._call(name, "stop", stop_unit(info.name))
+                self._call(name, "reset", reset_failed_unit(info.name))
 
     # -- carrying out actions ------------------------------------------------
 
@@ -198,9 +235,9 @@ class SystemdBackend:
             case core.Kill(name, _pid, sig, group):
                 unit = unit_of(name)
                 if sig == signal.SIGTERM and not group:
-                    self.bus.send(stop_unit(unit))
+                    self._call(name, "stop", stop_unit(unit))
                 else:
-                    self.bus.send(kill_unit(unit, "all" if group else "main", sig))
+                    self._call(name, "kill", kill_unit(unit, "all" if group else "main", sig))
             case core.Hold(name):
                 self._hold(name)
             case core.Release(name):
@@ -253,7 +290,7 @@ class SystemdBackend:
             track = self._tracks.get(name)
             if track is not None and not retried and "exists" in (e.name + str(e)).lower():
                 # A failed unit keeps its name until reset; forget it and try once more.
-                self.bus.send(reset_failed_unit(track.unit))
+                self._call(name, "reset", reset_failed_unit(track.unit))
                 self.bus.send(
                     start_transient_unit(track.unit, props),
                     lambda r: self._transient_started(name, props, r, retried=True),
@@ -278,9 +315,20 @@ class SystemdBackend:
         track = self._tracks.get(name)
         if track is None or track.pid is not None:
             return
-        self.bus.send(stop_unit(track.unit))  # cancels a pending auto-restart
-        self.bus.send(reset_failed_unit(track.unit))
+        self._call(name, "stop", stop_unit(track.unit))  # cancels a pending auto-restart
+        self._call(name, "reset", reset_failed_unit(track.unit))
         self._remove_credential(name)
+
+    def _call(self, name: str, what: str, msg: Message) -> None:
+        """A call whose only answer that matters is a refusal: say it."""
+        self.bus.send(msg, functools.partial(self._answered, name, what))
+
+    def _answered(self, name: str, what: str, reply: Message) -> None:
+        try:
+            check_reply(reply)
+        except SystemdError as e:
+            if e.name not in GONE_ERRORS:
+                self._say(name, f"systemd refused to {what} {unit_of(name)}: {e}")
 
     # -- unit changes ------------------------------------------------------------
 
@@ -290,14 +338,24 @@ class SystemdBackend:
         name = self._by_unit.get(unit or "")
         if name is None:
             return
-        if change.invalidated:
-            # Values not sent with the signal: ask for the whole interface.
+        wanted = WANTED.get(change.interface, ())
+        if any(prop in change.invalidated for prop in wanted):
+            # Values not sent with the signal (not so in systemd 252): ask for them.
+            # Applying the signal's values now, and not a GetAll per signal, also
+            # keeps the order systemd sent them in (Service, then Unit).
             self.bus.send(
                 get_all_properties(change.path, change.interface),
-                lambda r: self._apply(name, change.interface, parse_get_all(r)),
+                functools.partial(self._refreshed, name, change.interface),
             )
             return
         self._apply(name, change.interface, change.changed)
+
+    def _refreshed(self, name: str, interface: str, reply: Message) -> None:
+        try:
+            props = parse_get_all(reply)
+        except SystemdError:
+            return  # the unit is gone (unloaded): its signals said so already
+        self._apply(name, interface, props)
 
     def _apply(self, name: str, interface: str, props: dict[str, object]) -> None:
         track = self._tracks.get(name)
@@ -308,8 +366,10 @@ class SystemdBackend:
             track.sub = str(props.get("SubState", track.sub))
             if track.active == "active" and track.pid and track.spec.ready in ("notify", "none"):
                 self._ready(name)
-            if track.active in ("inactive", "failed") and not track.starting:
-                # Down for good (no auto-restart pending): the token file goes too.
+            if track.active in ("inactive", "failed") and not track.starting and not track.pid:
+                # Down for good (no auto-restart pending): the token file goes too. Not
+                # with a main PID: systemd's first signals of a start carry the new
+                # MainPID (Service), then a still "inactive" state (Unit).
                 self._remove_credential(name)
             return
         if interface != SERVICE or "MainPID" not in props:
@@ -344,6 +404,12 @@ class SystemdBackend:
         track.ready_sent = True
         self._emit(core.Ready(name))
 
+    def _emit(self, event: core.Event) -> None:
+        if self._adopting is not None:
+            self._adopting.append(event)
+        else:
+            self._emit_now(event)
+
     def _on_bus_lost(self) -> None:
         # Without the bus nothing can be supervised; exiting lets systemd restart us
         # (Restart=on-failure), and the new instance adopts the units.
@@ -377,6 +443,10 @@ class SystemdBackend:
     def close(self) -> None:
         self.readiness.close()
         with contextlib.suppress(OSError, BusError):
+            # Calls may still be queued behind the bus's limit at the exit: a
+            # StopUnit that cancels a bot's pending auto-restart, a ResetFailedUnit.
+            if not self.bus.drain(DRAIN_SEC):
+                self._say("supervisor", f"systemd did not answer every call within {DRAIN_SEC:g} s")
             self.bus.close()
 
 

@@ -6,6 +6,14 @@ integration: authenticate once (blocking, at start-up, via jeepney's own
 ``prep_socket``), then read whatever arrives when the socket is readable and
 hand replies to the callbacks waiting for their serial, and signals to the
 handlers whose match rule accepts them.
+
+The bus daemon refuses a method call once the caller has
+``max_replies_per_connection`` calls awaiting their replies (128 on a stock
+system bus) with ``org.freedesktop.DBus.Error.LimitsExceeded``, and does not
+pass it on. A fleet of a few hundred units sends more than that in one go (one
+start or stop per unit), so calls beyond :data:`MAX_IN_FLIGHT` wait here in
+order and go out as replies come back; a bus configured lower still is learnt
+from its first refusal, and the refused call is sent again.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import itertools
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 from jeepney import HeaderFields, Message, MessageType, Parser
@@ -21,6 +30,7 @@ from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import prep_socket
 
 from ..loop import Loop
+from .manager import ERROR_LIMITS_EXCEEDED, MAX_IN_FLIGHT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,6 +38,10 @@ if TYPE_CHECKING:
 
 ReplyCallback = Callable[[Message], None]
 SignalCallback = Callable[[Message], None]
+
+
+def _ignore(_reply: Message) -> None:
+    pass
 
 
 class BusError(Exception):
@@ -43,7 +57,11 @@ class BusConnection:
             raise BusError(f"cannot connect to the system bus at {address}: {e}") from None
         self._parser = Parser()
         self._serials = itertools.count(1)
-        self._waiting: dict[int, ReplyCallback] = {}
+        # Every call sent and not answered yet (the bus counts them all against us),
+        # kept with its message so that a call the bus refused can be sent again.
+        self._waiting: dict[int, tuple[Message, ReplyCallback]] = {}
+        self._queue: deque[tuple[Message, ReplyCallback]] = deque()
+        self.window = MAX_IN_FLIGHT
         self._signals: list[tuple[MatchRule, SignalCallback]] = []
         self.on_lost: Callable[[], None] | None = None
         hello = self.call_sync(message_bus.Hello(), timeout)
@@ -55,10 +73,28 @@ class BusConnection:
 
     # -- sending ------------------------------------------------------------
 
-    def send(self, msg: Message, on_reply: ReplyCallback | None = None) -> int:
+    def send(self, msg: Message, on_reply: ReplyCallback | None = None) -> None:
+        """Send a method call now, or once fewer than ``window`` calls await replies.
+
+        Calls go out in the order they were made. ``on_reply`` gets the reply,
+        error replies included.
+        """
+        self._queue.append((msg, on_reply or _ignore))
+        self._pump()
+
+    @property
+    def pending(self) -> int:
+        """Calls not answered yet: sent, or waiting for room to be sent."""
+        return len(self._waiting) + len(self._queue)
+
+    def _pump(self) -> None:
+        while self._queue and len(self._waiting) < self.window:
+            msg, on_reply = self._queue.popleft()
+            self._transmit(msg, on_reply)
+
+    def _transmit(self, msg: Message, on_reply: ReplyCallback) -> None:
         serial = next(self._serials)
-        if on_reply is not None:
-            self._waiting[serial] = on_reply
+        self._waiting[serial] = (msg, on_reply)
         data = msg.serialise(serial=serial)
         # Messages to the manager are small: a blocking send of one is immediate,
         # and a bus that cannot take a few hundred bytes is a bus that is gone.
@@ -70,7 +106,6 @@ class BusConnection:
             raise BusError(f"the system bus went away: {e}") from None
         finally:
             self.sock.setblocking(False)
-        return serial
 
     def call_sync(self, msg: Message, timeout: float = 5.0) -> Message:
         """Send and wait for the reply, error replies included (start-up only: it blocks)."""
@@ -94,6 +129,33 @@ class BusConnection:
         finally:
             self.sock.setblocking(False)
         return box[0]
+
+    def drain(self, timeout: float) -> bool:
+        """Block until every call has been sent and answered, or ``timeout`` runs out.
+
+        For the exit: a call still queued (a StopUnit that cancels a pending
+        auto-restart) would otherwise be lost with the process. True if drained.
+        """
+        deadline = time.monotonic() + timeout
+        self.sock.setblocking(True)
+        try:
+            while self._waiting or self._queue:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.sock.settimeout(left)
+                try:
+                    data = self.sock.recv(1 << 20)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return False
+                self._dispatch(data)
+        except OSError:
+            return False
+        finally:
+            self.sock.setblocking(False)
+        return True
 
     def on_signal(self, rule: MatchRule, callback: SignalCallback) -> None:
         self._signals.append((rule, callback))
@@ -119,13 +181,30 @@ class BusConnection:
             kind = msg.header.message_type
             if kind in (MessageType.method_return, MessageType.error):
                 serial = msg.header.fields.get(HeaderFields.reply_serial)
-                callback = self._waiting.pop(serial, None) if serial is not None else None
-                if callback is not None:
-                    callback(msg)
+                call = self._waiting.pop(serial, None) if serial is not None else None
+                if call is None:
+                    continue
+                if self._refused_for_limits(msg, call):
+                    continue
+                self._pump()
+                call[1](msg)
             elif kind is MessageType.signal:
                 for rule, handler in self._signals:
                     if rule.matches(msg):
                         handler(msg)
+
+    def _refused_for_limits(self, msg: Message, call: tuple[Message, ReplyCallback]) -> bool:
+        """The bus's limit is below our window: learn it, and send the call again later."""
+        if msg.header.message_type is not MessageType.error:
+            return False
+        if msg.header.fields.get(HeaderFields.error_name) != ERROR_LIMITS_EXCEEDED:
+            return False
+        if not self._waiting:
+            return False  # refused with nothing else in flight: no later reply to wait for
+        # The calls still in flight are what the bus let through: keep below that.
+        self.window = min(self.window, len(self._waiting))
+        self._queue.appendleft(call)
+        return True
 
     def close(self) -> None:
         self.loop.remove_reader(self.sock.fileno())

@@ -58,6 +58,13 @@ ERROR_UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
 ERROR_LOAD_FAILED = "org.freedesktop.systemd1.LoadFailed"
 ERROR_ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 ERROR_INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
+# The bus daemon's answer to a call past max_replies_per_connection; the call is dropped.
+ERROR_LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
+
+# Calls we keep awaiting replies at once: half the system bus's default
+# max_replies_per_connection (128), and enough that 300 units' calls clear in a
+# few round trips.
+MAX_IN_FLIGHT = 64
 
 JOB_MODES = ("replace", "fail", "isolate", "ignore-dependencies", "ignore-requirements")
 KILL_WHOM = ("main", "control", "all")
