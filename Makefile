@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := .demo
 
-.PHONY: run test lint typecheck unit docs bench clean
+.PHONY: run test lint typecheck unit docs bench soak clean
 
 $(STAMP): pyproject.toml packaging/ensure-debian-deps
 	PYTHON=$(PYTHON) ./packaging/ensure-debian-deps
@@ -37,6 +37,11 @@ unit: $(STAMP)
 ## docs: regenerate docs/configuration.md from the setting declarations
 docs: $(STAMP)
 	$(BIN)/python -m kissbot_supervisor.docgen > docs/configuration.md
+
+## soak: random faults on a native fleet for an hour (KISSBOT_SOAK_SECONDS shortens it,
+## KISSBOT_SOAK_SEED replays a run); not part of `make test`
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -s tests/faults/test_soak.py
 
 ## bench: the benchmarks (figures go to docs/benchmarks.md)
 bench: $(STAMP)

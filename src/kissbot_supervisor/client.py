@@ -1,8 +1,10 @@
 """A blocking client for the control socket: connect, send requests, read answers.
 
-Used by ``kissbotctl`` and meant for the interactive shell. Every socket call
-runs under one deadline per request (``timeout`` seconds), so a stuck or
-trickling supervisor can never hang the caller. Failures raise
+Used by ``kissbotctl`` and its interactive shell. Every socket call of a
+request runs under one deadline (``timeout`` seconds), so a stuck or
+trickling supervisor can never hang the caller; only the lines of an
+open-ended stream (``events``, :meth:`Client.read_stream_line`) are awaited
+without a deadline. Failures raise
 :class:`ControlError` whose message is one sentence fit for the user.
 
 Imports only ``socket``, ``os``, ``errno`` and :mod:`.protocol` (itself only
@@ -152,6 +154,46 @@ class Client:
         except ProtocolError as exc:
             self.close()
             raise ControlError(exc.message) from exc
+
+    def read_stream_line(self) -> bytes | None:
+        """The next line of an open-ended stream (``events``), waiting as long as it takes.
+
+        Call after a :meth:`request` that subscribed. There is no overall
+        deadline: a quiet supervisor is a quiet stream, not a failure. Returns
+        None when the supervisor hangs up (it stopped). A Ctrl-C while waiting
+        raises KeyboardInterrupt as usual.
+        """
+        sock = self._sock
+        if sock is None:
+            return None
+        sock.settimeout(None)
+        scanned = 0
+        while True:
+            newline = self._buffer.find(b"\n", scanned)
+            if newline >= 0:
+                line = bytes(self._buffer[:newline])
+                del self._buffer[: newline + 1]
+                return line
+            scanned = len(self._buffer)
+            if len(self._buffer) > MAX_RESPONSE:
+                self.close()
+                raise ControlError(
+                    f"the supervisor sent a line longer than {MAX_RESPONSE} bytes; giving up"
+                )
+            try:
+                chunk = sock.recv(256 * 1024)
+            except ConnectionResetError:
+                chunk = b""
+            except OSError as exc:
+                self.close()
+                reason = exc.strerror or str(exc)
+                raise ControlError(
+                    f"reading from the supervisor at {self.path} failed ({reason})"
+                ) from exc
+            if not chunk:
+                self.close()
+                return None
+            self._buffer += chunk
 
     def _remaining(self, sock: socket.socket, deadline: float) -> None:
         left = deadline - time.monotonic()

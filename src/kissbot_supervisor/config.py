@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .records import record
-from .settings import Settings, SettingValueError, declarations
+from .settings import Settings, SettingValueError, declarations, shown
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
 TYPE_CHECKING = False
@@ -162,7 +162,7 @@ def _flatten(section: Mapping[str, Any], source: str, prefix: str = "") -> dict[
     for name, value in section.items():
         key = f"{prefix}{name}"
         if not isinstance(name, str):
-            raise ConfigError(source, f"supervisor.{prefix}{name!r}", "keys must be strings")
+            raise ConfigError(source, f"supervisor.{prefix}{shown(name)}", "keys must be strings")
         if key in known_sections:
             out.update(_flatten(_mapping(value, source, f"supervisor.{key}"), source, key + "."))
         elif key in known_keys:
@@ -172,7 +172,10 @@ def _flatten(section: Mapping[str, Any], source: str, prefix: str = "") -> dict[
 
             close = difflib.get_close_matches(key, sorted(known_keys | known_sections), n=1)
             hint = f" (did you mean supervisor.{close[0]}?)" if close else ""
-            raise ConfigError(source, f"supervisor.{key}", f"is not a known setting{hint}")
+            # A name that is not a plain word ('', 'a b', a newline) is quoted in the path.
+            plain = re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None
+            where = f"supervisor.{key}" if plain else f"supervisor.{prefix}{shown(name)}"
+            raise ConfigError(source, where, f"is not a known setting{hint}")
     return out
 
 

@@ -4,6 +4,12 @@ Who may talk is decided by the kernel's word on the peer (``SO_PEERCRED``):
 root, the supervisor's own user, or a member of the group ``kissbot``. The
 socket file is also made group-``kissbot`` and 0660 when that group exists,
 but the credential check is what counts.
+
+An ``events`` request turns its connection into a subscription: the server
+answers it itself, then :meth:`ControlServer.broadcast` writes each event to
+every subscriber; whatever else such a client sends is ignored. A subscriber
+that does not read is dropped once ``MAX_PENDING_OUT`` bytes wait for it, so a
+stuck client can neither block the loop nor grow the supervisor.
 """
 
 from __future__ import annotations
@@ -49,12 +55,25 @@ def peer_allowed(uid: int, gid: int, own_uid: int) -> bool:
     return user in group.gr_mem
 
 
+def _discard_input(conn: socket.socket) -> None:
+    """Read and drop what a refused peer has already sent: closing a Unix socket
+    with unread input resets the connection, and the peer's recv() then fails
+    with ECONNRESET instead of returning the error line it was sent. Bounded,
+    non-blocking: a peer that keeps sending is cut off all the same."""
+    conn.setblocking(False)
+    with contextlib.suppress(OSError):
+        for _ in range(16):
+            if not conn.recv(65536):
+                return
+
+
 class _Client:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.inbuf = b""
-        self.outbuf = b""
+        self.outbuf = bytearray()  # appended to and consumed in place: no copy per event
         self.closing = False
+        self.subscribed = False
 
 
 class ControlServer:
@@ -70,6 +89,8 @@ class ControlServer:
         self._handler = handler
         self._say = say
         self._clients: dict[int, _Client] = {}
+        # Event subscribers; the daemon builds no event at all while this is empty.
+        self.subscribers: list[_Client] = []
         path.parent.mkdir(parents=True, exist_ok=True)
         self._refuse_if_live(path)
         path.unlink(missing_ok=True)
@@ -132,6 +153,7 @@ class ControlServer:
                             }
                         )
                     )
+                _discard_input(conn)
                 conn.close()
                 continue
             if len(self._clients) >= MAX_CLIENTS:
@@ -152,11 +174,15 @@ class ControlServer:
         if not data:
             self._drop(client)
             return
+        if client.subscribed:
+            return  # the connection carries events only; the client's words are ignored
         client.inbuf += data
-        while b"\n" in client.inbuf:
+        while b"\n" in client.inbuf and not client.subscribed:
             line, client.inbuf = client.inbuf.split(b"\n", 1)
             self._answer(client, line)
-        if len(client.inbuf) > MAX_LINE:
+        if client.subscribed:
+            client.inbuf = b""
+        elif len(client.inbuf) > MAX_LINE:
             self._reply(client, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
             self._drop(client)
 
@@ -165,6 +191,11 @@ class ControlServer:
             request = parse_request(line)
         except ProtocolError as e:
             self._reply(client, {"ok": False, "error": str(e)})
+            return
+        if request.cmd == "events":
+            client.subscribed = True
+            self.subscribers.append(client)
+            self._reply(client, {"ok": True, "subscribed": True})
             return
         answered = False
 
@@ -185,16 +216,28 @@ class ControlServer:
         client.outbuf += encode(response)
         self._flush(client)
 
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """Send one message (``{"event": ...}``) to every subscriber."""
+        data = encode(message)
+        for client in list(self.subscribers):
+            client.outbuf += data
+            self._flush(client)
+
     def _flush(self, client: _Client) -> None:
         try:
             sent = client.sock.send(client.outbuf)
-            client.outbuf = client.outbuf[sent:]
+            del client.outbuf[:sent]
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
             self._drop(client)
             return
         if len(client.outbuf) > MAX_PENDING_OUT:
+            if client.subscribed:
+                self._say(
+                    "control",
+                    f"dropped an events subscriber: it left {len(client.outbuf)} bytes unread",
+                )
             self._drop(client)
         elif client.outbuf:
             # The rare slow reader: wait for writability on a separate registration.
@@ -214,6 +257,10 @@ class ControlServer:
             self.loop.remove_reader(fd)
             self.loop.remove_writer(fd)
             self._clients.pop(fd, None)
+        if client.subscribed:
+            client.subscribed = False
+            with contextlib.suppress(ValueError):
+                self.subscribers.remove(client)
         client.sock.close()
 
     def close(self) -> None:

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     StopCause = Literal["command", "restart", "hub-restart", "shutdown", "removed", "fault"]
 
 HUB = "hub"
+# How both backends describe a watchdog kill: the native fault text starts with it,
+# the systemd backend reports Result=watchdog with exactly this reason.
+WATCHDOG_FAULT = "watchdog timeout"
 
 # An exit by one of these signals is a clean stop for restart=on-failure, as in systemd.
 CLEAN_SIGNALS = frozenset({_signal.SIGHUP, _signal.SIGINT, _signal.SIGTERM, _signal.SIGPIPE})
@@ -50,8 +53,6 @@ class Phase(StrEnum):
     STOPPING = "stopping"
     BACKOFF = "backoff"
     FAILED = "failed"
-
-
 
 
 @record
@@ -275,7 +276,6 @@ Action = Spawn | Kill | Note | Hold | Release | Finished
 # --- per-process state -------------------------------------------------------
 
 
-
 @record(frozen=False)
 class Proc:
     spec: ProcessSpec
@@ -285,6 +285,8 @@ class Proc:
     started_at: float | None = None
     ready_at: float | None = None
     restarts: int = 0  # automatic and requested restarts, like systemd's NRestarts
+    watchdog_timeouts: int = 0  # exits caused by a watchdog timeout (for metrics)
+    last_pid: int | None = None  # the PID of the latest incarnation, kept after its exit
     restart_pending: bool = False  # the next spawn is a restart after a failure
     failures: list[float] = field(factory=list)  # times of recent failures
     startup_exits: list[int | None] = field(factory=list)  # codes, for the reason
@@ -366,13 +368,10 @@ class Core:
         out = []
         for name in self.names():
             p = self.procs[name]
-            state = p.phase
-            if state is Phase.STOPPED and p.want and not p.blocked and not self.shutting_down:
-                state = Phase.STARTING  # waiting for its turn (the hub, or a spawn)
             out.append(
                 ProcessStatus(
                     name=name,
-                    state=state,
+                    state=self.shown_state(p),
                     want=p.want,
                     pid=p.pid,
                     uptime_s=None if p.started_at is None else max(0.0, now - p.started_at),
@@ -385,6 +384,12 @@ class Core:
                 )
             )
         return out
+
+    def shown_state(self, p: Proc) -> Phase:
+        """The state status and events show: a stopped process due to start is starting."""
+        if p.phase is Phase.STOPPED and p.want and not p.blocked and not self.shutting_down:
+            return Phase.STARTING  # waiting for its turn (the hub, or a spawn)
+        return p.phase
 
     def next_deadline(self) -> float | None:
         """The earliest time at which a Tick would change something, or None."""
@@ -469,6 +474,7 @@ class Core:
 
     def _on_spawned(self, p: Proc, pid: int, now: float, out: list[Action]) -> None:
         p.pid = pid
+        p.last_pid = pid
         p.phase = Phase.STARTING
         p.started_at = now
         p.ready_at = None
@@ -494,6 +500,7 @@ class Core:
         if p is None or p.alive:
             return
         p.pid = ev.pid
+        p.last_pid = ev.pid
         p.started_at = ev.started_at
         p.restarts = ev.restarts
         p.phase = Phase.STARTING
@@ -561,6 +568,8 @@ class Core:
         p.stop_cause = None
         p.fault = None
         p.last_exit = how if fault is None else f"{how} ({fault})"
+        if fault is not None and fault.startswith(WATCHDOG_FAULT):
+            p.watchdog_timeouts += 1
         if cause in ("command", "shutdown", "removed"):
             out.append(Note(p.spec.name, "stopped", f"stopped ({how})"))
             return
@@ -648,7 +657,7 @@ class Core:
                 assert p.pid is not None
                 p.watchdog_deadline = None
                 p.start_deadline = None
-                p.fault = f"watchdog timeout: no WATCHDOG=1 for {_seconds(p.spec.watchdog_sec)}"
+                p.fault = f"{WATCHDOG_FAULT}: no WATCHDOG=1 for {_seconds(p.spec.watchdog_sec)}"
                 p.phase = Phase.STOPPING
                 p.stop_cause = "fault"
                 p.killed = True

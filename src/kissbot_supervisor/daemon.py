@@ -23,9 +23,11 @@ from . import __version__, core
 from .commands import Before, result, settled, wait_limit
 from .config import Config, ConfigError, load_config
 from .control import ControlServer
+from .filecommands import FileInterfaces, bot_states, write_atomically
 from .fleet import build_policy, build_specs
 from .loop import Loop, Timer
 from .native import NativeBackend, NativeOptions
+from .observe import Observer
 from .paths import default_runtime_dir
 from .protocol import Request
 from .records import record
@@ -131,7 +133,18 @@ class Supervisor:
             self.loop, self.control_path, self.handle_request, self.log.say
         )
         self.selfnotify = SelfNotifier(self.loop)
+        # Events, metrics (command, log, HTTP) and the on_failure hook.
+        self.observer = Observer(
+            self.loop, self.control, self.core, self.tokens, self.status, self.log.say,
+            self.started_at, cfg,
+        )  # fmt: skip
         self.pidfile = cfg.workdir / "pids" / "supervisor.pid"
+        # KissBot's pids/supervisor.cmd and pids/supervisor.broadcast (filecommands.py).
+        self.files = FileInterfaces(
+            self.loop, cfg.workdir / "pids", lambda: bot_states(self.cfg.channels, self.core.procs),
+            self.handle_request, self.log.say,
+        )  # fmt: skip
+        self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
         self._force = False
         self._waiters: list[_Waiter] = []
 
@@ -199,6 +212,7 @@ class Supervisor:
                 self.log.say(name, message, 4 if kind in WARNING_KINDS else 6)
                 if kind not in ("started",):
                     self.backend.note(name, message)
+                self.observer.on_note(name, kind, message)
             case core.Finished():
                 self.loop.stop()
             case _:
@@ -245,6 +259,7 @@ class Supervisor:
         adopted = self.backend.adopt(specs, self.loop.now())
         gates = [core.Gate(name, *self.tokens.gate(name)) for name in self.core.names()]
         self.feed(core.Batch((*adopted, core.Gates(tuple(gates)))))
+        self.files.start()  # a command file left waiting sees the adopted fleet
         self.selfnotify.ready(self.summary())
         release_memory()
         try:
@@ -267,6 +282,8 @@ class Supervisor:
         self.reload()
 
     def close(self) -> None:
+        self.observer.close()
+        self.files.close()
         self.control.close()
         self.backend.close()
         self.tokens.close()
@@ -282,7 +299,8 @@ class Supervisor:
     def _write_pidfile(self) -> None:
         try:
             self.pidfile.parent.mkdir(parents=True, exist_ok=True)
-            self.pidfile.write_text(f"{os.getpid()}\n")
+            # At once and 0644 (not 0600 under UMask=0077): scripts `kill -HUP $(cat ...)`.
+            write_atomically(self.pidfile, f"{os.getpid()}\n")
         except OSError as e:
             self.log.say("supervisor", f"cannot write {self.pidfile}: {e.strerror}", 4)
 
@@ -313,6 +331,8 @@ class Supervisor:
         }
         self.cfg = cfg
         self.tokens.update_config(cfg)
+        self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
+        self.observer.configure(cfg)
         self.log.say(
             "supervisor",
             "reloaded: " + "; ".join(f"{k} {', '.join(v) or 'none'}" for k, v in changes.items()),
@@ -380,6 +400,9 @@ class Supervisor:
     def handle_request(self, request: Request, reply: Reply) -> None:
         if request.cmd == "status":
             reply({"ok": True, "status": self.status()})
+            return
+        if request.cmd == "metrics":
+            reply({"ok": True, "metrics": self.observer.metrics_text()})
             return
         if request.cmd == "reload":
             reply(self.reload())

@@ -25,7 +25,10 @@ nothing else. EVENT has the stable keys ``time`` (Unix seconds, float),
 ``name`` (``hub``, a channel or ``supervisor``), ``kind`` (what happened:
 ``started``, ``ready``, ``exited``, ``parked``, ``watchdog``, ...), ``message``
 (one line for humans), ``state`` and ``pid`` (the process's state and PID
-right after the event; ``null`` for ``supervisor``) and ``restarts``. The STATUS
+right after the event) and ``restarts``; all three are ``null`` for ``supervisor``
+and for a process a reload has removed. What a subscribed client sends is
+ignored; one that leaves ``control.MAX_PENDING_OUT`` bytes unread is
+disconnected (the kinds are listed in docs/operations.md). The STATUS
 object is described in ``docs/`` and produced by the daemon; this module only
 reads the fields it needs (``want``, ``state``, ``name``, ``channel``).
 

@@ -22,13 +22,16 @@ A STATUS object that ``kissbotctl`` read from systemd itself (``"source":
 "systemd"``, the supervisor down) starts with the line :data:`OFFLINE_HEADLINE`
 and names the supervisor's unit state instead of its PID.
 
-Imports only ``os`` and ``textwrap``: ``kissbotctl`` imports this module.
+:func:`format_event` renders one line of ``kissbotctl events``.
+
+Imports only ``os``, ``textwrap`` and ``time``: ``kissbotctl`` imports this module.
 """
 
 from __future__ import annotations
 
 import os
 import textwrap
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
@@ -40,6 +43,7 @@ __all__ = [
     "OFFLINE_HEADLINE",
     "OFFLINE_SOURCE",
     "format_bytes",
+    "format_event",
     "format_uptime",
     "render_status",
     "truncate",
@@ -345,3 +349,37 @@ def render_status(status: Mapping[str, Any], *, color: bool, width: int = 80) ->
         lines.append("")
         lines.extend(textwrap.wrap(OFFLINE_FOOTNOTE, width=max(width, 20)))
     return "\n".join(lines) + "\n"
+
+
+# Event kinds by colour: what is now well, what is going wrong but being
+# handled, what needs an operator, and what was asked for.
+_EVENT_COLORS = {
+    **dict.fromkeys(("started", "ready", "adopted", "added"), "\x1b[32m"),
+    **dict.fromkeys(("exited", "backoff", "restarting", "changed", "shutdown"), "\x1b[33m"),
+    **dict.fromkeys(
+        ("parked", "watchdog", "start-timeout", "spawn-failed", "kill", "blocked"), "\x1b[31m"
+    ),
+    **dict.fromkeys(("stopped", "removed", "finished"), "\x1b[2m"),
+}
+
+
+def format_event(event: Mapping[str, Any], *, color: bool) -> str:
+    """One human line for an EVENT: ``2026-11-24 01:02:03 el_serda exited: killed by SIGKILL``.
+
+    The time is local. The kind is left out when the message already starts
+    with it (``el_serda started (PID 12)``, not ``started: started (PID 12)``).
+    With ``color``, the kind (or the message that starts with it) is coloured.
+    """
+    when = _float_or_none(event.get("time"))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+    name = _str(event.get("name"))
+    kind = str(event.get("kind") or "")
+    message = " ".join(str(event.get("message") or "").split())
+    code = _EVENT_COLORS.get(kind) if color else None
+    if kind and not message.startswith(kind):
+        head, rest = kind, f": {message}" if message else ""
+    else:
+        head, rest = message[: len(kind)], message[len(kind) :]
+    if code is not None and head:
+        head = f"{code}{head}{_RESET}"
+    return f"{stamp} {name} {head}{rest}"

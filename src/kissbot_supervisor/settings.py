@@ -31,10 +31,22 @@ class SettingValueError(ValueError):
     """A value broke a setting's rule; ``rule`` completes "'value' ..."."""
 
     def __init__(self, value: object, rule: str) -> None:
-        super().__init__(f"{value!r} {rule}")
+        super().__init__(f"{shown(value)} {rule}")
         self.value = value
         self.rule = rule
 
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut short for an error message: a YAML alias bomb is millions
+    of items and deep nesting overflows repr, and neither may make the message
+    unreadable or the error itself fail. Short values read exactly as repr."""
+    import reprlib  # lazy: only an error needs it
+
+    short = reprlib.Repr()
+    short.maxlevel = 3
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
+    short.maxstring = short.maxother = short.maxlong = 120
+    return short.repr(value)
 
 
 _SLICE_RE = re.compile(r"[A-Za-z0-9_:]+(?:-[A-Za-z0-9_:]+)*\.slice")
@@ -98,7 +110,10 @@ def _number(value: object) -> float:
     if isinstance(value, bool):
         raise SettingValueError(value, "is not a number")
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int past 1.8e308: YAML reads any number of digits
+            raise SettingValueError(value, "is not a finite number") from None
     elif isinstance(value, str):
         try:
             number = float(value)
@@ -181,7 +196,7 @@ def argv(value: object) -> tuple[str, ...] | None:
         raise SettingValueError(value, "is not a non-empty list of arguments")
     for item in value:
         if not isinstance(item, str) or not item or "\0" in item:
-            raise SettingValueError(value, f"has an argument {item!r} that is not a string")
+            raise SettingValueError(value, f"has an argument {shown(item)} that is not a string")
     return tuple(value)
 
 
@@ -190,12 +205,13 @@ def bytes_size(value: object) -> int:
     if isinstance(value, bool):
         raise SettingValueError(value, "is not a size (expected bytes, or e.g. 512M or 2G)")
     if isinstance(value, int):
-        number = float(value)
+        number = float(value) if value <= 2**60 else math.inf  # huge ints overflow float()
     elif isinstance(value, str) and (match := _SIZE_RE.fullmatch(value.strip())):
         number = float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper())
     else:
         raise SettingValueError(value, "is not a size (expected bytes, or e.g. 512M or 2G)")
-    if number != int(number) or not 4096 <= number <= 2**60:
+    # The range first: int() of an infinite number (a string of 400 digits) raises.
+    if not 4096 <= number <= 2**60 or number != int(number):
         raise SettingValueError(value, "is out of range (expected whole bytes, at least 4096)")
     return int(number)
 
@@ -244,8 +260,53 @@ def absolute_paths(value: object) -> tuple[str, ...]:
         raise SettingValueError(value, "is not a list of absolute paths")
     for item in value:
         if not isinstance(item, str) or not item.startswith("/") or "\0" in item:
-            raise SettingValueError(value, f"has an entry {item!r} that is not an absolute path")
+            raise SettingValueError(
+                value, f"has an entry {shown(item)} that is not an absolute path"
+            )
     return tuple(value)
+
+
+_LISTEN_RULE = "is not a listen address (expected 127.0.0.1:PORT, [::1]:PORT or unix:/path)"
+
+
+def split_listen(value: object) -> tuple[str, str, int]:
+    """``(family, host or path, port)`` of a ``metrics.listen`` value: ``inet``, ``inet6``
+    or ``unix`` (port 0). Literal IP addresses only: no name lookup in the daemon, and
+    an address other than loopback is only ever the one the operator wrote."""
+    import socket  # already loaded by the daemon; imported here for the short-lived tools
+
+    if not isinstance(value, str):
+        raise SettingValueError(value, _LISTEN_RULE)
+    address = text(value)
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path.startswith("/") or len(path.encode()) > 107:
+            raise SettingValueError(value, "is not unix:/ABSOLUTE/PATH (at most 107 bytes)")
+        return "unix", path, 0
+    host, sep, port_text = address.rpartition(":")
+    # isascii: '²' is a digit to isdigit() but not to int().
+    digits = port_text.isascii() and port_text.isdigit()
+    if not sep or not digits or not 1 <= int(port_text) <= 65535:
+        raise SettingValueError(value, _LISTEN_RULE + " with a port from 1 to 65535")
+    family, af = "inet", socket.AF_INET
+    if host.startswith("[") and host.endswith("]"):
+        host, family, af = host[1:-1], "inet6", socket.AF_INET6
+    try:
+        socket.inet_pton(af, host)
+    except (OSError, ValueError):
+        raise SettingValueError(value, _LISTEN_RULE) from None
+    return family, host, int(port_text)
+
+
+def is_loopback(family: str, host: str) -> bool:
+    return family == "unix" or host.startswith("127.") or host == "::1"
+
+
+def optional_listen(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    split_listen(value)
+    return text(value)
 
 
 # --- the table -------------------------------------------------------------
@@ -453,6 +514,73 @@ class Settings:
         integer(0, 100),
         "How many rotated log files to keep per process.",
         "whole number",
+    )
+    metrics_path: str | None = setting(
+        "metrics.path",
+        None,
+        optional_path,
+        "A JSON-lines metrics log, relative to the workdir: one object per "
+        "`metrics.interval_sec` with the supervisor's and every process's figures (see "
+        "docs/operations.md). Appended to, reopened at each write (rotate it freely). "
+        "Absent: no log, and no periodic wake-up.",
+        "path",
+    )
+    metrics_interval_sec: float = setting(
+        "metrics.interval_sec",
+        60.0,
+        seconds(1, 86_400),
+        "How often a line goes to `metrics.path`.",
+        "seconds",
+    )
+    metrics_listen: str | None = setting(
+        "metrics.listen",
+        None,
+        optional_listen,
+        "Serve `GET /metrics` (Prometheus text format) on `127.0.0.1:PORT`, `[::1]:PORT` or "
+        "`unix:/path`. Only literal IP addresses; one that is not loopback (e.g. "
+        "`0.0.0.0:9101`) is served as written, with a warning in the log. Absent: no listener.",
+        "address",
+    )
+    on_failure: tuple[str, ...] | None = setting(
+        "on_failure",
+        None,
+        argv,
+        "A command (a list, no shell) run when a process fails: each crash, failed start or "
+        "timeout that puts it in backoff, and its parking. It gets `KISSBOT_*` variables "
+        "(see docs/operations.md), never a token; at most 4 run at once, extras are skipped "
+        "and logged. Absent: none.",
+        "list of strings",
+        flag=False,
+    )
+    on_failure_timeout_sec: float = setting(
+        "on_failure_timeout_sec",
+        30.0,
+        seconds(1, 3600),
+        "An `on_failure` command still running after this long is killed (its whole "
+        "process group).",
+        "seconds",
+        flag=False,
+    )
+    file_commands: bool = setting(
+        "file_commands",
+        True,
+        parse_bool,
+        "Answer KissBot's command files, like the old supervisor: `start CH`, `stop CH`, "
+        "`restart CH` or `status` written to `pids/supervisor.cmd` gets its reply in "
+        "`pids/supervisor.result` (see docs/operations.md). Off: the files are not watched.",
+        "boolean",
+        flag=False,
+    )
+    broadcast_relay: bool = setting(
+        "broadcast_relay",
+        True,
+        parse_bool,
+        "Relay KissBot's chat broadcasts, like the old supervisor: each "
+        "`UNIX_TS|SOURCE_CHANNEL|MESSAGE` line written to `pids/supervisor.broadcast` goes to "
+        "`pids/CH.broadcast_in` of every running bot but the source. Off: the file is not "
+        "watched.",
+        "boolean",
+        flag=False,
     )
 
     systemd_user: str | None = setting(

@@ -101,6 +101,17 @@ def _is_busy(error: sqlite3.Error) -> bool:
     return "database is locked" in text or "busy" in text
 
 
+def _wal_without_writer(db_path: Path) -> bool:
+    """A WAL-mode database (header bytes 18-19 are 2) without a DB-wal file."""
+    try:
+        with open(db_path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    wal = header[:16] == b"SQLite format 3\0" and header[18:20] == b"\x02\x02"
+    return wal and not db_path.with_name(db_path.name + "-wal").exists()
+
+
 def _connect(db_path: Path, busy_timeout: float) -> sqlite3.Connection:
     if db_path.is_dir():
         raise TokenDbError(db_path, "is a directory, not an SQLite database file")
@@ -109,6 +120,14 @@ def _connect(db_path: Path, busy_timeout: float) -> sqlite3.Connection:
     # mode=ro: SQLite refuses to create a missing file and to write, whatever
     # the file permissions allow. quote() keeps '?', '#' and '%' in names literal.
     uri = f"file:{quote(str(db_path.absolute()))}?mode=ro"
+    if _wal_without_writer(db_path):
+        # Even read-only, SQLite creates DB-wal and DB-shm for a WAL database that
+        # has none (nobody has it open) and cannot remove them: files owned by the
+        # supervisor's user (root, under systemd) that KissBot then cannot write.
+        # With no DB-wal every committed row is in the main file, which only a
+        # checkpoint rewrites; a writer that appears meanwhile changes DB-wal,
+        # and inotify has the token gate read again a second later.
+        uri += "&immutable=1"
     # timeout= is SQLite's busy timeout: how long one statement waits for a lock.
     return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
 

@@ -117,7 +117,17 @@ class TokenGate:
         assert self._inotify is not None
         db = self.cfg.resolve(self.cfg.settings.db).name
         relevant = {db, f"{db}-wal", KEY_FILE_NAME}
-        if any(d is None or n in relevant for d, n, _m in self._inotify.read()):
+        # An overflow (no watch) may have hidden anything, the key file included.
+        names = {
+            KEY_FILE_NAME if d is None else n
+            for d, n, _m in self._inotify.read()
+            if d is None or n in relevant
+        }
+        if KEY_FILE_NAME in names:
+            # Another key: a token that did not decrypt may now (the DB is unchanged,
+            # so _refresh alone would keep it blocked until a reload).
+            self._undecryptable.clear()
+        if names:
             self._schedule(DEBOUNCE_SEC)
 
     def _schedule(self, delay: float) -> None:
@@ -218,7 +228,9 @@ class TokenGate:
             return None
         try:
             return decrypt_token(load_fernet_key(cfg.workdir), encrypted, f"the {role} token")
-        except UndecryptableToken as e:
+        except (UndecryptableToken, KeyFileError) as e:
+            # A key file gone or garbled since start-up blocks the start the same
+            # way (restarting could not help) until the key file changes again.
             self._undecryptable[role] = mark_undecryptable(report, e)
             self._schedule(0.0)  # let the core see the new gate
             raise

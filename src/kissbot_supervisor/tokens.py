@@ -88,8 +88,9 @@ def unchecked_report(reason: str) -> TokenReport:
     return TokenReport(TokenState.UNCHECKED, reason, None, None)
 
 
-def mark_undecryptable(report: TokenReport, error: UndecryptableToken) -> TokenReport:
-    """The same token, now known not to decrypt with the key at hand."""
+def mark_undecryptable(report: TokenReport, error: TokenError) -> TokenReport:
+    """The same token, now known not to decrypt with the key at hand (or without one:
+    a :class:`KeyFileError`)."""
     return replace(report, state=TokenState.UNDECRYPTABLE, reason=str(error))
 
 

@@ -523,6 +523,23 @@ def test_watchdog_ping_pushes_the_deadline_and_a_miss_kills_the_group() -> None:
     assert notes(actions, "backoff")
     assert "watchdog timeout" in (f.status(A).last_exit or "")
     assert f.status(A).state is Phase.BACKOFF
+    # Counted for metrics; the PID that died stays known (the on_failure hook gets it).
+    assert f.core.procs[A].watchdog_timeouts == 1
+    assert f.core.procs[A].last_pid == pid
+    assert f.core.procs[A].pid is None
+
+
+def test_a_backend_watchdog_exit_is_counted_and_other_exits_are_not() -> None:
+    f = Fleet([spec(A, watchdog=10.0)], Policy(backend_watchdog=True))
+    f.boot()
+    f.send(Exited(A, f.pid[A], signal=int(signal.SIGABRT), reason="watchdog timeout"), at=20.0)
+    assert f.core.procs[A].watchdog_timeouts == 1
+    deadline = f.core.next_deadline()
+    assert deadline is not None
+    f.tick(deadline)
+    f.spawned(A)
+    f.exited(A, sig=KILL)
+    assert f.core.procs[A].watchdog_timeouts == 1
 
 
 def test_late_exit_of_an_earlier_pid_is_ignored() -> None:

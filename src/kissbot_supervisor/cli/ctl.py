@@ -1,13 +1,18 @@
 """``kissbotctl``: ask a running kissbot-supervisor for its status, start, stop, restart,
-reload; show a process's output.
+reload, metrics and live events; show a process's output; an interactive shell.
 
 Exit codes:
 
 * ``status``: 0 when every wanted process (of those shown) runs, 3 otherwise;
 * ``start``/``stop``/``restart``: 0 when every name succeeded, else 1;
 * ``logs``: 0, or 1 for an unknown name or an unreadable log;
+* ``events``: 130 when ended with Ctrl-C, 1 when the supervisor goes away;
 * 1 when the supervisor cannot be reached or answers with an error;
 * 2 for a usage error.
+
+``--json`` (status, start, stop, restart, reload, events) prints machine
+output with the stable keys listed in docs/operations.md; errors stay one
+line on stderr and nothing on stdout.
 
 With the supervisor down (no control socket, or a stale one) and systemd as
 PID 1, ``status`` reads the units' state from systemd itself
@@ -21,7 +26,8 @@ import-light :mod:`..paths`, :mod:`..protocol`, :mod:`..client` and
 :mod:`..render`. Keep it that way: no yaml, psutil or asyncio here. What only
 one subcommand needs is imported in it: :mod:`..logview` (and systemd-python)
 by ``logs``, :mod:`..systemd.offline` (jeepney) by ``status`` with the
-supervisor down.
+supervisor down, :mod:`.shell` (readline) by ``shell``, :mod:`.completion` by
+``completion``.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from ..protocol import (
     exit_code_for_status,
     filter_status,
 )
-from ..render import render_status, use_color
+from ..render import format_event, render_status, use_color
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
@@ -51,7 +57,7 @@ if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
 
     from ..logview import LogSource
 
-__all__ = ["SUCCESS_RESULTS", "main"]
+__all__ = ["COMPLETE_NAMES", "NAME_COMMANDS", "SUCCESS_RESULTS", "build_parser", "main"]
 
 PROG = "kissbotctl"
 DEFAULT_LOG_LINES = 10
@@ -61,6 +67,21 @@ EXIT_USAGE = 2
 # Per-name results that count as success: the wanted end state holds, whether
 # this request brought it about or it already did.
 SUCCESS_RESULTS = frozenset({"started", "stopped", "restarted", "already running", "not running"})
+# The keys of one entry of `start|stop|restart --json`'s "results", in order.
+RESULT_KEYS = ("name", "ok", "result", "pid", "state", "message")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+# The hidden subcommand the completion scripts call for names (quiet and quick).
+COMPLETE_NAMES = "__complete-names"
+COMPLETE_TIMEOUT = 1.0
+# Which names each subcommand takes, for completion: the channels, plus these.
+NAME_COMMANDS: dict[str, tuple[str, ...]] = {
+    "status": ("hub", "all"),
+    "start": ("hub", "all"),
+    "stop": ("hub", "all"),
+    "restart": ("hub", "all"),
+    "logs": ("hub",),
+    "events": ("hub", "supervisor"),
+}
 
 
 class _Failure(Exception):
@@ -104,13 +125,14 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """kissbotctl's whole command line (the completion scripts are generated from it)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Control a running kissbot-supervisor over its control socket.",
         epilog="NAME is a channel login, 'hub' or 'all'. "
         "Exit status: 0 ok; 1 error or unreachable supervisor; 2 usage; "
-        "3 (status) a wanted process is not running.",
+        "3 (status) a wanted process is not running; 130 (events, logs -f) ended by Ctrl-C.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_global_options(parser, suppress=False)
@@ -127,9 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("names", nargs="*", metavar="NAME", help="show only these (default: all)")
     status.add_argument("--json", action="store_true", help="print the status object as JSON")
     for name, verb in (("start", "Start"), ("stop", "Stop"), ("restart", "Restart")):
-        cmd = add(name, f"{verb} bots or the hub.")
+        cmd = add(name, f"{verb} bots or the hub; wait for the outcome (exit 1 if one failed).")
         cmd.add_argument("names", nargs="+", metavar="NAME", help="channel login, 'hub' or 'all'")
-    add("reload", "Re-read the config file and apply the changes (bots added, removed, changed).")
+        cmd.add_argument("--json", action="store_true", help="print the results as JSON")
+    reload = add(
+        "reload", "Re-read the config file and apply the changes (bots added, removed, changed)."
+    )
+    reload.add_argument("--json", action="store_true", help="print the changes as JSON")
     logs = add(
         "logs",
         "Print a process's output: its unit's journal (systemd backend) or its log files "
@@ -155,6 +181,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     # Journal files of another system (journalctl -D): for tests run from the host.
     logs.add_argument("--journal-dir", metavar="DIR", help=argparse.SUPPRESS)
+    events = add(
+        "events",
+        "Print the supervisor's state changes as they happen, one line each, until Ctrl-C.",
+    )
+    events.add_argument(
+        "names", nargs="*", metavar="NAME", help="only these (channel, 'hub', 'supervisor')"
+    )
+    events.add_argument("--json", action="store_true", help="print each event as a JSON object")
+    add("metrics", "Print the supervisor's metrics (Prometheus text format).")
+    shell = add(
+        "shell",
+        "An interactive prompt with the old supervisor's commands, history and completion.",
+    )
+    # Set by kissbot-supervisor for its own prompt: quit then stops that supervisor.
+    shell.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
+    completion = add(
+        "completion",
+        "Print the completion script for bash or zsh "
+        "(kissbotctl completion bash > /etc/bash_completion.d/kissbotctl).",
+    )
+    completion.add_argument("shell_name", metavar="SHELL", choices=("bash", "zsh"))
+    # No help=: hidden from the list. Prints the names a completion may offer.
+    names = sub.add_parser(COMPLETE_NAMES)
+    _add_global_options(names, suppress=True)
+    names.add_argument("for_command", nargs="?", default="status", metavar="COMMAND")
     return parser
 
 
@@ -277,6 +328,15 @@ def _result_line(result: Mapping[str, Any]) -> str:
     return line
 
 
+def _json_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of ``--json`` results: exactly :data:`RESULT_KEYS`, whatever the daemon adds."""
+    entry = {key: result.get(key) for key in RESULT_KEYS}
+    entry["ok"] = _result_ok(result)
+    if not isinstance(entry["message"], str) or not entry["message"].strip():
+        entry["message"] = None
+    return entry
+
+
 def _cmd_named(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     try:
         request = build_request(args.command, args.names)
@@ -285,9 +345,14 @@ def _cmd_named(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     results = _ask(client, request).get("results")
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
         raise _Failure("the supervisor's answer has no list of results")
-    for result in results:
-        out.write(_result_line(result) + "\n")
-    return EXIT_OK if results and all(_result_ok(r) for r in results) else EXIT_FAILURE
+    ok = bool(results) and all(_result_ok(r) for r in results)
+    if args.json:
+        shown = {"ok": ok, "results": [_json_result(r) for r in results]}
+        out.write(json.dumps(shown, indent=2, ensure_ascii=False) + "\n")
+    else:
+        for result in results:
+            out.write(_result_line(result) + "\n")
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
 def _names(value: object) -> str:
@@ -296,10 +361,78 @@ def _names(value: object) -> str:
     return ", ".join(str(v) for v in value)
 
 
+def _name_list(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _cmd_metrics(client: Client, out: TextIO) -> int:
+    text = _ask(client, build_request("metrics")).get("metrics")
+    if not isinstance(text, str):
+        raise _Failure("the supervisor's answer has no metrics text")
+    out.write(text if text.endswith("\n") or not text else text + "\n")
+    return EXIT_OK
+
+
+def _cmd_events(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """Subscribe, then print each event (of the named processes) until Ctrl-C or hang-up."""
+    from ..protocol import parse_event
+
+    wanted: set[str] = set()
+    if args.names and "all" not in (n.lower() for n in args.names):
+        # Names are checked against the fleet now (a typo is an error, not silence).
+        # 'supervisor' names the supervisor's own events.
+        check = [n for n in args.names if n.lower() != "supervisor"]
+        if check:
+            try:
+                filter_status(_status_object(_ask(client, build_request("status"))), check)
+            except UnknownNameError as exc:
+                raise _Failure(str(exc)) from None
+        wanted = {n.lower() for n in args.names}
+    _ask(client, build_request("events"))
+    color = not args.json and use_color(out, os.environ)
+    while True:
+        line = client.read_stream_line()
+        if line is None:
+            raise _Failure("the supervisor closed the events stream (it stopped or restarted)")
+        try:
+            event = parse_event(line)
+        except ProtocolError as exc:
+            raise _Failure(exc.message) from None
+        if wanted and str(event.get("name", "")).lower() not in wanted:
+            continue
+        if args.json:
+            out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        else:
+            out.write(format_event(event, color=color) + "\n")
+        out.flush()
+
+
+def _cmd_complete_names(args: argparse.Namespace, out: TextIO) -> int:
+    """The names to complete after ``for_command``: quiet and quick, nothing on any failure."""
+    extra = NAME_COMMANDS.get(args.for_command)
+    if extra is None:
+        return EXIT_OK
+    client = Client(args.socket or _default_socket(os.environ), COMPLETE_TIMEOUT)
+    try:
+        with client:
+            status = _status_object(_ask(client, build_request("status")))
+    except (ControlError, _Failure):
+        return EXIT_OK
+    names = [b["channel"] for b in status.get("bots") or [] if isinstance(b.get("channel"), str)]
+    if not isinstance(status.get("hub"), dict):
+        extra = tuple(x for x in extra if x != "hub")
+    out.write("".join(f"{name}\n" for name in (*names, *extra)))
+    return EXIT_OK
+
+
 def _cmd_reload(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     changes = _ask(client, build_request("reload")).get("changes")
     if not isinstance(changes, dict):
         raise _Failure("the supervisor's answer has no changes")
+    if args.json:
+        shown = {key: _name_list(changes.get(key)) for key in ("added", "removed", "changed")}
+        out.write(json.dumps({"ok": True, "changes": shown}, indent=2, ensure_ascii=False) + "\n")
+        return EXIT_OK
     out.write(
         f"reloaded: added {_names(changes.get('added'))}; "
         f"removed {_names(changes.get('removed'))}; "
@@ -370,6 +503,18 @@ def _client(args: argparse.Namespace) -> Client:
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "logs":
         return _cmd_logs(args, out)
+    if args.command == COMPLETE_NAMES:
+        return _cmd_complete_names(args, out)
+    if args.command == "completion":
+        from .completion import completion_script
+
+        out.write(completion_script(args.shell_name, build_parser()))
+        return EXIT_OK
+    if args.command == "shell":
+        from .shell import run_shell
+
+        socket_path = args.socket or _default_socket(os.environ)
+        return run_shell(socket_path, args.timeout, args.supervisor_pid)
     client = _client(args)
     try:
         client.connect()
@@ -382,13 +527,17 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             return _cmd_status(client, args, out)
         if args.command == "reload":
             return _cmd_reload(client, args, out)
+        if args.command == "metrics":
+            return _cmd_metrics(client, out)
+        if args.command == "events":
+            return _cmd_events(client, args, out)
         return _cmd_named(client, args, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run kissbotctl with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     try:
-        args = _parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors: argparse printed them
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
@@ -398,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Failure as exc:
         message, code = exc.message, exc.code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # Reader went away (kissbotctl status | head): quietly stop writing.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--non-interactive",
         action="store_true",
-        help="accepted for compatibility: the supervisor never reads its standard input",
+        help="no prompt on the terminal (without it, a foreground supervisor on a terminal "
+        "offers kissbotctl's shell in a separate process; the supervisor never reads stdin)",
     )
     parser.add_argument(
         "--check-config",
@@ -133,7 +134,62 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"kissbot-supervisor: {e}", file=sys.stderr)
         return 1
-    return supervisor.run()
+    prompt = start_prompt(supervisor.control_path) if launch.interactive else None
+    try:
+        return supervisor.run()
+    finally:
+        if prompt is not None:
+            end_prompt(prompt)
+
+
+# --- the interactive prompt ---------------------------------------------------
+#
+# The old supervisor read commands from stdin in its own loop, and supervision
+# stopped while it waited (fault 4). Here the prompt is a child process,
+# `kissbotctl shell` on this terminal, talking to the control socket like any
+# kissbotctl; the daemon never reads stdin. The child stays in the daemon's
+# process group, so Ctrl-C still reaches the daemon and stops the fleet, as it
+# does without a prompt (the prompt itself only clears its line). Its `quit`
+# sends SIGTERM here. It dies with the daemon (PR_SET_PDEATHSIG, set by itself),
+# and is ended and reaped before the daemon exits so that it restores the
+# terminal before the operator's shell takes the terminal back.
+PROMPT_CODE = "import sys; from kissbot_supervisor.cli.ctl import main; sys.exit(main())"
+PROMPT_END_WAIT = 5.0  # seconds; readline restores the terminal in far less
+
+
+def start_prompt(control: Path) -> int | None:
+    """Spawn the prompt on this terminal; its PID, or None when there should be none.
+
+    A job started in the background (``&``) gets no prompt: reading the
+    terminal would stop it (SIGTTIN).
+    """
+    try:
+        if os.tcgetpgrp(sys.stdin.fileno()) != os.getpgrp():
+            return None
+        argv = [sys.executable, "-c", PROMPT_CODE, "shell", "--socket", str(control)]
+        argv += ["--supervisor-pid", str(os.getpid())]
+        return os.posix_spawn(sys.executable, argv, os.environ)
+    except OSError as e:
+        print(f"kissbot-supervisor: no interactive prompt: {e.strerror or e}", file=sys.stderr)
+        return None
+
+
+def end_prompt(pid: int) -> None:
+    """SIGTERM the prompt (it leaves through readline's clean-up) and reap it."""
+    import signal
+    import time
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + PROMPT_END_WAIT
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:  # stuck (stopped?): the terminal may need `reset`
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.02)
+    except (ProcessLookupError, ChildProcessError):
+        pass  # already gone and reaped
 
 
 if __name__ == "__main__":

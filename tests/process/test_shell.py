@@ -1,0 +1,236 @@
+"""The interactive shell on a pseudo-terminal: ``kissbotctl shell`` and the supervisor's prompt.
+
+Keys are typed into the pty as a user types them (Tab, arrow up, Ctrl-C,
+Ctrl-D) and every step waits for text on the screen. The supervisor is the
+installed one with a demo fleet; its own prompt is started by running it on
+the pty without ``--non-interactive``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import StartFleet
+from .harness import (
+    KISSBOTCTL,
+    SUPERVISOR,
+    TIMEOUT,
+    Supervisor,
+    fleet_config,
+    pid_alive,
+    wait_until,
+    write_config,
+)
+from .ptyexpect import CTRL_C, CTRL_D, TAB, UP, PtyProgram
+
+PROMPT = "kissbot> "
+SUPERVISOR_PROMPT = "kissbot-supervisor> "
+
+
+def term_env(home: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"KISSBOT_CONTROL_SOCKET", "NO_COLOR", "COLUMNS", "INPUTRC"}
+    }
+    # No user readline config; history under the test's own state dir.
+    env.update(TERM="xterm", INPUTRC="/dev/null", HOME=str(home), XDG_STATE_HOME=str(home / "st"))
+    return env
+
+
+@pytest.fixture
+def fleet(start_fleet: StartFleet) -> Supervisor:
+    sup = start_fleet(fleet_config(["el_serda", "morthy"], hub=True))
+    for name in ("hub", "el_serda", "morthy"):
+        sup.wait_for(rf"{name}: ready")
+    return sup
+
+
+@pytest.fixture
+def terminals() -> Iterator[list[PtyProgram]]:
+    opened: list[PtyProgram] = []
+    yield opened
+    for term in opened:
+        term.close()
+
+
+def shell(sup: Supervisor, home: Path, terminals: list[PtyProgram]) -> PtyProgram:
+    term = PtyProgram([KISSBOTCTL, "--socket", str(sup.control), "shell"], term_env(home))
+    terminals.append(term)
+    term.expect(PROMPT)
+    return term
+
+
+def run(term: PtyProgram, keys: str, pattern: str, prompt: str = PROMPT) -> str:
+    """Type ``keys``; wait for ``pattern`` and then the next prompt; the output in between."""
+    mark = term.mark()
+    term.send(keys)
+    found = term.expect(pattern, since=mark)
+    term.expect(prompt, since=found.end())
+    return term.text[mark:]
+
+
+def test_commands_completion_ctrl_c_and_ctrl_d(
+    fleet: Supervisor, tmp_path: Path, terminals: list[PtyProgram]
+) -> None:
+    term = shell(fleet, tmp_path, terminals)
+    out = run(term, "status\r", r"2/2 bots running")
+    assert "el_serda" in out
+    # Tab completes a command: "hub-s" alone would be an unknown command.
+    out = run(term, "hub-s" + TAB + "\r", r"hub +running")
+    assert "hub-status" in out
+    assert "unknown command" not in out
+    # ... and a channel name after a command that takes names.
+    before = fleet.bot("el_serda")["pid"]
+    run(term, "restart el_" + TAB + "\r", r"el_serda: restarted \(PID \d+\)")
+    assert fleet.bot("el_serda")["pid"] != before
+    out = run(term, "frobnicate\r", r"unknown command 'frobnicate'; type help")
+    out = run(term, "help\r", r"quit, exit, Ctrl-D +leave the shell")
+    assert "hub-restart" in out
+    assert "restart-all" in out
+
+    # Ctrl-C clears the line being typed; the shell lives on.
+    mark = term.mark()
+    term.send("garbage")
+    term.expect("garbage", since=mark)
+    term.send(CTRL_C)
+    term.expect(PROMPT, since=mark + len("garbage"))
+    out = run(term, "status morthy\r", r"morthy +running")
+    assert "garbage" not in out
+    assert term.proc.poll() is None
+
+    # Ctrl-C also ends a command that would run for ever, back to the prompt.
+    mark = term.mark()
+    term.send("events\r")
+    term.expect("events\n", since=mark)
+    term.send(CTRL_C)
+    term.expect(PROMPT, since=mark + len("events"))
+
+    term.send(CTRL_D)
+    assert term.wait() == 0
+    # Leaving the shell left the supervisor alone.
+    assert fleet.proc.poll() is None
+    assert fleet.bot("morthy")["state"] == "running"
+
+
+def test_history_is_kept_across_sessions(
+    fleet: Supervisor, tmp_path: Path, terminals: list[PtyProgram]
+) -> None:
+    history = tmp_path / "st" / "kissbot-supervisor" / "history"
+    history.parent.mkdir(parents=True)
+    history.write_text("".join(f"old command {i}\n" for i in range(1500)))
+
+    first = shell(fleet, tmp_path, terminals)
+    run(first, "status morthy\r", r"morthy +running")
+    first.send("quit\r")
+    assert first.wait() == 0
+    lines = history.read_text().splitlines()
+    assert lines[-2:] == ["status morthy", "quit"]  # as bash keeps "exit"
+    assert len(lines) <= 1002  # bounded: cut to the last 1000 at start, then appended
+
+    second = shell(fleet, tmp_path, terminals)
+    out = run(second, UP + UP + "\r", r"morthy +running")
+    assert "status morthy" in out
+    second.send(CTRL_D)
+    assert second.wait() == 0
+
+
+def supervisor_on_a_terminal(
+    tmp_path: Path, terminals: list[PtyProgram], channels: list[str]
+) -> tuple[PtyProgram, Path]:
+    write_config(tmp_path, fleet_config(channels, hub=True))
+    control = tmp_path / "run" / "control.sock"
+    argv = [
+        SUPERVISOR, "--workdir", str(tmp_path), "--config", "config/config.yaml",
+        "--runtime-dir", str(control.parent),
+    ]  # fmt: skip
+    term = PtyProgram(argv, term_env(tmp_path))
+    terminals.append(term)
+    term.expect(SUPERVISOR_PROMPT)
+    for name in ("hub", *channels):
+        term.expect(rf"{name}: ready")
+    return term, control
+
+
+def status_of(control: Path) -> dict[str, object]:
+    result = subprocess.run(
+        [KISSBOTCTL, "--socket", str(control), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    status: dict[str, object] = json.loads(result.stdout)
+    return status
+
+
+def pids_of(status: dict[str, object]) -> list[int]:
+    bots = status["bots"]
+    hub = status["hub"]
+    assert isinstance(bots, list)
+    assert isinstance(hub, dict)
+    return [b["pid"] for b in bots] + [hub["pid"]]
+
+
+def test_the_supervisors_own_prompt(tmp_path: Path, terminals: list[PtyProgram]) -> None:
+    term, control = supervisor_on_a_terminal(tmp_path, terminals, ["el_serda", "morthy"])
+    run(term, "status\r", r"2/2 bots running", SUPERVISOR_PROMPT)
+
+    # Supervision goes on while the prompt waits for a line nobody types.
+    mark = term.mark()
+    term.send("sta")  # half a command on the line
+    term.expect("sta", since=mark)
+    before = pids_of(status_of(control))
+    os.kill(before[0], signal.SIGKILL)
+    term.expect(r"el_serda: killed by SIGKILL", since=mark)
+    ready = term.expect(r"el_serda: ready", since=mark)
+    after = pids_of(status_of(control))
+    assert after[0] != before[0]
+    assert after[1:] == before[1:]
+    # The prompt is drawn again under the log lines, with what was typed.
+    term.expect(SUPERVISOR_PROMPT + "sta", since=ready.end())
+    run(term, "tus el_serda\r", r"1/1 bot running", SUPERVISOR_PROMPT)
+
+    # quit in the supervisor's own prompt stops the supervisor and the fleet.
+    mark = term.mark()
+    term.send("quit\r")
+    term.expect(r"stopping the supervisor and every process", since=mark)
+    term.expect(r"supervisor: every process has stopped", since=mark)
+    assert term.wait() == 0
+    wait_until(lambda: not any(pid_alive(p) for p in after), what="the fleet gone")
+    assert not control.exists()
+
+
+def test_ctrl_c_in_the_supervisors_prompt_stops_it(
+    tmp_path: Path, terminals: list[PtyProgram]
+) -> None:
+    term, control = supervisor_on_a_terminal(tmp_path, terminals, ["only_bot"])
+    pids = pids_of(status_of(control))
+    mark = term.mark()
+    term.send(CTRL_C)  # to the terminal's whole foreground group: the supervisor stops
+    term.expect(r"supervisor: stopping bots, then the hub", since=mark)
+    term.expect(r"supervisor: stopped", since=mark)
+    assert term.wait() == 0
+    wait_until(lambda: not any(pid_alive(p) for p in pids), what="the fleet gone")
+
+
+def test_no_prompt_with_non_interactive(tmp_path: Path, terminals: list[PtyProgram]) -> None:
+    write_config(tmp_path, fleet_config(["quiet_bot"]))
+    argv = [
+        SUPERVISOR, "--workdir", str(tmp_path), "--config", "config/config.yaml",
+        "--runtime-dir", str(tmp_path / "run"), "--non-interactive",
+    ]  # fmt: skip
+    term = PtyProgram(argv, term_env(tmp_path))
+    terminals.append(term)
+    ready = term.expect(r"quiet_bot: ready")
+    term.proc.send_signal(signal.SIGTERM)
+    assert term.wait() == 0
+    assert SUPERVISOR_PROMPT not in term.text
+    assert ready

@@ -1,0 +1,91 @@
+"""Pure parts of kissbotctl: event lines, the shell's command words, its history path,
+and the completion scripts' view of the parser."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from kissbot_supervisor.cli.completion import completion_script, describe
+from kissbot_supervisor.cli.ctl import NAME_COMMANDS, build_parser
+from kissbot_supervisor.cli.shell import history_path, translate
+from kissbot_supervisor.render import format_event
+
+WHEN = time.mktime((2026, 11, 24, 1, 2, 3, 0, 0, -1))
+
+
+def _event(kind: str, message: str, name: str = "el_serda") -> dict[str, object]:
+    return {"time": WHEN, "name": name, "kind": kind, "message": message, "state": "running",
+            "pid": 12, "restarts": 0}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "line"),
+    [
+        ("exited", "killed by SIGKILL; starting again",
+         "2026-11-24 01:02:03 el_serda exited: killed by SIGKILL; starting again"),
+        ("started", "started (PID 12)", "2026-11-24 01:02:03 el_serda started (PID 12)"),
+        ("ready", "ready", "2026-11-24 01:02:03 el_serda ready"),
+        ("parked", "exited 1 5 times\nat start-up",
+         "2026-11-24 01:02:03 el_serda parked: exited 1 5 times at start-up"),
+        ("", "something", "2026-11-24 01:02:03 el_serda something"),
+    ],
+)  # fmt: skip
+def test_event_lines(kind: str, message: str, line: str) -> None:
+    assert format_event(_event(kind, message), color=False) == line
+
+
+def test_event_colour_is_on_the_kind_only() -> None:
+    line = format_event(_event("exited", "killed by SIGKILL"), color=True)
+    assert line == "2026-11-24 01:02:03 el_serda \x1b[33mexited\x1b[0m: killed by SIGKILL"
+    ready = format_event(_event("ready", "ready"), color=True)
+    assert ready.endswith("el_serda \x1b[32mready\x1b[0m")
+    unknown = format_event(_event("command", "restart requested"), color=True)
+    assert "\x1b" not in unknown
+
+
+@pytest.mark.parametrize(
+    ("words", "argv"),
+    [
+        (["start-all"], ["start", "all"]),
+        (["stop-all"], ["stop", "all"]),
+        (["restart-all"], ["restart", "all"]),
+        (["hub-status"], ["status", "hub"]),
+        (["hub-restart"], ["restart", "hub"]),
+        (["restart", "el_serda"], ["restart", "el_serda"]),
+        (["logs", "morthy", "-f"], ["logs", "morthy", "-f"]),
+        (["completion", "bash"], None),  # not a shell command
+        (["shell"], None),
+        (["frobnicate"], None),
+    ],
+)
+def test_shell_words_become_kissbotctl_argv(words: list[str], argv: list[str] | None) -> None:
+    assert translate(words) == argv
+
+
+def test_history_path(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    assert history_path({"XDG_STATE_HOME": str(state)}) == state / "kissbot-supervisor/history"
+    default = Path.home() / ".local/state/kissbot-supervisor/history"
+    assert history_path({}) == default
+    assert history_path({"XDG_STATE_HOME": "relative/dir"}) == default  # the spec: ignore
+
+
+def test_completion_follows_the_parser() -> None:
+    top, commands = describe(build_parser())
+    names = [c.name for c in commands]
+    assert "__complete-names" not in names  # hidden
+    assert {"status", "start", "events", "metrics", "shell", "completion", "logs"} <= set(names)
+    assert "--socket" in top.path_options
+    assert "--timeout" in top.value_options
+    by_name = {c.name: c for c in commands}
+    assert "--follow" in by_name["logs"].options
+    assert "--journal-dir" not in by_name["logs"].options  # SUPPRESS-ed help
+    assert by_name["completion"].choices == ["bash", "zsh"]
+    assert {c.name for c in commands if c.names} == set(NAME_COMMANDS)
+    for shell in ("bash", "zsh"):
+        script = completion_script(shell, build_parser())
+        assert "__complete-names" in script
+        assert "--follow" in script
