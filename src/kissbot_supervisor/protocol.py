@@ -330,7 +330,8 @@ def filter_status(status: Mapping[str, Any], names: Sequence[str]) -> dict[str, 
     only those whose channel or name matches (case-insensitively), and the
     ``hub`` key is kept only when ``hub`` is named (it is then ``None`` if the
     hub is disabled) and is removed otherwise, so a reader can tell "not
-    asked for" from "disabled". Raises :class:`UnknownNameError` for names that
+    asked for" from "disabled"; likewise the ``bots`` key is removed when
+    only ``hub`` is named. Raises :class:`UnknownNameError` for names that
     match nothing.
     """
     result = dict(status)
@@ -345,7 +346,10 @@ def filter_status(status: Mapping[str, Any], names: Sequence[str]) -> dict[str, 
     if unknown:
         channels = sorted({b["channel"] for b in bots if isinstance(b.get("channel"), str)})
         raise UnknownNameError(unknown, channels)
-    result["bots"] = [b for b in bots if _bot_keys(b) & set(wanted)]
+    if set(wanted) == {HUB}:
+        result.pop("bots", None)  # only the hub was asked for: no bot table at all
+    else:
+        result["bots"] = [b for b in bots if _bot_keys(b) & set(wanted)]
     if HUB not in wanted:
         result.pop("hub", None)
     return result

@@ -209,14 +209,13 @@ def _banner(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
         pieces.append(f"mem {format_bytes(_int_or_none(sup.get('rss_bytes')))}")
     if sup.get("version"):
         pieces.append(f"version {sup['version']}")
-    bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
-    running = sum(1 for b in bots if b.get("state") == "running")
-    noun = "bot" if len(bots) == 1 else "bots"
-    return [
-        rule,
-        *_flow(pieces, width, "", 0),
-        truncate(f"{running}/{len(bots)} {noun} running", width),
-    ]
+    lines = [rule, *_flow(pieces, width, "", 0)]
+    if "bots" in status:  # absent when only the hub was asked for
+        bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
+        running = sum(1 for b in bots if b.get("state") == "running")
+        noun = "bot" if len(bots) == 1 else "bots"
+        lines.append(truncate(f"{running}/{len(bots)} {noun} running", width))
+    return lines
 
 
 def _supervisor_unit(sup: Mapping[str, Any]) -> str:
@@ -343,8 +342,9 @@ def render_status(status: Mapping[str, Any], *, color: bool, width: int = 80) ->
         lines.append(truncate(OFFLINE_HEADLINE, width))
     lines.extend(_banner(status, width, color))
     lines.extend(_hub_block(status, width, color))
-    lines.append("")
-    lines.extend(_bot_table(bots, width, color))
+    if "bots" in status:
+        lines.append("")
+        lines.extend(_bot_table(bots, width, color))
     if offline:
         lines.append("")
         lines.extend(textwrap.wrap(OFFLINE_FOOTNOTE, width=max(width, 20)))

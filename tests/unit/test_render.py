@@ -189,6 +189,14 @@ def test_hub_disabled_and_hub_filtered_out() -> None:
     assert not any(line.startswith("hub") for line in lines)
 
 
+def test_only_the_hub_asked_for_shows_no_bot_table() -> None:
+    status = _status(_hub(), [_proc("el_serda", "running")])
+    del status["bots"]
+    lines = _lines(render_status(status, color=False))
+    assert any(line.startswith("hub ") for line in lines)
+    assert not any("bots running" in line or line == "no bots" for line in lines)
+
+
 def test_no_bots() -> None:
     lines = _lines(render_status(_status(_hub()), color=False))
     assert "0/0 bots running" in lines
