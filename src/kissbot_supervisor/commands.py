@@ -63,7 +63,16 @@ def result(cmd: str, name: str, p: core.Proc | None, before: Before) -> dict[str
     }
     if p.reason and not ok:
         entry["message"] = p.reason
+    elif cmd == "stop" and ok and before.pid is not None and _escalated(p):
+        # The operator should know it took SIGKILL: the process ignored SIGTERM.
+        entry["message"] = f"did not stop on SIGTERM within the stop timeout; {p.last_exit}"
     return entry
+
+
+def _escalated(p: core.Proc) -> bool:
+    """The last incarnation needed SIGKILL, ours (``killed``) or systemd's own at its
+    ``TimeoutStopSec``, which may come first and then shows only in the exit."""
+    return p.killed or (p.last_exit or "").startswith("killed by SIGKILL")
 
 
 def wait_limit(cmd: str, p: core.Proc, policy: core.Policy) -> float:

@@ -35,7 +35,8 @@ class LogFile:
         self._fd = -1
         self._size = 0
         self._partial = b""
-        self._failed_at: float | None = None
+        self._failed_at: float | None = None  # when it last failed: the next retry after
+        self._failing = False  # reported as failing, until a write succeeds again
         self.dropped_lines = 0
 
     def _open(self) -> bool:
@@ -52,14 +53,13 @@ class LogFile:
         except OSError as e:
             self._fail(f"cannot open {self.path}: {e.strerror}")
             return False
-        if self._failed_at is not None:
-            self._on_error(f"{self.path} is writable again ({self.dropped_lines} lines were lost)")
-            self._failed_at = None
-            self.dropped_lines = 0
         return True
 
     def _fail(self, message: str) -> None:
-        if self._failed_at is None:
+        # Reported once per outage: a retry that fails again (a disk still full)
+        # stays silent.
+        if not self._failing:
+            self._failing = True
             self._on_error(message + "; output is dropped until it works again")
         self._failed_at = time.monotonic()
         if self._fd >= 0:
@@ -101,6 +101,13 @@ class LogFile:
             self._fail(f"cannot write {self.path}: {e.strerror}")
             return
         self._size += len(payload)
+        if self._failing:
+            # Only a write that went through ends the outage: on a full disk the
+            # file opens fine and the next write fails again.
+            self._failing = False
+            self._failed_at = None
+            self._on_error(f"{self.path} is writable again ({self.dropped_lines} lines were lost)")
+            self.dropped_lines = 0
         if self._size >= self.max_bytes:
             self._rotate()
 

@@ -94,14 +94,22 @@ class Spawner:
         env = dict(env)
         parent = os.getpid()
         keep = sorted(set(pass_fds))
+        # Signals stay blocked from before the fork until the child has dropped the
+        # supervisor's handlers: a SIGTERM sent to a child that has not exec'd yet (a
+        # stop right after a start) would otherwise run the supervisor's handler in the
+        # child, which writes to the loop's inherited wakeup socket, and the supervisor
+        # would take its child's SIGTERM for its own and shut the whole fleet down.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             pid = os.fork()
         except OSError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)
             raise SpawnError(f"fork failed: {e.strerror}") from None
         if pid == 0:  # pragma: no cover - the child; covered by every process test
             self._exec_child(argv, cwd, env, keep, out_w, err_w, parent, watchdog_pid)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(out_w)
         os.close(err_w)
         os.set_blocking(out_r, False)
@@ -122,6 +130,11 @@ class Spawner:
         """Runs in the forked child: set up, exec, or report why not and exit 127."""
         stage = "set up"
         try:
+            # Still blocked (see spawn): no signal reaches the supervisor's handlers here.
+            signal.set_wakeup_fd(-1)
+            for sig in signal.valid_signals():
+                if callable(signal.getsignal(sig)):
+                    signal.signal(sig, signal.SIG_DFL)
             os.setpgid(0, 0)
             self._prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() != parent:  # the supervisor died before prctl took effect

@@ -76,7 +76,10 @@ class Supervisor:
         runtime_dir: Path | None = None,
         env: dict[str, str] | None = None,
         nofile: int | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
+        """``wrapper``: argv that execs the rest (``unshare -m ...``): same PID, so
+        ``proc.pid`` is the supervisor's."""
         self.workdir = workdir
         self.runtime_dir = runtime_dir or workdir / "run"
         self.control = self.runtime_dir / "control.sock"
@@ -84,7 +87,8 @@ class Supervisor:
         limit = [] if nofile is None else ["prlimit", f"--nofile={nofile}:", "--"]
         self.proc = subprocess.Popen(
             [
-                *limit, SUPERVISOR, "--workdir", str(workdir), "--config", "config/config.yaml",
+                *wrapper, *limit,
+                SUPERVISOR, "--workdir", str(workdir), "--config", "config/config.yaml",
                 "--runtime-dir", str(self.runtime_dir), "--non-interactive", *extra_args,
             ],
             stdin=subprocess.DEVNULL,

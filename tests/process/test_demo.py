@@ -466,6 +466,15 @@ def test_bot_floods_stdout_when_asked(tmp_path: Path, spawn: Spawn) -> None:
     assert bot.proc.poll() is None
 
 
+def test_bot_eats_memory_when_asked(tmp_path: Path, spawn: Spawn) -> None:
+    bot = spawn("bot", "--channel", "greedy", "--eat-mib", "48", cwd=tmp_path)
+    bot.wait_for_line("stderr", "ate 48 MiB (demo --eat-mib)")
+    status = Path(f"/proc/{bot.proc.pid}/status").read_text()
+    rss_kib = int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1])
+    assert rss_kib >= 48 * 1024  # written, so resident: it counts against a memory limit
+    assert bot.proc.poll() is None
+
+
 def test_bot_relays_broadcast_files(tmp_path: Path, spawn: Spawn) -> None:
     bot = spawn("bot", "--channel", "listener", "--broadcast-poll", "0.05", cwd=tmp_path)
     bot.wait_for_line("stdout", "joined #listener")

@@ -115,6 +115,14 @@ FLAGS = (
         group=common.FAULTS,
         convert=None,
     ),
+    Flag(
+        "--eat-mib",
+        "once ready, allocate and touch N MiB, one MiB at a time, and keep it "
+        "(a bot that outgrows its memory limit)",
+        group=common.FAULTS,
+        convert=int,
+        metavar="N",
+    ),
 )
 
 
@@ -150,6 +158,7 @@ class _Options:
         self.ignore_sigterm: bool = values["ignore_sigterm"]
         self.ready_delay: float = values["ready_delay"]
         self.flood: bool = values["flood"]
+        self.eat_mib: int | None = values["eat_mib"]
 
 
 def _every(interval: float, now: float) -> float | None:
@@ -174,6 +183,7 @@ class DemoBot:
         self.hub_settled = False
         self.ack_deadline: float | None = None
         self.is_ready = False
+        self.hoard: list[bytes] = []  # --eat-mib's memory, kept alive
 
     # -- output -----------------------------------------------------------
 
@@ -294,6 +304,8 @@ class DemoBot:
                     crash_at = now + opt.crash_after
                 if opt.hang_after is not None:
                     hang_at = now + opt.hang_after
+                if opt.eat_mib is not None:
+                    self.eat(opt.eat_mib)
             if crash_at is not None and now >= crash_at:
                 code = 1 if opt.exit_code is None else opt.exit_code
                 self.log("ERROR", f"crashing with status {code} (demo --crash-after)")
@@ -344,6 +356,18 @@ class DemoBot:
         notify.ready()
         notify.status(f"joined #{self.opt.channel}")
         self.say(f"joined #{self.opt.channel}")
+
+    def eat(self, mib: int) -> None:
+        """Allocate ``mib`` MiB of written (resident) memory and keep it for good.
+
+        One MiB at a time, each byte set: untouched pages would not count against
+        a memory limit, and a limit is reached mid-way, as a leaking bot reaches it.
+        """
+        for done in range(1, mib + 1):
+            self.hoard.append(b"\x01" * (1 << 20))
+            if done % 64 == 0 and done < mib:
+                self.log("INFO", f"ate {done} MiB so far (demo --eat-mib)")
+        self.log("INFO", f"ate {mib} MiB (demo --eat-mib)")
 
     # -- hub IPC ----------------------------------------------------------
 
