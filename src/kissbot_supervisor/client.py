@@ -169,12 +169,9 @@ class Client:
         sock.settimeout(None)
         scanned = 0
         while True:
-            newline = self._buffer.find(b"\n", scanned)
-            if newline >= 0:
-                line = bytes(self._buffer[:newline])
-                del self._buffer[: newline + 1]
+            line, scanned = self._take_line(scanned)
+            if line is not None:
                 return line
-            scanned = len(self._buffer)
             if len(self._buffer) > MAX_RESPONSE:
                 self.close()
                 raise ControlError(
@@ -214,15 +211,22 @@ class Client:
                 return
             view = view[sent:]
 
+    def _take_line(self, scanned: int) -> tuple[bytes | None, int]:
+        """The first whole line in the buffer (removed from it), or None and how far
+        the buffer has been searched, so the next search starts there."""
+        newline = self._buffer.find(b"\n", scanned)
+        if newline < 0:
+            return None, len(self._buffer)
+        line = bytes(self._buffer[:newline])
+        del self._buffer[: newline + 1]
+        return line, 0
+
     def _read_line(self, sock: socket.socket, deadline: float) -> bytes:
         scanned = 0
         while True:
-            newline = self._buffer.find(b"\n", scanned)
-            if newline >= 0:
-                line = bytes(self._buffer[:newline])
-                del self._buffer[: newline + 1]
+            line, scanned = self._take_line(scanned)
+            if line is not None:
                 return line
-            scanned = len(self._buffer)
             if len(self._buffer) > MAX_RESPONSE:
                 raise ControlError(
                     f"the supervisor's answer is longer than {MAX_RESPONSE} bytes; giving up"
