@@ -331,6 +331,22 @@ def test_colour_only_on_a_terminal_without_no_color(fleet: Supervisor, no_color:
     assert all(len(line) <= 80 for line in lines), lines
 
 
+def test_an_unsized_terminal_gets_80_columns(fleet: Supervisor) -> None:
+    # A pty nobody sized (script(1), CI runners) reports 0 x 0: not a 0-column table.
+    env = ctl_env(TERM="xterm", NO_COLOR="1")
+    term = PtyProgram(
+        [KISSBOTCTL, "--socket", str(fleet.control), "status"], env, rows=0, columns=0
+    )
+    try:
+        assert term.wait() == 0
+        raw = term.raw
+    finally:
+        term.close()
+    lines = plain(raw).splitlines()
+    assert any(line.startswith("══ KissBot supervisor ══") for line in lines), lines
+    assert re.search(r"^el_serda +running +\d+ ", plain(raw), re.M), lines
+
+
 def test_a_long_channel_name_still_fits_80_columns(fleet: Supervisor) -> None:
     long_name = "a_very_long_channel_name1"  # 25: the longest Twitch login
     write_config(fleet.workdir, fleet_config(["el_serda", "morthy", long_name], hub=True))

@@ -255,7 +255,8 @@ def _terminal_width(stream: TextIO, env: Mapping[str, str]) -> int:
     if columns.isdigit() and int(columns) > 0:
         return int(columns)
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        # A pseudo-terminal nobody sized (script(1), some CI runners) says 0 columns.
+        return os.get_terminal_size(stream.fileno()).columns or 80
     except (AttributeError, OSError, ValueError):
         return 80
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def _terminal_width() -> int:
     try:
-        return os.get_terminal_size(sys.stdout.fileno()).columns
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80  # 0: an unsized pty
     except (OSError, ValueError):
         return 80
 
