@@ -226,6 +226,9 @@ Event = (
 @record
 class Spawn:
     spec: ProcessSpec
+    # The count this incarnation starts with: a backend whose processes outlive the
+    # supervisor (systemd) keeps it, so that an adoption can give it back.
+    restarts: int = 0
 
 
 @record
@@ -625,6 +628,13 @@ class Core:
         codes = set(p.startup_exits)
         if len(p.startup_exits) >= n and len(codes) == 1:
             (code,) = codes
+            if code == 1 and p.spec.is_hub:
+                # The hub exits 1 for more than a token: its socket path taken by
+                # something that is not a socket, its DB or config unreadable.
+                return (
+                    f"exited 1 {within} at start-up; its socket path, DB, config or token? "
+                    "(see its log)"
+                )
             if code == 1:
                 return f"exited 1 {within} at start-up; token revoked? (see its log)"
             if code is not None and code >= 0:
@@ -796,7 +806,7 @@ class Core:
         if p.restart_pending:
             p.restart_pending = False
             p.restarts += 1
-        out.append(Spawn(p.spec))
+        out.append(Spawn(p.spec, p.restarts))
 
     def _reconcile_shutdown(self, now: float, out: list[Action]) -> None:
         bots_alive = False

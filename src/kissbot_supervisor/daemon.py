@@ -146,6 +146,7 @@ class Supervisor:
         )  # fmt: skip
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
         self._force = False
+        self._finished = False  # the core saw every process stop (a completed shutdown)
         self._waiters: list[_Waiter] = []
 
     def _policy(self, cfg: Config) -> core.Policy:
@@ -214,6 +215,7 @@ class Supervisor:
                     self.backend.note(name, message)
                 self.observer.on_note(name, kind, message)
             case core.Finished():
+                self._finished = True
                 self.loop.stop()
             case _:
                 self.backend.execute(action)
@@ -285,7 +287,7 @@ class Supervisor:
         self.observer.close()
         self.files.close()
         self.control.close()
-        self.backend.close()
+        self.backend.close(all_stopped=self._finished)
         self.tokens.close()
         self.selfnotify.close()
         self.loop.close()

@@ -336,8 +336,12 @@ class NativeBackend:
 
         return time.time()
 
-    def close(self) -> None:
-        """Kill whatever is left (only after a failed shutdown) and free everything."""
+    def close(self, all_stopped: bool = False) -> None:
+        """Kill whatever is left (only after a failed shutdown) and free everything.
+
+        ``all_stopped`` (the core saw every process stop) changes nothing here: a
+        process's token file goes when its exit is reaped.
+        """
         for r in list(self._running.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(r.pid, signal.SIGKILL)

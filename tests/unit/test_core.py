@@ -305,6 +305,29 @@ def test_exit_1_at_start_up_parks_with_the_token_hint() -> None:
     assert f.status(A).state is Phase.FAILED
 
 
+def test_a_hub_exiting_1_at_start_up_parks_with_its_own_hint() -> None:
+    # The hub exits 1 for more than a token (its socket path taken by a regular file,
+    # say): the bots' "token revoked?" would send the operator the wrong way.
+    f = Fleet([hub_spec()], Policy(give_up_after=3))
+    f.tick(0.0)
+    f.spawned(HUB)
+    (parked,) = notes(f.crash_until_parked(HUB, code=1, sig=None), "parked")
+    assert parked.message.endswith(
+        "at start-up; its socket path, DB, config or token? (see its log)"
+    )
+    assert "token revoked" not in parked.message
+
+
+def test_spawns_after_a_backoff_carry_the_restart_count() -> None:
+    f = Fleet([spec(A, ready="file")])
+    assert [a.restarts for a in f.tick(0.0) if isinstance(a, Spawn)] == [0]
+    f.spawned(A)
+    f.exited(A, code=1, at=1.0)
+    deadline = f.core.next_deadline()
+    assert deadline is not None
+    assert [a.restarts for a in f.tick(deadline) if isinstance(a, Spawn)] == [1]
+
+
 def test_crashes_after_ready_park_with_a_generic_reason() -> None:
     f = Fleet([spec(A)])  # ready="none": every incarnation was ready
     f.tick(0.0)
@@ -458,6 +481,8 @@ def test_restart_command_terms_then_spawns_at_once() -> None:
     assert spawns(actions) == [A]  # no backoff
     assert not notes(actions, "backoff")
     assert f.status(A).restarts == 1
+    # The Spawn carries the count, for a backend that must keep it across our restart.
+    assert [a.restarts for a in actions if isinstance(a, Spawn)] == [1]
     assert f.status(B).restarts == 0
     f.spawned(A)
     assert f.pid[A] != old

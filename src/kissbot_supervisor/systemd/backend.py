@@ -1,9 +1,10 @@
 """The systemd backend: the core's actions as transient units, unit changes as core events.
 
-``Spawn`` becomes ``StartTransientUnit`` (or ``StartUnit`` for a unit waiting
-in ``auto-restart``), ``Kill`` SIGTERM becomes ``StopUnit`` and SIGKILL
-``KillUnit``, ``Hold`` cancels systemd's own pending restart. Unit state comes
-from ``PropertiesChanged`` signals after ``Subscribe`` (no polling): a new
+``Spawn`` becomes ``StartTransientUnit`` (or ``RestartUnit`` for a unit
+waiting in ``auto-restart``, ``StartUnit`` for a stopped unit still loaded),
+``Kill`` SIGTERM becomes ``StopUnit`` and SIGKILL ``KillUnit``, ``Hold``
+cancels systemd's own pending restart. Unit state comes from
+``PropertiesChanged`` signals after ``Subscribe`` (no polling): a new
 ``MainPID`` is a ``Spawned``, a main PID gone is an ``Exited`` with
 ``ExecMainCode``/``ExecMainStatus`` and systemd's ``Result`` as the reason,
 ``ActiveState=active`` of a ``Type=notify`` unit is ``Ready``. Like the native
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from jeepney import Message
@@ -42,6 +44,7 @@ from .manager import (
     reset_failed_unit,
     restart_unit,
     start_transient_unit,
+    start_unit,
     stop_unit,
     subscribe,
     unit_name_of_path,
@@ -84,6 +87,8 @@ GONE_ERRORS = (
 )
 # How long the exit waits for calls still queued or unanswered (see close()).
 DRAIN_SEC = 5.0
+# What the backend keeps of each unit across a supervisor restart (see UnitMemory).
+MEMORY_FILE = "units.json"
 
 
 def system_bus_address() -> str:
@@ -115,6 +120,102 @@ class Track:
     starting: bool = False  # a start job is under way
 
 
+def fingerprint(props: list[Property]) -> int:
+    """A digest of a unit's properties, to tell whether a loaded unit has the ones we want.
+
+    crc32, not hashlib: that loads OpenSSL into the daemon for nothing secret. The
+    repr of the a(sv) list is stable: str, int, bool, bytes, lists and tuples only.
+    """
+    import zlib
+
+    return zlib.crc32(repr(props).encode())
+
+
+ENTRY_KEYS = ("restarts", "created")  # what a units.json entry may hold
+
+
+class UnitMemory:
+    """What the supervisor must know of its units after a kill -9: ``RUNTIME_DIR/units.json``.
+
+    Per process: ``restarts``, the core's count when it last started the unit
+    (its own restarts: ``RestartUnit``, ``StartUnit``, ``StartTransientUnit``
+    after its backoff, which systemd's ``NRestarts`` does not count: that counts
+    only systemd's automatic restarts, and a start that is not one sets it back
+    to 0); and ``created``, the :func:`fingerprint` of the properties the loaded
+    unit was created with (a stopped hub stays loaded, see ``_transient_started``).
+    An adoption gives back ``restarts + NRestarts``: the supervisor's count, plus
+    what systemd restarted by itself since.
+
+    A file, not a unit property: a transient unit's properties are fixed once it
+    is loaded, except a few resource settings. The runtime directory survives a
+    kill -9 but not a reboot, like the units themselves. The file is written only
+    when a value changes (a restart, a new unit), atomically, once per turn of the
+    loop however many changed (a fleet's start is one write): no wake-ups. A
+    native supervisor needs none of it: its processes die with it
+    (PR_SET_PDEATHSIG), and a new one starts every count from 0.
+    """
+
+    def __init__(self, loop: Loop, path: Path, say: Callable[[str, str], None]) -> None:
+        self.loop = loop
+        self.path = path
+        self._say = say
+        self._data: dict[str, dict[str, int]] = {}
+        self._dirty = False
+        try:
+            loaded = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            say("supervisor", f"{path}: cannot read it ({e}); restart counts start from 0")
+            return
+        if isinstance(loaded, dict):
+            for name, entry in loaded.items():
+                if isinstance(entry, dict):
+                    self._data[str(name)] = {
+                        k: v for k, v in entry.items() if isinstance(v, int) and k in ENTRY_KEYS
+                    }
+
+    def keep_only(self, names: Collection[str]) -> None:
+        """Forget the processes the config no longer has."""
+        for name in [n for n in self._data if n not in names]:
+            self.forget(name)
+
+    def get(self, name: str, key: str) -> int | None:
+        return self._data.get(name, {}).get(key)
+
+    def set(self, name: str, **values: int) -> None:
+        entry = self._data.setdefault(name, {})
+        if all(entry.get(k) == v for k, v in values.items()):
+            return
+        entry.update(values)
+        self._changed()
+
+    def forget(self, name: str) -> None:
+        if self._data.pop(name, None) is not None:
+            self._changed()
+
+    def _changed(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self.loop.call_later(0.0, self.flush)
+
+    def flush(self) -> None:
+        """Write the file now, if anything changed since it was last written."""
+        from ..filecommands import write_atomically
+
+        if not self._dirty:
+            return
+        self._dirty = False
+        try:
+            write_atomically(self.path, json.dumps(self._data, sort_keys=True), 0o600)
+        except OSError as e:
+            self._say(
+                "supervisor",
+                f"{self.path}: cannot write it ({e}); an adoption after a "
+                "crash would read older restart counts",
+            )
+
+
 class SystemdBackend:
     name = "systemd"
 
@@ -143,6 +244,7 @@ class SystemdBackend:
         self._adopting: list[core.Event] | None = None
         pids_dir.mkdir(parents=True, exist_ok=True)
         runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.memory = UnitMemory(loop, runtime_dir / MEMORY_FILE, say)
         self.bus = BusConnection(loop, system_bus_address())
         self.bus.on_lost = self._on_bus_lost
         self.version = parse_version(self.bus.call_sync(manager_version()))
@@ -179,6 +281,7 @@ class SystemdBackend:
     def _adopt(
         self, specs: dict[str, core.ProcessSpec], now: float, events: list[core.Event]
     ) -> None:
+        self.memory.keep_only(specs)
         reply = self.bus.call_sync(list_units_by_patterns([], ["kissbot-*.service"]))
         for info in parse_list_units(reply):
             name = name_of_unit(info.name)
@@ -203,7 +306,9 @@ class SystemdBackend:
                         pid,
                         started_at=started or now,
                         ready=ready,
-                        restarts=int(service.get("NRestarts", 0)),
+                        # Ours when we last started it, and systemd's since (UnitMemory).
+                        restarts=(self.memory.get(name, "restarts") or 0)
+                        + int(service.get("NRestarts", 0)),
                     )
                 )
                 if not ready:
@@ -230,7 +335,8 @@ class SystemdBackend:
 
     def execute(self, action: core.Action) -> None:
         match action:
-            case core.Spawn(spec):
+            case core.Spawn(spec, restarts):
+                self.memory.set(spec.name, restarts=restarts)
                 self._spawn(spec)
             case core.Kill(name, _pid, sig, group):
                 unit = unit_of(name)
@@ -246,6 +352,7 @@ class SystemdBackend:
                 if track is not None:
                     self._by_unit.pop(track.unit, None)
                 self._remove_credential(name)
+                self.memory.forget(name)
             case _:
                 pass
 
@@ -288,15 +395,36 @@ class SystemdBackend:
             check_reply(reply)
         except SystemdError as e:
             track = self._tracks.get(name)
-            if track is not None and not retried and "exists" in (e.name + str(e)).lower():
+            if track is None or "exists" not in (e.name + str(e)).lower():
+                self._start_failed(name, str(e))
+                return
+            if not retried:
                 # A failed unit keeps its name until reset; forget it and try once more.
+                # (A unit nothing refers to is unloaded then: a bot, always.)
                 self._call(name, "reset", reset_failed_unit(track.unit))
                 self.bus.send(
                     start_transient_unit(track.unit, props),
                     lambda r: self._transient_started(name, props, r, retried=True),
                 )
                 return
-            self._start_failed(name, str(e))
+            # Still loaded, stopped: the hub, which the bots' Wants=/After= refer to, and
+            # systemd 252 unloads no unit something refers to, nor lets a loaded transient
+            # unit change its ExecStart and the rest. With the properties we want, it can
+            # simply be started again (the reset above cleared a failed state).
+            if self.memory.get(name, "created") == fingerprint(props):
+                self.bus.send(start_unit(track.unit), lambda r: self._started(name, r))
+                return
+            # Created with other properties (a reload changed them), or we cannot tell
+            # (no record of them): starting it would run the old command. Only once
+            # every unit referring to it has stopped can it be created afresh.
+            self._start_failed(
+                name,
+                f"{track.unit} is still loaded with other settings than the config's "
+                "(the bots' units refer to it); it can be created afresh once the bots "
+                "are stopped",
+            )
+            return
+        self.memory.set(name, created=fingerprint(props))
 
     def _started(self, name: str, reply: Message) -> None:
         try:
@@ -440,8 +568,19 @@ class SystemdBackend:
     def note(self, name: str, message: str) -> None:
         """Supervisor lines go to our own journal stream; units have theirs."""
 
-    def close(self) -> None:
+    def close(self, all_stopped: bool = False) -> None:
+        """Free everything; ``all_stopped``: the core saw every process stop (a shutdown).
+
+        Then no unit of ours can start again, so every token file goes. They are
+        otherwise removed when a unit's state turns inactive, but the signal that
+        says so may come after the last exit has ended the loop.
+        """
+        if all_stopped:
+            for name, track in self._tracks.items():
+                if track.pid is None:
+                    self._remove_credential(name)
         self.readiness.close()
+        self.memory.flush()  # the loop may not turn again
         with contextlib.suppress(OSError, BusError):
             # Calls may still be queued behind the bus's limit at the exit: a
             # StopUnit that cancels a bot's pending auto-restart, a ResetFailedUnit.
