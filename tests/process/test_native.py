@@ -460,9 +460,7 @@ def test_only_a_process_itself_may_notify_for_it(start_fleet: StartFleet) -> Non
     sup = start_fleet(doc)
     pid = int(sup.wait_for(r"honest_bot: started \(PID (\d+)\)").group(1))
     # Until the bot has exec'd, /proc shows the forked supervisor's environment.
-    wait_until(
-        lambda: b"demo" in Path(f"/proc/{pid}/cmdline").read_bytes(), what="the bot runs"
-    )
+    wait_until(lambda: b"demo" in Path(f"/proc/{pid}/cmdline").read_bytes(), what="the bot runs")
     environ = dict(
         item.split("=", 1)
         for item in Path(f"/proc/{pid}/environ").read_text().split("\0")

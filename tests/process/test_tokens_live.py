@@ -21,7 +21,11 @@ def _db_fleet(tmp_path: Path, *, status: str = "valid") -> tuple[KissbotDb, dict
     key = write_key_file(tmp_path)
     db = KissbotDb.create(tmp_path / "kissbot.db", key=key)
     db.add_account(
-        "serda_bot", "1001", SECRET, expires_at=time.time() + 86_400, status=status  # type: ignore[arg-type]
+        "serda_bot",
+        "1001",
+        SECRET,
+        expires_at=time.time() + 86_400,
+        status=status,  # type: ignore[arg-type]
     )
     doc = fleet_config(["token_bot", "token_two"], supervisor={"use_db": True})
     return db, doc
