@@ -102,7 +102,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Benchmark kissbot-supervisor (native and systemd backends) "
         "against supervisord.",
     )
-    parser.add_argument("--sizes", type=_sizes, default=[30, 100], help="fleet sizes (30,100)")
+    parser.add_argument(
+        "--sizes", type=_sizes, default=[30, 100, 300], help="fleet sizes (30,100,300)"
+    )
     parser.add_argument(
         "--contenders",
         type=_contenders,
