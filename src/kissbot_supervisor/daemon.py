@@ -146,6 +146,7 @@ class Supervisor:
         )  # fmt: skip
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
         self._force = False
+        self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
         self._waiters: list[_Waiter] = []
 
@@ -206,6 +207,18 @@ class Supervisor:
         self._arm_timer()
         self._check_waiters()
         self.selfnotify.status(self.summary())
+        if self._trim_when_settled and self._settled():
+            # Once, after a start or reload: the burst of starting a fleet (under
+            # systemd, hundreds of D-Bus signals parsed into objects) grew the heap
+            # after the trim at start-up; hand it back now that it is over.
+            self._trim_when_settled = False
+            release_memory()
+
+    def _settled(self) -> bool:
+        """No process on its way up: every one is running, stopped, parked or waiting."""
+        return not any(
+            p.phase is core.Phase.STARTING or p.spawning for p in self.core.procs.values()
+        )
 
     def _carry_out(self, action: core.Action) -> None:
         match action:
@@ -340,6 +353,7 @@ class Supervisor:
             "reloaded: " + "; ".join(f"{k} {', '.join(v) or 'none'}" for k, v in changes.items()),
         )
         gates = tuple(core.Gate(spec.name, *self.tokens.gate(spec.name)) for spec in specs)
+        self._trim_when_settled = True
         self.feed(core.Reload(specs, policy, gates))
         release_memory()
         return {"ok": True, "changes": changes}

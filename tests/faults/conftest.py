@@ -9,11 +9,9 @@ is on a log line, a socket answer or a state read from /proc or status.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
-import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +19,15 @@ from typing import Any
 
 import pytest
 
-from process.harness import TIMEOUT, Supervisor, children_of, pid_alive, wait_until, write_config
+from process.harness import (
+    TIMEOUT,
+    Supervisor,
+    children_of,
+    pid_alive,
+    request_on,
+    wait_until,
+    write_config,
+)
 from systemd_sandbox.conftest import clean_units, fleet, systemd_sandbox
 from systemd_sandbox.fleet import Fleet
 
@@ -126,19 +132,8 @@ def socket_sender(path: Path) -> Send:
     """One JSON request per connection, as kissbotctl sends it; the answer line, parsed."""
 
     def send(obj: dict[str, Any]) -> dict[str, Any]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            # Generous: a stop waits for the stop timeout, a restart for readiness.
-            s.settimeout(TIMEOUT * 3)
-            s.connect(str(path))
-            s.sendall(json.dumps(obj).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        answer: dict[str, Any] = json.loads(buf)
-        return answer
+        # Generous: a stop waits for the stop timeout, a restart for readiness.
+        return request_on(path, obj, TIMEOUT * 3)
 
     return send
 

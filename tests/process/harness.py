@@ -66,6 +66,23 @@ def fleet_config(
     return doc
 
 
+def request_on(path: Path, obj: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
+    """One JSON request on its own connection to the control socket at ``path``, as
+    kissbotctl sends it; the answer line, parsed."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(json.dumps(obj).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    answer: dict[str, Any] = json.loads(buf)
+    return answer
+
+
 class Supervisor:
     """A running ``kissbot-supervisor`` and the means to watch and drive it."""
 
@@ -107,18 +124,7 @@ class Supervisor:
 
     def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.wait_for(r"supervisor: kissbot-supervisor .* control socket")  # it listens
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(TIMEOUT)
-            s.connect(str(self.control))
-            s.sendall(json.dumps(obj).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        result: dict[str, Any] = json.loads(buf)
-        return result
+        return request_on(self.control, obj)
 
     def status(self) -> dict[str, Any]:
         response = self.request({"cmd": "status"})

@@ -21,23 +21,18 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.kissbot_db import KissbotDb, write_key_file
+from fixtures.fleet_tokens import BOT_SECRET, CASTER_SECRET, SECRETS, add_tokens
 from kissbot_supervisor.paths import is_tmpfs
 
 from .conftest import StartFleet
 from .harness import TIMEOUT, fleet_config, wait_until
 
-BOT_SECRET = "oauth-bot-secret-never-shown-91c4"
-CASTER_SECRET = "oauth-caster-secret-never-shown-2b7e"
-REFRESH_SECRET = "oauth-refresh-secret-never-shown-6d0a"
-SECRETS = (BOT_SECRET, CASTER_SECRET, REFRESH_SECRET)
 NOBODY = 65534
 
 
@@ -52,27 +47,7 @@ def tmpfs_runtime() -> Iterator[Path]:
 
 
 def _fleet(workdir: Path, mode: str) -> dict[str, Any]:
-    doc = fleet_config(["secure_one", "secure_two"], hub=True)
-    doc["twitch"]["broadcaster_id"] = "2002"
-    if mode == "db":
-        key = write_key_file(workdir)
-        db = KissbotDb.create(workdir / "kissbot.db", key=key)
-        db.add_account("serda_bot", "1001", BOT_SECRET, expires_at=time.time() + 86_400)
-        db.add_account(
-            "el_serda", "2002", CASTER_SECRET, expires_at=time.time() + 86_400,
-            token_type="broadcaster",
-        )  # fmt: skip
-        doc["supervisor"]["use_db"] = True
-    else:
-        doc["twitch"]["tokens"] = {
-            "serda_bot": {
-                "user_id": "1001", "access_token": BOT_SECRET, "refresh_token": REFRESH_SECRET,
-            },
-            "el_serda": {
-                "user_id": "2002", "access_token": CASTER_SECRET, "refresh_token": REFRESH_SECRET,
-            },
-        }  # fmt: skip
-    return doc
+    return add_tokens(fleet_config(["secure_one", "secure_two"], hub=True), workdir, mode)
 
 
 def _request_lines(path: Path, request: dict[str, Any], count: int) -> list[bytes]:

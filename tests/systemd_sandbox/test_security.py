@@ -18,22 +18,17 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.kissbot_db import KissbotDb, write_key_file
+from fixtures.fleet_tokens import BOT_SECRET, CASTER_SECRET, SECRETS, add_tokens
 from linewatch import LineWatcher
 
 from .fleet import BIN, TIMEOUT, Fleet, config, start
 from .sandbox import _BASE_ENV, SystemdSandbox
 
-BOT_SECRET = "oauth-bot-secret-never-shown-5e1f"
-CASTER_SECRET = "oauth-caster-secret-never-shown-a83c"
-REFRESH_SECRET = "oauth-refresh-secret-never-shown-07d9"
-SECRETS = (BOT_SECRET, CASTER_SECRET, REFRESH_SECRET)
 CHANNELS = ("secure_one", "secure_two")
 SUPERVISOR = "kissbot-supervisor.service"
 HUB = "kissbot-hub.service"
@@ -50,27 +45,7 @@ FLEET_EXPOSURE_MAX = 2.0
 
 
 def _doc(workdir: Path, mode: str) -> dict[str, Any]:
-    doc = config(list(CHANNELS))
-    doc["twitch"]["broadcaster_id"] = "2002"
-    if mode == "db":
-        key = write_key_file(workdir)
-        db = KissbotDb.create(workdir / "kissbot.db", key=key)
-        db.add_account("serda_bot", "1001", BOT_SECRET, expires_at=time.time() + 86_400)
-        db.add_account(
-            "el_serda", "2002", CASTER_SECRET, expires_at=time.time() + 86_400,
-            token_type="broadcaster",
-        )  # fmt: skip
-        doc["supervisor"]["use_db"] = True
-    else:
-        doc["twitch"]["tokens"] = {
-            "serda_bot": {
-                "user_id": "1001", "access_token": BOT_SECRET, "refresh_token": REFRESH_SECRET,
-            },
-            "el_serda": {
-                "user_id": "2002", "access_token": CASTER_SECRET, "refresh_token": REFRESH_SECRET,
-            },
-        }  # fmt: skip
-    return doc
+    return add_tokens(config(list(CHANNELS)), workdir, mode)
 
 
 def _assert_clean(where: str, text: str) -> None:

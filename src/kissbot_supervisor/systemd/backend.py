@@ -370,9 +370,7 @@ class SystemdBackend:
         if not spec.is_hub:
             remove_stale_flags(self.pids_dir, spec.name)
         try:
-            secret = self._credential(spec.name)
-            cred = None if secret is None else str(self._write_credential(spec.name, secret))
-            props = transient_properties(spec, self._unit_options(cred))
+            props = self._properties(spec)
         except Exception as e:  # a token or an argv problem: this process only
             self._emit(core.SpawnFailed(spec.name, str(e)))
             return
@@ -383,14 +381,21 @@ class SystemdBackend:
             # comes now. StartUnit would wait for systemd's timer; RestartUnit does not.
             self.bus.send(restart_unit(track.unit), lambda r: self._started(spec.name, r))
             return
+        # Only the digest waits for the reply, not the properties: a fleet's start has
+        # hundreds in flight, and their objects would be the daemon's heap for good.
+        digest = fingerprint(props)
         self.bus.send(
             start_transient_unit(track.unit, props),
-            lambda r: self._transient_started(spec.name, props, r, retried=False),
+            lambda r: self._transient_started(spec.name, digest, r, retried=False),
         )
 
-    def _transient_started(
-        self, name: str, props: list[Property], reply: Message, *, retried: bool
-    ) -> None:
+    def _properties(self, spec: core.ProcessSpec) -> list[Property]:
+        """The unit's properties; its token, if it has one, written to its credential file."""
+        secret = self._credential(spec.name)
+        cred = None if secret is None else str(self._write_credential(spec.name, secret))
+        return transient_properties(spec, self._unit_options(cred))
+
+    def _transient_started(self, name: str, digest: int, reply: Message, *, retried: bool) -> None:
         try:
             check_reply(reply)
         except SystemdError as e:
@@ -402,16 +407,22 @@ class SystemdBackend:
                 # A failed unit keeps its name until reset; forget it and try once more.
                 # (A unit nothing refers to is unloaded then: a bot, always.)
                 self._call(name, "reset", reset_failed_unit(track.unit))
+                try:
+                    props = self._properties(track.spec)
+                except Exception as e:  # the token went away meanwhile
+                    self._start_failed(name, str(e))
+                    return
+                again = fingerprint(props)
                 self.bus.send(
                     start_transient_unit(track.unit, props),
-                    lambda r: self._transient_started(name, props, r, retried=True),
+                    lambda r: self._transient_started(name, again, r, retried=True),
                 )
                 return
             # Still loaded, stopped: the hub, which the bots' Wants=/After= refer to, and
             # systemd 252 unloads no unit something refers to, nor lets a loaded transient
             # unit change its ExecStart and the rest. With the properties we want, it can
             # simply be started again (the reset above cleared a failed state).
-            if self.memory.get(name, "created") == fingerprint(props):
+            if self.memory.get(name, "created") == digest:
                 self.bus.send(start_unit(track.unit), lambda r: self._started(name, r))
                 return
             # Created with other properties (a reload changed them), or we cannot tell
@@ -424,7 +435,7 @@ class SystemdBackend:
                 "are stopped",
             )
             return
-        self.memory.set(name, created=fingerprint(props))
+        self.memory.set(name, created=digest)
 
     def _started(self, name: str, reply: Message) -> None:
         try:

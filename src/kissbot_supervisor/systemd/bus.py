@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 ReplyCallback = Callable[[Message], None]
 SignalCallback = Callable[[Message], None]
+_Call = tuple[int, bytes, ReplyCallback]  # serial, the message as sent, who gets the reply
 
 
 def _ignore(_reply: Message) -> None:
@@ -58,9 +59,12 @@ class BusConnection:
         self._parser = Parser()
         self._serials = itertools.count(1)
         # Every call sent and not answered yet (the bus counts them all against us),
-        # kept with its message so that a call the bus refused can be sent again.
-        self._waiting: dict[int, tuple[Message, ReplyCallback]] = {}
-        self._queue: deque[tuple[Message, ReplyCallback]] = deque()
+        # kept with its bytes so that a call the bus refused can be sent again. Calls
+        # are kept serialised, not as Message objects: a start's unit properties are
+        # a few KB on the wire but ten times that as Python objects, and a 300-unit
+        # start queues hundreds of them (the heap they grew would stay after).
+        self._waiting: dict[int, _Call] = {}
+        self._queue: deque[_Call] = deque()
         self.window = MAX_IN_FLIGHT
         self._signals: list[tuple[MatchRule, SignalCallback]] = []
         self.on_lost: Callable[[], None] | None = None
@@ -79,7 +83,8 @@ class BusConnection:
         Calls go out in the order they were made. ``on_reply`` gets the reply,
         error replies included.
         """
-        self._queue.append((msg, on_reply or _ignore))
+        serial = next(self._serials)
+        self._queue.append((serial, msg.serialise(serial=serial), on_reply or _ignore))
         self._pump()
 
     @property
@@ -89,13 +94,11 @@ class BusConnection:
 
     def _pump(self) -> None:
         while self._queue and len(self._waiting) < self.window:
-            msg, on_reply = self._queue.popleft()
-            self._transmit(msg, on_reply)
+            self._transmit(self._queue.popleft())
 
-    def _transmit(self, msg: Message, on_reply: ReplyCallback) -> None:
-        serial = next(self._serials)
-        self._waiting[serial] = (msg, on_reply)
-        data = msg.serialise(serial=serial)
+    def _transmit(self, call: _Call) -> None:
+        serial, data, _on_reply = call
+        self._waiting[serial] = call
         # Messages to the manager are small: a blocking send of one is immediate,
         # and a bus that cannot take a few hundred bytes is a bus that is gone.
         self.sock.setblocking(True)
@@ -187,13 +190,13 @@ class BusConnection:
                 if self._refused_for_limits(msg, call):
                     continue
                 self._pump()
-                call[1](msg)
+                call[2](msg)
             elif kind is MessageType.signal:
                 for rule, handler in self._signals:
                     if rule.matches(msg):
                         handler(msg)
 
-    def _refused_for_limits(self, msg: Message, call: tuple[Message, ReplyCallback]) -> bool:
+    def _refused_for_limits(self, msg: Message, call: _Call) -> bool:
         """The bus's limit is below our window: learn it, and send the call again later."""
         if msg.header.message_type is not MessageType.error:
             return False
@@ -203,6 +206,7 @@ class BusConnection:
             return False  # refused with nothing else in flight: no later reply to wait for
         # The calls still in flight are what the bus let through: keep below that.
         self.window = min(self.window, len(self._waiting))
+        # Sent again as it was, serial included: the refusal was that serial's reply.
         self._queue.appendleft(call)
         return True
 
