@@ -68,6 +68,24 @@ def shell(sup: Supervisor, home: Path, terminals: list[PtyProgram]) -> PtyProgra
     return term
 
 
+# select(2) and its kin, on x86-64: readline waits for a key in select().
+WAITING_SYSCALLS = {"7", "23", "270", "271"}  # poll, select, pselect6, ppoll
+
+
+def waiting_for_keys(pid: int) -> None:
+    """Until ``pid`` is back in readline's wait for the next key.
+
+    A SIGINT that lands while CPython's readline is still handling the last key
+    (after its echo, before it waits again) is acted on only at the next key:
+    CPython checks signals when that wait is interrupted. A person's Ctrl-C
+    never comes within those microseconds of a keystroke; a test's does.
+    """
+    wait_until(
+        lambda: Path(f"/proc/{pid}/syscall").read_text().split()[0] in WAITING_SYSCALLS,
+        what="the shell waits for a key",
+    )
+
+
 def run(term: PtyProgram, keys: str, pattern: str, prompt: str = PROMPT) -> str:
     """Type ``keys``; wait for ``pattern`` and then the next prompt; the output in between."""
     mark = term.mark()
@@ -100,6 +118,7 @@ def test_commands_completion_ctrl_c_and_ctrl_d(
     mark = term.mark()
     term.send("garbage")
     term.expect("garbage", since=mark)
+    waiting_for_keys(term.proc.pid)
     term.send(CTRL_C)
     term.expect(PROMPT, since=mark + len("garbage"))
     out = run(term, "status morthy\r", r"morthy +running")
