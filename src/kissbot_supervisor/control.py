@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from .loop import Loop
+from .loop import Loop, accepted
 from .protocol import MAX_LINE, ProtocolError, Request, encode, parse_request
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
@@ -131,14 +131,7 @@ class ControlServer:
             os.chmod(path, 0o600)
 
     def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self._say("control", f"accept failed: {e.strerror}")
-                return
+        for conn in accepted(self.sock, self._accept_failed):
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
             pid, uid, gid = _UCRED.unpack(creds)
             if not peer_allowed(uid, gid, os.getuid()):
@@ -163,6 +156,9 @@ class ControlServer:
             client = _Client(conn)
             self._clients[conn.fileno()] = client
             self.loop.add_reader(conn.fileno(), lambda c=client: self._read(c))  # type: ignore[misc]
+
+    def _accept_failed(self, e: OSError) -> None:
+        self._say("control", f"accept failed: {e.strerror}")
 
     def _read(self, client: _Client) -> None:
         try:

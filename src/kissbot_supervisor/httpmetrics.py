@@ -20,6 +20,7 @@ import os
 import socket
 import stat
 
+from .loop import accepted
 from .metrics import CONTENT_TYPE
 from .settings import is_loopback, split_listen
 
@@ -151,14 +152,7 @@ class MetricsHttpServer:
         os.chmod(path, 0o666)
 
     def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self._say("metrics", f"accept failed on {self.listen}: {e.strerror}", 4)
-                return
+        for conn in accepted(self.sock, self._accept_failed):
             if len(self._conns) >= MAX_CLIENTS:
                 conn.close()
                 continue
@@ -167,6 +161,9 @@ class MetricsHttpServer:
             self._conns[conn.fileno()] = c
             self.loop.add_reader(conn.fileno(), lambda c=c: self._read(c))  # type: ignore[misc]
             c.timer = self.loop.call_later(CLIENT_TIMEOUT, lambda c=c: self._close(c))  # type: ignore[misc]
+
+    def _accept_failed(self, e: OSError) -> None:
+        self._say("metrics", f"accept failed on {self.listen}: {e.strerror}", 4)
 
     def _read(self, c: _Conn) -> None:
         try:

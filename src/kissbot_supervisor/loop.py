@@ -16,7 +16,7 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 Callback = Callable[[], None]
 
@@ -148,3 +148,20 @@ class Loop:
 
 def set_nonblocking(fd: int) -> None:
     os.set_blocking(fd, False)
+
+
+def accepted(sock: socket.socket, on_error: Callable[[OSError], None]) -> Iterator[socket.socket]:
+    """The connections waiting on a non-blocking listening socket that became readable.
+
+    Stops when none is left; a failing ``accept`` goes to ``on_error`` and ends
+    this turn (the next readiness tries again).
+    """
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            on_error(e)
+            return
+        yield conn
