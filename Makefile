@@ -1,38 +1,63 @@
 # Two commands on a fresh Debian 12 machine: `make run` and `make test`.
-# Each does all of its own set-up (Debian packages, virtual environment).
+# Each does all of its own set-up (Debian packages, a virtual environment built
+# from the lock in requirements/).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+ENV_INPUTS := pyproject.toml requirements/build.txt requirements/dev.txt \
+	tools/make-venv tools/ensure-debian-deps
 DEMO := .demo
 
-.PHONY: run test lint typecheck unit docs bench soak clean
+.PHONY: run test test-latest test-debian lint typecheck unit docs lock bench soak clean
 
-$(STAMP): pyproject.toml packaging/ensure-debian-deps
-	PYTHON=$(PYTHON) ./packaging/ensure-debian-deps
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(STAMP): $(ENV_INPUTS)
+	PYTHON=$(PYTHON) tools/make-venv locked $(VENV)
 
 ## run: the supervisor on the native backend with a demo fleet (hub + 3 bots); Ctrl-C stops it
 run: $(STAMP)
 	mkdir -p $(DEMO)
 	$(BIN)/kissbot-supervisor --workdir $(DEMO) --config $(CURDIR)/docs/examples/demo.yaml
 
-## test: linters, type checks and the whole test suite
-test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+# Linters, format and type checks, then the whole suite, with the tools of venv $(1).
+define all_checks
+	$(1)/bin/ruff check .
+	$(1)/bin/ruff format --check .
+	$(1)/bin/mypy
+	$(1)/bin/pytest
+endef
+
+## test: linters, format and type checks, and the whole test suite, in the locked environment
+test: $(STAMP)
+	$(call all_checks,$(VENV))
+
+## test-latest: the same with the newest release of everything (may fail: see README)
+test-latest:
+	PYTHON=$(PYTHON) tools/make-venv latest .venv-latest
+	$(call all_checks,.venv-latest)
+
+## test-debian: the test suite on Debian 12's own python3-* packages (what the .deb runs on)
+test-debian: .venv-debian/.installed-stamp
+	.venv-debian/bin/pytest
+
+.venv-debian/.installed-stamp: pyproject.toml requirements/debian-tools.txt \
+		tools/make-venv tools/ensure-debian-deps
+	tools/make-venv debian .venv-debian
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+## lock: regenerate requirements/*.txt from pyproject.toml and requirements/*.in
+lock:
+	PYTHON=$(PYTHON) tools/lock
 
 ## docs: regenerate docs/configuration.md from the setting declarations
 docs: $(STAMP)
@@ -48,4 +73,4 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/run.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) build *.egg-info
+	rm -rf $(VENV) .venv-latest .venv-debian .venv-lock $(DEMO) build *.egg-info

@@ -26,7 +26,6 @@ from .control import ControlServer
 from .filecommands import FileInterfaces, bot_states, write_atomically
 from .fleet import build_policy, build_specs
 from .loop import Loop, Timer
-from .native import NativeBackend, NativeOptions
 from .observe import Observer
 from .paths import default_runtime_dir
 from .protocol import Request
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .control import Reply
+    from .native import NativeBackend
     from .systemd.backend import SystemdBackend
 
     Backend = NativeBackend | SystemdBackend
@@ -135,15 +135,24 @@ class Supervisor:
         self.selfnotify = SelfNotifier(self.loop)
         # Events, metrics (command, log, HTTP) and the on_failure hook.
         self.observer = Observer(
-            self.loop, self.control, self.core, self.tokens, self.status, self.log.say,
-            self.started_at, cfg,
-        )  # fmt: skip
+            self.loop,
+            self.control,
+            self.core,
+            self.tokens,
+            self.status,
+            self.log.say,
+            self.started_at,
+            cfg,
+        )
         self.pidfile = cfg.workdir / "pids" / "supervisor.pid"
         # KissBot's pids/supervisor.cmd and pids/supervisor.broadcast (filecommands.py).
         self.files = FileInterfaces(
-            self.loop, cfg.workdir / "pids", lambda: bot_states(self.cfg.channels, self.core.procs),
-            self.handle_request, self.log.say,
-        )  # fmt: skip
+            self.loop,
+            cfg.workdir / "pids",
+            lambda: bot_states(self.cfg.channels, self.core.procs),
+            self.handle_request,
+            self.log.say,
+        )
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
         self._force = False
         self._trim_when_settled = True  # see feed(): a trim once the start is over
@@ -174,6 +183,9 @@ class Supervisor:
                 self.log.say,
                 self.tokens.secret_for,
             )
+        # Each backend is imported only when chosen: neither is resident in the other's daemon.
+        from .native import NativeBackend, NativeOptions
+
         return NativeBackend(
             self.loop,
             NativeOptions(

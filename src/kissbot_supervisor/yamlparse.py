@@ -3,7 +3,7 @@
 PyYAML and its C extension cost the supervisor about 1.6 MiB of resident memory
 for as long as it runs, a tenth of its 16 MiB budget with 100 bots, to read one
 file at start-up and on reload. The child (``python -m
-kissbot_supervisor.yamlparse``, about 40 ms) reads the YAML on stdin and writes
+kissbot_supervisor.yamlparse``, isolated, about 40 ms) reads the YAML on stdin and writes
 JSON on stdout: ``{"document": ...}`` or ``{"error": {"line", "column", "problem"}}``.
 Values JSON cannot carry (YAML dates) become strings; the supervisor reads only
 strings, numbers, lists and mappings.
@@ -122,8 +122,12 @@ def parse_in_child(raw: bytes) -> dict[str, Any]:
     """
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    argv = [sys.executable, "-m", "kissbot_supervisor.yamlparse"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    # Isolated (-I): neither the current directory (the KissBot root, which the
+    # bots' user can write: a yaml.py dropped there would run as the supervisor's
+    # user) nor PYTHON* variables nor the user's site-packages reach the child's
+    # imports; and an empty environment, as the child needs none of it.
+    argv = [sys.executable, "-I", "-m", "kissbot_supervisor.yamlparse"]
+    env: dict[str, str] = {}
     try:
         pid = os.posix_spawn(
             sys.executable,

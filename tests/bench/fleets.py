@@ -39,9 +39,17 @@ BOT_PYTHON = sys.executable
 # Quiet bots: no chat lines, no broadcast polling, no hub, no system log, so
 # an idle fleet gives its supervisor nothing to do.
 DEMO_BOT_FLAGS = (
-    "--eventsub", "disabled", "--chat-interval", "0", "--broadcast-poll", "0",
-    "--ping-interval", "0", "--system-log-interval", "0",
-)  # fmt: skip
+    "--eventsub",
+    "disabled",
+    "--chat-interval",
+    "0",
+    "--broadcast-poll",
+    "0",
+    "--ping-interval",
+    "0",
+    "--system-log-interval",
+    "0",
+)
 
 STARTUP_TIMEOUT = 120.0
 CRASH_TIMEOUT = 15.0
@@ -56,9 +64,16 @@ LOG_BACKUPS = 3
 
 # Inherited variables meant for a service manager's own child, never for ours.
 _PRIVATE_ENV = (
-    "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
-    "LISTEN_FDNAMES", "INVOCATION_ID", "KISSBOT_CONTROL_SOCKET", "JOURNAL_STREAM",
-)  # fmt: skip
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "INVOCATION_ID",
+    "KISSBOT_CONTROL_SOCKET",
+    "JOURNAL_STREAM",
+)
 
 
 class BenchError(Exception):

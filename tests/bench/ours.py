@@ -47,9 +47,14 @@ class Ours(Fleet):
 
     def config(self) -> dict[str, Any]:
         command = [
-            "{supervisor_python}", "-m", "kissbot_supervisor.demo", "bot",
-            "--channel", "{channel}", *DEMO_BOT_FLAGS,
-        ]  # fmt: skip
+            "{supervisor_python}",
+            "-m",
+            "kissbot_supervisor.demo",
+            "bot",
+            "--channel",
+            "{channel}",
+            *DEMO_BOT_FLAGS,
+        ]
         return {
             "twitch": {"channels": self.channels},
             "bot": {"name": "serda_bot"},
@@ -116,9 +121,13 @@ class Ours(Fleet):
     def launch(self) -> None:
         self.write_config()
         argv = [
-            str(KISSBOT_SUPERVISOR), "--workdir", str(self.workdir),
-            "--runtime-dir", str(self.runtime_dir), "--non-interactive",
-        ]  # fmt: skip
+            str(KISSBOT_SUPERVISOR),
+            "--workdir",
+            str(self.workdir),
+            "--runtime-dir",
+            str(self.runtime_dir),
+            "--non-interactive",
+        ]
         self.launched_at = time.monotonic()
         self.proc = subprocess.Popen(
             argv,

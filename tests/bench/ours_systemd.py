@@ -143,13 +143,33 @@ class Journal:
         self._cond = threading.Condition()
         self.entries: list[Entry] = []
         self.proc = subprocess.Popen(
-            ["nsenter", "-t", str(sandbox.pid1), "-m", "-p", "-u", "--",
-             "journalctl", "-f", "-n", "all", "-o", "json", "--no-pager",
-             f"--since=@{since:.6f}", f"_SYSTEMD_UNIT={SUPERVISOR_UNIT}", "+", "_PID=1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            text=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+            [
+                "nsenter",
+                "-t",
+                str(sandbox.pid1),
+                "-m",
+                "-p",
+                "-u",
+                "--",
+                "journalctl",
+                "-f",
+                "-n",
+                "all",
+                "-o",
+                "json",
+                "--no-pager",
+                f"--since=@{since:.6f}",
+                f"_SYSTEMD_UNIT={SUPERVISOR_UNIT}",
+                "+",
+                "_PID=1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
             start_new_session=True,  # nsenter forks journalctl: killed as a group
-        )  # fmt: skip
+        )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -290,9 +310,16 @@ class OursSystemd(Ours):
         # The units get no environment from the supervisor: env puts the snapshot first
         # on the bots' path too (it execs the interpreter, so the unit's MainPID is it).
         command = [
-            "/usr/bin/env", f"PYTHONPATH={self.snapshot}", "{supervisor_python}",
-            "-m", "kissbot_supervisor.demo", "bot", "--channel", "{channel}", *flags,
-        ]  # fmt: skip
+            "/usr/bin/env",
+            f"PYTHONPATH={self.snapshot}",
+            "{supervisor_python}",
+            "-m",
+            "kissbot_supervisor.demo",
+            "bot",
+            "--channel",
+            "{channel}",
+            *flags,
+        ]
         supervisor: dict[str, Any] = {
             "backend": "systemd",
             "bot": self.bot_settings(command),
@@ -308,11 +335,20 @@ class OursSystemd(Ours):
                 "socket": "hub.sock",
                 "ready": "socket",
                 "command": [
-                    "/usr/bin/env", f"PYTHONPATH={self.snapshot}", "{supervisor_python}",
-                    "-m", "kissbot_supervisor.demo", "hub", "--config", "{config}",
-                    "--db", "{db}", "--socket", "{hub_socket}",
+                    "/usr/bin/env",
+                    f"PYTHONPATH={self.snapshot}",
+                    "{supervisor_python}",
+                    "-m",
+                    "kissbot_supervisor.demo",
+                    "hub",
+                    "--config",
+                    "{config}",
+                    "--db",
+                    "{db}",
+                    "--socket",
+                    "{hub_socket}",
                 ],
-            }  # fmt: skip
+            }
         return {
             "twitch": {"channels": self.channels},
             "bot": {"name": "serda_bot"},
@@ -359,11 +395,24 @@ class OursSystemd(Ours):
         self.launched_wall = time.time()
         self.launched_at = time.monotonic()
         self.start_proc = subprocess.Popen(
-            ["nsenter", "-t", str(self.sandbox.pid1), "-m", "-p", "-u", "--",
-             "systemctl", "start", SUPERVISOR_UNIT],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
-        )  # fmt: skip
+            [
+                "nsenter",
+                "-t",
+                str(self.sandbox.pid1),
+                "-m",
+                "-p",
+                "-u",
+                "--",
+                "systemctl",
+                "start",
+                SUPERVISOR_UNIT,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+        )
 
     def tail(self) -> str:
         return "" if self.journal is None else self.journal.tail()
@@ -718,10 +767,15 @@ class OursSystemd(Ours):
     def supervisor_journal(self) -> str:
         """The supervisor unit's whole journal in this sandbox (PID 1's lines about it too)."""
         return self.sandbox.run(
-            "journalctl", "--no-pager", "-o", "short-monotonic",
-            f"_SYSTEMD_UNIT={SUPERVISOR_UNIT}", "+", f"UNIT={SUPERVISOR_UNIT}",
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "short-monotonic",
+            f"_SYSTEMD_UNIT={SUPERVISOR_UNIT}",
+            "+",
+            f"UNIT={SUPERVISOR_UNIT}",
             check=False,
-        ).stdout  # fmt: skip
+        ).stdout
 
     def supervisor_lines(self, count: int) -> str:
         """Its last ``count`` lines that are not one bot's routine start."""

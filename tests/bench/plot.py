@@ -55,9 +55,14 @@ def line_panel(ax, summary, sizes, key, title, unit, target):
             high.append(fig["max"] - fig["median"])
         if xs:
             ax.errorbar(
-                xs, med, yerr=[low, high], marker="o", capsize=4,
-                color=COLOURS[sup], label=NAMES[sup],
-            )  # fmt: skip
+                xs,
+                med,
+                yerr=[low, high],
+                marker="o",
+                capsize=4,
+                color=COLOURS[sup],
+                label=NAMES[sup],
+            )
     targets = target if isinstance(target, tuple) else () if target is None else (target,)
     for value in targets:
         ax.axhline(value, color="grey", linestyle="--", linewidth=1, label="target")

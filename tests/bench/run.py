@@ -223,10 +223,11 @@ def snapshot_source(into: Path) -> str:
     """
     package = REPO / "src" / "kissbot_supervisor"
     check = [
-        sys.executable, "-c",
+        sys.executable,
+        "-c",
         "import kissbot_supervisor.cli.supervisor, kissbot_supervisor.cli.ctl, "
         "kissbot_supervisor.daemon, kissbot_supervisor.demo.bot",
-    ]  # fmt: skip
+    ]
     env = {**clean_env(), "PYTHONPATH": str(into)}
     error = ""
     for attempt in range(SNAPSHOT_TRIES):
@@ -235,8 +236,11 @@ def snapshot_source(into: Path) -> str:
         shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__"))
         compiled = subprocess.run(
             [sys.executable, "-m", "compileall", "-q", str(target)],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         done = subprocess.run(
             check, capture_output=True, text=True, env=env, timeout=60, check=False
         )

@@ -335,9 +335,16 @@ def test_disk_full_for_log_files_error_once_and_recovery(
     # A 1 MiB tmpfs on logs/, in a mount namespace of the supervisor's own: the host
     # never sees it, and it goes away with the supervisor's namespace.
     wrapper = [
-        "unshare", "--mount", "--propagation", "private", "--",
-        "sh", "-c", 'mount -n -t tmpfs -o size=1m tmpfs "$0/logs" && exec "$@"', str(tmp_path),
-    ]  # fmt: skip
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        'mount -n -t tmpfs -o size=1m tmpfs "$0/logs" && exec "$@"',
+        str(tmp_path),
+    ]
     doc = fleet_config(
         ["chatty_bot", "quiet_bot"], per_channel={"chatty_bot": ["--chat-interval", "0.02"]}
     )

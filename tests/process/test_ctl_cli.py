@@ -362,9 +362,19 @@ def test_a_long_channel_name_still_fits_80_columns(fleet: Supervisor) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["status", "start", "stop", "restart", "reload", "logs", "events", "metrics", "shell",
-     "completion"],
-)  # fmt: skip
+    [
+        "status",
+        "start",
+        "stop",
+        "restart",
+        "reload",
+        "logs",
+        "events",
+        "metrics",
+        "shell",
+        "completion",
+    ],
+)
 def test_help_of_each_subcommand(command: str) -> None:
     result = subprocess.run(
         [KISSBOTCTL, command, "--help"], capture_output=True, text=True, check=False
@@ -399,11 +409,17 @@ def test_bash_completion(fleet: Supervisor) -> None:
     env = ctl_env(KISSBOT_CONTROL_SOCKET=str(fleet.control))
     assert bash_complete(script, [KISSBOTCTL, "sta"], env) == ["status", "start"]
     assert bash_complete(script, [KISSBOTCTL, "--"], env) == [
-        "--help", "--version", "--socket", "--timeout",
-    ]  # fmt: skip
+        "--help",
+        "--version",
+        "--socket",
+        "--timeout",
+    ]
     assert bash_complete(script, [KISSBOTCTL, "restart", ""], env) == [
-        "el_serda", "morthy", "hub", "all",
-    ]  # fmt: skip
+        "el_serda",
+        "morthy",
+        "hub",
+        "all",
+    ]
     assert bash_complete(script, [KISSBOTCTL, "restart", "el_serda", "m"], env) == ["morthy"]
     assert bash_complete(script, [KISSBOTCTL, "logs", ""], env) == ["el_serda", "morthy", "hub"]
     assert bash_complete(script, [KISSBOTCTL, "logs", "--f"], env) == ["--follow"]
@@ -457,5 +473,14 @@ def test_zsh_completion(fleet: Supervisor) -> None:
 
     assert "status" in complete("sta")
     assert complete("restart", "") == ["el_serda", "morthy", "hub", "all"]
-    assert complete("logs", "--") == ["-h", "--help", "--socket", "--timeout", "-n", "--lines",
-                                      "-f", "--follow", "--workdir"]  # fmt: skip
+    assert complete("logs", "--") == [
+        "-h",
+        "--help",
+        "--socket",
+        "--timeout",
+        "-n",
+        "--lines",
+        "-f",
+        "--follow",
+        "--workdir",
+    ]

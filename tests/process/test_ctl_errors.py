@@ -371,10 +371,14 @@ def test_error_response_exits_1(serve: Callable[[dict[str, bytes]], CannedServer
     server = serve(
         {
             "start": _line({"ok": False, "error": error}),
-            "reload": _line({"ok": False, "error": "config/config.yaml: twitch.channels[2]:\n"
-                             "'a b' is not a Twitch login"}),
+            "reload": _line(
+                {
+                    "ok": False,
+                    "error": "config/config.yaml: twitch.channels[2]:\n'a b' is not a Twitch login",
+                }
+            ),
         }
-    )  # fmt: skip
+    )
     proc = run_ctl("--socket", str(server.path), "start", "nobody")
     assert proc.returncode == 1
     assert proc.stdout == ""
@@ -454,13 +458,23 @@ def test_start_prints_one_line_per_result(
     server = serve(
         {
             "start": _results(
-                {"name": "el_serda", "result": "started", "pid": 1234, "state": "running",
-                 "message": ""},
-                {"name": "hub", "result": "already running", "pid": 99, "state": "running",
-                 "message": "nothing to do"},
+                {
+                    "name": "el_serda",
+                    "result": "started",
+                    "pid": 1234,
+                    "state": "running",
+                    "message": "",
+                },
+                {
+                    "name": "hub",
+                    "result": "already running",
+                    "pid": 99,
+                    "state": "running",
+                    "message": "nothing to do",
+                },
             )
         }
-    )  # fmt: skip
+    )
     proc = run_ctl("--socket", str(server.path), "start", "el_serda", "hub")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
@@ -477,13 +491,23 @@ def test_a_failed_result_exits_1(
     server = serve(
         {
             command: _results(
-                {"name": "el_serda", "result": "stopped", "pid": None, "state": "stopped",
-                 "message": ""},
-                {"name": "morthy", "result": "failed", "pid": None, "state": "failed",
-                 "message": "token revoked"},
+                {
+                    "name": "el_serda",
+                    "result": "stopped",
+                    "pid": None,
+                    "state": "stopped",
+                    "message": "",
+                },
+                {
+                    "name": "morthy",
+                    "result": "failed",
+                    "pid": None,
+                    "state": "failed",
+                    "message": "token revoked",
+                },
             )
         }
-    )  # fmt: skip
+    )
     proc = run_ctl("--socket", str(server.path), command, "all")
     assert proc.returncode == 1
     assert proc.stdout.splitlines() == ["el_serda: stopped", "morthy: failed: token revoked"]

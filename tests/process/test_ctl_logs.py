@@ -197,9 +197,16 @@ def test_follow_goes_on_across_a_rotation(tmp_path: Path, followers: list[Follow
     current = logs / "rot_chan.log"
     write_lines(current, 1, 3)
     follower = Follower(
-        "--socket", str(tmp_path / "no.sock"), "logs", "rot_chan", "-f", "-n", "1",
-        "--workdir", str(tmp_path),
-    )  # fmt: skip
+        "--socket",
+        str(tmp_path / "no.sock"),
+        "logs",
+        "rot_chan",
+        "-f",
+        "-n",
+        "1",
+        "--workdir",
+        str(tmp_path),
+    )
     followers.append(follower)
     out = follower.out
     out.wait_for(r"line 3$")

@@ -148,9 +148,10 @@ def test_metrics_command_log_and_http_listener(start_fleet: StartFleet, tmp_path
     port = free_port()
     doc = fleet_config(
         ["metric_one", "metric_two"],
-        supervisor={"metrics": {"path": "metrics.jsonl", "interval_sec": 1,
-                                "listen": f"127.0.0.1:{port}"}},
-    )  # fmt: skip
+        supervisor={
+            "metrics": {"path": "metrics.jsonl", "interval_sec": 1, "listen": f"127.0.0.1:{port}"}
+        },
+    )
     sup = start_fleet(doc)
     sup.wait_for(r"metric_one: ready")
     sup.wait_for(r"metric_two: ready")

@@ -267,8 +267,11 @@ def test_bad_config_at_start_names_file_key_and_value(tmp_path: Path) -> None:
     write_config(tmp_path, {"twitch": {"channels": ["good_one", "../etc"]}})
     result = subprocess.run(
         [SUPERVISOR, "--workdir", str(tmp_path), "--non-interactive"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "kissbot-supervisor: config/config.yaml: twitch.channels[1]: '../etc' is not a "
@@ -285,8 +288,11 @@ def test_unknown_setting_flag_and_bad_value(tmp_path: Path) -> None:
     write_config(tmp_path, {"twitch": {"channels": ["good_one"]}})
     result = subprocess.run(
         [SUPERVISOR, "--workdir", str(tmp_path), "--restart-delay-sec=-3"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert "command line: --restart-delay-sec: '-3' is out of range" in result.stderr
 
@@ -399,8 +405,11 @@ def test_malformed_yaml_at_start_names_line_and_column(tmp_path: Path) -> None:
     (tmp_path / "config" / "config.yaml").write_text("twitch:\n  channels: [a, b\n")
     result = subprocess.run(
         [SUPERVISOR, "--workdir", str(tmp_path), "--non-interactive"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("kissbot-supervisor: config/config.yaml: line 3, column 1: ")
     assert "invalid YAML" in result.stderr
@@ -431,8 +440,11 @@ def test_export_units_writes_static_units_for_the_config(tmp_path: Path) -> None
     out = tmp_path / "units"
     result = subprocess.run(
         [SUPERVISOR, "export-units", str(out), "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in out.iterdir())
     assert names == [

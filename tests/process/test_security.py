@@ -188,9 +188,16 @@ def test_control_socket_mode_and_a_stranger_gets_one_error_line(
             "sys.stdout.buffer.write(b)\n"
         )
         argv = [
-            "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-            sys.executable, "-I", "-c", client, str(sup.control),
-        ]  # fmt: skip
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            sys.executable,
+            "-I",
+            "-c",
+            client,
+            str(sup.control),
+        ]
         result = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, check=False)
         assert result.returncode == 0, result.stderr
         lines = result.stdout.split(b"\n")

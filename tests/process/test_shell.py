@@ -167,9 +167,14 @@ def supervisor_on_a_terminal(
     write_config(tmp_path, fleet_config(channels, hub=True))
     control = tmp_path / "run" / "control.sock"
     argv = [
-        SUPERVISOR, "--workdir", str(tmp_path), "--config", "config/config.yaml",
-        "--runtime-dir", str(control.parent),
-    ]  # fmt: skip
+        SUPERVISOR,
+        "--workdir",
+        str(tmp_path),
+        "--config",
+        "config/config.yaml",
+        "--runtime-dir",
+        str(control.parent),
+    ]
     term = PtyProgram(argv, term_env(tmp_path))
     terminals.append(term)
     term.expect(SUPERVISOR_PROMPT)
@@ -243,9 +248,15 @@ def test_ctrl_c_in_the_supervisors_prompt_stops_it(
 def test_no_prompt_with_non_interactive(tmp_path: Path, terminals: list[PtyProgram]) -> None:
     write_config(tmp_path, fleet_config(["quiet_bot"]))
     argv = [
-        SUPERVISOR, "--workdir", str(tmp_path), "--config", "config/config.yaml",
-        "--runtime-dir", str(tmp_path / "run"), "--non-interactive",
-    ]  # fmt: skip
+        SUPERVISOR,
+        "--workdir",
+        str(tmp_path),
+        "--config",
+        "config/config.yaml",
+        "--runtime-dir",
+        str(tmp_path / "run"),
+        "--non-interactive",
+    ]
     term = PtyProgram(argv, term_env(tmp_path))
     terminals.append(term)
     ready = term.expect(r"quiet_bot: ready")

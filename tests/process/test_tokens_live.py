@@ -93,8 +93,11 @@ def test_missing_key_file_is_an_error_and_no_key_is_made(tmp_path: Path) -> None
     write_config(tmp_path, fleet_config(["token_bot"], supervisor={"use_db": True}))
     result = subprocess.run(
         [SUPERVISOR, "--workdir", str(tmp_path), "--non-interactive"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert ".kissbot.key" in result.stderr
     assert not (tmp_path / ".kissbot.key").exists()

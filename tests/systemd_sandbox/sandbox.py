@@ -384,10 +384,22 @@ class SystemdSandbox:
     def _boot(self, inst: Path, binds: Sequence[Path]) -> None:
         notify_path = inst / "notify"
         argv = [
-            "unshare", "--pid", "--fork", "--mount", "--uts", "--mount-proc",
-            "--propagation", "private", "--kill-child=SIGKILL",
-            "--", str(NSINIT), str(inst), self.id, str(inst), *map(str, binds),
-        ]  # fmt: skip
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount",
+            "--uts",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--kill-child=SIGKILL",
+            "--",
+            str(NSINIT),
+            str(inst),
+            self.id,
+            str(inst),
+            *map(str, binds),
+        ]
         env = {
             "PATH": _BASE_ENV["PATH"],
             "NOTIFY_SOCKET": str(notify_path),

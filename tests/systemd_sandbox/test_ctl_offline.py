@@ -153,10 +153,22 @@ def test_logs_show_the_units_journal_with_and_without_the_supervisor(fleet: Flee
 
     # From the host: the sandbox's journal files, like journalctl -D.
     host = subprocess.run(
-        [KISSBOTCTL, "--socket", "/nonexistent/control.sock", "logs", "journal_bot",
-         "-n", "all", "--journal-dir", str(fleet.sandbox.journal_dir)],
-        capture_output=True, text=True, timeout=TIMEOUT, check=False,
-    )  # fmt: skip
+        [
+            KISSBOTCTL,
+            "--socket",
+            "/nonexistent/control.sock",
+            "logs",
+            "journal_bot",
+            "-n",
+            "all",
+            "--journal-dir",
+            str(fleet.sandbox.journal_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert host.returncode == 0, host.stderr
     assert message_lines(host.stdout) == expected
 
@@ -168,10 +180,23 @@ def test_logs_follow_the_journal(fleet: Fleet) -> None:
     unit = "kissbot-bot@follow_bot.service"
     wait_until(lambda: "joined #follow_bot" in fleet.sandbox.journal(unit), "the bot's lines")
     proc = subprocess.Popen(
-        [KISSBOTCTL, "--socket", "/nonexistent/control.sock", "logs", "follow_bot", "-f",
-         "-n", "1", "--journal-dir", str(fleet.sandbox.journal_dir)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        [
+            KISSBOTCTL,
+            "--socket",
+            "/nonexistent/control.sock",
+            "logs",
+            "follow_bot",
+            "-f",
+            "-n",
+            "1",
+            "--journal-dir",
+            str(fleet.sandbox.journal_dir),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout is not None
     out = LineWatcher(proc.stdout, "kissbotctl logs -f", TIMEOUT)
     try:

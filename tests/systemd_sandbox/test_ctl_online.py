@@ -32,11 +32,25 @@ class Events:
 
     def __init__(self, sandbox: SystemdSandbox, *args: str) -> None:
         self.proc = subprocess.Popen(
-            ["nsenter", "-t", str(sandbox.pid1), "-m", "-p", "-u", "--",
-             KISSBOTCTL, "events", "--json", *args],
+            [
+                "nsenter",
+                "-t",
+                str(sandbox.pid1),
+                "-m",
+                "-p",
+                "-u",
+                "--",
+                KISSBOTCTL,
+                "events",
+                "--json",
+                *args,
+            ],
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         self.out = LineWatcher(self.proc.stdout, "kissbotctl events", TIMEOUT)
 

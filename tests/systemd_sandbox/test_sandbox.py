@@ -77,9 +77,14 @@ def test_dbus_from_host_reports_manager_version(systemd_sandbox: SystemdSandbox)
 def test_transient_unit_runs_logs_and_is_accounted(clean_units: SystemdSandbox) -> None:
     sd = clean_units
     sd.run(
-        "systemd-run", "--unit", UNIT, "--property=Type=exec",
-        "/bin/sh", "-c", "echo hello-from-sandbox; sleep 30",
-    )  # fmt: skip
+        "systemd-run",
+        "--unit",
+        UNIT,
+        "--property=Type=exec",
+        "/bin/sh",
+        "-c",
+        "echo hello-from-sandbox; sleep 30",
+    )
     assert show(sd, UNIT, "ActiveState") == "active"
 
     wait_for(lambda: "hello-from-sandbox" in sd.journal(UNIT), "the line in journalctl -u inside")
@@ -130,9 +135,13 @@ def test_second_sandbox_concurrently_then_stop_leaves_nothing(
             "starting",
         )
         second.run(
-            "systemd-run", "--unit", "kissbot-second.service", "--property=Type=exec",
-            "/bin/sleep", "60",
-        )  # fmt: skip
+            "systemd-run",
+            "--unit",
+            "kissbot-second.service",
+            "--property=Type=exec",
+            "/bin/sleep",
+            "60",
+        )
         # Separate cgroup trees: the unit lives in the second instance's only.
         cgroup = show(second, "kissbot-second.service", "ControlGroup")
         assert cgroup.startswith(f"/kissbot-{second.id}/"), cgroup

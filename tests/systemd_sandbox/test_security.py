@@ -58,12 +58,25 @@ class EventStream:
 
     def __init__(self, sandbox: SystemdSandbox) -> None:
         self.proc = subprocess.Popen(
-            ["nsenter", "-t", str(sandbox.pid1), "-m", "-p", "-u", "--",
-             str(BIN / "kissbotctl"), "events", "--json"],
-            env=dict(_BASE_ENV), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            [
+                "nsenter",
+                "-t",
+                str(sandbox.pid1),
+                "-m",
+                "-p",
+                "-u",
+                "--",
+                str(BIN / "kissbotctl"),
+                "events",
+                "--json",
+            ],
+            env=dict(_BASE_ENV),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,  # nsenter forks kissbotctl: end them as a group
-        )  # fmt: skip
+        )
         assert self.proc.stdout is not None
         self.out = LineWatcher(self.proc.stdout, "kissbotctl events", TIMEOUT)
 
@@ -180,9 +193,10 @@ def test_exposure_of_the_bot_hub_and_supervisor_units(
     units = ("kissbot-bot@exposed_bot.service", HUB, SUPERVISOR)
     figures = {unit: _exposure(fleet.sandbox, unit) for unit in units}
     with capsys.disabled():  # the figures are this test's report: shown without -s too
-        print("\nsystemd-analyze security exposure: " + ", ".join(
-            f"{unit} {figure:.1f}" for unit, figure in figures.items()
-        ))  # fmt: skip
+        print(
+            "\nsystemd-analyze security exposure: "
+            + ", ".join(f"{unit} {figure:.1f}" for unit, figure in figures.items())
+        )
     for unit in units[:2]:
         assert figures[unit] <= FLEET_EXPOSURE_MAX, f"{unit}: exposure {figures[unit]}"
     assert figures[SUPERVISOR] <= SUPERVISOR_EXPOSURE_MAX, (

@@ -25,6 +25,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from kissbot_supervisor import yamlparse
 from kissbot_supervisor.config import LOGIN_RE, Config, ConfigError, load_config
 from kissbot_supervisor.settings import Settings, SettingValueError, declarations
 
@@ -133,12 +134,27 @@ channel_names = (
     | st.text(max_size=30)
     | st.sampled_from(
         [
-            "a/bcdef", "../../etc/passwd", "..", "....", "el serda", "el;serda", "$(reboot)",
-            "`id`xx", "bot@x.service", "el\\serda", "el_serda\n", "el\0serda", "x" * 1000,
-            "\u212aappa_ch", "\u0130stanbul", "ｆｕｌｌｗｉｄｔｈ", "-rf_x", "el_serda.service",
+            "a/bcdef",
+            "../../etc/passwd",
+            "..",
+            "....",
+            "el serda",
+            "el;serda",
+            "$(reboot)",
+            "`id`xx",
+            "bot@x.service",
+            "el\\serda",
+            "el_serda\n",
+            "el\0serda",
+            "x" * 1000,
+            "\u212aappa_ch",
+            "\u0130stanbul",
+            "ｆｕｌｌｗｉｄｔｈ",
+            "-rf_x",
+            "el_serda.service",
         ]
     )
-)  # fmt: skip
+)
 
 
 def set_path(document: dict[str, Any], dotted: str, value: object) -> None:
@@ -324,7 +340,7 @@ announcements:
         },
         sort_keys=False,
     )
-).encode("utf-8")  # fmt: skip
+).encode("utf-8")
 
 
 def test_a_config_cut_at_every_byte_loads_or_fails_clearly() -> None:
@@ -391,6 +407,19 @@ def test_hostile_documents_fail_clearly_on_both_paths(content: bytes, isolate: b
         load_config(workdir, CONFIG, isolate=isolate)
     message = check_error(info.value)
     assert "exited" not in message  # the child answered; it did not crash
+
+
+def test_the_depth_bound_is_our_own_not_only_libyamls() -> None:
+    """libyaml's own nesting limit (1000) may stop a bomb before ours: ours must
+    hold without it, so it is checked here on PyYAML's pure-Python parser."""
+    raw = b"twitch: " + b"[" * 100 + b"]" * 100
+    error = yamlparse._depth_error(raw, yaml, yaml.SafeLoader)
+    # The top mapping is level 1: the 64th "[" (column 8 + 64) is one too many.
+    assert error == {
+        "line": 1,
+        "column": 8 + yamlparse.MAX_DEPTH,
+        "problem": f"nested deeper than {yamlparse.MAX_DEPTH} levels",
+    }
 
 
 def test_a_moderately_nested_document_still_loads() -> None:

@@ -17,22 +17,35 @@ WHEN = time.mktime((2026, 11, 24, 1, 2, 3, 0, 0, -1))
 
 
 def _event(kind: str, message: str, name: str = "el_serda") -> dict[str, object]:
-    return {"time": WHEN, "name": name, "kind": kind, "message": message, "state": "running",
-            "pid": 12, "restarts": 0}  # fmt: skip
+    return {
+        "time": WHEN,
+        "name": name,
+        "kind": kind,
+        "message": message,
+        "state": "running",
+        "pid": 12,
+        "restarts": 0,
+    }
 
 
 @pytest.mark.parametrize(
     ("kind", "message", "line"),
     [
-        ("exited", "killed by SIGKILL; starting again",
-         "2026-11-24 01:02:03 el_serda exited: killed by SIGKILL; starting again"),
+        (
+            "exited",
+            "killed by SIGKILL; starting again",
+            "2026-11-24 01:02:03 el_serda exited: killed by SIGKILL; starting again",
+        ),
         ("started", "started (PID 12)", "2026-11-24 01:02:03 el_serda started (PID 12)"),
         ("ready", "ready", "2026-11-24 01:02:03 el_serda ready"),
-        ("parked", "exited 1 5 times\nat start-up",
-         "2026-11-24 01:02:03 el_serda parked: exited 1 5 times at start-up"),
+        (
+            "parked",
+            "exited 1 5 times\nat start-up",
+            "2026-11-24 01:02:03 el_serda parked: exited 1 5 times at start-up",
+        ),
         ("", "something", "2026-11-24 01:02:03 el_serda something"),
     ],
-)  # fmt: skip
+)
 def test_event_lines(kind: str, message: str, line: str) -> None:
     assert format_event(_event(kind, message), color=False) == line
 

@@ -37,14 +37,22 @@ def test_plain_bots_get_the_exact_upstream_argv(tmp_path: Path) -> None:
     specs = build_specs(make_config(tmp_path))
     assert [s.name for s in specs] == list(CHANNELS)
     assert specs[0].argv == (
-        "python3", "main.py", "--channel", "el_serda",
-        "--config", "config/config.yaml", "--eventsub", "direct",
-    )  # fmt: skip
+        "python3",
+        "main.py",
+        "--channel",
+        "el_serda",
+        "--config",
+        "config/config.yaml",
+        "--eventsub",
+        "direct",
+    )
     assert specs[1].argv == bot_argv("morthal_", "--eventsub", "direct")
     assert all(not s.is_hub for s in specs)
     assert (specs[0].ready, specs[0].watchdog_sec, specs[0].start_timeout_sec) == (
-        "file", 0.0, 120.0,
-    )  # fmt: skip
+        "file",
+        0.0,
+        120.0,
+    )
 
 
 def test_use_db_adds_use_db_and_db(tmp_path: Path) -> None:
@@ -65,9 +73,15 @@ def test_hub_mode_argv_for_the_hub_and_the_bots(tmp_path: Path) -> None:
     hub = specs[0]
     assert hub.is_hub
     assert hub.argv == (
-        "python3", "eventsub_hub.py", "--config", "config/config.yaml",
-        "--db", "kissbot.db", "--socket", "/tmp/kissbot_hub.sock",
-    )  # fmt: skip
+        "python3",
+        "eventsub_hub.py",
+        "--config",
+        "config/config.yaml",
+        "--db",
+        "kissbot.db",
+        "--socket",
+        "/tmp/kissbot_hub.sock",
+    )
     assert (hub.ready, hub.start_timeout_sec) == ("socket", 30.0)
     assert specs[1].argv == bot_argv(
         "el_serda", "--eventsub", "hub", "--hub-socket", "/tmp/kissbot_hub.sock"
@@ -115,10 +129,22 @@ def test_an_explicit_python_wins(tmp_path: Path) -> None:
 
 def test_a_custom_bot_command_with_every_placeholder(tmp_path: Path) -> None:
     command = [
-        "{supervisor_python}", "-m", "kissbot_supervisor.demo.bot",
-        "--channel={channel}", "--config", "{config}", "--db", "{db}",
-        "--mode", "{eventsub}", "--socket", "{hub_socket}", "--py", "{python}", "{{literal}}",
-    ]  # fmt: skip
+        "{supervisor_python}",
+        "-m",
+        "kissbot_supervisor.demo.bot",
+        "--channel={channel}",
+        "--config",
+        "{config}",
+        "--db",
+        "{db}",
+        "--mode",
+        "{eventsub}",
+        "--socket",
+        "{hub_socket}",
+        "--py",
+        "{python}",
+        "{{literal}}",
+    ]
     cfg = make_config(
         tmp_path,
         {
@@ -132,13 +158,27 @@ def test_a_custom_bot_command_with_every_placeholder(tmp_path: Path) -> None:
     )
     specs = build_specs(cfg)
     assert specs[1].argv == (
-        sys.executable, "-m", "kissbot_supervisor.demo.bot",
-        "--channel=morthal_", "--config", CONFIG, "--db", "kissbot.db",
-        "--mode", "direct", "--socket", "/tmp/kissbot_hub.sock", "--py", "python3", "{literal}",
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "kissbot_supervisor.demo.bot",
+        "--channel=morthal_",
+        "--config",
+        CONFIG,
+        "--db",
+        "kissbot.db",
+        "--mode",
+        "direct",
+        "--socket",
+        "/tmp/kissbot_hub.sock",
+        "--py",
+        "python3",
+        "{literal}",
+    )
     assert (specs[1].ready, specs[1].watchdog_sec, specs[1].start_timeout_sec) == (
-        "notify", 15.0, 0.0,
-    )  # fmt: skip
+        "notify",
+        15.0,
+        0.0,
+    )
 
 
 def test_a_custom_hub_command(tmp_path: Path) -> None:
@@ -151,14 +191,26 @@ def test_a_custom_hub_command(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("section", "key", "arg", "field"),
     [
-        ({"bot": {"command": ["{python}", "main.py", "--c", "{chanel}"]}},
-         "supervisor.bot.command[3]", "'{chanel}'", "{chanel}"),
-        ({"bot": {"command": ["{python}", "--x={0}"]}},
-         "supervisor.bot.command[1]", "'--x={0}'", "{0}"),
-        ({"hub": {"enabled": True, "command": ["{pyhton}", "hub.py"]}},
-         "supervisor.hub.command[0]", "'{pyhton}'", "{pyhton}"),
+        (
+            {"bot": {"command": ["{python}", "main.py", "--c", "{chanel}"]}},
+            "supervisor.bot.command[3]",
+            "'{chanel}'",
+            "{chanel}",
+        ),
+        (
+            {"bot": {"command": ["{python}", "--x={0}"]}},
+            "supervisor.bot.command[1]",
+            "'--x={0}'",
+            "{0}",
+        ),
+        (
+            {"hub": {"enabled": True, "command": ["{pyhton}", "hub.py"]}},
+            "supervisor.hub.command[0]",
+            "'{pyhton}'",
+            "{pyhton}",
+        ),
     ],
-)  # fmt: skip
+)
 def test_an_unknown_placeholder_names_the_key_path(
     tmp_path: Path, section: dict[str, Any], key: str, arg: str, field: str
 ) -> None:
@@ -184,13 +236,23 @@ def test_build_policy_maps_the_restart_settings(tmp_path: Path) -> None:
         tmp_path,
         {
             "stop_timeout_sec": 4,
-            "restart": {"mode": "always", "delay_sec": 2, "max_delay_sec": 8,
-                        "reset_after_sec": 90, "give_up_after": 3},
+            "restart": {
+                "mode": "always",
+                "delay_sec": 2,
+                "max_delay_sec": 8,
+                "reset_after_sec": 90,
+                "give_up_after": 3,
+            },
             "hub": {"restart_bots": False},
         },
-    )  # fmt: skip
+    )
     assert build_policy(cfg) == Policy(
-        delay_sec=2.0, max_delay_sec=8.0, reset_after_sec=90.0, give_up_after=3,
-        stop_timeout_sec=4.0, restart_always=True, hub_restart_bots=False,
-    )  # fmt: skip
+        delay_sec=2.0,
+        max_delay_sec=8.0,
+        reset_after_sec=90.0,
+        give_up_after=3,
+        stop_timeout_sec=4.0,
+        restart_always=True,
+        hub_restart_bots=False,
+    )
     assert build_policy(make_config(tmp_path)) == Policy()

@@ -57,10 +57,12 @@ def status(**bot: Any) -> dict[str, Any]:
         "hub": proc(HUB, socket="hub.sock"),
         "bots": [
             {"channel": "el_serda", **proc("el_serda", restarts=3, **bot)},
-            {"channel": "stopped_one", **proc("stopped_one", state="stopped", pid=None,
-                                                 rss_bytes=None, want=False)},
+            {
+                "channel": "stopped_one",
+                **proc("stopped_one", state="stopped", pid=None, rss_bytes=None, want=False),
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 def snap(**bot: Any) -> dict[str, Any]:
@@ -250,9 +252,18 @@ def test_listen_addresses(value: str, expected: tuple[str, str, int]) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["localhost:9101", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "::1:9101",
-     "unix:relative.sock", "[::1]", 9101, "1.2.3:80"],
-)  # fmt: skip
+    [
+        "localhost:9101",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "127.0.0.1:70000",
+        "::1:9101",
+        "unix:relative.sock",
+        "[::1]",
+        9101,
+        "1.2.3:80",
+    ],
+)
 def test_bad_listen_addresses_are_refused_with_the_rule(value: object) -> None:
     with pytest.raises(SettingValueError, match=r"listen address|unix:/"):
         optional_listen(value)

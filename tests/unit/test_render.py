@@ -156,12 +156,28 @@ def test_banner_hub_and_rows() -> None:
     assert any("socket /tmp/kissbot_hub.sock" in line for line in lines)
     header = next(line for line in lines if line.startswith("CHANNEL"))
     assert header.split() == [
-        "CHANNEL", "STATE", "PID", "UPTIME", "RESTARTS", "MEM", "LAST", "EXIT", "TOKEN",
-    ]  # fmt: skip
+        "CHANNEL",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "MEM",
+        "LAST",
+        "EXIT",
+        "TOKEN",
+    ]
     rows = {line.split()[0]: line.split() for line in lines[lines.index(header) + 1 :]}
     assert rows["el_serda"] == [
-        "el_serda", "running", "4251", "2d", "03:14:04", "0", "48.2M", "-", "valid",
-    ]  # fmt: skip
+        "el_serda",
+        "running",
+        "4251",
+        "2d",
+        "03:14:04",
+        "0",
+        "48.2M",
+        "-",
+        "valid",
+    ]
     assert rows["morthy"] == ["morthy", "failed", "-", "-", "5", "-", "exit", "1", "revoked"]
     assert rows["quiet"][:2] == ["quiet", "stopped"]
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import signal
 
 import pytest
-from jeepney import DBusAddress, new_error, new_method_call, new_method_return, new_signal
+from jeepney import (
+    DBusAddress,
+    MatchRule,
+    new_error,
+    new_method_call,
+    new_method_return,
+    new_signal,
+)
 from jeepney.low_level import HeaderFields, Message, MessageType
 
 from kissbot_supervisor.systemd import manager as m
@@ -83,9 +90,12 @@ def test_start_transient_unit() -> None:
     ]
     msg = m.start_transient_unit(hub_unit(), props)
     assert call_fields(msg) == (
-        "/org/freedesktop/systemd1", SYSTEMD, "org.freedesktop.systemd1.Manager",
-        "StartTransientUnit", "ssa(sv)a(sa(sv))",
-    )  # fmt: skip
+        "/org/freedesktop/systemd1",
+        SYSTEMD,
+        "org.freedesktop.systemd1.Manager",
+        "StartTransientUnit",
+        "ssa(sv)a(sa(sv))",
+    )
     assert wire(msg).body == ("kissbot-hub.service", "fail", props, [])
 
 
@@ -95,16 +105,24 @@ def test_start_transient_unit() -> None:
         (lambda: m.start_unit("u.service"), "StartUnit", "ss", ("u.service", "replace")),
         (lambda: m.restart_unit("u.service"), "RestartUnit", "ss", ("u.service", "replace")),
         (lambda: m.stop_unit("u.service", "fail"), "StopUnit", "ss", ("u.service", "fail")),
-        (lambda: m.kill_unit("u.service", "main", signal.SIGABRT), "KillUnit", "ssi",
-         ("u.service", "main", 6)),
+        (
+            lambda: m.kill_unit("u.service", "main", signal.SIGABRT),
+            "KillUnit",
+            "ssi",
+            ("u.service", "main", 6),
+        ),
         (lambda: m.reset_failed_unit("u.service"), "ResetFailedUnit", "s", ("u.service",)),
         (lambda: m.get_unit("u.service"), "GetUnit", "s", ("u.service",)),
         (lambda: m.load_unit("u.service"), "LoadUnit", "s", ("u.service",)),
-        (lambda: m.list_units_by_patterns([], ["kissbot-*"]), "ListUnitsByPatterns", "asas",
-         ([], ["kissbot-*"])),
+        (
+            lambda: m.list_units_by_patterns([], ["kissbot-*"]),
+            "ListUnitsByPatterns",
+            "asas",
+            ([], ["kissbot-*"]),
+        ),
         (m.subscribe, "Subscribe", None, ()),
     ],
-)  # fmt: skip
+)
 def test_manager_calls(build: object, member: str, signature: str | None, body: object) -> None:
     assert callable(build)
     msg = build()
@@ -178,8 +196,12 @@ def test_match_rules_match_signals_as_they_arrive() -> None:
     rule = m.match_properties_changed()
     assert rule.matches(CHANGED)
     assert not rule.matches(JOB_REMOVED)
-    outside = unit_signal("/org/freedesktop/systemd1", "PropertiesChanged", "sa{sv}as",
-                          ("org.freedesktop.systemd1.Manager", {}, []))  # fmt: skip
+    outside = unit_signal(
+        "/org/freedesktop/systemd1",
+        "PropertiesChanged",
+        "sa{sv}as",
+        ("org.freedesktop.systemd1.Manager", {}, []),
+    )
     assert not rule.matches(outside)
     assert m.match_job_removed().matches(JOB_REMOVED)
     assert not m.match_job_removed().matches(UNIT_REMOVED)
@@ -192,12 +214,12 @@ def test_add_match_restricts_the_sender_for_the_bus_daemon() -> None:
     assert msg.header.fields[HeaderFields.destination] == "org.freedesktop.DBus"
     assert msg.header.fields[HeaderFields.member] == "AddMatch"
     assert wire(msg).body == (
-        "sender='org.freedesktop.systemd1',interface='org.freedesktop.DBus.Properties',"
-        "member='PropertiesChanged',type='signal',path_namespace='/org/freedesktop/systemd1/unit'",
+        "type='signal',sender='org.freedesktop.systemd1',interface='org.freedesktop.DBus.Properties',"
+        "member='PropertiesChanged',path_namespace='/org/freedesktop/systemd1/unit'",
     )
     assert wire(m.add_match(m.match_job_removed())).body == (
-        "sender='org.freedesktop.systemd1',interface='org.freedesktop.systemd1.Manager',"
-        "member='JobRemoved',path='/org/freedesktop/systemd1',type='signal'",
+        "type='signal',sender='org.freedesktop.systemd1',interface='org.freedesktop.systemd1.Manager',"
+        "member='JobRemoved',path='/org/freedesktop/systemd1'",
     )
     unrestricted = m.add_match(m.match_unit_removed(), sender=None)
     assert "sender" not in wire(unrestricted).body[0]
@@ -249,8 +271,18 @@ def test_parse_replies() -> None:
 
 def test_parse_list_units() -> None:
     call = m.list_units_by_patterns([], ["kissbot-*"])
-    row = ("kissbot-hub.service", "KissBot EventSub hub", "loaded", "active", "running", "",
-           m.unit_path(hub_unit()), 0, "", "/")  # fmt: skip
+    row = (
+        "kissbot-hub.service",
+        "KissBot EventSub hub",
+        "loaded",
+        "active",
+        "running",
+        "",
+        m.unit_path(hub_unit()),
+        0,
+        "",
+        "/",
+    )
     reply = reply_to(call, "a(ssssssouso)", ([row],))
     (info,) = m.parse_list_units(reply)
     assert info == m.UnitInfo(*row)
@@ -286,3 +318,13 @@ def test_unrelated_jeepney_call_still_builds() -> None:
     # The builders return plain jeepney messages: the I/O layer sends them as they are.
     msg = new_method_call(m.MANAGER, "Reload")
     assert msg.serialise(serial=1)[:1] == b"l"
+
+
+def test_match_string_quotes_values_and_keeps_a_given_sender() -> None:
+    rule = MatchRule(type="signal", sender=":1.7", path_namespace="/a'b")
+    assert m.match_string(rule, sender="org.freedesktop.systemd1") == (
+        "type='signal',sender=':1.7',path_namespace='/a'\\''b'"
+    )
+    rule.add_arg_condition(0, "x")
+    with pytest.raises(ValueError, match="argument conditions"):
+        m.match_string(rule)

@@ -35,22 +35,58 @@ from kissbot_supervisor.systemd.units import (
 # (captured from `systemd-run -p KEY=VALUE ...` of systemd 252.39 against a recording
 # bus endpoint). A property with another type fails the whole StartTransientUnit call.
 SYSTEMD_252_TYPES = {
-    "Description": "s", "Type": "s", "NotifyAccess": "s", "WatchdogUSec": "t",
-    "Restart": "s", "RestartUSec": "t", "StartLimitBurst": "u",
-    "StartLimitIntervalUSec": "t", "KillMode": "s", "TimeoutStopUSec": "t",
-    "TimeoutStartUSec": "t", "SyslogIdentifier": "s", "LogExtraFields": "aay", "Slice": "s",
-    "After": "as", "Wants": "as", "User": "s", "Group": "s", "LoadCredential": "a(ss)",
-    "NoNewPrivileges": "b", "ProtectSystem": "s", "ReadWritePaths": "as", "ProtectHome": "s",
-    "PrivateTmp": "b", "PrivateDevices": "b", "ProtectKernelTunables": "b",
-    "ProtectKernelModules": "b", "ProtectKernelLogs": "b", "ProtectControlGroups": "b",
-    "ProtectClock": "b", "ProtectHostname": "b", "RestrictNamespaces": "t",
-    "RestrictRealtime": "b", "RestrictSUIDSGID": "b", "LockPersonality": "b",
-    "MemoryDenyWriteExecute": "b", "RestrictAddressFamilies": "(bas)",
-    "SystemCallArchitectures": "as", "SystemCallFilter": "(bas)", "SystemCallErrorNumber": "i",
-    "CapabilityBoundingSet": "t", "UMask": "u", "ProtectProc": "s", "ProcSubset": "s",
-    "DevicePolicy": "s", "MemoryAccounting": "b", "TasksAccounting": "b", "MemoryMax": "t",
-    "TasksMax": "t", "WorkingDirectory": "s", "ExecStart": "a(sasb)",
-}  # fmt: skip
+    "Description": "s",
+    "Type": "s",
+    "NotifyAccess": "s",
+    "WatchdogUSec": "t",
+    "Restart": "s",
+    "RestartUSec": "t",
+    "StartLimitBurst": "u",
+    "StartLimitIntervalUSec": "t",
+    "KillMode": "s",
+    "TimeoutStopUSec": "t",
+    "TimeoutStartUSec": "t",
+    "SyslogIdentifier": "s",
+    "LogExtraFields": "aay",
+    "Slice": "s",
+    "After": "as",
+    "Wants": "as",
+    "User": "s",
+    "Group": "s",
+    "LoadCredential": "a(ss)",
+    "NoNewPrivileges": "b",
+    "ProtectSystem": "s",
+    "ReadWritePaths": "as",
+    "ProtectHome": "s",
+    "PrivateTmp": "b",
+    "PrivateDevices": "b",
+    "ProtectKernelTunables": "b",
+    "ProtectKernelModules": "b",
+    "ProtectKernelLogs": "b",
+    "ProtectControlGroups": "b",
+    "ProtectClock": "b",
+    "ProtectHostname": "b",
+    "RestrictNamespaces": "t",
+    "RestrictRealtime": "b",
+    "RestrictSUIDSGID": "b",
+    "LockPersonality": "b",
+    "MemoryDenyWriteExecute": "b",
+    "RestrictAddressFamilies": "(bas)",
+    "SystemCallArchitectures": "as",
+    "SystemCallFilter": "(bas)",
+    "SystemCallErrorNumber": "i",
+    "CapabilityBoundingSet": "t",
+    "UMask": "u",
+    "ProtectProc": "s",
+    "ProcSubset": "s",
+    "DevicePolicy": "s",
+    "MemoryAccounting": "b",
+    "TasksAccounting": "b",
+    "MemoryMax": "t",
+    "TasksMax": "t",
+    "WorkingDirectory": "s",
+    "ExecStart": "a(sasb)",
+}
 # systemd >= 254 only (systemd 252's systemd-run: "Unknown assignment: RestartSteps=5").
 SYSTEMD_254_TYPES = {"RestartSteps": "u", "RestartMaxDelayUSec": "t"}
 
@@ -83,8 +119,9 @@ def bot(channel: str = "el_serda", ready: ReadyMode = "file", watchdog: float = 
     return ProcessSpec(channel, (*argv, *hub), ready, watchdog, 120.0)
 
 
-HUB_SPEC = ProcessSpec(HUB, (PY, "eventsub_hub.py", "--socket", "/tmp/kissbot_hub.sock"), "socket",
-                       0.0, 30.0)  # fmt: skip
+HUB_SPEC = ProcessSpec(
+    HUB, (PY, "eventsub_hub.py", "--socket", "/tmp/kissbot_hub.sock"), "socket", 0.0, 30.0
+)
 
 
 def opts(**changes: Any) -> UnitOptions:
@@ -252,7 +289,7 @@ def test_plain_bot() -> None:
         "RestartSteps",
         "ProtectSystem",
     ):
-        assert absent not in props, absent  # fmt: skip
+        assert absent not in props, absent
     check_types(transient_properties(bot(), opts(hardening=False), which=which))
 
 
@@ -362,7 +399,7 @@ def test_hardened_bot_types_and_values() -> None:
         "LockPersonality",
         "MemoryDenyWriteExecute",
     ):
-        assert value(d, flag) is True, flag  # fmt: skip
+        assert value(d, flag) is True, flag
     assert "IPAddressDeny" not in d  # the bots need the network
 
 
@@ -470,8 +507,12 @@ def test_export_files_and_template(tmp_path: Path) -> None:
     cred = tmp_path / "token"
     cred.write_text("oauth:s3cr3t")
     files = dict(export.export_units(fleet(), opts(credential_path=str(cred)), which=which))
-    assert set(files) == {"kissbot.slice", "kissbot-hub.service", "kissbot-bot@.service",
-                          "kissbot.target"}  # fmt: skip
+    assert set(files) == {
+        "kissbot.slice",
+        "kissbot-hub.service",
+        "kissbot-bot@.service",
+        "kissbot.target",
+    }
     template = files["kissbot-bot@.service"]
     assert "--channel %i " in template
     assert "Description=KissBot bot for #%i" in template
@@ -499,24 +540,39 @@ def test_export_refuses_bots_that_differ_beyond_the_channel() -> None:
 
 @pytest.mark.parametrize(
     ("word", "written"),
-    [("main.py", "main.py"), ("a b", '"a b"'), ("100%", "100%%"), ("$HOME", '"$$HOME"'),
-     ('say "hi"', '"say \\"hi\\""'), ("back\\slash", '"back\\\\slash"'), (";", '";"')],
-)  # fmt: skip
+    [
+        ("main.py", "main.py"),
+        ("a b", '"a b"'),
+        ("100%", "100%%"),
+        ("$HOME", '"$$HOME"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("back\\slash", '"back\\\\slash"'),
+        (";", '";"'),
+    ],
+)
 def test_exec_words(word: str, written: str) -> None:
     assert export.exec_word(word) == written
 
 
 def test_timespans() -> None:
     assert [export.timespan(v) for v in (0, 1_000_000, 1_500_000, 1_500, USEC_INFINITY)] == [
-        "0", "1s", "1500ms", "1500us", "infinity",
-    ]  # fmt: skip
+        "0",
+        "1s",
+        "1500ms",
+        "1500us",
+        "infinity",
+    ]
 
 
 def run_verify(directory: Path, *units: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *(str(directory / u) for u in units)],
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def test_systemd_analyze_accepts_the_exported_files(tmp_path: Path) -> None:
@@ -534,8 +590,14 @@ def test_systemd_analyze_accepts_the_exported_files(tmp_path: Path) -> None:
     for name, text in export.export_units(fleet(sys.executable), o, which=shutil.which):
         (out / name).write_text(text)
     # An instance of the template, as systemd loads it, plus every file itself.
-    result = run_verify(out, "kissbot.slice", "kissbot-hub.service", "kissbot-bot@.service",
-                        "kissbot-bot@el_serda.service", "kissbot.target")  # fmt: skip
+    result = run_verify(
+        out,
+        "kissbot.slice",
+        "kissbot-hub.service",
+        "kissbot-bot@.service",
+        "kissbot-bot@el_serda.service",
+        "kissbot.target",
+    )
     assert result.returncode == 0, result.stderr
     # Unknown keys and unparsable values are only warnings: none may appear.
     assert (result.stdout + result.stderr).strip() == ""
@@ -545,10 +607,19 @@ def test_systemd_analyze_accepts_the_exported_files(tmp_path: Path) -> None:
 
 
 def test_systemd_settings_parse_from_the_file() -> None:
-    doc = {"supervisor": {"systemd": {"user": "kissbot", "group": "kissbot", "memory_max": "2G",
-                                      "tasks_max": 512, "hardening": False,
-                                      "slice": "kissbot-prod.slice",
-                                      "read_write_paths": ["/srv/kissbot-data"]}}}  # fmt: skip
+    doc = {
+        "supervisor": {
+            "systemd": {
+                "user": "kissbot",
+                "group": "kissbot",
+                "memory_max": "2G",
+                "tasks_max": 512,
+                "hardening": False,
+                "slice": "kissbot-prod.slice",
+                "read_write_paths": ["/srv/kissbot-data"],
+            }
+        }
+    }
     s = read_settings(doc, "config.yaml")
     assert (s.systemd_user, s.systemd_group) == ("kissbot", "kissbot")
     assert (s.systemd_memory_max, s.systemd_tasks_max) == (2 << 30, 512)
@@ -559,23 +630,35 @@ def test_systemd_settings_parse_from_the_file() -> None:
 def test_systemd_settings_defaults_and_flags() -> None:
     s = read_settings({}, "config.yaml")
     assert (s.systemd_user, s.systemd_group, s.systemd_memory_max, s.systemd_tasks_max) == (
-        None, None, None, None,
-    )  # fmt: skip
+        None,
+        None,
+        None,
+        None,
+    )
     assert (s.systemd_slice, s.systemd_hardening, s.systemd_read_write_paths) == (
-        "kissbot.slice", True, (),
-    )  # fmt: skip
+        "kissbot.slice",
+        True,
+        (),
+    )
     s = read_settings({}, "config.yaml", {"systemd_memory_max": "512M", "systemd_tasks_max": "64"})
     assert (s.systemd_memory_max, s.systemd_tasks_max) == (512 << 20, 64)
 
 
 @pytest.mark.parametrize(
     ("key", "raw", "rule"),
-    [("memory_max", "2X", "not a size"), ("memory_max", True, "not a size"),
-     ("memory_max", 100, "out of range"), ("memory_max", "1.5", "out of range"),
-     ("tasks_max", 0, "whole number"), ("slice", "kissbot", "slice unit name"),
-     ("slice", "-.slice", "slice unit name"), ("user", "bad user", "user or group"),
-     ("read_write_paths", ["relative"], "absolute path"), ("hardening", "maybe", "boolean")],
-)  # fmt: skip
+    [
+        ("memory_max", "2X", "not a size"),
+        ("memory_max", True, "not a size"),
+        ("memory_max", 100, "out of range"),
+        ("memory_max", "1.5", "out of range"),
+        ("tasks_max", 0, "whole number"),
+        ("slice", "kissbot", "slice unit name"),
+        ("slice", "-.slice", "slice unit name"),
+        ("user", "bad user", "user or group"),
+        ("read_write_paths", ["relative"], "absolute path"),
+        ("hardening", "maybe", "boolean"),
+    ],
+)
 def test_systemd_settings_errors(key: str, raw: object, rule: str) -> None:
     with pytest.raises(ConfigError, match=rule) as info:
         read_settings({"supervisor": {"systemd": {key: raw}}}, "config.yaml")
@@ -601,10 +684,17 @@ def test_options_from_config(tmp_path: Path) -> None:
     from kissbot_supervisor.fleet import build_policy
     from kissbot_supervisor.systemd.units import options_from_config
 
-    supervisor = {"hub": {"enabled": True, "socket": "/run/kissbot/hub.sock"}, "use_db": True,
-                  "db": "/srv/kissbot/kissbot.db",
-                  "systemd": {"user": "kissbot", "memory_max": "1G", "tasks_max": 100,
-                              "read_write_paths": ["/srv/kissbot", "/var/cache/kb"]}}  # fmt: skip
+    supervisor = {
+        "hub": {"enabled": True, "socket": "/run/kissbot/hub.sock"},
+        "use_db": True,
+        "db": "/srv/kissbot/kissbot.db",
+        "systemd": {
+            "user": "kissbot",
+            "memory_max": "1G",
+            "tasks_max": 100,
+            "read_write_paths": ["/srv/kissbot", "/var/cache/kb"],
+        },
+    }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(
         yaml.safe_dump({"twitch": {"channels": ["el_serda"]}, "supervisor": supervisor})
@@ -614,8 +704,12 @@ def test_options_from_config(tmp_path: Path) -> None:
     assert o.workdir == str(tmp_path.resolve())
     assert o.read_write_paths == ("/srv/kissbot", "/run/kissbot", "/var/cache/kb")
     assert (o.hub_enabled, o.user, o.group, o.slice, o.hardening) == (
-        True, "kissbot", None, "kissbot.slice", True,
-    )  # fmt: skip
+        True,
+        "kissbot",
+        None,
+        "kissbot.slice",
+        True,
+    )
     assert (o.memory_max, o.tasks_max, o.manager_version) == (1 << 30, 100, 252)
     assert o.credential_path == "/run/ks/c/hub/token"
     # A DB inside the workdir needs no entry of its own; the default hub socket's /tmp does.

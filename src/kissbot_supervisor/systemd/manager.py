@@ -240,20 +240,31 @@ def match_unit_removed() -> MatchRule:
 
 def add_match(rule: MatchRule, sender: str | None = SYSTEMD_BUS_NAME) -> Message:
     """The bus daemon's AddMatch call for ``rule``, restricted to ``sender``'s signals."""
-    if sender is not None and "sender" not in rule.header_fields:
-        h = rule.header_fields
-        restricted = MatchRule(
-            type=rule.message_type,
-            sender=sender,
-            interface=h.get("interface"),
-            member=h.get("member"),
-            path=h.get("path"),
-            path_namespace=rule.path_namespace,
-            destination=h.get("destination"),
-        )
-        restricted.arg_conditions = dict(rule.arg_conditions)
-        rule = restricted
-    return message_bus.AddMatch(rule)
+    return message_bus.AddMatch(match_string(rule, sender))
+
+
+def match_string(rule: MatchRule, sender: str | None = None) -> str:
+    """``rule`` as the bus daemon reads it, with ``sender`` added unless it has one.
+
+    Written here rather than with ``rule.serialise()``: jeepney 0.8 (Debian 12's)
+    leaves ``path_namespace`` out, and the rule would then subscribe to every
+    PropertiesChanged on the bus. Values are quoted whole; a quote inside one can
+    only be written outside quotes, escaped (the D-Bus specification's rule).
+    """
+    if rule.arg_conditions:
+        raise ValueError("argument conditions are not written by match_string")
+    fields = dict(rule.header_fields)
+    if sender is not None:
+        fields.setdefault("sender", sender)
+    pairs = [] if rule.message_type is None else [("type", rule.message_type.name)]
+    pairs += [
+        (k, fields[k])
+        for k in ("sender", "interface", "member", "path", "destination")
+        if k in fields
+    ]
+    if rule.path_namespace:
+        pairs.append(("path_namespace", rule.path_namespace))
+    return ",".join("{}='{}'".format(k, v.replace("'", "'\\''")) for k, v in pairs)
 
 
 # --- parsers -------------------------------------------------------------------------

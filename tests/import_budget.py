@@ -1,0 +1,206 @@
+"""What the resident supervisor may import, per mode, and why: the memory design as a test.
+
+The daemon is 14.8 MiB with 100 bots because of what it does NOT import:
+``import asyncio`` alone is 19.5 MiB, ``typing`` and ``dataclasses`` cost
+about 1 MiB, PyYAML 1.6 MiB (the config is parsed in a child for that reason),
+cryptography's native library 6.6 MiB, ``subprocess`` 0.6 MiB. A module, once
+imported, stays for the daemon's whole life. Nothing but a benchmark would
+notice one coming back through an innocent ``import``, so the process tests
+run the real daemon with ``PYTHONPROFILEIMPORTTIME=1`` (every import, at any
+time of its life, is written to its stderr), drive it through start-up,
+status, metrics, a reload and a restart, and hold what it imported to the
+budgets below.
+
+Budgets name top-level modules of the standard library (``json`` covers
+``json.decoder``), and every other distribution's modules by their top-level
+name too; what a budgeted library imports for itself is charged to it. Our
+own modules are free except those a mode must never load. What the
+interpreter imports for itself (``site``, ``encodings``, a ``sitecustomize``)
+is measured, not listed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Iterable
+
+# Everything the daemon imports in any mode, with the module that wants it.
+COMMON: dict[str, str] = {
+    "__future__": "annotations, in every module of ours",
+    "argparse": "the command line (it brings gettext and warnings)",
+    "gettext": "argparse's messages",
+    "warnings": "argparse and pathlib",
+    "locale": "gettext",
+    "pathlib": "paths of the workdir (it brings fnmatch, ntpath, urllib.parse)",
+    "fnmatch": "pathlib's globbing",
+    "ntpath": "pathlib imports both path flavours",
+    "urllib": "pathlib's file URIs (urllib.parse, which brings ipaddress)",
+    "ipaddress": "urllib.parse",
+    "errno": "error codes of system calls",
+    "re": "config checks (logins, sizes) and placeholders",
+    "_sre": "re's engine",
+    "enum": "re, signal and socket constants",
+    "functools": "enum, re",
+    "operator": "enum, collections",
+    "collections": "functools (it brings keyword, reprlib, heapq)",
+    "keyword": "collections.namedtuple",
+    "reprlib": "collections",
+    "itertools": "collections",
+    "copyreg": "re",
+    "types": "enum",
+    "contextlib": "the daemon's clean-up of sockets and files",
+    "math": "settings: finite numbers",
+    "signal": "SIGTERM, SIGHUP, SIGCHLD, signal names in exit reasons",
+    "socket": "the control socket, the notify socket, the hub check",
+    "selectors": "socket imports it (the loop itself uses select.epoll)",
+    "select": "the event loop (epoll)",
+    "array": "socket, for passing descriptors",
+    "struct": "SO_PEERCRED on the control socket, inotify events",
+    "grp": "the operators' group for the control socket",
+    "pwd": "the bots' user",
+    "heapq": "the loop's timers",
+    "json": "the control protocol, status, events",
+    "ctypes": "inotify, prctl, pidfd: system calls the os module lacks",
+    "string": "command templates ({channel}, {config}, ...)",
+    "fcntl": "locks (pids/CH.lock), non-blocking descriptors",
+    "resource": "descriptor limits of the children",
+    "gc": "the daemon trims its heap after a start burst",
+    "time": "the monotonic clock",
+    "os": "everything",
+    "stat": "file types of what the workdir holds",
+    "io": "the interpreter's own",
+    "sdnotify": "the supervisor's own READY=1 and WATCHDOG=1 when systemd runs it",
+    "abc": "collections.abc",
+}
+
+# Our modules that a mode must never load (what they would cost, or why not).
+NEVER_OURS: dict[str, str] = {
+    "kissbot_supervisor.render": "kissbotctl's tables",
+    "kissbot_supervisor.client": "kissbotctl's side of the socket",
+    "kissbot_supervisor.logview": "kissbotctl logs (systemd-python's journal reader)",
+    "kissbot_supervisor.cli.ctl": "kissbotctl",
+    "kissbot_supervisor.cli.shell": "kissbotctl shell (readline)",
+    "kissbot_supervisor.demo": "the demo programs",
+}
+NATIVE_NEVER_OURS: dict[str, str] = {
+    **NEVER_OURS,
+    "kissbot_supervisor.systemd": "the systemd backend and jeepney",
+    "kissbot_supervisor.tokendb": "DB mode only (sqlite3, typing)",
+}
+
+# What YAML token mode adds on the native backend: nothing.
+NATIVE: dict[str, str] = dict(COMMON)
+
+# DB mode (supervisor.use_db) reads KissBot's token DB and decrypts tokens into
+# credential files. This is today's cost, 26 MiB against 16: decrypting in a
+# short-lived child, as the real-fleets issue plans, takes cryptography out.
+DB: dict[str, str] = {
+    **COMMON,
+    "sqlite3": "reading kissbot.db (read-only, in the daemon: it is re-read on changes)",
+    "datetime": "sqlite3; KissBot's expiry timestamps",
+    "_strptime": "datetime.strptime of KissBot's expiry timestamps",
+    "calendar": "_strptime",
+    "typing": "tokendb (Literal, TypeVar at run time)",
+    "cryptography": "Fernet, to decrypt tokens into credential files",
+    "cffi": "cryptography's bindings",
+    "_cffi_backend": "cryptography's bindings",
+    "base64": "tokens are base64 of a Fernet token",
+    "binascii": "base64",
+    "hmac": "Fernet",
+    "hashlib": "hmac",
+}
+
+# The systemd backend talks D-Bus with jeepney (pure Python).
+SYSTEMD: dict[str, str] = {
+    **COMMON,
+    "jeepney": "D-Bus messages to systemd",
+    "typing": "jeepney.auth's own import (0.4 MiB; ours are for the type checker only)",
+    "zlib": "a digest (crc32) of a unit's properties while its start is answered",
+    "base64": "jeepney",
+    "binascii": "base64",
+}
+SYSTEMD_NEVER_OURS: dict[str, str] = {
+    **NEVER_OURS,
+    "kissbot_supervisor.native": "the native backend",
+    "kissbot_supervisor.spawner": "the native backend's fork/exec",
+    "kissbot_supervisor.tokendb": "DB mode only (sqlite3, typing)",
+}
+
+
+def _brought_by_a_budgeted_library(
+    name: str, modules: dict[str, str], budget: dict[str, str]
+) -> bool:
+    """Whether ``name`` came in with a budgeted library's own imports: charged to
+    that library (cryptography 38 brings threading, inspect and email; 41+ do not)."""
+    seen = set()
+    while (name := modules.get(name, "")) and name not in seen:
+        seen.add(name)
+        top = name.split(".")[0]
+        if top in budget and top not in sys.stdlib_module_names:
+            return True
+    return False
+
+
+def imported(lines: Iterable[str]) -> dict[str, str]:
+    """Module names from ``-X importtime`` output, each with the module whose
+    import brought it in ("" at top level); without failed attempts (``nt``,
+    ``_winapi``: the import system tries them and moves on).
+
+    The output is a tree written children first: an import's parent is the next
+    line indented less."""
+    entries = []
+    for line in lines:
+        if line.startswith("import time:") and line.count("|") == 2:
+            field = line.rsplit("|", 1)[1].rstrip("\n")
+            name = field.strip()
+            if name != "imported package":
+                entries.append((len(field) - len(field.lstrip()), name))
+    found: dict[str, str] = {}
+    for i, (depth, name) in enumerate(entries):
+        if name in found or not _exists(name):
+            continue
+        parent = next((n for d, n in entries[i + 1 :] if d < depth), "")
+        found[name] = parent
+    return found
+
+
+def _exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def interpreter_baseline() -> set[str]:
+    """What this interpreter imports for ``pass``: not the daemon's doing."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "pass"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    return set(imported(out.splitlines()))
+
+
+def over_budget(
+    modules: dict[str, str], budget: dict[str, str], never_ours: dict[str, str]
+) -> list[str]:
+    """One sentence per module outside the budget; empty when within it."""
+    baseline = {m.split(".")[0] for m in interpreter_baseline()}
+    problems = []
+    for name in sorted(modules):
+        top = name.split(".")[0]
+        by = f"imported by {modules[name] or 'the program'}"
+        if top == "kissbot_supervisor":
+            for banned, why in never_ours.items():
+                if name == banned or name.startswith(banned + "."):
+                    problems.append(f"{name} must not be loaded in this mode: {why} ({by})")
+            continue
+        if top in budget or top in baseline or top.lstrip("_") in budget:
+            continue
+        if _brought_by_a_budgeted_library(name, modules, budget):
+            continue
+        problems.append(f"{name} is not in the budget ({by})")
+    return problems

@@ -1,0 +1,73 @@
+"""The resident daemon's imports held to their budget (tests/import_budget.py),
+on the native backend, in YAML token mode and in DB mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.kissbot_db import KissbotDb, write_key_file
+from import_budget import DB, NATIVE, NATIVE_NEVER_OURS, imported, over_budget
+
+from .harness import Supervisor, fleet_config, write_config
+
+
+def drive(sup: Supervisor, channels: list[str], workdir: Path, doc: dict[str, Any]) -> None:
+    """Every path of a day: start-up, status, metrics, a reload adding a bot, a
+    restart, a crash and its restart, the stop."""
+    for channel in channels:
+        sup.wait_for(rf"{channel}: ready")
+    assert sup.request({"cmd": "status"})["ok"]
+    assert sup.request({"cmd": "metrics"})["ok"]
+    doc["twitch"]["channels"].append("budget_late")
+    write_config(workdir, doc)
+    response = sup.request({"cmd": "reload"})
+    assert response["ok"], response
+    sup.wait_for(r"budget_late: ready")
+    mark = sup.mark()
+    assert sup.request({"cmd": "restart", "names": [channels[0]]})["ok"]
+    sup.wait_for(rf"{channels[0]}: ready", since=mark)
+    mark = sup.mark()
+    os.kill(sup.bot(channels[1])["pid"], signal.SIGKILL)
+    sup.wait_for(rf"{channels[1]}: ready", since=mark)
+    assert sup.stop() == 0
+
+
+def run_with_importtime(workdir: Path, doc: dict[str, Any]) -> Supervisor:
+    write_config(workdir, doc)
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    return Supervisor(workdir, env=env)
+
+
+@pytest.mark.slow
+def test_native_yaml_mode_stays_within_its_import_budget(tmp_path: Path) -> None:
+    channels = ["budget_one", "budget_two"]
+    doc = fleet_config(channels, hub=True, supervisor={"bot": {"watchdog_sec": 5}})
+    sup = run_with_importtime(tmp_path, doc)
+    sup.wait_for(r"hub: ready")
+    drive(sup, channels, tmp_path, doc)
+    modules = imported(sup.lines)
+    assert "kissbot_supervisor.daemon" in modules  # the lines were the daemon's
+    problems = over_budget(modules, NATIVE, NATIVE_NEVER_OURS)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_native_db_mode_stays_within_its_import_budget(tmp_path: Path) -> None:
+    key = write_key_file(tmp_path)
+    db = KissbotDb.create(tmp_path / "kissbot.db", key=key)
+    db.add_account("serda_bot", "1001", "budget-secret-1", expires_at=time.time() + 86_400)
+    channels = ["budget_one", "budget_two"]
+    doc = fleet_config(channels, supervisor={"use_db": True})
+    sup = run_with_importtime(tmp_path, doc)
+    drive(sup, channels, tmp_path, doc)
+    modules = imported(sup.lines)
+    assert "kissbot_supervisor.tokendb" in modules  # DB mode really ran
+    never = {k: v for k, v in NATIVE_NEVER_OURS.items() if k != "kissbot_supervisor.tokendb"}
+    problems = over_budget(modules, DB, never)
+    assert not problems, "\n".join(problems)
