@@ -61,7 +61,7 @@ lock:
 
 ## docs: regenerate docs/configuration.md from the setting declarations
 docs: $(STAMP)
-	$(BIN)/python -m kissbot_supervisor.docgen > docs/configuration.md
+	$(BIN)/python -m kissbot_supervisor.config.docgen > docs/configuration.md
 
 ## soak: random faults on a native fleet for an hour (KISSBOT_SOAK_SECONDS shortens it,
 ## KISSBOT_SOAK_SEED replays a run); not part of `make test`

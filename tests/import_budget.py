@@ -77,17 +77,17 @@ COMMON: dict[str, str] = {
 
 # Our modules that a mode must never load (what they would cost, or why not).
 NEVER_OURS: dict[str, str] = {
-    "kissbot_supervisor.render": "kissbotctl's tables",
-    "kissbot_supervisor.client": "kissbotctl's side of the socket",
-    "kissbot_supervisor.logview": "kissbotctl logs (systemd-python's journal reader)",
+    "kissbot_supervisor.cli.render": "kissbotctl's tables",
+    "kissbot_supervisor.cli.client": "kissbotctl's side of the socket",
+    "kissbot_supervisor.cli.logs": "kissbotctl logs (systemd-python's journal reader)",
     "kissbot_supervisor.cli.ctl": "kissbotctl",
     "kissbot_supervisor.cli.shell": "kissbotctl shell (readline)",
     "kissbot_supervisor.demo": "the demo programs",
 }
 NATIVE_NEVER_OURS: dict[str, str] = {
     **NEVER_OURS,
-    "kissbot_supervisor.systemd": "the systemd backend and jeepney",
-    "kissbot_supervisor.tokendb": "DB mode only (sqlite3, typing)",
+    "kissbot_supervisor.backends.systemd": "the systemd backend and jeepney",
+    "kissbot_supervisor.tokens.db": "DB mode only (sqlite3, typing)",
 }
 
 # What YAML token mode adds on the native backend: nothing.
@@ -123,9 +123,9 @@ SYSTEMD: dict[str, str] = {
 }
 SYSTEMD_NEVER_OURS: dict[str, str] = {
     **NEVER_OURS,
-    "kissbot_supervisor.native": "the native backend",
-    "kissbot_supervisor.spawner": "the native backend's fork/exec",
-    "kissbot_supervisor.tokendb": "DB mode only (sqlite3, typing)",
+    "kissbot_supervisor.backends.native.backend": "the native backend",
+    "kissbot_supervisor.backends.native.spawner": "the native backend's fork/exec",
+    "kissbot_supervisor.tokens.db": "DB mode only (sqlite3, typing)",
 }
 
 

@@ -226,7 +226,7 @@ def snapshot_source(into: Path) -> str:
         sys.executable,
         "-c",
         "import kissbot_supervisor.cli.supervisor, kissbot_supervisor.cli.ctl, "
-        "kissbot_supervisor.daemon, kissbot_supervisor.demo.bot",
+        "kissbot_supervisor.daemon.supervisor, kissbot_supervisor.demo.bot",
     ]
     env = {**clean_env(), "PYTHONPATH": str(into)}
     error = ""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kissbot_supervisor.logfiles import RETRY_AFTER
+from kissbot_supervisor.backends.native.logfiles import RETRY_AFTER
 from process.harness import Supervisor, fleet_config, pid_alive, wait_until
 
 from .conftest import (

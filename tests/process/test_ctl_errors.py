@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from kissbot_supervisor.client import Client, ControlError
+from kissbot_supervisor.cli.client import Client, ControlError
 
 KISSBOTCTL = shutil.which("kissbotctl", path=str(Path(sys.executable).parent))
 NOBODY = 65534

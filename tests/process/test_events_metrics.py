@@ -19,10 +19,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.kissbot_db import KissbotDb, write_key_file
-from kissbot_supervisor.control import MAX_PENDING_OUT, ControlServer
-from kissbot_supervisor.httpmetrics import MAX_CLIENTS, MAX_REQUEST, MetricsHttpServer
-from kissbot_supervisor.loop import Loop
+from kissbot_supervisor.daemon.control import MAX_PENDING_OUT, ControlServer
+from kissbot_supervisor.observe.http import MAX_CLIENTS, MAX_REQUEST, MetricsHttpServer
 from kissbot_supervisor.protocol import EVENT_KEYS, parse_event
+from kissbot_supervisor.runtime.loop import Loop
 
 from .conftest import StartFleet
 from .harness import TIMEOUT, Supervisor, fleet_config, wait_until, write_config

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from fixtures.fleet_tokens import BOT_SECRET, CASTER_SECRET, SECRETS, add_tokens
-from kissbot_supervisor.paths import is_tmpfs
+from kissbot_supervisor.config.paths import is_tmpfs
 
 from .conftest import StartFleet
 from .harness import TIMEOUT, fleet_config, wait_until
@@ -219,7 +219,7 @@ def test_control_socket_mode_and_a_stranger_gets_one_error_line(
 
 def test_default_runtime_dir_is_on_tmpfs() -> None:
     """Where credential files go when nothing is configured, on this machine."""
-    from kissbot_supervisor.paths import default_runtime_dir
+    from kissbot_supervisor.config.paths import default_runtime_dir
 
     path = Path(default_runtime_dir(dict(os.environ)))
     probe = path

@@ -36,6 +36,6 @@ def test_systemd_backend_stays_within_its_import_budget(fleet: Fleet) -> None:
     fleet.sandbox.systemctl("stop", "kissbot-supervisor")
     fleet.journal.wait_for(r"supervisor: stopped$")
     modules = imported(fleet.journal.lines)
-    assert "kissbot_supervisor.systemd.backend" in modules  # the lines were the daemon's
+    assert "kissbot_supervisor.backends.systemd.backend" in modules  # the lines were the daemon's
     problems = over_budget(modules, SYSTEMD, SYSTEMD_NEVER_OURS)
     assert not problems, "\n".join(problems)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kissbot_supervisor.config import ConfigError, load_config, read_settings
-from kissbot_supervisor.settings import Settings
+from kissbot_supervisor.config.load import ConfigError, load_config, read_settings
+from kissbot_supervisor.config.settings import Settings
 
 CONFIG = "config/config.yaml"
 

@@ -10,8 +10,8 @@ import pytest
 
 from kissbot_supervisor.cli.completion import completion_script, describe
 from kissbot_supervisor.cli.ctl import NAME_COMMANDS, build_parser
+from kissbot_supervisor.cli.render import format_event
 from kissbot_supervisor.cli.shell import history_path, translate
-from kissbot_supervisor.render import format_event
 
 WHEN = time.mktime((2026, 11, 24, 1, 2, 3, 0, 0, -1))
 

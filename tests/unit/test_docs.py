@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kissbot_supervisor.docgen import render
-from kissbot_supervisor.settings import declarations
+from kissbot_supervisor.config.docgen import render
+from kissbot_supervisor.config.settings import declarations
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

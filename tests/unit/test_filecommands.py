@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from kissbot_supervisor import core
-from kissbot_supervisor.commands import Before, result
-from kissbot_supervisor.filecommands import (
+from kissbot_supervisor.core.commands import Before, result
+from kissbot_supervisor.kissbot.filecommands import (
     UNKNOWN_COMMAND,
     Broadcast,
     bot_states,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from kissbot_supervisor.config import Config, ConfigError, load_config
+from kissbot_supervisor.config.load import Config, ConfigError, load_config
+from kissbot_supervisor.config.specs import build_policy, build_specs, kissbot_python
 from kissbot_supervisor.core import HUB, Policy
-from kissbot_supervisor.fleet import build_policy, build_specs, kissbot_python
 
 CONFIG = "config/config.yaml"
 CHANNELS = ("el_serda", "morthal_")

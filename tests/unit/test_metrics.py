@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kissbot_supervisor.config.settings import SettingValueError, optional_listen, split_listen
 from kissbot_supervisor.core import HUB, Core, Exited, Policy, ProcessSpec, Spawned, Tick
-from kissbot_supervisor.events import HOOK_KINDS, event_object, hook_environment
-from kissbot_supervisor.httpmetrics import request_complete, respond
-from kissbot_supervisor.metrics import (
+from kissbot_supervisor.observe.events import HOOK_KINDS, event_object, hook_environment
+from kissbot_supervisor.observe.http import request_complete, respond
+from kissbot_supervisor.observe.metrics import (
     CONTENT_TYPE,
     escape_label_value,
     exposition,
@@ -26,7 +27,6 @@ from kissbot_supervisor.metrics import (
     snapshot,
 )
 from kissbot_supervisor.protocol import EVENT_KEYS, encode, parse_event
-from kissbot_supervisor.settings import SettingValueError, optional_listen, split_listen
 
 SECRET = "oauth-secret-never-in-metrics"
 

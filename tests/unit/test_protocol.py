@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kissbot_supervisor.paths import (
+from kissbot_supervisor.config.paths import (
     SYSTEM_RUNTIME_DIR,
     default_control_socket,
     default_runtime_dir,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kissbot_supervisor.render import (
+from kissbot_supervisor.cli.render import (
     ELLIPSIS,
     format_bytes,
     format_uptime,

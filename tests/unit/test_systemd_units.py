@@ -13,11 +13,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from jeepney.low_level import Message
 
-from kissbot_supervisor.config import ConfigError, read_settings
-from kissbot_supervisor.core import HUB, Policy, ProcessSpec
-from kissbot_supervisor.records import replace
-from kissbot_supervisor.systemd import export, manager
-from kissbot_supervisor.systemd.units import (
+from kissbot_supervisor.backends.systemd import export
+from kissbot_supervisor.backends.systemd import messages as manager
+from kissbot_supervisor.backends.systemd.units import (
     USEC_INFINITY,
     ExecutableNotFound,
     Property,
@@ -30,6 +28,9 @@ from kissbot_supervisor.systemd.units import (
     start_limit_burst,
     transient_properties,
 )
+from kissbot_supervisor.config.load import ConfigError, read_settings
+from kissbot_supervisor.core import HUB, Policy, ProcessSpec
+from kissbot_supervisor.core.records import replace
 
 # The D-Bus type of every property we may send, as systemd 252's own client sends it
 # (captured from `systemd-run -p KEY=VALUE ...` of systemd 252.39 against a recording
@@ -680,9 +681,9 @@ def test_memory_max_sizes() -> None:
 def test_options_from_config(tmp_path: Path) -> None:
     import yaml
 
-    from kissbot_supervisor.config import load_config
-    from kissbot_supervisor.fleet import build_policy
-    from kissbot_supervisor.systemd.units import options_from_config
+    from kissbot_supervisor.backends.systemd.units import options_from_config
+    from kissbot_supervisor.config.load import load_config
+    from kissbot_supervisor.config.specs import build_policy
 
     supervisor = {
         "hub": {"enabled": True, "socket": "/run/kissbot/hub.sock"},

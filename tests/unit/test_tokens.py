@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from fixtures.kissbot_db import KissbotDb, Schema, encrypt_token, new_key, write_key_file
-from kissbot_supervisor.tokendb import DbRetry, read_db_secret, read_db_tokens
-from kissbot_supervisor.tokens import (
+from kissbot_supervisor.tokens.db import DbRetry, read_db_secret, read_db_tokens
+from kissbot_supervisor.tokens.states import (
     CredentialFileError,
     DbTokens,
     KeyFileError,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fixtures.kissbot_db import KissbotDb
-from kissbot_supervisor.tokendb import DbRetry, read_db_tokens
-from kissbot_supervisor.tokens import TokenDbError, TokenDbSchemaError, TokenState
+from kissbot_supervisor.tokens.db import DbRetry, read_db_tokens
+from kissbot_supervisor.tokens.states import TokenDbError, TokenDbSchemaError, TokenState
 
 NOW = datetime(2025, 6, 15, 12, 0, 0).timestamp()
 DAY = 86400.0

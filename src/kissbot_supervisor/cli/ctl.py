@@ -38,8 +38,7 @@ import os
 import sys
 
 from .. import __version__
-from ..client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
-from ..paths import CONTROL_SOCKET_ENV, SYSTEM_RUNTIME_DIR, default_control_socket
+from ..config.paths import CONTROL_SOCKET_ENV, SYSTEM_RUNTIME_DIR, default_control_socket
 from ..protocol import (
     EXIT_OK,
     ProtocolError,
@@ -48,14 +47,15 @@ from ..protocol import (
     exit_code_for_status,
     filter_status,
 )
-from ..render import format_event, render_status, use_color
+from .client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
+from .render import format_event, render_status, use_color
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
     from collections.abc import Mapping, Sequence
     from typing import Any, TextIO
 
-    from ..logview import LogSource
+    from .logs import LogSource
 
 __all__ = ["COMPLETE_NAMES", "NAME_COMMANDS", "SUCCESS_RESULTS", "build_parser", "main"]
 
@@ -289,7 +289,7 @@ def _cmd_status_offline(args: argparse.Namespace, out: TextIO, down: ConnectErro
     """
     if not _systemd_is_init():
         raise down
-    from ..systemd.offline import OfflineError, read_status
+    from .offline import OfflineError, read_status
 
     try:
         status = read_status(args.timeout or DEFAULT_TIMEOUT)
@@ -446,7 +446,7 @@ def _log_source(args: argparse.Namespace, name: str) -> LogSource:
     """Where ``name``'s output is: as the supervisor says, else --workdir, else the journal."""
     from pathlib import Path
 
-    from ..logview import DEFAULT_LOGS_DIR, LogSource, source_from_status
+    from .logs import DEFAULT_LOGS_DIR, LogSource, source_from_status
 
     if args.journal_dir:
         return LogSource("journal", name, journal_dir=args.journal_dir)
@@ -464,7 +464,7 @@ def _log_source(args: argparse.Namespace, name: str) -> LogSource:
 
 
 def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
-    from ..logview import FileLog, JournalLog, LogError, check_name, unit_of
+    from .logs import FileLog, JournalLog, LogError, check_name, unit_of
 
     def emit(lines: Sequence[str]) -> None:
         out.write("".join(line + "\n" for line in lines))

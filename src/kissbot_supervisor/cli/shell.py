@@ -37,9 +37,9 @@ import sys
 import threading
 import time
 
-from ..client import Client, ControlError
-from ..paths import APP_NAME
+from ..config.paths import APP_NAME
 from ..protocol import build_request
+from .client import Client, ControlError
 from .ctl import EXIT_INTERRUPTED, NAME_COMMANDS, PROG
 from .ctl import main as ctl_main
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import setting_flags
+from ..config.load import setting_flags
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
 TYPE_CHECKING = False
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     flags: dict[str, Any] = {
         dest: getattr(args, dest) for dest, *_ in setting_flags() if getattr(args, dest) is not None
     }
-    from ..daemon import LaunchOptions, StartupError, make_supervisor
+    from ..daemon.supervisor import LaunchOptions, StartupError, make_supervisor
 
     workdir = Path(args.workdir) if args.workdir else Path.cwd()
     if not workdir.is_dir():
@@ -117,12 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.check_config:
-            from ..daemon import check_config
+            from ..daemon.supervisor import check_config
 
             print(check_config(launch))
             return 0
         if export_dir is not None:
-            from ..daemon import export_static_units
+            from ..daemon.supervisor import export_static_units
 
             for path in export_static_units(launch, export_dir):
                 print(path)

@@ -1,0 +1,366 @@
+"""The native backend: carries out the core's actions with fork/exec and reports events.
+
+It decides nothing. ``Spawn`` becomes a process in its own group (after the
+per-channel lock, the stale-flag clean-up and the credential file); ``Kill``
+becomes a signal. What happens to the children comes back as core events:
+exits through a pidfd per child (noticed at once, no SIGCHLD polling),
+sd_notify messages through :class:`~.notifyserver.NotifyServer`, readiness
+files through inotify, and the hub socket through a connect probe while the
+hub starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from ... import core
+from ...core.records import field, record
+from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
+from ...runtime.loop import Loop
+from ...tokens.states import TokenError
+from .logfiles import LogFile
+from .notifyserver import Notification, NotifyServer
+from .spawner import Spawner, SpawnError, child_environment, read_report
+
+
+@record
+class NativeOptions:
+    workdir: Path
+    runtime_dir: Path
+    logs_dir: Path
+    log_max_bytes: int
+    log_backups: int
+    hub_socket: Path
+
+
+@record(frozen=False)
+class Running:
+    name: str
+    pid: int
+    pidfd: int
+    spec: core.ProcessSpec
+    report_fd: int = -1  # the exec report pipe, until EOF
+    exec_error: str | None = None
+
+
+@record(frozen=False)
+class Output:
+    fd: int
+    log: LogFile
+
+
+@record(frozen=False)
+class _Slot:
+    """Per-process resources that outlive one incarnation."""
+
+    log: LogFile
+    lock_fd: int | None = None
+    outputs: list[Output] = field(factory=list)
+
+
+class NativeBackend:
+    name = "native"
+
+    def __init__(
+        self,
+        loop: Loop,
+        options: NativeOptions,
+        emit: Callable[[core.Event], None],
+        say: Callable[[str, str], None],
+        credential: Callable[[str], str | None],
+    ) -> None:
+        self.loop = loop
+        self.opt = options
+        self._emit = emit
+        self._say = say  # (name, message): supervisor-level log line
+        self._credential = credential
+        self._spawner = Spawner()
+        self._running: dict[str, Running] = {}
+        self._by_pid: dict[int, str] = {}
+        self._slots: dict[str, _Slot] = {}
+        self.pids_dir = options.workdir / "pids"
+        self.pids_dir.mkdir(parents=True, exist_ok=True)
+        options.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.notify = NotifyServer(options.runtime_dir / "notify.sock")
+        loop.add_reader(self.notify.fileno(), self._on_notify)
+        self.readiness = ReadinessWatcher(
+            loop, self.pids_dir, options.hub_socket, lambda name: self._emit(core.Ready(name))
+        )
+        self.base_env = dict(os.environ)
+
+    # -- carrying out actions ----------------------------------------------
+
+    def execute(self, action: core.Action) -> None:
+        match action:
+            case core.Spawn(spec):
+                self._spawn(spec)
+            case core.Kill(name, pid, sig, group):
+                self._kill(name, pid, sig, group)
+            case core.Release(name):
+                self._release(name)
+            case _:
+                pass
+
+    def _slot(self, name: str) -> _Slot:
+        slot = self._slots.get(name)
+        if slot is None:
+            log = LogFile(
+                self.opt.logs_dir / f"{name}.log",
+                self.opt.log_max_bytes,
+                self.opt.log_backups,
+                lambda message: self._say(name, message),
+            )
+            slot = self._slots[name] = _Slot(log=log)
+        return slot
+
+    def _spawn(self, spec: core.ProcessSpec) -> None:
+        name = spec.name
+        try:
+            self._take_lock(name)
+            if not spec.is_hub:
+                self._check_outside_copy(name)
+                remove_stale_flags(self.pids_dir, name)
+            env = self._environment(spec)
+            child = self._spawner.spawn(
+                spec.argv,
+                cwd=str(self.opt.workdir),
+                env=env,
+                pass_fds=self._lock_fds(name),
+                watchdog_pid=spec.watchdog_sec > 0,
+            )
+        except (SpawnError, OSError, TokenError) as e:
+            self._remove_credential(name)
+            self._emit(core.SpawnFailed(name, str(e)))
+            return
+        slot = self._slot(name)
+        pidfd = os.pidfd_open(child.pid)
+        running = self._running[name] = Running(name, child.pid, pidfd, spec, child.report_fd)
+        self.loop.add_reader(child.report_fd, lambda: self._on_report(running))
+        self._by_pid[child.pid] = name
+        self.loop.add_reader(pidfd, lambda: self._on_exit(name))
+        out = Output(child.output_fd, slot.log)
+        slot.outputs.append(out)
+        self.loop.add_reader(out.fd, lambda: self._on_output(slot, out))
+        slot.log.note(f"started (PID {child.pid}): {' '.join(spec.argv)}", self._wall())
+        self._emit(core.Spawned(name, child.pid))
+        self.readiness.watch(name, spec.ready)
+
+    def _environment(self, spec: core.ProcessSpec) -> dict[str, str]:
+        extra = {"NOTIFY_SOCKET": str(self.notify.path), "KISSBOT_PROCESS": spec.name}
+        if spec.watchdog_sec > 0:
+            extra["WATCHDOG_USEC"] = str(int(spec.watchdog_sec * 1_000_000))
+        secret = self._credential(spec.name)
+        if secret is not None:
+            extra["CREDENTIALS_DIRECTORY"] = str(self._write_credential(spec.name, secret))
+        return child_environment(self.base_env, extra)
+
+    def _credentials_dir(self, name: str) -> Path:
+        return self.opt.runtime_dir / "credentials" / name
+
+    def _write_credential(self, name: str, secret: str) -> Path:
+        from ...tokens.states import write_credential
+
+        directory = self._credentials_dir(name)
+        write_credential(directory, "token", secret)
+        return directory
+
+    def _remove_credential(self, name: str) -> None:
+        from ...tokens.states import remove_credentials
+
+        remove_credentials(self._credentials_dir(name))
+
+    def _take_lock(self, name: str) -> None:
+        """One copy per channel, across supervisors: an flock the child inherits."""
+        slot = self._slot(name)
+        if slot.lock_fd is not None:
+            return
+        path = self.pids_dir / f"{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise SpawnError(
+                    f"another copy of {name} is already running ({path} is locked by "
+                    "another supervisor or its child); refusing to start a second one"
+                ) from None
+            raise
+        slot.lock_fd = fd
+
+    def _lock_fds(self, name: str) -> tuple[int, ...]:
+        fd = self._slot(name).lock_fd
+        return () if fd is None else (fd,)
+
+    def _check_outside_copy(self, name: str) -> None:
+        """A bot started by the old supervisor or by hand shows in pids/CH.pid."""
+        try:
+            pid = int((self.pids_dir / f"{name}.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if pid in self._by_pid:
+            return
+        if b"--channel" in cmdline and name.encode() in cmdline:
+            raise SpawnError(
+                f"{name} is already running outside this supervisor (PID {pid} from "
+                f"pids/{name}.pid); stop it first"
+            )
+
+    def _kill(self, name: str, pid: int, sig: int, group: bool) -> None:
+        running = self._running.get(name)
+        if running is None or running.pid != pid:
+            return
+        try:
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _release(self, name: str) -> None:
+        slot = self._slots.pop(name, None)
+        if slot is None:
+            return
+        if slot.lock_fd is not None:
+            os.close(slot.lock_fd)
+        if not slot.outputs:
+            slot.log.close()
+
+    # -- events from the world -------------------------------------------
+
+    def _on_report(self, running: Running) -> None:
+        report = read_report(running.report_fd)
+        if report is None:
+            return
+        self.loop.remove_reader(running.report_fd)
+        os.close(running.report_fd)
+        running.report_fd = -1
+        if report:
+            running.exec_error = report.decode(errors="replace")
+            self._say(running.name, running.exec_error)
+
+    def _on_exit(self, name: str) -> None:
+        running = self._running.get(name)
+        if running is None:
+            return
+        try:
+            pid, status = os.waitpid(running.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = running.pid, 0
+        if pid == 0:
+            return
+        self.loop.remove_reader(running.pidfd)
+        os.close(running.pidfd)
+        if running.report_fd >= 0:  # the child is gone: its report is complete
+            self._on_report(running)
+        self.readiness.forget(name)
+        del self._running[name]
+        del self._by_pid[running.pid]
+        # KillMode=mixed: whatever the main process left in its group goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(running.pid, signal.SIGKILL)
+        self._remove_credential(name)
+        code = os.waitstatus_to_exitcode(status)
+        event = core.Exited(
+            name,
+            running.pid,
+            code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            reason=running.exec_error,
+        )
+        slot = self._slots.get(name)
+        if slot is not None:
+            slot.log.note(core.describe_exit(event.code, event.signal), self._wall())
+        self._emit(event)
+
+    def _on_output(self, slot: _Slot, out: Output) -> None:
+        try:
+            data = os.read(out.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            out.log.write_chunk(data, self._wall())
+            return
+        self.loop.remove_reader(out.fd)
+        os.close(out.fd)
+        out.log.flush(self._wall())
+        slot.outputs.remove(out)
+
+    def _on_notify(self) -> None:
+        self.notify.receive(self._deliver_notification)
+
+    def _deliver_notification(self, n: Notification) -> None:
+        name = self._by_pid.get(n.pid)
+        if name is None:
+            # Not one of our main processes: it may not speak for them (NotifyAccess=main).
+            self._say("notify", f"ignored a message from PID {n.pid}: not a supervised process")
+            return
+        spec = self._running[name].spec
+        if "STATUS" in n.fields:
+            self._emit(core.StatusText(name, n.fields["STATUS"]))
+        if n.fields.get("READY") == "1" and spec.ready == "notify":
+            self._emit(core.Ready(name))
+        if n.fields.get("WATCHDOG") == "1":
+            self._emit(core.WatchdogPing(name))
+        if n.fields.get("STOPPING") == "1":
+            self._emit(core.Stopping(name))
+
+    def adopt(self, specs: dict[str, core.ProcessSpec], now: float) -> list[core.Event]:
+        """Nothing survives a native supervisor (PR_SET_PDEATHSIG): nothing to adopt."""
+        return []
+
+    # -- queries -------------------------------------------------------------
+
+    def pid_of(self, name: str) -> int | None:
+        r = self._running.get(name)
+        return None if r is None else r.pid
+
+    def note(self, name: str, message: str) -> None:
+        slot = self._slots.get(name)
+        if slot is not None:
+            slot.log.note(message, self._wall())
+
+    @staticmethod
+    def _wall() -> float:
+        import time
+
+        return time.time()
+
+    def close(self, all_stopped: bool = False) -> None:
+        """Kill whatever is left (only after a failed shutdown) and free everything.
+
+        ``all_stopped`` (the core saw every process stop) changes nothing here: a
+        process's token file goes when its exit is reaped.
+        """
+        for r in list(self._running.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(r.pid, signal.SIGKILL)
+            os.waitpid(r.pid, 0)
+            os.close(r.pidfd)
+            if r.report_fd >= 0:
+                self.loop.remove_reader(r.report_fd)
+                os.close(r.report_fd)
+            self._remove_credential(r.name)
+        self._running.clear()
+        for slot in self._slots.values():
+            for out in slot.outputs:
+                self.loop.remove_reader(out.fd)
+                os.close(out.fd)
+            slot.log.close()
+            if slot.lock_fd is not None:
+                os.close(slot.lock_fd)
+        self._slots.clear()
+        self.readiness.close()
+        self.loop.remove_reader(self.notify.fileno())
+        self.notify.close()
+        self._spawner.close()

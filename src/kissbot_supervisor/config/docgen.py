@@ -1,0 +1,56 @@
+"""Writes docs/configuration.md from the setting declarations (``make docs``).
+
+A test checks that the committed file matches, so the doc cannot drift from
+what the parser accepts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .settings import declarations, describe_default
+
+HEADER = """\
+# Configuration
+
+kissbot-supervisor reads KissBot's own config file (`config/config.yaml` by
+default, relative to `--workdir`). From it, it reads `twitch.channels` (one
+bot per channel; each must be a Twitch login: 4-25 of a-z, 0-9, `_`;
+uppercase is lowercased), `bot.name` (whose `bot` token the bots use),
+`twitch.broadcaster_id` (whose `broadcaster` token the hub uses) and, in YAML
+token mode, `twitch.tokens`. Every other key belongs to the bot and the hub
+and is left alone.
+
+The supervisor's own settings live under a `supervisor:` key. Every setting
+also has a command-line flag; flags win over the file, the file over the
+defaults. A wrong value is reported with the file, the key path, the value and
+what was expected, and on reload it changes nothing.
+
+The old supervisor's flags are all accepted: `--config`, `--use-db`, `--db`,
+`--enable-hub`, `--hub-socket`, `--non-interactive`; plus `--workdir DIR` and
+`--check-config`.
+
+This file is generated from the declarations in
+`src/kissbot_supervisor/config/settings.py` by `make docs`.
+
+| key (under `supervisor:`) | flag | type | default | meaning |
+|---|---|---|---|---|
+"""
+
+
+def render() -> str:
+    rows = []
+    for _name, default, meta in declarations():
+        flags = ", ".join(f"`{f}`" for f in meta.flags) or "-"
+        help_text = meta.help.replace("|", "\\|")
+        shown = describe_default(default)
+        rows.append(f"| `{meta.key}` | {flags} | {meta.kind} | `{shown}` | {help_text} |")
+    return HEADER + "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()

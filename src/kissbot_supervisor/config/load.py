@@ -1,0 +1,255 @@
+"""Reading the KissBot config file and the command line into a frozen :class:`Config`.
+
+Precedence is explicit: command-line flags, then the ``supervisor:`` section
+of the file, then the defaults declared in :mod:`.settings`. Everything else
+in the file belongs to the bot and the hub and is only read, never judged,
+except ``twitch.channels`` (which becomes argv, unit names and file paths, so
+every name is checked here) and ``bot.name`` / ``twitch.broadcaster_id``
+(which pick tokens).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..core.records import record
+from .settings import Settings, SettingValueError, declarations, shown
+
+# typing is imported for the type checker only (it costs the daemon 0.4 MiB).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# Twitch logins: 4 to 25 of a-z, 0-9 and underscore (lowercase once read).
+LOGIN_RE = re.compile(r"[a-z0-9_]{4,25}")
+LOGIN_RULE = "is not a Twitch login (4-25 of a-z, 0-9, _)"
+DEFAULT_BOT_LOGIN = "serda_bot"
+
+
+class ConfigError(Exception):
+    """A config file or flag is wrong; the message names where, the value and the rule."""
+
+    def __init__(self, source: str, key: str | None, message: str) -> None:
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {message}")
+        self.source = source
+        self.key = key
+
+
+def check_login(name: object) -> str:
+    """Return the lowercased login, or raise SettingValueError.
+
+    Twitch logins are case-insensitive and KissBot stores them lowercased, so
+    ``El_Serda`` is accepted as ``el_serda``; anything else that is not a login
+    (paths, spaces, unit-name or shell metacharacters) never gets further.
+    """
+    if not isinstance(name, str):
+        raise SettingValueError(name, "is not a string (expected a Twitch login)")
+    lowered = name.lower()
+    # isascii() on the name as written: str.lower() maps a few non-ASCII letters
+    # to ASCII ("\u212a" KELVIN SIGN -> "k"), which would slip past the pattern.
+    if not name.isascii() or not LOGIN_RE.fullmatch(lowered):
+        raise SettingValueError(name, LOGIN_RULE)
+    return lowered
+
+
+@record
+class Config:
+    """Everything the supervisor needs, resolved and checked."""
+
+    workdir: Path
+    config_path: Path  # as given (relative to workdir when relative): it goes in argv
+    channels: tuple[str, ...]
+    bot_login: str
+    broadcaster_id: str | None
+    settings: Settings
+    document: Mapping[str, Any]  # the whole YAML file, read-only, for token look-ups
+    interactive: bool = False
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the config, relative to the workdir (never to the caller's cwd)."""
+        p = Path(path)
+        return p if p.is_absolute() else self.workdir / p
+
+    @property
+    def config_file(self) -> Path:
+        return self.resolve(self.config_path)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return "null" if value is None else type(value).__name__
+
+
+def _mapping(value: object, source: str, key: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, key, f"expected a mapping, got {_describe(value)}")
+    return value
+
+
+def load_yaml(path: Path, shown: str, *, isolate: bool = False) -> Mapping[str, Any]:
+    """Parse the file; errors name the file and, for syntax errors, line and column.
+
+    ``isolate`` parses in a child process (see :mod:`.yamlparse`): the resident
+    daemon does that, short-lived commands and tests need not.
+    """
+    from .yamlparse import YamlChildError, parse_here, parse_in_child
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(shown, None, "the config file does not exist") from None
+    except OSError as e:
+        raise ConfigError(shown, None, f"cannot be read ({e.strerror})") from None
+    try:
+        result = parse_in_child(raw) if isolate else parse_here(raw)
+    except YamlChildError as e:
+        raise ConfigError(shown, None, f"could not be parsed: {e}") from None
+    error = result.get("error")
+    if error is not None:
+        line, column = error.get("line"), error.get("column")
+        where = f"line {line}, column {column}" if line is not None else None
+        raise ConfigError(shown, where, f"invalid YAML: {error.get('problem')}")
+    document = result.get("document")
+    if document is None:
+        return {}
+    if not isinstance(document, Mapping):
+        raise ConfigError(shown, None, f"expected a mapping at the top, got {_describe(document)}")
+    return document
+
+
+def _read_channels(document: Mapping[str, Any], source: str) -> tuple[str, ...]:
+    twitch = _mapping(document.get("twitch"), source, "twitch")
+    channels = twitch.get("channels")
+    if channels is None:
+        raise ConfigError(source, "twitch.channels", "missing (expected a list of channel logins)")
+    if not isinstance(channels, list):
+        got = _describe(channels)
+        raise ConfigError(
+            source, "twitch.channels", f"expected a list of channel logins, got {got}"
+        )
+    seen: dict[str, int] = {}
+    out: list[str] = []
+    for i, name in enumerate(channels):
+        key = f"twitch.channels[{i}]"
+        try:
+            login = check_login(name)
+        except SettingValueError as e:
+            raise ConfigError(source, key, str(e)) from None
+        if login in seen:
+            raise ConfigError(
+                source, key, f"{name!r} is listed twice (first at twitch.channels[{seen[login]}])"
+            )
+        seen[login] = i
+        out.append(login)
+    return tuple(out)
+
+
+def _flatten(section: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
+    """``{'bot': {'ready': 'file'}}`` -> ``{'bot.ready': 'file'}``, leaves only."""
+    known_keys = {meta.key for _, _, meta in declarations()}
+    known_sections = {k.rsplit(".", 1)[0] for k in known_keys if "." in k}
+    out: dict[str, Any] = {}
+    for name, value in section.items():
+        key = f"{prefix}{name}"
+        if not isinstance(name, str):
+            raise ConfigError(source, f"supervisor.{prefix}{shown(name)}", "keys must be strings")
+        if key in known_sections:
+            out.update(_flatten(_mapping(value, source, f"supervisor.{key}"), source, key + "."))
+        elif key in known_keys:
+            out[key] = value
+        else:
+            import difflib  # lazy: only an unknown key needs it
+
+            close = difflib.get_close_matches(key, sorted(known_keys | known_sections), n=1)
+            hint = f" (did you mean supervisor.{close[0]}?)" if close else ""
+            # A name that is not a plain word ('', 'a b', a newline) is quoted in the path.
+            plain = re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None
+            where = f"supervisor.{key}" if plain else f"supervisor.{prefix}{shown(name)}"
+            raise ConfigError(source, where, f"is not a known setting{hint}")
+    return out
+
+
+def read_settings(
+    document: Mapping[str, Any], source: str, flags: Mapping[str, Any] | None = None
+) -> Settings:
+    """Settings from the ``supervisor:`` section, overridden by flags (field name -> value)."""
+    section = _mapping(document.get("supervisor"), source, "supervisor")
+    from_file = _flatten(section, source)
+    values: dict[str, Any] = {}
+    for name, default, meta in declarations():
+        flag_value = (flags or {}).get(name)
+        if flag_value is not None:
+            where, origin, raw = "command line", meta.flags[0] if meta.flags else name, flag_value
+        elif meta.key in from_file:
+            where, origin, raw = source, f"supervisor.{meta.key}", from_file[meta.key]
+        else:
+            values[name] = default
+            continue
+        try:
+            values[name] = meta.parse(raw)
+        except SettingValueError as e:
+            raise ConfigError(where, origin, f"{e} ({meta.kind} expected)") from None
+    settings = Settings(**values)
+    if settings.restart_max_delay_sec < settings.restart_delay_sec:
+        raise ConfigError(
+            source,
+            "supervisor.restart.max_delay_sec",
+            f"{settings.restart_max_delay_sec:g} is below restart.delay_sec "
+            f"({settings.restart_delay_sec:g}); expected at least the first delay",
+        )
+    return settings
+
+
+def load_config(
+    workdir: Path,
+    config_path: str | Path = "config/config.yaml",
+    flags: Mapping[str, Any] | None = None,
+    *,
+    interactive: bool = False,
+    isolate: bool = False,
+) -> Config:
+    """Read and check everything; raises ConfigError and changes nothing on failure."""
+    workdir = workdir.resolve()
+    config_path = Path(config_path)
+    file = config_path if config_path.is_absolute() else workdir / config_path
+    shown = str(config_path)
+    document = load_yaml(file, shown, isolate=isolate)
+    channels = _read_channels(document, shown)
+    bot_section = _mapping(document.get("bot"), shown, "bot")
+    bot_name = bot_section.get("name", DEFAULT_BOT_LOGIN)
+    try:
+        bot_login = check_login(bot_name)
+    except SettingValueError as e:
+        raise ConfigError(shown, "bot.name", str(e)) from None
+    twitch = _mapping(document.get("twitch"), shown, "twitch")
+    broadcaster = twitch.get("broadcaster_id")
+    broadcaster_id = None if broadcaster in (None, "") else str(broadcaster)
+    return Config(
+        workdir=workdir,
+        config_path=config_path,
+        channels=channels,
+        bot_login=bot_login,
+        broadcaster_id=broadcaster_id,
+        settings=read_settings(document, shown, flags),
+        document=document,
+        interactive=interactive,
+    )
+
+
+def setting_flags() -> Sequence[tuple[str, tuple[str, ...], bool, str, str]]:
+    """(dest, flags, takes no value, kind, help) for every setting that has flags."""
+    return [
+        (name, meta.flags, meta.boolean_flag, meta.kind, meta.help)
+        for name, _default, meta in declarations()
+        if meta.flags
+    ]

@@ -1,0 +1,668 @@
+"""Every ``supervisor:`` setting, declared once.
+
+Each field of :class:`Settings` is one setting: its key under ``supervisor:``
+in the YAML file, its type (a parser), its default, its help text and its
+command-line flag all live in the field's declaration. The YAML reader, the
+argument parser, the error messages and ``docs/configuration.md`` are all
+derived from this table, so a setting cannot be documented one way and parsed
+another.
+
+Parsers share one signature, ``(value) -> parsed``, and raise
+:class:`SettingValueError` with the rule the value broke; the caller adds the
+file and key path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+
+from ..core.records import field, fields, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Parser = Callable[[object], Any]
+
+
+class SettingValueError(ValueError):
+    """A value broke a setting's rule; ``rule`` completes "'value' ..."."""
+
+    def __init__(self, value: object, rule: str) -> None:
+        super().__init__(f"{shown(value)} {rule}")
+        self.value = value
+        self.rule = rule
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut short for an error message: a YAML alias bomb is millions
+    of items and deep nesting overflows repr, and neither may make the message
+    unreadable or the error itself fail. Short values read exactly as repr."""
+    import reprlib  # lazy: only an error needs it
+
+    short = reprlib.Repr()
+    short.maxlevel = 3
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
+    short.maxstring = short.maxother = short.maxlong = 120
+    return short.repr(value)
+
+
+_SLICE_RE = re.compile(r"[A-Za-z0-9_:]+(?:-[A-Za-z0-9_:]+)*\.slice")
+_USER_RE = re.compile(r"[0-9]+|[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGTkmgt])?")
+
+
+@record
+class SettingMeta:
+    key: str
+    parse: Parser
+    help: str
+    kind: str  # shown in docs and --help: "seconds", "path", "one of: a, b"
+    flags: tuple[str, ...] = ()
+    boolean_flag: bool = False  # a flag that takes no value and sets True
+
+
+def _flag_for(key: str) -> str:
+    return "--" + key.replace(".", "-").replace("_", "-")
+
+
+def setting(
+    key: str,
+    default: Any,
+    parse: Parser,
+    help: str,
+    kind: str,
+    *,
+    flag: bool = True,
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    """Declare one setting as a dataclass field (see the module docstring)."""
+    flags: tuple[str, ...] = ()
+    if flag:
+        flags = (_flag_for(key), *aliases)
+    meta = SettingMeta(
+        key=key,
+        parse=parse,
+        help=help,
+        kind=kind,
+        flags=flags,
+        boolean_flag=parse is parse_bool,
+    )
+    return field(default=default, metadata={"setting": meta})
+
+
+# --- parsers -------------------------------------------------------------
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+        return False
+    raise SettingValueError(value, "is not a boolean (expected true or false)")
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool):
+        raise SettingValueError(value, "is not a number")
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:  # an int past 1.8e308: YAML reads any number of digits
+            raise SettingValueError(value, "is not a finite number") from None
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingValueError(value, "is not a number") from None
+    else:
+        raise SettingValueError(value, "is not a number")
+    if not math.isfinite(number):
+        raise SettingValueError(value, "is not a finite number")
+    return number
+
+
+def seconds(minimum: float = 0.0, maximum: float = 86_400.0) -> Parser:
+    def parse(value: object) -> float:
+        number = _number(value)
+        if not minimum <= number <= maximum:
+            raise SettingValueError(
+                value, f"is out of range (expected seconds from {minimum:g} to {maximum:g})"
+            )
+        return number
+
+    return parse
+
+
+def integer(minimum: int, maximum: int) -> Parser:
+    def parse(value: object) -> int:
+        number = _number(value)
+        if number != int(number) or not minimum <= number <= maximum:
+            raise SettingValueError(value, f"is not a whole number from {minimum} to {maximum}")
+        return int(number)
+
+    return parse
+
+
+def choice(*options: str) -> Parser:
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise SettingValueError(value, f"is not one of: {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def text(value: object) -> str:
+    if not isinstance(value, str):
+        raise SettingValueError(value, "is not a string")
+    if "\0" in value:
+        raise SettingValueError(value, "contains a NUL byte")
+    return value
+
+
+def optional_text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return text(value)
+
+
+def path_text(value: object) -> str:
+    parsed = text(value)
+    if not parsed:
+        raise SettingValueError(value, "is empty (expected a file path)")
+    return parsed
+
+
+def optional_path(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return path_text(value)
+
+
+def argv(value: object) -> tuple[str, ...] | None:
+    """A command as a YAML list of strings (never a shell string: no quoting traps)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise SettingValueError(
+            value, "is a string (expected a list of arguments, e.g. ['{python}', 'main.py'])"
+        )
+    if not isinstance(value, list) or not value:
+        raise SettingValueError(value, "is not a non-empty list of arguments")
+    for item in value:
+        if not isinstance(item, str) or not item or "\0" in item:
+            raise SettingValueError(value, f"has an argument {shown(item)} that is not a string")
+    return tuple(value)
+
+
+def bytes_size(value: object) -> int:
+    """A size in bytes: a whole number, or a number with a K, M, G or T suffix (powers of 1024)."""
+    if isinstance(value, bool):
+        raise SettingValueError(value, "is not a size (expected bytes, or e.g. 512M or 2G)")
+    if isinstance(value, int):
+        number = float(value) if value <= 2**60 else math.inf  # huge ints overflow float()
+    elif isinstance(value, str) and (match := _SIZE_RE.fullmatch(value.strip())):
+        number = float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper())
+    else:
+        raise SettingValueError(value, "is not a size (expected bytes, or e.g. 512M or 2G)")
+    # The range first: int() of an infinite number (a string of 400 digits) raises.
+    if not 4096 <= number <= 2**60 or number != int(number):
+        raise SettingValueError(value, "is out of range (expected whole bytes, at least 4096)")
+    return int(number)
+
+
+def optional_bytes_size(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    return bytes_size(value)
+
+
+def optional_integer(minimum: int, maximum: int) -> Parser:
+    whole = integer(minimum, maximum)
+
+    def parse(value: object) -> int | None:
+        if value is None or value == "":
+            return None
+        parsed: int = whole(value)
+        return parsed
+
+    return parse
+
+
+def optional_user_name(value: object) -> str | None:
+    """A user or group name (or a numeric id) as useradd accepts it; absent is None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+        return str(value)
+    if not isinstance(value, str) or not _USER_RE.fullmatch(value):
+        raise SettingValueError(value, "is not a user or group name (e.g. kissbot) or id")
+    return value
+
+
+def slice_name(value: object) -> str:
+    name = text(value)
+    if not _SLICE_RE.fullmatch(name) or len(name) > 255:
+        raise SettingValueError(value, "is not a slice unit name (e.g. kissbot.slice)")
+    return name
+
+
+def absolute_paths(value: object) -> tuple[str, ...]:
+    """A YAML list of absolute paths."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SettingValueError(value, "is not a list of absolute paths")
+    for item in value:
+        if not isinstance(item, str) or not item.startswith("/") or "\0" in item:
+            raise SettingValueError(
+                value, f"has an entry {shown(item)} that is not an absolute path"
+            )
+    return tuple(value)
+
+
+_LISTEN_RULE = "is not a listen address (expected 127.0.0.1:PORT, [::1]:PORT or unix:/path)"
+
+
+def split_listen(value: object) -> tuple[str, str, int]:
+    """``(family, host or path, port)`` of a ``metrics.listen`` value: ``inet``, ``inet6``
+    or ``unix`` (port 0). Literal IP addresses only: no name lookup in the daemon, and
+    an address other than loopback is only ever the one the operator wrote."""
+    import socket  # already loaded by the daemon; imported here for the short-lived tools
+
+    if not isinstance(value, str):
+        raise SettingValueError(value, _LISTEN_RULE)
+    address = text(value)
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path.startswith("/") or len(path.encode()) > 107:
+            raise SettingValueError(value, "is not unix:/ABSOLUTE/PATH (at most 107 bytes)")
+        return "unix", path, 0
+    host, sep, port_text = address.rpartition(":")
+    # isascii: '²' is a digit to isdigit() but not to int().
+    digits = port_text.isascii() and port_text.isdigit()
+    if not sep or not digits or not 1 <= int(port_text) <= 65535:
+        raise SettingValueError(value, _LISTEN_RULE + " with a port from 1 to 65535")
+    family, af = "inet", socket.AF_INET
+    if host.startswith("[") and host.endswith("]"):
+        host, family, af = host[1:-1], "inet6", socket.AF_INET6
+    try:
+        socket.inet_pton(af, host)
+    except (OSError, ValueError):
+        raise SettingValueError(value, _LISTEN_RULE) from None
+    return family, host, int(port_text)
+
+
+def is_loopback(family: str, host: str) -> bool:
+    return family == "unix" or host.startswith("127.") or host == "::1"
+
+
+def optional_listen(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    split_listen(value)
+    return text(value)
+
+
+# --- the table -------------------------------------------------------------
+
+READY_BOT = ("file", "notify", "none")
+READY_HUB = ("socket", "notify", "none")
+
+
+@record
+class Settings:
+    """The supervisor's own settings (``supervisor:`` in the KissBot config)."""
+
+    backend: str = setting(
+        "backend",
+        "auto",
+        choice("auto", "systemd", "native"),
+        "Which backend carries out the supervision: `systemd` (transient units over D-Bus), "
+        "`native` (the supervisor spawns the processes itself), or `auto` (systemd when "
+        "PID 1 is systemd and its bus is reachable, else native).",
+        "one of: auto, systemd, native",
+    )
+    control_socket: str | None = setting(
+        "control_socket",
+        None,
+        optional_path,
+        "Path of the control socket `kissbotctl` talks to. Default: `RUNTIME_DIR/control.sock`.",
+        "path",
+    )
+    runtime_dir: str | None = setting(
+        "runtime_dir",
+        None,
+        optional_path,
+        "Directory for the notify socket, the control socket and credential files; it "
+        "should be on tmpfs. Default: `$RUNTIME_DIRECTORY`, else `/run/kissbot-supervisor` "
+        "for root when /run is tmpfs, else `$XDG_RUNTIME_DIR/kissbot-supervisor`, else "
+        "`/dev/shm/kissbot-supervisor-UID`.",
+        "path",
+    )
+    use_db: bool = setting(
+        "use_db",
+        False,
+        parse_bool,
+        "Tokens live in the SQLite DB: bots get `--use-db --db DB` and token states are read "
+        "from the DB.",
+        "boolean",
+    )
+    db: str = setting(
+        "db", "kissbot.db", path_text, "The KissBot SQLite DB, relative to the workdir.", "path"
+    )
+    stop_timeout_sec: float = setting(
+        "stop_timeout_sec",
+        10.0,
+        seconds(0.1, 3600),
+        "How long a process gets after SIGTERM before SIGKILL.",
+        "seconds",
+    )
+    bot_command: tuple[str, ...] | None = setting(
+        "bot.command",
+        None,
+        argv,
+        "The bot's argv as a list, with placeholders {python} {channel} {config} {db} "
+        "{hub_socket} {eventsub} {supervisor_python}. Absent: the exact upstream argv "
+        "`{python} main.py --channel CH --config CFG --eventsub MODE [--use-db --db DB] "
+        "[--hub-socket SOCK]`.",
+        "list of strings",
+        flag=False,
+    )
+    bot_ready: str = setting(
+        "bot.ready",
+        "file",
+        choice(*READY_BOT),
+        "When a bot counts as ready: `file` (`pids/CHANNEL.ready` appears, what unmodified "
+        "KissBot bots do), `notify` (it sends sd_notify READY=1), `none` (as soon as it runs).",
+        "one of: " + ", ".join(READY_BOT),
+    )
+    bot_watchdog_sec: float = setting(
+        "bot.watchdog_sec",
+        0.0,
+        seconds(0, 3600),
+        "0 turns the watchdog off. Otherwise a bot that sends no sd_notify WATCHDOG=1 for "
+        "this long is killed and restarted; it gets WATCHDOG_USEC in its environment.",
+        "seconds",
+    )
+    bot_start_timeout_sec: float = setting(
+        "bot.start_timeout_sec",
+        120.0,
+        seconds(0, 3600),
+        "A bot not ready this long after its start is stopped and counted as a failure; "
+        "0 waits forever.",
+        "seconds",
+    )
+    hub_enabled: bool = setting(
+        "hub.enabled",
+        False,
+        parse_bool,
+        "Run the EventSub hub; bots get `--eventsub hub --hub-socket SOCK` and start once "
+        "it is ready.",
+        "boolean",
+        aliases=("--enable-hub",),
+    )
+    hub_socket: str = setting(
+        "hub.socket",
+        "/tmp/kissbot_hub.sock",
+        path_text,
+        "The hub's IPC socket.",
+        "path",
+        aliases=("--hub-socket",),
+    )
+    hub_command: tuple[str, ...] | None = setting(
+        "hub.command",
+        None,
+        argv,
+        "The hub's argv, with the same placeholders as `bot.command`. Absent: "
+        "`{python} eventsub_hub.py --config CFG --db DB --socket SOCK`.",
+        "list of strings",
+        flag=False,
+    )
+    hub_ready: str = setting(
+        "hub.ready",
+        "socket",
+        choice(*READY_HUB),
+        "When the hub counts as ready: `socket` (its socket accepts a connection), `notify` "
+        "(sd_notify READY=1), `none`.",
+        "one of: " + ", ".join(READY_HUB),
+    )
+    hub_watchdog_sec: float = setting(
+        "hub.watchdog_sec",
+        0.0,
+        seconds(0, 3600),
+        "Like `bot.watchdog_sec`, for the hub.",
+        "seconds",
+    )
+    hub_start_timeout_sec: float = setting(
+        "hub.start_timeout_sec",
+        30.0,
+        seconds(0, 3600),
+        "Like `bot.start_timeout_sec`, for the hub.",
+        "seconds",
+    )
+    hub_restart_bots: bool = setting(
+        "hub.restart_bots",
+        True,
+        parse_bool,
+        "Restart the running bots once a restarted hub is ready again: KissBot's hub client "
+        "connects only once, so without this the bots never see EventSub events again.",
+        "boolean",
+    )
+    restart_mode: str = setting(
+        "restart.mode",
+        "on-failure",
+        choice("on-failure", "always"),
+        "`on-failure` restarts a process that crashed, was killed or exited non-zero (an exit "
+        "with status 0 or by SIGTERM/SIGINT/SIGHUP/SIGPIPE leaves it stopped, as systemd "
+        "does); `always` restarts after any exit the supervisor did not ask for.",
+        "one of: on-failure, always",
+    )
+    restart_delay_sec: float = setting(
+        "restart.delay_sec",
+        1.0,
+        seconds(0, 3600),
+        "Delay before the first restart after a failure; it doubles with each consecutive failure.",
+        "seconds",
+    )
+    restart_max_delay_sec: float = setting(
+        "restart.max_delay_sec",
+        60.0,
+        seconds(0, 86_400),
+        "Upper bound of the restart delay.",
+        "seconds",
+    )
+    restart_reset_after_sec: float = setting(
+        "restart.reset_after_sec",
+        60.0,
+        seconds(0, 86_400),
+        "Failures older than this are forgotten, and a process up this long starts again "
+        "from the first delay.",
+        "seconds",
+    )
+    restart_give_up_after: int = setting(
+        "restart.give_up_after",
+        5,
+        integer(0, 10_000),
+        "Consecutive failures within `restart.reset_after_sec` after which the process is "
+        "parked as failed (with the reason in status) until an operator starts it; 0 never "
+        "gives up.",
+        "whole number",
+    )
+    logs_dir: str = setting(
+        "logs.dir",
+        "logs/supervisor",
+        path_text,
+        "Where the native backend writes one log file per process, relative to the workdir.",
+        "path",
+    )
+    logs_max_bytes: int = setting(
+        "logs.max_bytes",
+        10 * 1024 * 1024,
+        integer(4096, 2**40),
+        "Size at which a process's log file is rotated.",
+        "bytes",
+    )
+    logs_backups: int = setting(
+        "logs.backups",
+        3,
+        integer(0, 100),
+        "How many rotated log files to keep per process.",
+        "whole number",
+    )
+    metrics_path: str | None = setting(
+        "metrics.path",
+        None,
+        optional_path,
+        "A JSON-lines metrics log, relative to the workdir: one object per "
+        "`metrics.interval_sec` with the supervisor's and every process's figures (see "
+        "docs/operations.md). Appended to, reopened at each write (rotate it freely). "
+        "Absent: no log, and no periodic wake-up.",
+        "path",
+    )
+    metrics_interval_sec: float = setting(
+        "metrics.interval_sec",
+        60.0,
+        seconds(1, 86_400),
+        "How often a line goes to `metrics.path`.",
+        "seconds",
+    )
+    metrics_listen: str | None = setting(
+        "metrics.listen",
+        None,
+        optional_listen,
+        "Serve `GET /metrics` (Prometheus text format) on `127.0.0.1:PORT`, `[::1]:PORT` or "
+        "`unix:/path`. Only literal IP addresses; one that is not loopback (e.g. "
+        "`0.0.0.0:9101`) is served as written, with a warning in the log. Absent: no listener.",
+        "address",
+    )
+    on_failure: tuple[str, ...] | None = setting(
+        "on_failure",
+        None,
+        argv,
+        "A command (a list, no shell) run when a process fails: each crash, failed start or "
+        "timeout that puts it in backoff, and its parking. It gets `KISSBOT_*` variables "
+        "(see docs/operations.md), never a token; at most 4 run at once, extras are skipped "
+        "and logged. Absent: none.",
+        "list of strings",
+        flag=False,
+    )
+    on_failure_timeout_sec: float = setting(
+        "on_failure_timeout_sec",
+        30.0,
+        seconds(1, 3600),
+        "An `on_failure` command still running after this long is killed (its whole "
+        "process group).",
+        "seconds",
+        flag=False,
+    )
+    file_commands: bool = setting(
+        "file_commands",
+        True,
+        parse_bool,
+        "Answer KissBot's command files, like the old supervisor: `start CH`, `stop CH`, "
+        "`restart CH` or `status` written to `pids/supervisor.cmd` gets its reply in "
+        "`pids/supervisor.result` (see docs/operations.md). Off: the files are not watched.",
+        "boolean",
+        flag=False,
+    )
+    broadcast_relay: bool = setting(
+        "broadcast_relay",
+        True,
+        parse_bool,
+        "Relay KissBot's chat broadcasts, like the old supervisor: each "
+        "`UNIX_TS|SOURCE_CHANNEL|MESSAGE` line written to `pids/supervisor.broadcast` goes to "
+        "`pids/CH.broadcast_in` of every running bot but the source. Off: the file is not "
+        "watched.",
+        "boolean",
+        flag=False,
+    )
+
+    systemd_user: str | None = setting(
+        "systemd.user",
+        None,
+        optional_user_name,
+        "systemd backend: the user the hub and bot units run as (`User=`). Absent: root, "
+        "without any capability when `systemd.hardening` is on, so the workdir's files must "
+        "then be owned by root (or set this to their owner).",
+        "user name",
+    )
+    systemd_group: str | None = setting(
+        "systemd.group",
+        None,
+        optional_user_name,
+        "systemd backend: the group of the units (`Group=`). Absent: the user's primary group.",
+        "group name",
+    )
+    systemd_slice: str = setting(
+        "systemd.slice",
+        "kissbot.slice",
+        slice_name,
+        "systemd backend: the slice every unit runs in; its memory and task limits cap the "
+        "whole fleet. Created as a transient slice when no unit file of that name is installed.",
+        "slice name",
+    )
+    systemd_memory_max: int | None = setting(
+        "systemd.memory_max",
+        None,
+        optional_bytes_size,
+        "systemd backend: `MemoryMax=` of the slice, for the whole fleet: bytes, or a number "
+        "with K, M, G or T (powers of 1024), e.g. `2G`. Absent: no limit.",
+        "bytes",
+    )
+    systemd_tasks_max: int | None = setting(
+        "systemd.tasks_max",
+        None,
+        optional_integer(1, 2**31),
+        "systemd backend: `TasksMax=` of the slice (processes and threads of the whole fleet). "
+        "Absent: systemd's default.",
+        "whole number",
+    )
+    systemd_hardening: bool = setting(
+        "systemd.hardening",
+        True,
+        parse_bool,
+        "systemd backend: sandbox the units (read-only system and homes except the workdir "
+        "and the hub socket's directory, no capabilities, a system-call filter, ...; see "
+        "`systemd/units.py`). Turn off only to find out whether the sandbox breaks a bot.",
+        "boolean",
+        flag=False,
+    )
+    systemd_read_write_paths: tuple[str, ...] = setting(
+        "systemd.read_write_paths",
+        (),
+        absolute_paths,
+        "systemd backend, with hardening: more absolute paths the units may write to, besides "
+        "the workdir, the DB's directory and the hub socket's directory.",
+        "list of paths",
+        flag=False,
+    )
+
+
+def declarations() -> Iterator[tuple[str, Any, SettingMeta]]:
+    """(field name, default, declaration) for every setting, in table order."""
+    metadata: dict[str, dict[str, Any]] = Settings.__record_metadata__  # type: ignore[attr-defined]
+    defaults: dict[str, Any] = Settings.__record_defaults__  # type: ignore[attr-defined]
+    for name in fields(Settings):
+        yield name, defaults[name], metadata[name]["setting"]
+
+
+def build_settings(values: dict[str, Any]) -> Settings:
+    return Settings(**values)
+
+
+def describe_default(default: object) -> str:
+    if default is None:
+        return "(see text)"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float) and default == int(default):
+        return str(int(default))
+    if isinstance(default, Sequence) and not isinstance(default, str):
+        return "[" + ", ".join(map(str, default)) + "]"
+    return str(default)

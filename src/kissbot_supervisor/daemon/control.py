@@ -1,0 +1,267 @@
+"""The control socket: JSON lines over a Unix stream socket, inside the event loop.
+
+Who may talk is decided by the kernel's word on the peer (``SO_PEERCRED``):
+root, the supervisor's own user, or a member of the group ``kissbot``. The
+socket file is also made group-``kissbot`` and 0660 when that group exists,
+but the credential check is what counts.
+
+An ``events`` request turns its connection into a subscription: the server
+answers it itself, then :meth:`ControlServer.broadcast` writes each event to
+every subscriber; whatever else such a client sends is ignored. A subscriber
+that does not read is dropped once ``MAX_PENDING_OUT`` bytes wait for it, so a
+stuck client can neither block the loop nor grow the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from ..protocol import MAX_LINE, ProtocolError, Request, encode, parse_request
+from ..runtime.loop import Loop, accepted
+
+# typing is imported for the type checker only (it costs the daemon 0.4 MiB).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Reply = Callable[[dict[str, Any]], None]
+
+GROUP = "kissbot"
+_UCRED = struct.Struct("iII")
+MAX_CLIENTS = 64
+MAX_PENDING_OUT = 16 * 1024 * 1024  # a client that never reads is dropped
+
+
+def peer_allowed(uid: int, gid: int, own_uid: int) -> bool:
+    if uid in (0, own_uid):
+        return True
+    try:
+        group = grp.getgrnam(GROUP)
+    except KeyError:
+        return False
+    if gid == group.gr_gid:
+        return True
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return False
+    return user in group.gr_mem
+
+
+def _discard_input(conn: socket.socket) -> None:
+    """Read and drop what a refused peer has already sent: closing a Unix socket
+    with unread input resets the connection, and the peer's recv() then fails
+    with ECONNRESET instead of returning the error line it was sent. Bounded,
+    non-blocking: a peer that keeps sending is cut off all the same."""
+    conn.setblocking(False)
+    with contextlib.suppress(OSError):
+        for _ in range(16):
+            if not conn.recv(65536):
+                return
+
+
+class _Client:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = b""
+        self.outbuf = bytearray()  # appended to and consumed in place: no copy per event
+        self.closing = False
+        self.subscribed = False
+
+
+class ControlServer:
+    def __init__(
+        self,
+        loop: Loop,
+        path: Path,
+        handler: Callable[[Request, Reply], None],
+        say: Callable[[str, str], None],
+    ) -> None:
+        self.loop = loop
+        self.path = path
+        self._handler = handler
+        self._say = say
+        self._clients: dict[int, _Client] = {}
+        # Event subscribers; the daemon builds no event at all while this is empty.
+        self.subscribers: list[_Client] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_live(path)
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(str(path))
+        self._set_permissions(path)
+        self.sock.listen(64)
+        self.sock.setblocking(False)
+        loop.add_reader(self.sock.fileno(), self._accept)
+
+    @staticmethod
+    def _refuse_if_live(path: Path) -> None:
+        """A socket that answers belongs to a running supervisor: never steal it."""
+        if not path.exists():
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                return  # stale: nobody listens
+        raise OSError(
+            f"another supervisor is already listening on {path}; stop it first or give "
+            "this one another --control-socket"
+        )
+
+    @staticmethod
+    def _set_permissions(path: Path) -> None:
+        try:
+            gid = grp.getgrnam(GROUP).gr_gid
+        except KeyError:
+            os.chmod(path, 0o600)
+            return
+        try:
+            os.chown(path, -1, gid)
+            os.chmod(path, 0o660)
+        except PermissionError:
+            os.chmod(path, 0o600)
+
+    def _accept(self) -> None:
+        for conn in accepted(self.sock, self._accept_failed):
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            pid, uid, gid = _UCRED.unpack(creds)
+            if not peer_allowed(uid, gid, os.getuid()):
+                self._say("control", f"refused a client (PID {pid}, UID {uid}): not allowed")
+                with contextlib.suppress(OSError):
+                    conn.sendall(
+                        encode(
+                            {
+                                "ok": False,
+                                "error": "permission denied: you need to be "
+                                "root, the supervisor's user, or in group kissbot",
+                            }
+                        )
+                    )
+                _discard_input(conn)
+                conn.close()
+                continue
+            if len(self._clients) >= MAX_CLIENTS:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            client = _Client(conn)
+            self._clients[conn.fileno()] = client
+            self.loop.add_reader(conn.fileno(), lambda c=client: self._read(c))  # type: ignore[misc]
+
+    def _accept_failed(self, e: OSError) -> None:
+        self._say("control", f"accept failed: {e.strerror}")
+
+    def _read(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        if client.subscribed:
+            return  # the connection carries events only; the client's words are ignored
+        client.inbuf += data
+        while b"\n" in client.inbuf and not client.subscribed:
+            line, client.inbuf = client.inbuf.split(b"\n", 1)
+            self._answer(client, line)
+        if client.subscribed:
+            client.inbuf = b""
+        elif len(client.inbuf) > MAX_LINE:
+            self._reply(client, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+            self._drop(client)
+
+    def _answer(self, client: _Client, line: bytes) -> None:
+        try:
+            request = parse_request(line)
+        except ProtocolError as e:
+            self._reply(client, {"ok": False, "error": str(e)})
+            return
+        if request.cmd == "events":
+            client.subscribed = True
+            self.subscribers.append(client)
+            self._reply(client, {"ok": True, "subscribed": True})
+            return
+        answered = False
+
+        def reply(response: dict[str, Any]) -> None:
+            # Commands that wait (start, stop) answer later; the client may be gone.
+            nonlocal answered
+            if not answered and client.sock.fileno() >= 0:
+                answered = True
+                self._reply(client, response)
+
+        try:
+            self._handler(request, reply)
+        except Exception as e:  # a bug must cost one answer, not the supervisor
+            self._say("control", f"internal error on {request.cmd}: {e!r}")
+            reply({"ok": False, "error": f"internal error: {e}"})
+
+    def _reply(self, client: _Client, response: dict[str, Any]) -> None:
+        client.outbuf += encode(response)
+        self._flush(client)
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """Send one message (``{"event": ...}``) to every subscriber."""
+        data = encode(message)
+        for client in list(self.subscribers):
+            client.outbuf += data
+            self._flush(client)
+
+    def _flush(self, client: _Client) -> None:
+        try:
+            sent = client.sock.send(client.outbuf)
+            del client.outbuf[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._drop(client)
+            return
+        if len(client.outbuf) > MAX_PENDING_OUT:
+            if client.subscribed:
+                self._say(
+                    "control",
+                    f"dropped an events subscriber: it left {len(client.outbuf)} bytes unread",
+                )
+            self._drop(client)
+        elif client.outbuf:
+            # The rare slow reader: wait for writability on a separate registration.
+            fd = client.sock.fileno()
+            self.loop.remove_reader(fd)
+            self.loop.add_writer(fd, lambda: self._on_writable(client))
+
+    def _on_writable(self, client: _Client) -> None:
+        fd = client.sock.fileno()
+        self.loop.remove_writer(fd)
+        self.loop.add_reader(fd, lambda: self._read(client))
+        self._flush(client)
+
+    def _drop(self, client: _Client) -> None:
+        fd = client.sock.fileno()
+        if fd >= 0:
+            self.loop.remove_reader(fd)
+            self.loop.remove_writer(fd)
+            self._clients.pop(fd, None)
+        if client.subscribed:
+            client.subscribed = False
+            with contextlib.suppress(ValueError):
+                self.subscribers.remove(client)
+        client.sock.close()
+
+    def close(self) -> None:
+        for client in list(self._clients.values()):
+            self._drop(client)
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,92 @@
+"""Readiness signals that no service manager gives: a ready file, a socket that answers.
+
+Shared by both backends (systemd knows READY=1, not ``pids/CH.ready`` nor the
+hub's socket). ``pids/CH.ready`` is watched with inotify; the hub socket is
+probed with a connect every 50 ms, and only while the hub is starting.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
+from ..runtime.loop import Loop, Timer
+
+SOCKET_PROBE_SEC = 0.05
+# Flag files a KissBot bot leaves behind when killed (it has no SIGTERM handler).
+STALE_FLAGS = ("pid", "starting", "irc", "eventsub", "ready")
+
+
+def remove_stale_flags(pids_dir: Path, name: str) -> None:
+    """Before a start: a stale CH.ready would otherwise pass for the new bot's."""
+    for flag in STALE_FLAGS:
+        (pids_dir / f"{name}.{flag}").unlink(missing_ok=True)
+
+
+class ReadinessWatcher:
+    """Calls ``on_ready(name)`` once per ``watch`` when the process's signal shows up."""
+
+    def __init__(
+        self, loop: Loop, pids_dir: Path, hub_socket: Path, on_ready: Callable[[str], None]
+    ) -> None:
+        self.loop = loop
+        self.pids_dir = pids_dir
+        self.hub_socket = hub_socket
+        self._on_ready = on_ready
+        self._files: set[str] = set()  # names waiting for pids/NAME.ready
+        self._probes: dict[str, Timer] = {}
+        self._inotify = Inotify()
+        self._inotify.watch(pids_dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)
+        loop.add_reader(self._inotify.fileno(), self._on_inotify)
+
+    def watch(self, name: str, mode: str) -> None:
+        """Start waiting for ``name`` (``file`` or ``socket`` mode; others are not ours)."""
+        self.forget(name)
+        if mode == "file":
+            self._files.add(name)
+            if (self.pids_dir / f"{name}.ready").exists():
+                self._ready(name)
+        elif mode == "socket":
+            self._probe(name)
+
+    def forget(self, name: str) -> None:
+        self._files.discard(name)
+        timer = self._probes.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _ready(self, name: str) -> None:
+        self.forget(name)
+        self._on_ready(name)
+
+    def _on_inotify(self) -> None:
+        for directory, filename, _mask in self._inotify.read():
+            if directory is None:  # queue overflow: look at every file we wait for
+                for name in list(self._files):
+                    if (self.pids_dir / f"{name}.ready").exists():
+                        self._ready(name)
+                continue
+            name, dot, suffix = filename.rpartition(".")
+            if dot and suffix == "ready" and name in self._files:
+                self._ready(name)
+
+    def _probe(self, name: str) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+            s.setblocking(False)
+            try:
+                s.connect(str(self.hub_socket))
+            except OSError:
+                self._probes[name] = self.loop.call_later(
+                    SOCKET_PROBE_SEC, lambda: self._probe(name)
+                )
+                return
+        self._probes.pop(name, None)
+        self._ready(name)
+
+    def close(self) -> None:
+        for name in list(self._probes):
+            self.forget(name)
+        self.loop.remove_reader(self._inotify.fileno())
+        self._inotify.close()

@@ -1,0 +1,250 @@
+"""Token states per process, kept current, and the token handed over at start.
+
+Bots use the ``bot`` token of ``bot.name``; the hub a ``broadcaster`` token.
+A process whose token is missing, revoked, needs re-authorisation or does not
+decrypt is not started (it would exit 1 at every start); once the token is
+fixed (a reload, a change to the DB or to ``.kissbot.key``, seen through
+inotify) it starts. Tokens are decrypted only in :meth:`TokenGate.secret_for`,
+when one is written to a process's credential file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..config.load import Config, ConfigError
+from ..core import HUB
+from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
+from ..runtime.loop import Loop, Timer
+from .states import (
+    EXPIRING_WITHIN,
+    KEY_FILE_NAME,
+    DbTokens,
+    KeyFileError,
+    TokenConfigError,
+    TokenError,
+    TokenReport,
+    TokenState,
+    UndecryptableToken,
+    blocks_start,
+    decrypt_token,
+    key_file_problems,
+    load_fernet_key,
+    mark_undecryptable,
+    read_yaml_tokens,
+)
+
+DEBOUNCE_SEC = 1.0  # KissBot writes the DB in bursts; look once they settle
+BUSY_RETRY_SEC = 2.0
+
+
+def _role(name: str) -> str:
+    return "broadcaster" if name == HUB else "bot"
+
+
+def check_token_source(cfg: Config) -> None:
+    """Errors that must stop a start or a reload, as ConfigError."""
+    s = cfg.settings
+    if s.use_db:
+        try:
+            load_fernet_key(cfg.workdir)
+        except KeyFileError as e:
+            raise ConfigError(str(cfg.workdir / KEY_FILE_NAME), None, str(e)) from None
+        db = cfg.resolve(s.db)
+        if not db.exists():
+            raise ConfigError(
+                s.db, None, f"the token DB does not exist (looked in {db}); check --db"
+            )
+    else:
+        try:
+            read_yaml_tokens(cfg.document, cfg.config_path, time.time())
+        except TokenConfigError as e:
+            raise ConfigError(str(cfg.config_path), e.key, e.problem) from None
+
+
+class TokenGate:
+    def __init__(
+        self,
+        cfg: Config,
+        loop: Loop,
+        on_change: Callable[[], None],
+        say: Callable[[str, str], None],
+    ) -> None:
+        self.loop = loop
+        self._on_change = on_change
+        self._say = say
+        self._tokens: DbTokens | None = None
+        self._undecryptable: dict[str, TokenReport] = {}
+        self._timer: Timer | None = None
+        self._inotify: Inotify | None = None
+        self._watched: set[Path] = set()
+        self.cfg = cfg
+        self._configure(cfg)
+
+    # -- configuration -----------------------------------------------------
+
+    def check_config(self, cfg: Config) -> None:
+        check_token_source(cfg)
+
+    def update_config(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._undecryptable.clear()
+        self._configure(cfg)
+
+    def _configure(self, cfg: Config) -> None:
+        if cfg.settings.use_db:
+            for problem in key_file_problems(cfg.workdir / KEY_FILE_NAME):
+                self._say("tokens", problem)
+            self._watch(cfg.resolve(cfg.settings.db).parent)
+            self._watch(cfg.workdir)
+        self._refresh()
+
+    def _watch(self, directory: Path) -> None:
+        if directory in self._watched:
+            return
+        if self._inotify is None:
+            self._inotify = Inotify()
+            self.loop.add_reader(self._inotify.fileno(), self._on_inotify)
+        try:
+            self._inotify.watch(directory, IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO)
+            self._watched.add(directory)
+        except OSError as e:
+            self._say("tokens", f"cannot watch {directory} for token changes: {e.strerror}")
+
+    def _on_inotify(self) -> None:
+        assert self._inotify is not None
+        db = self.cfg.resolve(self.cfg.settings.db).name
+        relevant = {db, f"{db}-wal", KEY_FILE_NAME}
+        # An overflow (no watch) may have hidden anything, the key file included.
+        names = {
+            KEY_FILE_NAME if d is None else n
+            for d, n, _m in self._inotify.read()
+            if d is None or n in relevant
+        }
+        if KEY_FILE_NAME in names:
+            # Another key: a token that did not decrypt may now (the DB is unchanged,
+            # so _refresh alone would keep it blocked until a reload).
+            self._undecryptable.clear()
+        if names:
+            self._schedule(DEBOUNCE_SEC)
+
+    def _schedule(self, delay: float) -> None:
+        if self._timer is not None:
+            if self._timer.when <= self.loop.now() + delay:
+                return
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._refresh()
+        self._on_change()
+
+    # -- reading -------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        cfg, now = self.cfg, time.time()
+        previous = self._tokens
+        try:
+            if cfg.settings.use_db:
+                from .db import DbRetry, read_db_tokens  # lazy: sqlite3 only in DB mode
+
+                # One short attempt: the event loop must not sleep on a busy DB;
+                # a retry is scheduled instead.
+                self._tokens = read_db_tokens(
+                    cfg.resolve(cfg.settings.db),
+                    cfg.bot_login,
+                    cfg.broadcaster_id,
+                    now,
+                    retry=DbRetry(attempts=1, busy_timeout=0.2),
+                )
+            else:
+                self._tokens = read_yaml_tokens(cfg.document, cfg.config_path, now)
+        except TokenError as e:
+            self._say("tokens", f"cannot read token states ({e}); trying again shortly")
+            self._schedule(BUSY_RETRY_SEC)
+            return
+        if previous != self._tokens:
+            self._undecryptable.clear()  # the DB changed: give decryption another chance
+        self._schedule_expiry(now)
+
+    def _schedule_expiry(self, now: float) -> None:
+        """Wake up when a token turns expiring or expired, and not otherwise."""
+        if self._tokens is None:
+            return
+        moments = []
+        for report in (self._tokens.bot, self._tokens.broadcaster):
+            if report.expires_at is not None:
+                moments += [report.expires_at - EXPIRING_WITHIN, report.expires_at]
+        future = [t for t in moments if t > now]
+        if future:
+            self._schedule(min(future) - now + 0.5)
+
+    def report(self, name: str) -> TokenReport | None:
+        role = _role(name)
+        if role in self._undecryptable:
+            return self._undecryptable[role]
+        if self._tokens is None:
+            return None
+        return self._tokens.bot if role == "bot" else self._tokens.broadcaster
+
+    def gate(self, name: str) -> tuple[str, str | None]:
+        """(token state, reason it may not start or None) for one process."""
+        report = self.report(name)
+        if report is None:
+            return str(TokenState.UNCHECKED), None
+        blocked = blocks_start(report.state) or report.state is TokenState.UNDECRYPTABLE
+        return str(report.state), report.reason if blocked else None
+
+    def expiry(self, name: str) -> float | None:
+        report = self.report(name)
+        return None if report is None else report.expires_at
+
+    # -- handing a token over ------------------------------------------------
+
+    def secret_for(self, name: str) -> str | None:
+        """The plain token for ``name``'s credential file, or None when there is none.
+
+        Raises TokenError (never holding the secret) when it cannot be had.
+        """
+        report = self.report(name)
+        if report is None or report.login is None or blocks_start(report.state):
+            return None
+        cfg = self.cfg
+        role = _role(name)
+        if not cfg.settings.use_db:
+            return self._yaml_secret(report.login)
+        from .db import read_db_secret
+
+        encrypted = read_db_secret(
+            cfg.resolve(cfg.settings.db),
+            cfg.bot_login if role == "bot" else None,
+            "bot" if role == "bot" else "broadcaster",
+            report.user_id if role == "broadcaster" else None,
+        )
+        if encrypted is None:
+            return None
+        try:
+            return decrypt_token(load_fernet_key(cfg.workdir), encrypted, f"the {role} token")
+        except (UndecryptableToken, KeyFileError) as e:
+            # A key file gone or garbled since start-up blocks the start the same
+            # way (restarting could not help) until the key file changes again.
+            self._undecryptable[role] = mark_undecryptable(report, e)
+            self._schedule(0.0)  # let the core see the new gate
+            raise
+
+    def _yaml_secret(self, login: str) -> str | None:
+        twitch = self.cfg.document.get("twitch")
+        tokens = twitch.get("tokens") if isinstance(twitch, dict) else None
+        entry = tokens.get(login) if isinstance(tokens, dict) else None
+        token = entry.get("access_token") if isinstance(entry, dict) else None
+        return token if isinstance(token, str) and token else None
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._inotify is not None:
+            self.loop.remove_reader(self._inotify.fileno())
+            self._inotify.close()
