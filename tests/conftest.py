@@ -11,8 +11,17 @@ example database (a fresh CI checkout would throw it away):
 from __future__ import annotations
 
 import os
+import signal
 
 from hypothesis import settings
+
+# A run started in the background by a non-interactive shell (`make test &`, a CI
+# runner's script) inherits SIGINT ignored, as POSIX has it, and so would every
+# program the tests start: the tests that press Ctrl-C on kissbotctl would fail
+# for that alone. A caught signal is reset to its default at exec; an ignored one
+# stays ignored: catch it here, as an interactive shell gives it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 settings.register_profile("default", deadline=None)
 settings.register_profile(

@@ -8,6 +8,7 @@ parsed), metrics, and a live ``events`` stream while systemd restarts a bot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -50,6 +51,9 @@ class Events:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # nsenter forks kissbotctl: killing nsenter alone would leave kissbotctl
+            # holding the pipes, and the reader would wait for their end for ever.
+            start_new_session=True,
         )
         assert self.proc.stdout is not None
         self.out = LineWatcher(self.proc.stdout, "kissbotctl events", TIMEOUT)
@@ -58,10 +62,10 @@ class Events:
         return [json.loads(x) for x in self.out.lines[since:] if x != EOF_MARK]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.out.join()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.out.join(TIMEOUT)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
