@@ -146,7 +146,7 @@ def test_logs_of_an_unknown_or_bad_name(start_fleet: StartFleet) -> None:
     for bad in ("../../etc/passwd", "a b", "x"):
         result = sup.ctl("logs", bad)
         assert result.returncode == 2, result
-        assert result.stderr.startswith(f"kissbotctl: {bad!r} is not 'hub' nor a Twitch login")
+        assert result.stderr.startswith(f"kissbotctl: {bad!r} is neither 'hub' nor a Twitch login")
 
 
 # --- without a supervisor: --workdir ---------------------------------------------------

@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kissbot_supervisor.config import yamlparse
-from kissbot_supervisor.config.load import LOGIN_RE, Config, ConfigError, load_config
+from kissbot_supervisor.config.load import Config, ConfigError, load_config
 from kissbot_supervisor.config.settings import Settings, SettingValueError, declarations
+from kissbot_supervisor.core.names import LOGIN_RE
 
 CONFIG = "config/config.yaml"
 # One line, and short enough to read: a value is quoted cut short, never in full.

@@ -16,7 +16,7 @@ from jeepney import (
 from jeepney.low_level import HeaderFields, Message, MessageType
 
 from kissbot_supervisor.backends.systemd import messages as m
-from kissbot_supervisor.backends.systemd.units import bot_unit, hub_unit
+from kissbot_supervisor.core.names import HUB_UNIT, bot_unit
 
 SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_UNIQUE = ":1.3"  # the sender of systemd's signals on the wire: its unique name
@@ -88,7 +88,7 @@ def test_start_transient_unit() -> None:
         ("Description", ("s", "x")),
         ("ExecStart", ("a(sasb)", [("/bin/true", ["true"], False)])),
     ]
-    msg = m.start_transient_unit(hub_unit(), props)
+    msg = m.start_transient_unit(HUB_UNIT, props)
     assert call_fields(msg) == (
         "/org/freedesktop/systemd1",
         SYSTEMD,
@@ -189,7 +189,7 @@ CHANGED = unit_signal(
     ),
 )
 JOB_REMOVED = manager_signal("JobRemoved", "uoss", (42, JOB_PATH, "kissbot-hub.service", "done"))
-UNIT_REMOVED = manager_signal("UnitRemoved", "so", ("kissbot-hub.service", m.unit_path(hub_unit())))
+UNIT_REMOVED = manager_signal("UnitRemoved", "so", ("kissbot-hub.service", m.unit_path(HUB_UNIT)))
 
 
 def test_match_rules_match_signals_as_they_arrive() -> None:
@@ -278,7 +278,7 @@ def test_parse_list_units() -> None:
         "active",
         "running",
         "",
-        m.unit_path(hub_unit()),
+        m.unit_path(HUB_UNIT),
         0,
         "",
         "/",

@@ -21,15 +21,13 @@ from kissbot_supervisor.backends.systemd.units import (
     Property,
     UnitError,
     UnitOptions,
-    bot_unit,
-    hub_unit,
-    name_of_unit,
     slice_properties,
     start_limit_burst,
     transient_properties,
 )
 from kissbot_supervisor.config.load import ConfigError, read_settings
 from kissbot_supervisor.core import HUB, Policy, ProcessSpec
+from kissbot_supervisor.core.names import HUB_UNIT, bot_unit, name_of_unit
 from kissbot_supervisor.core.records import replace
 
 # The D-Bus type of every property we may send, as systemd 252's own client sends it
@@ -219,7 +217,7 @@ def check_types(props: list[Property], version: int = 252) -> None:
 
 
 def test_unit_names() -> None:
-    assert hub_unit() == "kissbot-hub.service"
+    assert HUB_UNIT == "kissbot-hub.service"
     assert bot_unit("el_serda") == "kissbot-bot@el_serda.service"
 
 
@@ -228,14 +226,14 @@ def test_unit_names() -> None:
     ["El_Serda", "abc", "a" * 26, "el-serda", "../etc", "el serda", "el@x", "ｅl_serda", ""],
 )
 def test_bot_unit_checks_the_login_rule_again(channel: str) -> None:
-    with pytest.raises(UnitError, match="not a Twitch login"):
+    with pytest.raises(ValueError, match="not a Twitch login"):
         bot_unit(channel)
 
 
 @pytest.mark.parametrize("channel", ["el_serda", "morthal_", "pelerin_42", "abcd", "z" * 25])
 def test_name_of_unit_round_trip(channel: str) -> None:
     assert name_of_unit(bot_unit(channel)) == channel
-    assert name_of_unit(hub_unit()) == HUB
+    assert name_of_unit(HUB_UNIT) == HUB
 
 
 @pytest.mark.parametrize(

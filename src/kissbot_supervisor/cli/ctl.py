@@ -464,7 +464,8 @@ def _log_source(args: argparse.Namespace, name: str) -> LogSource:
 
 
 def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
-    from .logs import FileLog, JournalLog, LogError, check_name, unit_of
+    from ..core.names import unit_of
+    from .logs import FileLog, JournalLog, LogError, check_name
 
     def emit(lines: Sequence[str]) -> None:
         out.write("".join(line + "\n" for line in lines))

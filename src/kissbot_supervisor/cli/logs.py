@@ -25,10 +25,11 @@ imported only when used.
 from __future__ import annotations
 
 import os
-import re
 import select
 import time
 from pathlib import Path
+
+from ..core.names import HUB, login_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LOGS_DIR",
-    "HUB",
     "FileLog",
     "JournalLog",
     "LogError",
@@ -47,15 +47,9 @@ __all__ = [
     "check_name",
     "format_entry",
     "source_from_status",
-    "unit_of",
 ]
 
-HUB = "hub"
-# The login rule of config.LOGIN_RE, repeated: importing config loads every setting.
-LOGIN_RE = re.compile(r"[a-z0-9_]{4,25}")
 DEFAULT_LOGS_DIR = "logs/supervisor"  # the ``logs.dir`` setting's default
-HUB_UNIT = "kissbot-hub.service"  # as systemd.units names them (that module loads config)
-BOT_UNIT = "kissbot-bot@{}.service"
 COREDUMP_MESSAGE_ID = "fc2e22bc6ee647b6b90729ab34a250b1"
 BLOCK = 64 * 1024
 MAX_BACKUPS = 1000  # LogFile keeps logs.backups copies; never scan further than this
@@ -77,15 +71,12 @@ def check_name(name: str) -> str:
 
     Checked before the name goes into a path or a unit name.
     """
-    lowered = name.lower()
-    if lowered == HUB or (name.isascii() and LOGIN_RE.fullmatch(lowered)):
-        return lowered
-    raise LogError(f"{name!r} is not 'hub' nor a Twitch login (4-25 of a-z, 0-9, _)", 2)
-
-
-def unit_of(name: str) -> str:
-    """The unit of a checked name: ``kissbot-hub.service`` or ``kissbot-bot@NAME.service``."""
-    return HUB_UNIT if name == HUB else BOT_UNIT.format(name)
+    if name.lower() == HUB:
+        return HUB
+    login = login_of(name)
+    if login is None:
+        raise LogError(f"{name!r} is neither 'hub' nor a Twitch login (4-25 of a-z, 0-9, _)", 2)
+    return login
 
 
 class LogSource:

@@ -44,8 +44,8 @@ from ..backends.systemd.messages import (
     parse_list_units,
     parse_object_path,
 )
-from ..backends.systemd.units import SUPERVISOR_UNIT, name_of_unit
 from ..core import HUB, describe_exit
+from ..core.names import SUPERVISOR_UNIT, name_of_unit
 from ..core.records import record
 from .render import OFFLINE_SOURCE
 

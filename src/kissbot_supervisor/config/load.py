@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..core.names import DEFAULT_BOT_LOGIN, LOGIN_RULE, login_of
 from ..core.records import record
 from .settings import Settings, SettingValueError, declarations, shown
 
@@ -21,11 +22,6 @@ from .settings import Settings, SettingValueError, declarations, shown
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-# Twitch logins: 4 to 25 of a-z, 0-9 and underscore (lowercase once read).
-LOGIN_RE = re.compile(r"[a-z0-9_]{4,25}")
-LOGIN_RULE = "is not a Twitch login (4-25 of a-z, 0-9, _)"
-DEFAULT_BOT_LOGIN = "serda_bot"
 
 
 class ConfigError(Exception):
@@ -42,17 +38,14 @@ def check_login(name: object) -> str:
     """Return the lowercased login, or raise SettingValueError.
 
     Twitch logins are case-insensitive and KissBot stores them lowercased, so
-    ``El_Serda`` is accepted as ``el_serda``; anything else that is not a login
-    (paths, spaces, unit-name or shell metacharacters) never gets further.
+    ``El_Serda`` is accepted as ``el_serda`` (the rule: :func:`.names.login_of`).
     """
     if not isinstance(name, str):
         raise SettingValueError(name, "is not a string (expected a Twitch login)")
-    lowered = name.lower()
-    # isascii() on the name as written: str.lower() maps a few non-ASCII letters
-    # to ASCII ("\u212a" KELVIN SIGN -> "k"), which would slip past the pattern.
-    if not name.isascii() or not LOGIN_RE.fullmatch(lowered):
+    login = login_of(name)
+    if login is None:
         raise SettingValueError(name, LOGIN_RULE)
-    return lowered
+    return login
 
 
 @record

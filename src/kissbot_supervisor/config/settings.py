@@ -165,12 +165,6 @@ def text(value: object) -> str:
     return value
 
 
-def optional_text(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    return text(value)
-
-
 def path_text(value: object) -> str:
     parsed = text(value)
     if not parsed:
@@ -650,10 +644,6 @@ def declarations() -> Iterator[tuple[str, Any, SettingMeta]]:
     defaults: dict[str, Any] = Settings.__record_defaults__  # type: ignore[attr-defined]
     for name in fields(Settings):
         yield name, defaults[name], metadata[name]["setting"]
-
-
-def build_settings(values: dict[str, Any]) -> Settings:
-    return Settings(**values)
 
 
 def describe_default(default: object) -> str:

@@ -9,7 +9,6 @@ The machine's names are this package's public surface (``core.Exited``,
 
 from .machine import (
     CLEAN_SIGNALS,
-    HUB,
     WATCHDOG_FAULT,
     Action,
     Adopted,
@@ -44,6 +43,7 @@ from .machine import (
     WatchdogPing,
     describe_exit,
 )
+from .names import HUB
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

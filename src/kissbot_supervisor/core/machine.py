@@ -27,6 +27,7 @@ import signal as _signal
 from collections.abc import Iterable
 from enum import StrEnum
 
+from .names import HUB
 from .records import field, record
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     ReadyMode = Literal["none", "notify", "file", "socket"]
     StopCause = Literal["command", "restart", "hub-restart", "shutdown", "removed", "fault"]
 
-HUB = "hub"
 # How both backends describe a watchdog kill: the native fault text starts with it,
 # the systemd backend reports Result=watchdog with exactly this reason.
 WATCHDOG_FAULT = "watchdog timeout"

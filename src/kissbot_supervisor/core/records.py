@@ -4,10 +4,18 @@ Why not the stdlib: ``import dataclasses`` pulls in ``inspect``, ``ast`` and
 ``dis`` (1.4 MiB of RSS) and ``typing`` another 0.4 MiB; together that is more
 than a tenth of the daemon's 16 MiB budget with 100 bots, for features it does
 not use. :func:`record` does the part we use: ``__init__`` from the annotated
-fields (in order, with defaults), ``__repr__``, ``__eq__``, ``__hash__`` and
-immutability for frozen records, ``__match_args__`` for ``match``, and
-:func:`replace`. ``dataclass_transform`` tells mypy to check it like a
-dataclass. Short-lived tools and tests may use dataclasses freely.
+fields (in order, with defaults), then ``__post_init__`` if the class has one
+(checks belong there, as with dataclasses), ``__repr__``, ``__eq__``,
+``__hash__`` and immutability for frozen records, ``__match_args__`` for
+``match``, and :func:`replace`. ``dataclass_transform`` tells mypy to check it
+like a dataclass. Short-lived tools and tests may use dataclasses freely.
+
+What it does not support it refuses when the class is defined, rather than
+behave otherwise than a dataclass would: a mutable default (a list, dict or
+set shared by every instance: use ``field(factory=list)``), a ``ClassVar``
+(a dataclass skips it; here it would become a field). ``dataclasses.fields()``
+and ``dataclasses.replace()`` do not apply: use :func:`fields` and
+:func:`replace` from here.
 """
 
 from __future__ import annotations
@@ -59,7 +67,11 @@ def record(cls: type[T] | None = None, *, frozen: bool = True) -> Any:
     """Class decorator: see the module docstring."""
 
     def wrap(cls: type[T]) -> type[T]:
-        names = tuple(cls.__dict__.get("__annotations__", {}))  # noqa: RUF063 - no inspect here
+        annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063 - no inspect here
+        names = tuple(annotations)
+        for n, annotation in annotations.items():
+            if "ClassVar" in str(annotation):
+                raise TypeError(f"{cls.__name__}.{n}: a ClassVar is not supported by record")
         defaults: dict[str, Any] = {}
         metadata: dict[str, dict[str, Any]] = {}
         for n in names:
@@ -82,12 +94,17 @@ def record(cls: type[T] | None = None, *, frozen: bool = True) -> Any:
                 params.append(f"{n}=_MISSING")
                 body.append(f"_set(self, {n!r}, _f_{n}() if {n} is _MISSING else {n})")
             else:
+                if type(default).__hash__ is None:  # dataclasses' own test for "mutable"
+                    raise TypeError(
+                        f"{cls.__name__}.{n}: mutable default {type(default).__name__} would be "
+                        "shared by every instance; use field(factory=...)"
+                    )
                 env[f"_d_{n}"] = default
                 params.append(f"{n}=_d_{n}")
                 body.append(f"_set(self, {n!r}, {n})")
+        if "__post_init__" in cls.__dict__:
+            body.append("self.__post_init__()")
         source = f"def __init__(self, {', '.join(params)}):\n    " + ("\n    ".join(body) or "pass")
-        if not params:
-            source = "def __init__(self):\n    pass"
         exec(source, env)
         init = env["__init__"]
         init.__qualname__ = f"{cls.__qualname__}.__init__"

@@ -154,7 +154,6 @@ class Supervisor:
             self.log.say,
         )
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
-        self._force = False
         self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
         self._waiters: list[_Waiter] = []
@@ -299,7 +298,6 @@ class Supervisor:
         if self.core.shutting_down:
             # A second signal: the operator does not want to wait for the stop timeouts.
             self.log.say("supervisor", "second stop signal: killing every process now", 4)
-            self._force = True
             self.loop.stop()
             return
         self.selfnotify.stopping()

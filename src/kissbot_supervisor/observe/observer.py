@@ -19,24 +19,32 @@ from .events import HOOK_KINDS, event_object, hook_environment
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
+    from collections.abc import Callable, Sized
+    from typing import Any, Protocol
 
     from ..config.load import Config
     from ..core import Core
-    from ..daemon.control import ControlServer
     from ..runtime.loop import Loop
     from ..tokens.gate import TokenGate
     from .hooks import HookRunner
     from .http import MetricsHttpServer
     from .metricslog import MetricsLog
 
+    class EventSink(Protocol):
+        """Where events go: the control socket's subscribers (daemon.control),
+        named by what is used so that this layer does not import the daemon's."""
+
+        @property
+        def subscribers(self) -> Sized: ...
+
+        def broadcast(self, message: dict[str, Any]) -> None: ...
+
 
 class Observer:
     def __init__(
         self,
         loop: Loop,
-        control: ControlServer,
+        control: EventSink,
         core: Core,
         tokens: TokenGate,
         status: Callable[[], dict[str, Any]],

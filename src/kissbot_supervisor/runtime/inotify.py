@@ -32,8 +32,6 @@ class Inotify:
         libc = ctypes.CDLL(None, use_errno=True)  # libc is loaded: no find_library (~1 MiB)
         self._add_watch = libc.inotify_add_watch
         self._add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        self._rm_watch = libc.inotify_rm_watch
-        self._rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
         fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
@@ -51,10 +49,6 @@ class Inotify:
             raise OSError(err, f"cannot watch {directory}: {os.strerror(err)}")
         self._dirs[wd] = directory
         return wd
-
-    def unwatch(self, wd: int) -> None:
-        if self._dirs.pop(wd, None) is not None:
-            self._rm_watch(self._fd, wd)
 
     def read(self) -> Iterator[tuple[Path | None, str, int]]:
         """(watched directory, file name, mask) for each pending event.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import os
 import selectors
 import signal
 import socket
@@ -144,10 +143,6 @@ class Loop:
                 self._signal_w.close()
             self._signal_r = self._signal_w = None
         self._selector.close()
-
-
-def set_nonblocking(fd: int) -> None:
-    os.set_blocking(fd, False)
 
 
 def accepted(sock: socket.socket, on_error: Callable[[OSError], None]) -> Iterator[socket.socket]:

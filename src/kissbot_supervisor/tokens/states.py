@@ -25,12 +25,12 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..core.names import DEFAULT_BOT_LOGIN, login_of
 from ..core.records import record, replace
 
 # Under an hour left is worth showing (and a metric); the caller re-checks at
 # expires_at to learn whether KissBot refreshed the token in time.
 EXPIRING_WITHIN = 3600.0
-DEFAULT_BOT_LOGIN = "serda_bot"
 KEY_FILE_NAME = ".kissbot.key"
 REAUTH_HINT = "re-authorise it with KissBot's OAuth flow"
 # KissBot stores datetime objects through sqlite3's default adapter, which
@@ -81,11 +81,6 @@ class DbTokens:
 
     bot: TokenReport
     broadcaster: TokenReport
-
-
-def unchecked_report(reason: str) -> TokenReport:
-    """The report for a process whose token nobody can check (no source configured)."""
-    return TokenReport(TokenState.UNCHECKED, reason, None, None)
 
 
 def mark_undecryptable(report: TokenReport, error: TokenError) -> TokenReport:
@@ -326,13 +321,15 @@ def _id_text(value: object, path: Path, key: str) -> str | None:
 
 
 def config_bot_login(config: Mapping[str, object], config_path: Path) -> str:
-    """``bot.name`` lowercased (KissBot stores logins lowercased), default serda_bot."""
+    """``bot.name`` lowercased (KissBot stores logins lowercased), by the login rule
+    the config is read with (:func:`.names.login_of`); KissBot's default when unset."""
     name = _section(config.get("bot"), config_path, "bot").get("name", DEFAULT_BOT_LOGIN)
-    if not isinstance(name, str) or not name.strip():
+    login = login_of(name) if isinstance(name, str) else None
+    if login is None:
         raise TokenConfigError(
             config_path, "bot.name", f"expected the bot account's login, got {_describe(name)}"
         )
-    return name.strip().lower()
+    return login
 
 
 def config_broadcaster_id(config: Mapping[str, object], config_path: Path) -> str | None:

@@ -321,10 +321,6 @@ class NativeBackend:
 
     # -- queries -------------------------------------------------------------
 
-    def pid_of(self, name: str) -> int | None:
-        r = self._running.get(name)
-        return None if r is None else r.pid
-
     def note(self, name: str, message: str) -> None:
         slot = self._slots.get(name)
         if slot is not None:

@@ -24,11 +24,15 @@ from pathlib import Path
 from jeepney import Message
 
 from ... import core
+from ...core.names import name_of_unit, unit_of
 from ...core.records import record
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...runtime.loop import Loop
 from .bus import BusConnection, BusError
 from .messages import (
+    ERROR_UNIT_EXISTS,
+    SERVICE_INTERFACE,
+    UNIT_INTERFACE,
     SystemdError,
     add_match,
     check_reply,
@@ -48,19 +52,14 @@ from .messages import (
     stop_unit,
     subscribe,
     unit_name_of_path,
-    unit_path,
 )
 from .units import (
     Property,
     UnitOptions,
-    name_of_unit,
     slice_properties,
     transient_properties,
-    unit_of,
 )
 
-SERVICE = "org.freedesktop.systemd1.Service"
-UNIT = "org.freedesktop.systemd1.Unit"
 SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
 # Results that explain an exit beyond its status.
@@ -75,8 +74,8 @@ TELLING_RESULTS = {
 # their values; only the exec command lists (Service) and Conditions/Asserts (Unit)
 # come as invalidated, on every signal, and those are not ours to fetch.
 WANTED = {
-    UNIT: ("ActiveState", "SubState"),
-    SERVICE: ("MainPID", "ExecMainCode", "ExecMainStatus", "Result"),
+    UNIT_INTERFACE: ("ActiveState", "SubState"),
+    SERVICE_INTERFACE: ("MainPID", "ExecMainCode", "ExecMainStatus", "Result"),
 }
 # Error replies that only say the unit is already gone: nothing left to stop or reset.
 GONE_ERRORS = (
@@ -263,7 +262,7 @@ class SystemdBackend:
         try:
             check_reply(reply)
         except SystemdError as e:
-            if "exists" not in (e.name + str(e)).lower():
+            if e.name != ERROR_UNIT_EXISTS:
                 self._say("supervisor", f"cannot create {opts.slice}: {e}")
             # else: installed (units/kissbot.slice) or already running: it stays as it is
 
@@ -291,7 +290,9 @@ class SystemdBackend:
                 self._say(name, f"{info.name} is not in the config any more; stopping it")
                 self._call(name, "stop", stop_unit(info.name))
                 continue
-            service = parse_get_all(self.bus.call_sync(get_all_properties(info.path, SERVICE)))
+            service = parse_get_all(
+                self.bus.call_sync(get_all_properties(info.path, SERVICE_INTERFACE))
+            )
             track = self._track(specs[name])
             track.active, track.sub = info.active_state, info.sub_state
             pid = int(service.get("MainPID", 0))
@@ -323,8 +324,8 @@ class SystemdBackend:
                     # process left "starting" for good. Ask again, now that every
                     # later signal reaches the track.
                     self.bus.send(
-                        get_all_properties(info.path, UNIT),
-                        functools.partial(self._refreshed, name, UNIT),
+                        get_all_properties(info.path, UNIT_INTERFACE),
+                        functools.partial(self._refreshed, name, UNIT_INTERFACE),
                     )
             else:
                 # Failed, or waiting in auto-restart: start afresh under our own backoff.
@@ -400,7 +401,7 @@ class SystemdBackend:
             check_reply(reply)
         except SystemdError as e:
             track = self._tracks.get(name)
-            if track is None or "exists" not in (e.name + str(e)).lower():
+            if track is None or e.name != ERROR_UNIT_EXISTS:
                 self._start_failed(name, str(e))
                 return
             if not retried:
@@ -500,7 +501,7 @@ class SystemdBackend:
         track = self._tracks.get(name)
         if track is None:
             return
-        if interface == UNIT:
+        if interface == UNIT_INTERFACE:
             track.active = str(props.get("ActiveState", track.active))
             track.sub = str(props.get("SubState", track.sub))
             if track.active == "active" and track.pid and track.spec.ready in ("notify", "none"):
@@ -511,7 +512,7 @@ class SystemdBackend:
                 # MainPID (Service), then a still "inactive" state (Unit).
                 self._remove_credential(name)
             return
-        if interface != SERVICE or "MainPID" not in props:
+        if interface != SERVICE_INTERFACE or "MainPID" not in props:
             return
         pid = int(props["MainPID"])  # type: ignore[call-overload]
         if track.pid is not None and pid != track.pid:
@@ -572,10 +573,6 @@ class SystemdBackend:
 
     # -- queries -----------------------------------------------------------------
 
-    def pid_of(self, name: str) -> int | None:
-        track = self._tracks.get(name)
-        return None if track is None else track.pid
-
     def note(self, name: str, message: str) -> None:
         """Supervisor lines go to our own journal stream; units have theirs."""
 
@@ -598,7 +595,3 @@ class SystemdBackend:
             if not self.bus.drain(DRAIN_SEC):
                 self._say("supervisor", f"systemd did not answer every call within {DRAIN_SEC:g} s")
             self.bus.close()
-
-
-def unit_path_of(name: str) -> str:
-    return unit_path(unit_of(name))

@@ -41,9 +41,9 @@ import re
 from collections.abc import Callable, Sequence
 
 from ...core import ProcessSpec
+from ...core.names import HUB_UNIT
 from ...core.records import replace
 from .units import (
-    HUB_UNIT,
     USEC_INFINITY,
     Property,
     UnitError,

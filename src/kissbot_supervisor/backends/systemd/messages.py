@@ -55,9 +55,6 @@ UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 # Error names the backend tells apart.
 ERROR_NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 ERROR_UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
-ERROR_LOAD_FAILED = "org.freedesktop.systemd1.LoadFailed"
-ERROR_ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
-ERROR_INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 # The bus daemon's answer to a call past max_replies_per_connection; the call is dropped.
 ERROR_LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
 

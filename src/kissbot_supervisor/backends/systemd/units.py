@@ -52,8 +52,8 @@ import math
 import os
 import posixpath
 
-from ...config.load import LOGIN_RE
 from ...core import HUB, Policy, ProcessSpec
+from ...core.names import DEFAULT_SLICE, HUB_UNIT, SERVICE_SUFFIX, unit_of
 from ...core.records import field, record
 
 # Neither typing nor dataclasses at run time: the resident daemon loads this module.
@@ -65,11 +65,6 @@ if TYPE_CHECKING:
 
     Which = Callable[[str], str | None]
 
-HUB_UNIT = "kissbot-hub.service"
-BOT_PREFIX = "kissbot-bot@"
-SERVICE = ".service"
-SUPERVISOR_UNIT = "kissbot-supervisor.service"
-DEFAULT_SLICE = "kissbot.slice"
 USEC_INFINITY = 2**64 - 1
 PROGRESSIVE_RESTART_VERSION = 254  # first systemd with RestartSteps= and RestartMaxDelaySec=
 START_LIMIT_MARGIN = 5  # the first start + 4 operator commands (see start_limit_burst)
@@ -94,36 +89,6 @@ class ExecutableNotFound(UnitError):
     def __init__(self, program: str, where: str) -> None:
         super().__init__(program, f"is not an executable file ({where})")
         self.program = program
-
-
-# --- names ---------------------------------------------------------------------------
-
-
-def hub_unit() -> str:
-    return HUB_UNIT
-
-
-def bot_unit(channel: str) -> str:
-    """``kissbot-bot@CHANNEL.service``; the login rule is checked again (defence in depth)."""
-    if not channel.isascii() or not LOGIN_RE.fullmatch(channel):
-        raise UnitError(channel, "is not a Twitch login (4-25 of a-z, 0-9, _)")
-    return f"{BOT_PREFIX}{channel}{SERVICE}"
-
-
-def unit_of(name: str) -> str:
-    """The unit of a process name as :mod:`.core` knows it ("hub" or a channel)."""
-    return hub_unit() if name == HUB else bot_unit(name)
-
-
-def name_of_unit(unit: str) -> str | None:
-    """The process name of one of our units; None for any other unit (run-credentials-*.mount)."""
-    if unit == HUB_UNIT:
-        return HUB
-    if unit.startswith(BOT_PREFIX) and unit.endswith(SERVICE):
-        channel = unit[len(BOT_PREFIX) : -len(SERVICE)]
-        if channel.isascii() and LOGIN_RE.fullmatch(channel):
-            return channel
-    return None
 
 
 # --- options ---------------------------------------------------------------------------
@@ -370,7 +335,7 @@ def transient_properties(
         ("TimeoutStopUSec", ("t", usec(opts.policy.stop_timeout_sec))),
         ("KillMode", ("s", "mixed")),  # SIGTERM to the main process, SIGKILL to all at timeout
         *restart_properties(opts.policy, opts.manager_version, spec.name == HUB),
-        ("SyslogIdentifier", ("s", unit.removesuffix(SERVICE))),
+        ("SyslogIdentifier", ("s", unit.removesuffix(SERVICE_SUFFIX))),
         ("LogExtraFields", ("aay", journal_fields(spec.name))),
         ("Slice", ("s", opts.slice)),
         ("MemoryAccounting", ("b", True)),
