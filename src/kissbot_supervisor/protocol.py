@@ -28,32 +28,88 @@ nothing else. EVENT has the stable keys ``time`` (Unix seconds, float),
 right after the event) and ``restarts``; all three are ``null`` for ``supervisor``
 and for a process a reload has removed. What a subscribed client sends is
 ignored; one that leaves ``control.MAX_PENDING_OUT`` bytes unread is
-disconnected (the kinds are listed in docs/operations.md). The STATUS
-object is described in ``docs/`` and produced by the daemon; this module only
-reads the fields it needs (``want``, ``state``, ``name``, ``channel``).
+disconnected (the kinds are listed in docs/operations.md).
+
+The STATUS object (the answer to ``status``) is defined here once: its keys
+(:data:`STATUS_KEYS`, :data:`PROCESS_KEYS`, ...), their types for the type
+checker (:class:`Status` and the entries it holds) and the two functions that
+build it (:func:`process_entry`, :func:`status_object`), which both producers
+use: the daemon, and ``kissbotctl`` reading systemd while the supervisor is
+down (``"source": "systemd"``).
 
 This module builds and checks messages; the daemon and :mod:`.client` move the
-bytes. It imports only ``json`` so that ``kissbotctl`` starts fast.
+bytes. It imports only ``json`` (and our names) so that ``kissbotctl`` starts fast.
 """
 
 from __future__ import annotations
 
 import json
 
+from .core.names import HUB
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
     from collections.abc import Iterable, Mapping, Sequence
-    from typing import Any
+    from typing import Any, NotRequired, TypedDict
+
+    class ProcessEntry(TypedDict):
+        """One process: the hub, or a bot (which adds ``channel``)."""
+
+        name: str
+        state: str  # running starting stopping stopped backoff failed
+        want: bool  # someone wants it running (false: stopped on purpose)
+        pid: int | None
+        uptime_s: float | None
+        restarts: int
+        rss_bytes: int | None
+        last_exit: str | None
+        token_state: str | None
+        reason: str | None
+        status_text: str | None  # the process's own STATUS= line
+        channel: NotRequired[str]  # bots
+        socket: NotRequired[str]  # the hub, from the supervisor
+        unit: NotRequired[str]  # read from systemd (offline)
+        active_state: NotRequired[str]
+        sub_state: NotRequired[str]
+
+    class SupervisorInfo(TypedDict, total=False):
+        pid: int
+        uptime_s: float
+        version: str
+        config: str
+        workdir: str
+        control_socket: str
+        logs_dir: str
+        rss_bytes: int | None
+        summary: str
+        # read from systemd (offline): the supervisor's own unit
+        running: bool
+        unit: str | None
+        active_state: str
+        sub_state: str
+
+    class Status(TypedDict):
+        backend: str
+        source: NotRequired[str]  # "systemd" when read from systemd, not the supervisor
+        supervisor: SupervisorInfo
+        hub: ProcessEntry | None
+        bots: list[ProcessEntry]
+
 
 __all__ = [
     "ALL",
     "COMMANDS",
     "EVENT_KEYS",
-    "HUB",
+    "LIVE_SUPERVISOR_KEYS",
     "MAX_LINE",
     "MAX_NAMES",
     "MAX_RESPONSE",
     "NAMED_COMMANDS",
+    "OFFLINE_SOURCE",
+    "OFFLINE_SUPERVISOR_KEYS",
+    "PROCESS_KEYS",
+    "STATUS_KEYS",
+    "SYSTEMD_UNIT_KEYS",
     "ProtocolError",
     "Request",
     "UnknownNameError",
@@ -65,6 +121,8 @@ __all__ = [
     "parse_event",
     "parse_request",
     "parse_response",
+    "process_entry",
+    "status_object",
 ]
 
 # A request line, newline included, is at most this many bytes.
@@ -73,7 +131,6 @@ MAX_LINE = 64 * 1024
 MAX_RESPONSE = 16 * 1024 * 1024
 MAX_NAMES = 1000
 
-HUB = "hub"
 ALL = "all"
 NAMED_COMMANDS = ("start", "stop", "restart")
 COMMANDS = ("status", *NAMED_COMMANDS, "reload", "metrics", "events")
@@ -82,6 +139,20 @@ EVENT_KEYS = ("time", "name", "kind", "message", "state", "pid", "restarts")
 _KEYS = ("cmd", "names")
 _EXPECTED_CMD = "one of: " + ", ".join(COMMANDS)
 _NAMES_RULE = "a list of channel logins, 'hub' or 'all'"
+
+# The STATUS object's keys, in order (documented in docs/operations.md, stable).
+STATUS_KEYS = ("backend", "supervisor", "hub", "bots")  # + "source" when read offline
+PROCESS_KEYS = (
+    "name", "state", "want", "pid", "uptime_s", "restarts", "rss_bytes",
+    "last_exit", "token_state", "reason", "status_text",
+)  # fmt: skip
+SYSTEMD_UNIT_KEYS = ("unit", "active_state", "sub_state")  # process entries read offline
+LIVE_SUPERVISOR_KEYS = (
+    "pid", "uptime_s", "version", "config", "workdir", "control_socket", "logs_dir",
+    "rss_bytes", "summary",
+)  # fmt: skip
+OFFLINE_SUPERVISOR_KEYS = ("running", "unit", "active_state", "sub_state")
+OFFLINE_SOURCE = "systemd"  # "source" of a STATUS object read from systemd
 
 # Exit codes shared by kissbotctl and anything else that reports a status.
 EXIT_OK = 0
@@ -353,3 +424,58 @@ def filter_status(status: Mapping[str, Any], names: Sequence[str]) -> dict[str, 
     if HUB not in wanted:
         result.pop("hub", None)
     return result
+
+
+# --- building STATUS objects: the one way, for both producers ------------------
+
+
+def process_entry(
+    name: str,
+    *,
+    state: str,
+    want: bool,
+    pid: int | None,
+    uptime_s: float | None,
+    restarts: int,
+    rss_bytes: int | None,
+    last_exit: str | None,
+    token_state: str | None,
+    reason: str | None,
+    status_text: str | None,
+) -> ProcessEntry:
+    """One process's entry, with :data:`PROCESS_KEYS` in order; the caller adds
+    ``socket`` (the hub) or the :data:`SYSTEMD_UNIT_KEYS` (read from systemd)."""
+    return {
+        "name": name,
+        "state": state,
+        "want": want,
+        "pid": pid,
+        "uptime_s": None if uptime_s is None else round(uptime_s, 3),
+        "restarts": restarts,
+        "rss_bytes": rss_bytes,
+        "last_exit": last_exit,
+        "token_state": token_state,
+        "reason": reason,
+        "status_text": status_text,
+    }
+
+
+def status_object(
+    backend: str,
+    supervisor: SupervisorInfo,
+    processes: Iterable[ProcessEntry],
+    *,
+    source: str | None = None,
+) -> Status:
+    """The STATUS object: the hub's entry apart, each bot's with ``channel`` first."""
+    hub: ProcessEntry | None = None
+    bots: list[ProcessEntry] = []
+    for entry in processes:
+        if entry["name"] == HUB:
+            hub = entry
+        else:
+            bots.append({"channel": entry["name"], **entry})
+    status: Status = {"backend": backend, "supervisor": supervisor, "hub": hub, "bots": bots}
+    if source is not None:
+        status = {"backend": backend, "source": source, **status}
+    return status

@@ -18,7 +18,7 @@ PACKAGE = SRC / "kissbot_supervisor"
 # Lower ranks are imported by higher ones, never the other way round.
 RANKS = {
     "core": 0,  # the state machine: decides, does no I/O
-    "protocol": 0,  # the control protocol: pure
+    "protocol": 1,  # the control protocol and the STATUS object: pure
     "notify": 0,  # for the bots: imports nothing of ours
     "__init__": 0,  # the version
     "config": 1,  # settings, the config file, specs

@@ -298,7 +298,7 @@ def _cmd_status_offline(args: argparse.Namespace, out: TextIO, down: ConnectErro
     return _show_status(status, args, out)
 
 
-def _show_status(status: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
+def _show_status(status: Mapping[str, Any], args: argparse.Namespace, out: TextIO) -> int:
     try:
         shown = filter_status(status, args.names)
     except UnknownNameError as exc:

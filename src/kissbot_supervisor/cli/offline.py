@@ -44,10 +44,10 @@ from ..backends.systemd.messages import (
     parse_list_units,
     parse_object_path,
 )
-from ..core import HUB, describe_exit
+from ..core import describe_exit
 from ..core.names import SUPERVISOR_UNIT, name_of_unit
 from ..core.records import record
-from .render import OFFLINE_SOURCE
+from ..protocol import OFFLINE_SOURCE, process_entry, status_object
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,8 +57,9 @@ if TYPE_CHECKING:
     from jeepney import Message
     from jeepney.io.blocking import DBusConnection
 
+    from ..protocol import ProcessEntry, Status, SupervisorInfo
+
 __all__ = [
-    "SOURCE",
     "OfflineError",
     "UnitState",
     "build_status",
@@ -67,7 +68,6 @@ __all__ = [
     "wanted",
 ]
 
-SOURCE = OFFLINE_SOURCE  # "systemd": the STATUS object's "source" key
 PATTERNS = ("kissbot-*.service",)
 USEC_INFINITY = 2**64 - 1  # "not available" for MemoryCurrent & co.
 CLD_KILLED, CLD_DUMPED = 2, 3  # ExecMainCode: siginfo's si_code
@@ -149,8 +149,8 @@ def _reason(active: str, sub: str, result: str, last_exit: str | None) -> str | 
     return text
 
 
-def process_entry(name: str, state: UnitState, now: float) -> dict[str, Any]:
-    """One process of the STATUS object (the daemon's keys) from systemd's view of its unit."""
+def unit_entry(name: str, state: UnitState, now: float) -> ProcessEntry:
+    """One process of the STATUS object from systemd's view of its unit."""
     active, sub = state.info.active_state, state.info.sub_state
     service = state.service
     pid = _int(service.get("MainPID")) or None
@@ -159,53 +159,38 @@ def process_entry(name: str, state: UnitState, now: float) -> dict[str, Any]:
     last_exit = _last_exit(service)
     result = str(service.get("Result") or "")
     status_text = service.get("StatusText")
-    return {
-        "name": name,
-        "state": map_state(active, sub),
-        "want": wanted(active),
-        "pid": pid,
-        "uptime_s": uptime,
-        "restarts": _int(service.get("NRestarts")),
-        "rss_bytes": _int(service.get("MemoryCurrent")) if pid else None,
-        "last_exit": last_exit,
-        "token_state": None,
-        "reason": _reason(active, sub, result, last_exit),
-        "status_text": status_text if isinstance(status_text, str) and status_text else None,
-        "unit": state.info.name,
-        "active_state": active,
-        "sub_state": sub,
-    }
+    entry = process_entry(
+        name,
+        state=map_state(active, sub),
+        want=wanted(active),
+        pid=pid,
+        uptime_s=uptime,
+        restarts=_int(service.get("NRestarts")) or 0,
+        rss_bytes=_int(service.get("MemoryCurrent")) if pid else None,
+        last_exit=last_exit,
+        token_state=None,
+        reason=_reason(active, sub, result, last_exit),
+        status_text=status_text if isinstance(status_text, str) and status_text else None,
+    )
+    entry["unit"], entry["active_state"], entry["sub_state"] = state.info.name, active, sub
+    return entry
 
 
-def build_status(units: Sequence[UnitState], now: float) -> dict[str, Any]:
+def build_status(units: Sequence[UnitState], now: float) -> Status:
     """The STATUS object from the units systemd listed (any order; others are ignored)."""
-    supervisor: dict[str, Any] = {"running": False, "unit": None}
-    hub: dict[str, Any] | None = None
-    bots: list[dict[str, Any]] = []
+    supervisor: SupervisorInfo = {"running": False, "unit": None}
+    entries: list[ProcessEntry] = []
     for state in units:
         if state.info.name == SUPERVISOR_UNIT:
-            supervisor.update(
-                unit=SUPERVISOR_UNIT,
-                active_state=state.info.active_state,
-                sub_state=state.info.sub_state,
-            )
+            supervisor["unit"] = SUPERVISOR_UNIT
+            supervisor["active_state"] = state.info.active_state
+            supervisor["sub_state"] = state.info.sub_state
             continue
         name = name_of_unit(state.info.name)
-        if name is None:
-            continue
-        entry = process_entry(name, state, now)
-        if name == HUB:
-            hub = entry
-        else:
-            bots.append({"channel": name, **entry})
-    bots.sort(key=lambda b: str(b["channel"]))
-    return {
-        "backend": "systemd",
-        "source": SOURCE,
-        "supervisor": supervisor,
-        "hub": hub,
-        "bots": bots,
-    }
+        if name is not None:
+            entries.append(unit_entry(name, state, now))
+    entries.sort(key=lambda e: e["name"])
+    return status_object("systemd", supervisor, entries, source=OFFLINE_SOURCE)
 
 
 # --- I/O: one blocking connection to the system bus ------------------------------------
@@ -270,7 +255,7 @@ def _supervisor_unit(conn: DBusConnection, deadline: float) -> UnitState | None:
     return UnitState(info, unit, {})
 
 
-def read_status(timeout: float = 10.0) -> dict[str, Any]:
+def read_status(timeout: float = 10.0) -> Status:
     """The STATUS object as systemd sees it; raises :class:`OfflineError` if it cannot be read."""
     from jeepney.io.blocking import open_dbus_connection
 

@@ -33,6 +33,8 @@ import os
 import textwrap
 import time
 
+from ..protocol import OFFLINE_SOURCE
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
     from collections.abc import Mapping, Sequence
@@ -41,7 +43,6 @@ if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cos
 __all__ = [
     "ELLIPSIS",
     "OFFLINE_HEADLINE",
-    "OFFLINE_SOURCE",
     "format_bytes",
     "format_event",
     "format_uptime",
@@ -54,7 +55,6 @@ ELLIPSIS = "…"
 DASH = "-"
 # A STATUS object with "source": "systemd" was read from systemd by kissbotctl
 # itself (systemd/offline.py): the supervisor is not running.
-OFFLINE_SOURCE = "systemd"
 OFFLINE_HEADLINE = "supervisor not running: state read from systemd"
 OFFLINE_FOOTNOTE = (
     "Units systemd no longer has loaded (stopped bots) are not listed; "

@@ -27,7 +27,7 @@ from ..core.commands import Before, result, settled, wait_limit
 from ..core.records import record
 from ..kissbot.filecommands import FileInterfaces, bot_states, write_atomically
 from ..observe.observer import Observer
-from ..protocol import Request
+from ..protocol import Request, process_entry, status_object
 from ..runtime.loop import Loop, Timer
 from ..runtime.selfnotify import SelfNotifier
 from ..tokens.gate import TokenGate, check_token_source
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from ..backends.native.backend import NativeBackend
     from ..backends.systemd.backend import SystemdBackend
+    from ..protocol import Status, SupervisorInfo
     from .control import Reply
 
     Backend = NativeBackend | SystemdBackend
@@ -381,47 +382,39 @@ class Supervisor:
             text = "stopping: " + text
         return text
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         from ..runtime.procinfo import rss_bytes
 
-        now = self.loop.now()
-        hub: dict[str, Any] | None = None
-        bots = []
-        for st in self.core.status(now):
-            entry: dict[str, Any] = {
-                "name": st.name,
-                "state": str(st.state),
-                "want": st.want,
-                "pid": st.pid,
-                "uptime_s": None if st.uptime_s is None else round(st.uptime_s, 3),
-                "restarts": st.restarts,
-                "rss_bytes": rss_bytes(st.pid),
-                "last_exit": st.last_exit,
-                "token_state": st.token_state,
-                "reason": st.reason,
-                "status_text": st.status_text,
-            }
+        entries = []
+        for st in self.core.status(self.loop.now()):
+            entry = process_entry(
+                st.name,
+                state=str(st.state),
+                want=st.want,
+                pid=st.pid,
+                uptime_s=st.uptime_s,
+                restarts=st.restarts,
+                rss_bytes=rss_bytes(st.pid),
+                last_exit=st.last_exit,
+                token_state=st.token_state,
+                reason=st.reason,
+                status_text=st.status_text,
+            )
             if st.name == core.HUB:
                 entry["socket"] = str(self.cfg.settings.hub_socket)
-                hub = entry
-            else:
-                bots.append({"channel": st.name, **entry})
-        return {
-            "backend": self.backend.name,
-            "supervisor": {
-                "pid": os.getpid(),
-                "uptime_s": round(time.time() - self.started_at, 3),
-                "version": __version__,
-                "config": str(self.cfg.config_file),
-                "workdir": str(self.cfg.workdir),
-                "control_socket": str(self.control_path),
-                "logs_dir": str(self.cfg.resolve(self.cfg.settings.logs_dir)),
-                "rss_bytes": rss_bytes(os.getpid()),
-                "summary": self.summary(),
-            },
-            "hub": hub,
-            "bots": bots,
+            entries.append(entry)
+        supervisor: SupervisorInfo = {
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "version": __version__,
+            "config": str(self.cfg.config_file),
+            "workdir": str(self.cfg.workdir),
+            "control_socket": str(self.control_path),
+            "logs_dir": str(self.cfg.resolve(self.cfg.settings.logs_dir)),
+            "rss_bytes": rss_bytes(os.getpid()),
+            "summary": self.summary(),
         }
+        return status_object(self.backend.name, supervisor, entries)
 
     def handle_request(self, request: Request, reply: Reply) -> None:
         if request.cmd == "status":

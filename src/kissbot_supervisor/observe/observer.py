@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from ..config.load import Config
     from ..core import Core
+    from ..protocol import Status
     from ..runtime.loop import Loop
     from ..tokens.gate import TokenGate
     from .hooks import HookRunner
@@ -47,7 +48,7 @@ class Observer:
         control: EventSink,
         core: Core,
         tokens: TokenGate,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], Status],
         say: Callable[[str, str, int], None],
         started_at: float,
         cfg: Config,
