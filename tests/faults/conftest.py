@@ -19,15 +19,8 @@ from typing import Any
 
 import pytest
 
-from process.harness import (
-    TIMEOUT,
-    Supervisor,
-    children_of,
-    pid_alive,
-    request_on,
-    wait_until,
-    write_config,
-)
+from linewatch import wait_until
+from process.harness import TIMEOUT, Supervisor, children_of, pid_alive, request_on, write_config
 from systemd_sandbox.conftest import clean_units, fleet, systemd_sandbox
 from systemd_sandbox.fleet import Fleet
 

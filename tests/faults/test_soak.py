@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from process.harness import Supervisor, fleet_config, pid_alive, wait_until
+from linewatch import wait_until
+from process.harness import Supervisor, fleet_config, pid_alive
 
 from .conftest import StartNative, line_index, rss_kib, state_letter
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from process.harness import pid_alive, wait_until
+from linewatch import wait_until
+from process.harness import pid_alive
 from systemd_sandbox.fleet import Fleet, config, per_channel_bot, start
 
 from .conftest import (

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from .harness import Supervisor, children_of, pid_alive, wait_until, write_config
+from linewatch import wait_until
+
+from .harness import Supervisor, children_of, pid_alive, write_config
 
 StartFleet = Callable[..., Supervisor]
 

@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 
 from fixtures.kissbot_db import KissbotDb, new_key, write_key_file
 from kissbot_supervisor.protocol import MAX_LINE, ProtocolError, parse_request
+from linewatch import wait_until
 
 from .conftest import StartFleet
-from .harness import TIMEOUT, Supervisor, fleet_config, wait_until, write_config
+from .harness import TIMEOUT, Supervisor, fleet_config, write_config
 
 SECRET = "oauth-bad-input-token-5e1d77"
 

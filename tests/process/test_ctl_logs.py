@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from linewatch import EOF_MARK, LineWatcher
+from linewatch import EOF_MARK, Follower
 
 from .conftest import StartFleet
 from .harness import KISSBOTCTL, TIMEOUT, fleet_config
@@ -27,37 +26,14 @@ from .harness import KISSBOTCTL, TIMEOUT, fleet_config
 NO_SOCKET_ENV = {k: v for k, v in os.environ.items() if k != "KISSBOT_CONTROL_SOCKET"}
 
 
-class Follower:
-    """``kissbotctl ... logs -f`` as a subprocess, its stdout lines collected as they come."""
+def follow(*args: str) -> Follower:
+    """``kissbotctl ARGS`` (``logs -f``), its stdout lines collected as they come."""
+    return Follower([KISSBOTCTL, *args], "kissbotctl logs -f", TIMEOUT, env=NO_SOCKET_ENV)
 
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [KISSBOTCTL, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=NO_SOCKET_ENV,
-        )
-        assert self.proc.stdout is not None
-        self.out = LineWatcher(self.proc.stdout, "kissbotctl logs -f", TIMEOUT)
 
-    def messages(self) -> list[str]:
-        """The lines so far without their time stamp (and without the end mark)."""
-        return [x.split(" ", 1)[1] for x in self.out.lines if x != EOF_MARK]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # Ctrl-C: it must end quietly
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.out.join()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+def messages(follower: Follower) -> list[str]:
+    """The lines so far without their time stamp (and without the end mark)."""
+    return [x.split(" ", 1)[1] for x in follower.out.lines if x != EOF_MARK]
 
 
 @pytest.fixture
@@ -116,7 +92,7 @@ def test_logs_follow_shows_the_lines_of_a_restart(
     sup = start_fleet(fleet_config(["follow_chan"]))
     first = int(sup.wait_for(r"follow_chan: started \(PID (\d+)\)").group(1))
     sup.wait_for(r"follow_chan: ready")
-    follower = Follower("--socket", str(sup.control), "logs", "follow_chan", "-f", "-n", "2")
+    follower = follow("--socket", str(sup.control), "logs", "follow_chan", "-f", "-n", "2")
     followers.append(follower)
     out = follower.out
     out.wait_for(r"joined #follow_chan")  # the tail came out
@@ -129,8 +105,7 @@ def test_logs_follow_shows_the_lines_of_a_restart(
     out.wait_for(r"joined #follow_chan", since=mark)
     # Nothing twice: the tail and what followed do not overlap.
     assert len(out.seen(rf"started \(PID {first}\)")) <= 1
-    follower.close()
-    assert follower.proc.returncode == 130  # Ctrl-C
+    assert follower.interrupt() == 130  # Ctrl-C ends it quietly
 
 
 def test_logs_of_an_unknown_or_bad_name(start_fleet: StartFleet) -> None:
@@ -196,7 +171,7 @@ def test_follow_goes_on_across_a_rotation(tmp_path: Path, followers: list[Follow
     logs = tmp_path / "logs" / "supervisor"
     current = logs / "rot_chan.log"
     write_lines(current, 1, 3)
-    follower = Follower(
+    follower = follow(
         "--socket",
         str(tmp_path / "no.sock"),
         "logs",
@@ -218,10 +193,10 @@ def test_follow_goes_on_across_a_rotation(tmp_path: Path, followers: list[Follow
     time.sleep(0.3)
     write_lines(current, 6, 7)
     out.wait_for(r"line 7$")
-    assert follower.messages() == [f"line {i}" for i in range(3, 8)]
+    assert messages(follower) == [f"line {i}" for i in range(3, 8)]
     # Truncated in place (copytruncate): read from the start again.
     os.truncate(current, 0)
     time.sleep(0.3)
     write_lines(current, 8, 8)
     out.wait_for(r"line 8$")
-    assert follower.messages() == [f"line {i}" for i in range(3, 9)]
+    assert messages(follower) == [f"line {i}" for i in range(3, 9)]

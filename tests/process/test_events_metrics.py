@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import signal
@@ -22,10 +23,12 @@ from fixtures.kissbot_db import KissbotDb, write_key_file
 from kissbot_supervisor.daemon.control import MAX_PENDING_OUT, ControlServer
 from kissbot_supervisor.observe.http import MAX_CLIENTS, MAX_REQUEST, MetricsHttpServer
 from kissbot_supervisor.protocol import EVENT_KEYS, parse_event
+from kissbot_supervisor.runtime.log import Log
 from kissbot_supervisor.runtime.loop import Loop
+from linewatch import wait_until
 
 from .conftest import StartFleet
-from .harness import TIMEOUT, Supervisor, fleet_config, wait_until, write_config
+from .harness import TIMEOUT, Supervisor, fleet_config, write_config
 
 SECRET = "oauth-access-token-9d1e77c0"
 REFRESH = "oauth-refresh-token-5b2a41f8"
@@ -341,10 +344,8 @@ def test_hooks_are_bounded_in_number_and_time(start_fleet: StartFleet, tmp_path:
 def test_a_subscriber_that_does_not_read_is_dropped_without_blocking(tmp_path: Path) -> None:
     """The control server in this process: a real loop, a real socket, a stuck reader."""
     loop = Loop()
-    said: list[str] = []
-    server = ControlServer(
-        loop, tmp_path / "c.sock", lambda req, reply: None, lambda n, m: said.append(m)
-    )
+    log = io.StringIO()
+    server = ControlServer(loop, tmp_path / "c.sock", lambda req, reply: None, Log(log))
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         client.connect(str(tmp_path / "c.sock"))
@@ -357,8 +358,9 @@ def test_a_subscriber_that_does_not_read_is_dropped_without_blocking(tmp_path: P
             server.broadcast({"event": event})  # never blocks: the client reads nothing
             sent += 1
             assert sent * 8000 < 4 * MAX_PENDING_OUT
-        assert said == [m for m in said if "dropped an events subscriber" in m]
+        said = log.getvalue().splitlines()
         assert len(said) == 1
+        assert "control: dropped an events subscriber" in said[0]
         # The client sees its answer, then events, then the end.
         client.settimeout(TIMEOUT)
         assert client.recv(64).startswith(b'{"ok":true,"subscribed":true}\n')
@@ -386,7 +388,7 @@ def test_http_listener_bounds_request_size_and_clients(tmp_path: Path) -> None:
     """The listener in this process: a real loop and real sockets, driven step by step."""
     loop = Loop()
     path = tmp_path / "m.sock"
-    server = MetricsHttpServer(loop, f"unix:{path}", lambda: "up 1\n", lambda n, m, lv: None)
+    server = MetricsHttpServer(loop, f"unix:{path}", lambda: "up 1\n", Log(io.StringIO()))
     clients: list[socket.socket] = []
 
     def connect() -> socket.socket:

@@ -17,8 +17,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from kissbot_supervisor.kissbot.filecommands import IN_MOVED_FROM
+from kissbot_supervisor.runtime.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MODIFY
+from linewatch import wait_until
+
 from .conftest import StartFleet
-from .harness import Supervisor, fleet_config, wait_until, write_config
+from .harness import Supervisor, fleet_config, write_config
 
 UNKNOWN = "ERROR: Unknown command"
 
@@ -52,10 +56,10 @@ def pids_of(sup: Supervisor) -> dict[str, int | None]:
     return {b["channel"]: b["pid"] for b in sup.status()["bots"]}
 
 
-def pids_dir_watches(pid: int, directory: Path) -> int:
-    """How many inotify watches process ``pid`` holds on ``directory`` (from /proc fdinfo)."""
+def pids_dir_watches(pid: int, directory: Path) -> list[int]:
+    """The masks of the inotify watches process ``pid`` holds on ``directory`` (/proc fdinfo)."""
     ino = format(directory.stat().st_ino, "x")
-    count = 0
+    masks = []
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
@@ -63,8 +67,9 @@ def pids_dir_watches(pid: int, directory: Path) -> int:
             info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
         except OSError:
             continue
-        count += len(re.findall(rf"^inotify wd:\d+ ino:{ino} ", info, re.MULTILINE))
-    return count
+        pattern = rf"^inotify wd:\d+ ino:{ino} .*?mask:([0-9a-f]+)"
+        masks += [int(m, 16) for m in re.findall(pattern, info, re.MULTILINE)]
+    return masks
 
 
 def test_every_reply_string(start_fleet: StartFleet, tmp_path: Path) -> None:
@@ -241,7 +246,9 @@ def test_switched_off_then_on_and_off_by_reload(start_fleet: StartFleet, tmp_pat
     sup = start_fleet(doc)
     sup.wait_for(r"quiet_bot: ready")
     pids = tmp_path / "pids"
-    watches_off = pids_dir_watches(sup.proc.pid, pids)
+    # One watch of pids/ for the ready flags, which the file interfaces share when on.
+    (ready_mask,) = pids_dir_watches(sup.proc.pid, pids)
+    assert not ready_mask & (IN_MODIFY | IN_DELETE)
     write_cmd(tmp_path, "status")
     write_cmd(tmp_path, "1712345678|someone_else|hi there\n", "supervisor.broadcast")
     sup.status()  # round trip after the writes
@@ -259,14 +266,15 @@ def test_switched_off_then_on_and_off_by_reload(start_fleet: StartFleet, tmp_pat
     wait_until((pids / "supervisor.result").exists, what="the reply after the switch-on")
     assert (pids / "supervisor.result").read_text() == f"SUCCESS: quiet_bot:RUNNING:{pid}"
     assert (pids / "quiet_bot.broadcast_in").read_text() == "someone_else|hi there\n"
-    assert pids_dir_watches(sup.proc.pid, pids) == watches_off + 1
+    (shared,) = pids_dir_watches(sup.proc.pid, pids)
+    assert shared == ready_mask | IN_MODIFY | IN_DELETE | IN_MOVED_FROM | IN_CLOSE_WRITE
 
-    # And off again: no watch left.
+    # And off again: the watch is the ready flags' alone.
     doc["supervisor"]["file_commands"] = False
     doc["supervisor"]["broadcast_relay"] = False
     write_config(tmp_path, doc)
     assert sup.request({"cmd": "reload"})["ok"]
-    assert pids_dir_watches(sup.proc.pid, pids) == watches_off
+    assert pids_dir_watches(sup.proc.pid, pids) == [ready_mask]
     (pids / "supervisor.result").unlink()
     write_cmd(tmp_path, "status")
     sup.status()

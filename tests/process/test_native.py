@@ -10,8 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from linewatch import wait_until
+
 from .conftest import StartFleet
-from .harness import fleet_config, pid_alive, wait_until, write_config
+from .harness import fleet_config, pid_alive, write_config
 
 
 def test_hub_is_ready_before_any_bot_starts(start_fleet: StartFleet) -> None:

@@ -29,9 +29,10 @@ import pytest
 
 from fixtures.fleet_tokens import BOT_SECRET, CASTER_SECRET, SECRETS, add_tokens
 from kissbot_supervisor.config.paths import is_tmpfs
+from linewatch import wait_until
 
 from .conftest import StartFleet
-from .harness import TIMEOUT, fleet_config, wait_until
+from .harness import TIMEOUT, fleet_config
 
 NOBODY = 65534
 

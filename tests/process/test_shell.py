@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from linewatch import wait_until
+
 from .conftest import StartFleet
 from .harness import (
     KISSBOTCTL,
@@ -25,7 +27,6 @@ from .harness import (
     Supervisor,
     fleet_config,
     pid_alive,
-    wait_until,
     write_config,
 )
 from .ptyexpect import CTRL_C, CTRL_D, TAB, UP, PtyProgram

@@ -1,8 +1,8 @@
-"""The daemon's STATUS object, live, held to its one definition (protocol.py)."""
+"""The daemon's STATUS object, live, held to its one definition (status.py)."""
 
 from __future__ import annotations
 
-from kissbot_supervisor.protocol import LIVE_SUPERVISOR_KEYS, PROCESS_KEYS, STATUS_KEYS
+from kissbot_supervisor.status import LIVE_SUPERVISOR_KEYS, PROCESS_KEYS, STATUS_KEYS
 
 from .conftest import StartFleet
 from .harness import fleet_config

@@ -10,9 +10,10 @@ from contextlib import closing
 from pathlib import Path
 
 from fixtures.kissbot_db import KissbotDb, format_expires, write_key_file
+from linewatch import wait_until
 
 from .conftest import StartFleet
-from .harness import SUPERVISOR, fleet_config, wait_until, write_config
+from .harness import SUPERVISOR, fleet_config, write_config
 
 SECRET = "oauth-secret-access-token-7f3a9c"
 

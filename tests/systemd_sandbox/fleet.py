@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +19,7 @@ from typing import Any
 import yaml
 
 from demo_argv import demo_bot_command, demo_hub_command, per_channel_bot_command
-from linewatch import LineWatcher
+from linewatch import Follower
 
 from .sandbox import SystemdSandbox
 
@@ -60,37 +58,35 @@ def config(
     return {"twitch": {"channels": list(channels)}, "bot": {"name": "serda_bot"}, "supervisor": sup}
 
 
-class Follower:
+def journal_follower(sandbox: SystemdSandbox, unit: str) -> Follower:
     """``journalctl -u UNIT -f`` inside the sandbox, lines collected as they come."""
-
-    def __init__(self, sandbox: SystemdSandbox, unit: str) -> None:
-        self.proc = subprocess.Popen(
-            ["nsenter", "-t", str(sandbox.pid1), "-m", "-p", "-u", "--",
-             "journalctl", "-u", unit, "-f", "-n", "all", "-o", "cat", "--no-pager",
-             f"--since=@{time.time():.6f}"],  # this test's lines only: one sandbox per session
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
-            start_new_session=True,  # nsenter forks journalctl: kill them as a group
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        self.watch = LineWatcher(self.proc.stdout, "journal", TIMEOUT)
-        self.lines = self.watch.lines
-        self.mark = self.watch.mark
-        self.wait_for = self.watch.wait_for
-        self.index_of = self.watch.index_of
-
-    def close(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.watch.join(5)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+    argv = [
+        "nsenter",
+        "-t",
+        str(sandbox.pid1),
+        "-m",
+        "-p",
+        "-u",
+        "--",
+        "journalctl",
+        "-u",
+        unit,
+        "-f",
+        "-n",
+        "all",
+        "-o",
+        "cat",
+        "--no-pager",
+        f"--since=@{time.time():.6f}",
+    ]  # this test's lines only: one sandbox per session
+    return Follower(argv, "journal", TIMEOUT)  # fmt: skip
 
 
 class Fleet:
     def __init__(self, sandbox: SystemdSandbox, workdir: Path) -> None:
         self.sandbox = sandbox
         self.workdir = workdir
-        self.journal = Follower(sandbox, "kissbot-supervisor.service")
+        self.journal = journal_follower(sandbox, "kissbot-supervisor.service")
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.sandbox.run(str(BIN / "kissbotctl"), *args, check=False)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Callable
 
+import linewatch
 from linewatch import LineWatcher
 
 from .fleet import BIN, TIMEOUT, Fleet, config, start
@@ -25,12 +25,8 @@ OFFLINE_HEADLINE = "supervisor not running: state read from systemd"
 SHORT_STAMP = re.compile(r"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d ")
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    linewatch.wait_until(predicate, what, TIMEOUT)  # the sandbox's own, longer bound
 
 
 def kill_supervisor(fleet: Fleet) -> None:

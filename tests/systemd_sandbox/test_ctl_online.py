@@ -8,19 +8,17 @@ parsed), metrics, and a live ``events`` stream while systemd restarts a bot.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kissbot_supervisor.protocol import EVENT_KEYS
-from linewatch import EOF_MARK, LineWatcher
+from linewatch import EOF_MARK, Follower
 
 from .fleet import BIN, TIMEOUT, Fleet, config, start
 from .sandbox import SystemdSandbox
@@ -28,52 +26,21 @@ from .sandbox import SystemdSandbox
 KISSBOTCTL = str(BIN / "kissbotctl")
 
 
-class Events:
-    """``kissbotctl events --json`` inside the sandbox, its lines collected as they come."""
+def events_stream(sandbox: SystemdSandbox, *args: str) -> Follower:
+    """``kissbotctl events --json ARGS`` inside the sandbox, its lines collected as they come."""
+    argv = ["nsenter", "-t", str(sandbox.pid1), "-m", "-p", "-u", "--",
+            KISSBOTCTL, "events", "--json", *args]  # fmt: skip
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    return Follower(argv, "kissbotctl events", TIMEOUT, env=env)
 
-    def __init__(self, sandbox: SystemdSandbox, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "nsenter",
-                "-t",
-                str(sandbox.pid1),
-                "-m",
-                "-p",
-                "-u",
-                "--",
-                KISSBOTCTL,
-                "events",
-                "--json",
-                *args,
-            ],
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            # nsenter forks kissbotctl: killing nsenter alone would leave kissbotctl
-            # holding the pipes, and the reader would wait for their end for ever.
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        self.out = LineWatcher(self.proc.stdout, "kissbotctl events", TIMEOUT)
 
-    def events(self, since: int = 0) -> list[dict[str, object]]:
-        return [json.loads(x) for x in self.out.lines[since:] if x != EOF_MARK]
-
-    def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.out.join(TIMEOUT)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+def events_of(stream: Follower, since: int = 0) -> list[dict[str, object]]:
+    return [json.loads(x) for x in stream.out.lines[since:] if x != EOF_MARK]
 
 
 @pytest.fixture
-def streams() -> Iterator[list[Events]]:
-    started: list[Events] = []
+def streams() -> Iterator[list[Follower]]:
+    started: list[Follower] = []
     yield started
     for stream in started:
         stream.close()
@@ -120,11 +87,11 @@ def test_status_start_stop_restart_metrics(fleet: Fleet) -> None:
     assert re.search(r'^kissbot_up\{process="online_one"\} 1$', metrics.stdout, re.M)
 
 
-def test_events_while_systemd_restarts_a_bot(fleet: Fleet, streams: list[Events]) -> None:
+def test_events_while_systemd_restarts_a_bot(fleet: Fleet, streams: list[Follower]) -> None:
     start(fleet, config(["eventful", "bystander"]))
     for name in ("eventful", "bystander"):
         fleet.journal.wait_for(rf"{name}: ready")
-    watch = Events(fleet.sandbox, "eventful")
+    watch = events_stream(fleet.sandbox, "eventful")
     streams.append(watch)
     # Subscribed in its own time: restart (which waits for its outcome) until seen.
     for _ in range(100):
@@ -139,7 +106,7 @@ def test_events_while_systemd_restarts_a_bot(fleet: Fleet, streams: list[Events]
     fleet.sandbox.systemctl("kill", "--signal=SIGKILL", "kissbot-bot@eventful.service")
     watch.out.wait_for(r'"kind": "exited"', since=mark)
     watch.out.wait_for(r'"kind": "ready"', since=mark)
-    events = watch.events(mark)
+    events = events_of(watch, mark)
     assert all(list(e) == list(EVENT_KEYS) for e in events)
     assert {e["name"] for e in events} == {"eventful"}
     exited = next(e for e in events if e["kind"] == "exited")

@@ -9,20 +9,16 @@ proved with a ``kissbotctl status`` round trip after the write.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+import linewatch
 
 from .fleet import TIMEOUT, Fleet, config, start
 
 
 def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """A bounded wait for a file state (files have no event the test could block on)."""
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    linewatch.wait_until(predicate, what, TIMEOUT)  # the sandbox's own, longer bound
 
 
 def write(fleet: Fleet, text: str, name: str = "supervisor.cmd") -> None:

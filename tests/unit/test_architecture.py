@@ -17,24 +17,29 @@ PACKAGE = SRC / "kissbot_supervisor"
 
 # Lower ranks are imported by higher ones, never the other way round.
 RANKS = {
-    "core": 0,  # the state machine: decides, does no I/O
-    "protocol": 1,  # the control protocol and the STATUS object: pure
+    "kissbot.names": -1,  # KissBot's names and rules, which every layer needs (imports re only)
+    "protocol": 0,  # the control protocol and EVENT kinds: pure
+    "status": 1,  # the STATUS object: its keys, types, builders and readers (pure)
     "notify": 0,  # for the bots: imports nothing of ours
     "__init__": 0,  # the version
-    "config": 1,  # settings, the config file, specs
-    "runtime": 1,  # the loop, inotify, /proc
-    "kissbot": 2,  # KissBot's files in pids/
-    "tokens": 2,  # token states, the DB, the gate
-    "backends": 3,  # carry out the core's actions
-    "observe": 4,  # events, metrics, hooks
-    "daemon": 5,  # wires everything
-    "cli": 6,  # the programs' command lines, kissbotctl
+    "core": 1,  # the state machine: decides, does no I/O
+    "config": 2,  # settings, the config file, specs
+    "runtime": 2,  # the loop, inotify, /proc, the log
+    "kissbot": 3,  # KissBot's files in pids/
+    "tokens": 3,  # token states, the DB, the gate
+    "backends": 4,  # carry out the core's actions
+    "observe": 5,  # events, metrics, hooks
+    "daemon": 6,  # wires everything
+    "cli": 7,  # the programs' command lines, kissbotctl
 }
 
 
 def layer_of(module: str) -> str:
-    """``kissbot_supervisor.backends.native.spawner`` -> ``backends``."""
+    """``kissbot_supervisor.backends.native.spawner`` -> ``backends``; a module
+    ranked on its own (``kissbot.names``) is its own layer."""
     parts = module.split(".")
+    if ".".join(parts[1:3]) in RANKS:
+        return ".".join(parts[1:3])
     return parts[1] if len(parts) > 1 else "__init__"
 
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from kissbot_supervisor.config import yamlparse
 from kissbot_supervisor.config.load import Config, ConfigError, load_config
 from kissbot_supervisor.config.settings import Settings, SettingValueError, declarations
-from kissbot_supervisor.core.names import LOGIN_RE
+from kissbot_supervisor.kissbot.names import LOGIN_RE
 
 CONFIG = "config/config.yaml"
 # One line, and short enough to read: a value is quoted cut short, never in full.

@@ -24,11 +24,10 @@ from kissbot_supervisor.protocol import (
     build_request,
     encode,
     error_response,
-    exit_code_for_status,
-    filter_status,
     parse_request,
     parse_response,
 )
+from kissbot_supervisor.status import exit_code_for_status, filter_status
 
 # --- parse_request: valid input ----------------------------------------------
 

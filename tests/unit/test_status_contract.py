@@ -1,4 +1,4 @@
-"""The STATUS object has one definition (protocol.py): both producers are held to it.
+"""The STATUS object has one definition (status.py): both producers are held to it.
 
 The daemon's side is checked on a live supervisor in
 tests/process/test_status_contract.py; here, the builders and the object
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kissbot_supervisor.backends.systemd.messages import UnitInfo
 from kissbot_supervisor.cli.offline import UnitState, build_status
-from kissbot_supervisor.protocol import (
+from kissbot_supervisor.status import (
     OFFLINE_SOURCE,
     OFFLINE_SUPERVISOR_KEYS,
     PROCESS_KEYS,

@@ -16,7 +16,7 @@ from jeepney import (
 from jeepney.low_level import HeaderFields, Message, MessageType
 
 from kissbot_supervisor.backends.systemd import messages as m
-from kissbot_supervisor.core.names import HUB_UNIT, bot_unit
+from kissbot_supervisor.kissbot.names import HUB_UNIT, bot_unit
 
 SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_UNIQUE = ":1.3"  # the sender of systemd's signals on the wire: its unique name

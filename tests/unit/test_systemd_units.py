@@ -27,8 +27,8 @@ from kissbot_supervisor.backends.systemd.units import (
 )
 from kissbot_supervisor.config.load import ConfigError, read_settings
 from kissbot_supervisor.core import HUB, Policy, ProcessSpec
-from kissbot_supervisor.core.names import HUB_UNIT, bot_unit, name_of_unit
 from kissbot_supervisor.core.records import replace
+from kissbot_supervisor.kissbot.names import HUB_UNIT, bot_unit, name_of_unit
 
 # The D-Bus type of every property we may send, as systemd 252's own client sends it
 # (captured from `systemd-run -p KEY=VALUE ...` of systemd 252.39 against a recording

@@ -24,10 +24,14 @@ few tens of milliseconds: it imports only the standard library's ``argparse``,
 ``json``, ``os``, ``socket`` and ``sys`` (plus what they need) and our own
 import-light :mod:`..paths`, :mod:`..protocol`, :mod:`..client` and
 :mod:`..render`. Keep it that way: no yaml, psutil or asyncio here. What only
-one subcommand needs is imported in it: :mod:`..logview` (and systemd-python)
-by ``logs``, :mod:`..systemd.offline` (jeepney) by ``status`` with the
+one subcommand needs is imported in it: :mod:`.logs` (and systemd-python)
+by ``logs``, :mod:`.offline` (jeepney) by ``status`` with the
 supervisor down, :mod:`.shell` (readline) by ``shell``, :mod:`.completion` by
 ``completion``.
+
+Why one module of 560 lines: it is the one program's argument parser and its
+subcommands' small bodies; what a subcommand needs beyond that lives in its
+own module (logs, offline, shell, completion, render, client).
 """
 
 from __future__ import annotations
@@ -39,14 +43,8 @@ import sys
 
 from .. import __version__
 from ..config.paths import CONTROL_SOCKET_ENV, SYSTEM_RUNTIME_DIR, default_control_socket
-from ..protocol import (
-    EXIT_OK,
-    ProtocolError,
-    UnknownNameError,
-    build_request,
-    exit_code_for_status,
-    filter_status,
-)
+from ..protocol import EXIT_OK, ProtocolError, UnknownNameError, build_request
+from ..status import exit_code_for_status, filter_status
 from .client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
 from .render import format_event, render_status, use_color
 
@@ -464,7 +462,7 @@ def _log_source(args: argparse.Namespace, name: str) -> LogSource:
 
 
 def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
-    from ..core.names import unit_of
+    from ..kissbot.names import unit_of
     from .logs import FileLog, JournalLog, LogError, check_name
 
     def emit(lines: Sequence[str]) -> None:

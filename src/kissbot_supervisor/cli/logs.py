@@ -29,7 +29,7 @@ import select
 import time
 from pathlib import Path
 
-from ..core.names import HUB, login_of
+from ..kissbot.names import HUB, login_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

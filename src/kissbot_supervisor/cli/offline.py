@@ -45,9 +45,9 @@ from ..backends.systemd.messages import (
     parse_object_path,
 )
 from ..core import describe_exit
-from ..core.names import SUPERVISOR_UNIT, name_of_unit
 from ..core.records import record
-from ..protocol import OFFLINE_SOURCE, process_entry, status_object
+from ..kissbot.names import SUPERVISOR_UNIT, name_of_unit
+from ..status import OFFLINE_SOURCE, process_entry, status_object
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from jeepney import Message
     from jeepney.io.blocking import DBusConnection
 
-    from ..protocol import ProcessEntry, Status, SupervisorInfo
+    from ..status import ProcessEntry, Status, SupervisorInfo
 
 __all__ = [
     "OfflineError",

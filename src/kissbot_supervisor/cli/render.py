@@ -33,7 +33,8 @@ import os
 import textwrap
 import time
 
-from ..protocol import OFFLINE_SOURCE
+from ..protocol import ALARMS, NoteKind
+from ..status import OFFLINE_SOURCE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
@@ -353,13 +354,22 @@ def render_status(status: Mapping[str, Any], *, color: bool, width: int = 80) ->
 
 # Event kinds by colour: what is now well, what is going wrong but being
 # handled, what needs an operator, and what was asked for.
-_EVENT_COLORS = {
-    **dict.fromkeys(("started", "ready", "adopted", "added"), "\x1b[32m"),
-    **dict.fromkeys(("exited", "backoff", "restarting", "changed", "shutdown"), "\x1b[33m"),
+_EVENT_COLORS: dict[str, str] = {
     **dict.fromkeys(
-        ("parked", "watchdog", "start-timeout", "spawn-failed", "kill", "blocked"), "\x1b[31m"
+        (NoteKind.STARTED, NoteKind.READY, NoteKind.ADOPTED, NoteKind.ADDED), "\x1b[32m"
     ),
-    **dict.fromkeys(("stopped", "removed", "finished"), "\x1b[2m"),
+    **dict.fromkeys(
+        (
+            NoteKind.EXITED,
+            NoteKind.BACKOFF,
+            NoteKind.RESTARTING,
+            NoteKind.CHANGED,
+            NoteKind.SHUTDOWN,
+        ),
+        "\x1b[33m",
+    ),
+    **dict.fromkeys(ALARMS, "\x1b[31m"),
+    **dict.fromkeys((NoteKind.STOPPED, NoteKind.REMOVED, NoteKind.FINISHED), "\x1b[2m"),
 }
 
 

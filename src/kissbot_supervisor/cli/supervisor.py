@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     flags: dict[str, Any] = {
         dest: getattr(args, dest) for dest, *_ in setting_flags() if getattr(args, dest) is not None
     }
-    from ..daemon.supervisor import LaunchOptions, StartupError, make_supervisor
+    from ..daemon.launch import LaunchOptions, StartupError
+    from ..daemon.startup import make_supervisor
 
     workdir = Path(args.workdir) if args.workdir else Path.cwd()
     if not workdir.is_dir():
@@ -117,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.check_config:
-            from ..daemon.supervisor import check_config
+            from ..daemon.startup import check_config
 
             print(check_config(launch))
             return 0
         if export_dir is not None:
-            from ..daemon.supervisor import export_static_units
+            from ..daemon.startup import export_static_units
 
             for path in export_static_units(launch, export_dir):
                 print(path)

@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..core.names import DEFAULT_BOT_LOGIN, LOGIN_RULE, login_of
 from ..core.records import record
+from ..kissbot.names import DEFAULT_BOT_LOGIN, LOGIN_RULE, login_of
 from .settings import Settings, SettingValueError, declarations, shown
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).

@@ -10,6 +10,10 @@ another.
 Parsers share one signature, ``(value) -> parsed``, and raise
 :class:`SettingValueError` with the rule the value broke; the caller adds the
 file and key path.
+
+Why one module of 650 lines: it is the one table of every setting, by design
+(mkosi's is one table too); its parsers are a few lines each and sit next to
+the settings that use them.
 """
 
 from __future__ import annotations

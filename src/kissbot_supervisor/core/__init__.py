@@ -7,6 +7,7 @@ The machine's names are this package's public surface (``core.Exited``,
 ``core.Core``), so callers need not know which module holds them.
 """
 
+from ..kissbot.names import HUB
 from .machine import (
     CLEAN_SIGNALS,
     WATCHDOG_FAULT,
@@ -43,7 +44,6 @@ from .machine import (
     WatchdogPing,
     describe_exit,
 )
-from .names import HUB
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -19,6 +19,11 @@ Decisions held here:
 * start timeouts and watchdog timeouts;
 * graceful shutdown: bots first, then the hub; SIGTERM, then SIGKILL of the
   whole process group after the stop timeout.
+
+Why one module of 800 lines: it is one state machine, and its transitions are
+read together (a crash, the backoff it starts, the tick that ends it, the
+parking that stops it); split, each rule would be a jump away from the state
+it changes. Everything it returns and takes is a plain record defined here.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import signal as _signal
 from collections.abc import Iterable
 from enum import StrEnum
 
-from .names import HUB
+from ..kissbot.names import HUB
+from ..protocol import NoteKind
 from .records import field, record
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
@@ -246,7 +252,7 @@ class Note:
     """Something an operator should see: logged, and streamed as an event."""
 
     name: str
-    kind: str  # started, ready, exited, restarting, parked, stopping, stopped, ...
+    kind: NoteKind
     message: str
 
 
@@ -459,7 +465,7 @@ class Core:
             case Shutdown():
                 if not self.shutting_down:
                     self.shutting_down = True
-                    out.append(Note("supervisor", "shutdown", "stopping bots, then the hub"))
+                    out.append(Note("supervisor", NoteKind.SHUTDOWN, "stopping bots, then the hub"))
             case Tick():
                 self._on_tick(now, out)
 
@@ -473,7 +479,7 @@ class Core:
         if gate.blocked != p.blocked:
             p.blocked = gate.blocked
             if gate.blocked and not p.alive and p.want:
-                out.append(Note(gate.name, "blocked", f"not started: {gate.blocked}"))
+                out.append(Note(gate.name, NoteKind.BLOCKED, f"not started: {gate.blocked}"))
 
     def _on_spawned(self, p: Proc, pid: int, now: float, out: list[Action]) -> None:
         p.pid = pid
@@ -489,7 +495,7 @@ class Core:
         p.adopted = False
         p.start_deadline = now + p.spec.start_timeout_sec if p.spec.start_timeout_sec else None
         p.watchdog_deadline = self._watchdog_from(now, p)
-        out.append(Note(p.spec.name, "started", f"started (PID {pid})"))
+        out.append(Note(p.spec.name, NoteKind.STARTED, f"started (PID {pid})"))
         if p.spec.ready == "none":
             self._on_ready(p, now, out)
 
@@ -509,7 +515,7 @@ class Core:
         p.phase = Phase.STARTING
         p.adopted = True
         p.watchdog_deadline = self._watchdog_from(now, p)
-        out.append(Note(ev.name, "adopted", f"adopted, already running (PID {ev.pid})"))
+        out.append(Note(ev.name, NoteKind.ADOPTED, f"adopted, already running (PID {ev.pid})"))
         if p.spec.is_hub:
             # The bots that survived with it talk to this very hub: no reconnect needed.
             self.hub_generation += 1
@@ -525,7 +531,7 @@ class Core:
         p.phase = Phase.STOPPED
         p.pid = None
         p.last_exit = f"could not start: {error}"
-        out.append(Note(p.spec.name, "spawn-failed", f"could not start: {error}"))
+        out.append(Note(p.spec.name, NoteKind.SPAWN_FAILED, f"could not start: {error}"))
         self._count_failure(p, now, None, out)
 
     def _on_ready(self, p: Proc, now: float, out: list[Action]) -> None:
@@ -535,7 +541,7 @@ class Core:
         p.ready_at = now
         p.start_deadline = None
         p.reason = None
-        out.append(Note(p.spec.name, "ready", "ready"))
+        out.append(Note(p.spec.name, NoteKind.READY, "ready"))
         if p.spec.is_hub and not p.adopted:  # an adopted hub was counted when adopted
             self.hub_generation += 1
             # Also on its first ready: bots that started without it (hub parked,
@@ -553,7 +559,7 @@ class Core:
                 and p.hub_generation < self.hub_generation
             ):
                 out.append(
-                    Note(p.spec.name, "restarting", "restarting to reconnect to the new hub")
+                    Note(p.spec.name, NoteKind.RESTARTING, "restarting to reconnect to the new hub")
                 )
                 self._begin_stop(p, now, "hub-restart", out)
 
@@ -574,11 +580,11 @@ class Core:
         if fault is not None and fault.startswith(WATCHDOG_FAULT):
             p.watchdog_timeouts += 1
         if cause in ("command", "shutdown", "removed"):
-            out.append(Note(p.spec.name, "stopped", f"stopped ({how})"))
+            out.append(Note(p.spec.name, NoteKind.STOPPED, f"stopped ({how})"))
             return
         if cause in ("restart", "hub-restart"):
             p.restarts += 1
-            out.append(Note(p.spec.name, "exited", f"{how}; starting again"))
+            out.append(Note(p.spec.name, NoteKind.EXITED, f"{how}; starting again"))
             return
         # Nobody asked for this exit (or the supervisor stopped it for a fault).
         if was_ready and ran_for >= self.policy.reset_after_sec:
@@ -590,9 +596,9 @@ class Core:
         if clean and not self.policy.restart_always:
             p.want = False
             p.reason = f"{how} by itself; not restarted (restart.mode is on-failure)"
-            out.append(Note(p.spec.name, "exited", p.reason))
+            out.append(Note(p.spec.name, NoteKind.EXITED, p.reason))
             return
-        out.append(Note(p.spec.name, "exited", p.last_exit))
+        out.append(Note(p.spec.name, NoteKind.EXITED, p.last_exit))
         if not p.want:
             return
         self._count_failure(p, now, None if was_ready else (ev.code if fault is None else -1), out)
@@ -613,7 +619,7 @@ class Core:
             p.backoff_until = None
             p.restart_pending = False
             p.reason = self._park_reason(p, n, now - p.failures[0])
-            out.append(Note(p.spec.name, "parked", p.reason))
+            out.append(Note(p.spec.name, NoteKind.PARKED, p.reason))
             out.append(Hold(p.spec.name))
             return
         delay = self.policy.backoff(n)
@@ -621,7 +627,7 @@ class Core:
         p.phase = Phase.BACKOFF
         p.backoff_until = now + delay
         p.reason = f"{p.last_exit}; restarting in {_seconds(delay)} (failure {n})"
-        out.append(Note(p.spec.name, "backoff", p.reason))
+        out.append(Note(p.spec.name, NoteKind.BACKOFF, p.reason))
 
     def _park_reason(self, p: Proc, n: int, span: float) -> str:
         within = f"{n} times within {_seconds(span)}"
@@ -651,7 +657,7 @@ class Core:
                 out.append(
                     Note(
                         p.spec.name,
-                        "kill",
+                        NoteKind.KILL,
                         f"did not stop within "
                         f"{_seconds(self.policy.stop_timeout_sec)}; sending SIGKILL",
                     )
@@ -660,7 +666,7 @@ class Core:
             if p.start_deadline is not None and now >= p.start_deadline and p.alive:
                 p.start_deadline = None
                 p.fault = f"not ready within {_seconds(p.spec.start_timeout_sec)}"
-                out.append(Note(p.spec.name, "start-timeout", p.fault))
+                out.append(Note(p.spec.name, NoteKind.START_TIMEOUT, p.fault))
                 self._begin_stop(p, now, "fault", out)
             if p.watchdog_deadline is not None and now >= p.watchdog_deadline and p.alive:
                 # A hung process will not handle SIGTERM: kill it outright.
@@ -671,7 +677,7 @@ class Core:
                 p.phase = Phase.STOPPING
                 p.stop_cause = "fault"
                 p.killed = True
-                out.append(Note(p.spec.name, "watchdog", p.fault))
+                out.append(Note(p.spec.name, NoteKind.WATCHDOG, p.fault))
                 out.append(Kill(p.spec.name, p.pid, _signal.SIGKILL, group=True))
             if p.backoff_until is not None and now >= p.backoff_until:
                 p.backoff_until = None
@@ -684,7 +690,7 @@ class Core:
         if p.removed or self.shutting_down:
             return
         if not p.want or p.phase in (Phase.FAILED, Phase.BACKOFF):
-            out.append(Note(p.spec.name, "command", "start requested"))
+            out.append(Note(p.spec.name, NoteKind.COMMAND, "start requested"))
         p.want = True
         if p.phase in (Phase.FAILED, Phase.BACKOFF):
             # An operator's start is a fresh chance: forget the failures.
@@ -696,7 +702,7 @@ class Core:
 
     def _stop_command(self, p: Proc, now: float, out: list[Action]) -> None:
         if p.want:
-            out.append(Note(p.spec.name, "command", "stop requested"))
+            out.append(Note(p.spec.name, NoteKind.COMMAND, "stop requested"))
         p.want = False
         p.reason = "stopped by an operator"
         p.restart_pending = False
@@ -710,7 +716,7 @@ class Core:
     def _restart_command(self, p: Proc, now: float, out: list[Action]) -> None:
         if p.removed or self.shutting_down:
             return
-        out.append(Note(p.spec.name, "command", "restart requested"))
+        out.append(Note(p.spec.name, NoteKind.COMMAND, "restart requested"))
         self._start_command(p, out)
         if p.alive:
             self._begin_stop(p, now, "restart", out)
@@ -740,14 +746,14 @@ class Core:
             if name not in wanted and not p.removed:
                 p.removed = True
                 p.want = False
-                out.append(Note(name, "removed", "no longer in the config; stopping"))
+                out.append(Note(name, NoteKind.REMOVED, "no longer in the config; stopping"))
                 if p.alive:
                     self._begin_stop(p, now, "removed", out)
         for name, spec in wanted.items():
             p_old = self.procs.get(name)
             if p_old is None or (p_old.removed and not p_old.alive and not p_old.spawning):
                 self.procs[name] = Proc(spec=spec)
-                out.append(Note(name, "added", "added by reload"))
+                out.append(Note(name, NoteKind.ADDED, "added by reload"))
             elif p_old.removed:
                 # Removed and re-added before it finished stopping: keep it, start afresh.
                 p_old.removed = False
@@ -758,7 +764,7 @@ class Core:
             elif p_old.spec != spec:
                 p_old.spec = spec
                 if p_old.alive:
-                    out.append(Note(name, "changed", "its command changed; restarting"))
+                    out.append(Note(name, NoteKind.CHANGED, "its command changed; restarting"))
                     self._begin_stop(p_old, now, "restart", out)
 
     # -- reconcile: start what should run ---------------------------------
@@ -831,5 +837,5 @@ class Core:
             self._begin_stop(hub, now, "shutdown", out)
         if not bots_alive and not hub_alive and not self.finished:
             self.finished = True
-            out.append(Note("supervisor", "finished", "every process has stopped"))
+            out.append(Note("supervisor", NoteKind.FINISHED, "every process has stopped"))
             out.append(Finished())

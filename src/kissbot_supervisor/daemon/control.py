@@ -31,6 +31,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ..runtime.log import Log
+
     Reply = Callable[[dict[str, Any]], None]
 
 GROUP = "kissbot"
@@ -82,12 +84,12 @@ class ControlServer:
         loop: Loop,
         path: Path,
         handler: Callable[[Request, Reply], None],
-        say: Callable[[str, str], None],
+        log: Log,
     ) -> None:
         self.loop = loop
         self.path = path
         self._handler = handler
-        self._say = say
+        self._log = log
         self._clients: dict[int, _Client] = {}
         # Event subscribers; the daemon builds no event at all while this is empty.
         self.subscribers: list[_Client] = []
@@ -135,7 +137,7 @@ class ControlServer:
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
             pid, uid, gid = _UCRED.unpack(creds)
             if not peer_allowed(uid, gid, os.getuid()):
-                self._say("control", f"refused a client (PID {pid}, UID {uid}): not allowed")
+                self._log.info("control", f"refused a client (PID {pid}, UID {uid}): not allowed")
                 with contextlib.suppress(OSError):
                     conn.sendall(
                         encode(
@@ -158,7 +160,7 @@ class ControlServer:
             self.loop.add_reader(conn.fileno(), lambda c=client: self._read(c))  # type: ignore[misc]
 
     def _accept_failed(self, e: OSError) -> None:
-        self._say("control", f"accept failed: {e.strerror}")
+        self._log.info("control", f"accept failed: {e.strerror}")
 
     def _read(self, client: _Client) -> None:
         try:
@@ -205,7 +207,7 @@ class ControlServer:
         try:
             self._handler(request, reply)
         except Exception as e:  # a bug must cost one answer, not the supervisor
-            self._say("control", f"internal error on {request.cmd}: {e!r}")
+            self._log.info("control", f"internal error on {request.cmd}: {e!r}")
             reply({"ok": False, "error": f"internal error: {e}"})
 
     def _reply(self, client: _Client, response: dict[str, Any]) -> None:
@@ -230,7 +232,7 @@ class ControlServer:
             return
         if len(client.outbuf) > MAX_PENDING_OUT:
             if client.subscribed:
-                self._say(
+                self._log.info(
                     "control",
                     f"dropped an events subscriber: it left {len(client.outbuf)} bytes unread",
                 )

@@ -11,27 +11,27 @@ or ordering.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .. import __version__, core
 from ..config.load import Config, ConfigError, load_config
 from ..config.paths import default_runtime_dir
 from ..config.specs import build_policy, build_specs
-from ..core.commands import Before, result, settled, wait_limit
-from ..core.records import record
 from ..kissbot.filecommands import FileInterfaces, bot_states, write_atomically
 from ..observe.observer import Observer
-from ..protocol import Request, process_entry, status_object
+from ..protocol import ALARMS
+from ..runtime.log import Log
 from ..runtime.loop import Loop, Timer
+from ..runtime.resources import raise_fd_limit, release_memory
 from ..runtime.selfnotify import SelfNotifier
-from ..tokens.gate import TokenGate, check_token_source
+from ..tokens.gate import TokenGate
 from .control import ControlServer
+from .launch import LaunchOptions
+from .requests import Requests
+from .status import build_status, summary
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
 TYPE_CHECKING = False
@@ -40,67 +40,9 @@ if TYPE_CHECKING:
 
     from ..backends.native.backend import NativeBackend
     from ..backends.systemd.backend import SystemdBackend
-    from ..protocol import Status, SupervisorInfo
-    from .control import Reply
+    from ..status import Status
 
     Backend = NativeBackend | SystemdBackend
-
-
-def release_memory() -> None:
-    """Hand the heap that start-up used (config parsing, 100 forks' worth of
-    environment copies) back to the system: the supervisor then idles small."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-def raise_fd_limit() -> None:
-    """Four descriptors per process (pipe, pidfd, lock, log): 300 bots pass 1024."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-class StartupError(Exception):
-    """The supervisor cannot start; the message says why."""
-
-
-@record
-class LaunchOptions:
-    workdir: Path
-    config_path: str
-    flags: Mapping[str, Any]
-    interactive: bool = False
-
-
-class Logger:
-    """Supervisor log lines on stderr; journald priorities when run by systemd."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
-        self.journal = "JOURNAL_STREAM" in os.environ
-
-    def say(self, name: str, message: str, level: int = 6) -> None:
-        if self.journal:
-            line = f"<{level}>{name}: {message}\n"
-        else:
-            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {name}: {message}\n"
-        try:
-            self.stream.write(line)
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed terminal must not take supervision down with it
-
-
-WARNING_KINDS = frozenset(
-    {"parked", "watchdog", "start-timeout", "spawn-failed", "kill", "blocked"}
-)
 
 
 class Supervisor:
@@ -109,11 +51,11 @@ class Supervisor:
         launch: LaunchOptions,
         cfg: Config,
         backend_kind: str = "native",
-        log: Logger | None = None,
+        log: Log | None = None,
     ) -> None:
         self.launch = launch
         self.cfg = cfg
-        self.log = log or Logger()
+        self.log = log or Log()
         self.loop = Loop()
         self.started_at = time.time()
         self._queue: deque[core.Event] = deque()
@@ -126,13 +68,19 @@ class Supervisor:
         self.control_path = (
             cfg.resolve(s.control_socket) if s.control_socket else self.runtime_dir / "control.sock"
         )
-        self.tokens = TokenGate(cfg, self.loop, self._on_token_change, self.log.say)
+        self.tokens = TokenGate(cfg, self.loop, self._on_token_change, self.log)
         self.backend_kind = backend_kind
         self.core = core.Core(build_specs(cfg), self._policy(cfg))
         self.backend: Backend = self._make_backend()
-        self.control = ControlServer(
-            self.loop, self.control_path, self.handle_request, self.log.say
+        self.requests = Requests(
+            self.loop,
+            self.core,
+            self.feed,
+            self.status,
+            self._metrics,  # the observer comes later: it needs the control socket
+            self.reload,
         )
+        self.control = ControlServer(self.loop, self.control_path, self.requests.handle, self.log)
         self.selfnotify = SelfNotifier(self.loop)
         # Events, metrics (command, log, HTTP) and the on_failure hook.
         self.observer = Observer(
@@ -141,7 +89,7 @@ class Supervisor:
             self.core,
             self.tokens,
             self.status,
-            self.log.say,
+            self.log,
             self.started_at,
             cfg,
         )
@@ -151,13 +99,12 @@ class Supervisor:
             self.loop,
             cfg.workdir / "pids",
             lambda: bot_states(self.cfg.channels, self.core.procs),
-            self.handle_request,
-            self.log.say,
+            self.requests.handle,
+            self.log,
         )
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
         self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
-        self._waiters: list[_Waiter] = []
 
     def _policy(self, cfg: Config) -> core.Policy:
         return build_policy(cfg, backend_watchdog=self.backend_kind == "systemd")
@@ -180,7 +127,7 @@ class Supervisor:
                 cfg.resolve(s.hub_socket),
                 self.runtime_dir,
                 self.feed,
-                self.log.say,
+                self.log,
                 self.tokens.secret_for,
             )
         # Each backend is imported only when chosen: neither is resident in the other's daemon.
@@ -197,7 +144,7 @@ class Supervisor:
                 hub_socket=cfg.resolve(s.hub_socket),
             ),
             self.feed,
-            self.log.say,
+            self.log,
             self.tokens.secret_for,
         )
 
@@ -217,8 +164,8 @@ class Supervisor:
         finally:
             self._feeding = False
         self._arm_timer()
-        self._check_waiters()
-        self.selfnotify.status(self.summary())
+        self.requests.check_waiters()
+        self.selfnotify.status(summary(self.core))
         if self._trim_when_settled and self._settled():
             # Once, after a start or reload: the burst of starting a fleet (under
             # systemd, hundreds of D-Bus signals parsed into objects) grew the heap
@@ -235,9 +182,8 @@ class Supervisor:
     def _carry_out(self, action: core.Action) -> None:
         match action:
             case core.Note(name, kind, message):
-                self.log.say(name, message, 4 if kind in WARNING_KINDS else 6)
-                if kind not in ("started",):
-                    self.backend.note(name, message)
+                (self.log.warning if kind in ALARMS else self.log.info)(name, message)
+                self.backend.note(name, kind, message)
                 self.observer.on_note(name, kind, message)
             case core.Finished():
                 self._finished = True
@@ -273,7 +219,7 @@ class Supervisor:
         self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         self._write_pidfile()
         raise_fd_limit()
-        self.log.say(
+        self.log.info(
             "supervisor",
             f"kissbot-supervisor {__version__} ({self.backend.name} backend) "
             f"in {self.cfg.workdir}: "
@@ -287,7 +233,7 @@ class Supervisor:
         gates = [core.Gate(name, *self.tokens.gate(name)) for name in self.core.names()]
         self.feed(core.Batch((*adopted, core.Gates(tuple(gates)))))
         self.files.start()  # a command file left waiting sees the adopted fleet
-        self.selfnotify.ready(self.summary())
+        self.selfnotify.ready(summary(self.core))
         release_memory()
         try:
             self.loop.run()
@@ -298,7 +244,7 @@ class Supervisor:
     def _on_stop_signal(self) -> None:
         if self.core.shutting_down:
             # A second signal: the operator does not want to wait for the stop timeouts.
-            self.log.say("supervisor", "second stop signal: killing every process now", 4)
+            self.log.warning("supervisor", "second stop signal: killing every process now")
             self.loop.stop()
             return
         self.selfnotify.stopping()
@@ -320,7 +266,7 @@ class Supervisor:
                 self.pidfile.unlink()
         except OSError:
             pass
-        self.log.say("supervisor", "stopped")
+        self.log.info("supervisor", "stopped")
 
     def _write_pidfile(self) -> None:
         try:
@@ -328,7 +274,18 @@ class Supervisor:
             # At once and 0644 (not 0600 under UMask=0077): scripts `kill -HUP $(cat ...)`.
             write_atomically(self.pidfile, f"{os.getpid()}\n")
         except OSError as e:
-            self.log.say("supervisor", f"cannot write {self.pidfile}: {e.strerror}", 4)
+            self.log.warning("supervisor", f"cannot write {self.pidfile}: {e.strerror}")
+
+    # -- status ----------------------------------------------------------------
+
+    def _metrics(self) -> str:
+        return self.observer.metrics_text()
+
+    def status(self) -> Status:
+        now = self.loop.now()
+        return build_status(
+            self.core, self.cfg, self.backend.name, self.control_path, self.started_at, now
+        )
 
     # -- reload ------------------------------------------------------------------
 
@@ -346,7 +303,7 @@ class Supervisor:
             policy = self._policy(cfg)
             self.tokens.check_config(cfg)
         except ConfigError as e:
-            self.log.say("supervisor", f"reload refused, nothing changed: {e}", 3)
+            self.log.error("supervisor", f"reload refused, nothing changed: {e}")
             return {"ok": False, "error": f"reload refused, nothing changed: {e}"}
         old = {n: self.core.procs[n].spec for n in self.core.names()}
         new = {s.name: s for s in specs}
@@ -359,7 +316,7 @@ class Supervisor:
         self.tokens.update_config(cfg)
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
         self.observer.configure(cfg)
-        self.log.say(
+        self.log.info(
             "supervisor",
             "reloaded: " + "; ".join(f"{k} {', '.join(v) or 'none'}" for k, v in changes.items()),
         )
@@ -370,198 +327,3 @@ class Supervisor:
         return {"ok": True, "changes": changes}
 
     # -- status and control --------------------------------------------------
-
-    def summary(self) -> str:
-        bots = [p for n, p in self.core.procs.items() if n != core.HUB]
-        running = sum(p.phase is core.Phase.RUNNING for p in bots)
-        text = f"{running}/{len(bots)} bots running"
-        hub = self.core.procs.get(core.HUB)
-        if hub is not None:
-            text += ", hub ready" if hub.phase is core.Phase.RUNNING else f", hub {hub.phase}"
-        if self.core.shutting_down:
-            text = "stopping: " + text
-        return text
-
-    def status(self) -> Status:
-        from ..runtime.procinfo import rss_bytes
-
-        entries = []
-        for st in self.core.status(self.loop.now()):
-            entry = process_entry(
-                st.name,
-                state=str(st.state),
-                want=st.want,
-                pid=st.pid,
-                uptime_s=st.uptime_s,
-                restarts=st.restarts,
-                rss_bytes=rss_bytes(st.pid),
-                last_exit=st.last_exit,
-                token_state=st.token_state,
-                reason=st.reason,
-                status_text=st.status_text,
-            )
-            if st.name == core.HUB:
-                entry["socket"] = str(self.cfg.settings.hub_socket)
-            entries.append(entry)
-        supervisor: SupervisorInfo = {
-            "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.started_at, 3),
-            "version": __version__,
-            "config": str(self.cfg.config_file),
-            "workdir": str(self.cfg.workdir),
-            "control_socket": str(self.control_path),
-            "logs_dir": str(self.cfg.resolve(self.cfg.settings.logs_dir)),
-            "rss_bytes": rss_bytes(os.getpid()),
-            "summary": self.summary(),
-        }
-        return status_object(self.backend.name, supervisor, entries)
-
-    def handle_request(self, request: Request, reply: Reply) -> None:
-        if request.cmd == "status":
-            reply({"ok": True, "status": self.status()})
-            return
-        if request.cmd == "metrics":
-            reply({"ok": True, "metrics": self.observer.metrics_text()})
-            return
-        if request.cmd == "reload":
-            reply(self.reload())
-            return
-        names = self._resolve(request.names)
-        if isinstance(names, str):
-            reply({"ok": False, "error": names})
-            return
-        before = {n: Before(self.core.procs[n].phase, self.core.procs[n].pid) for n in names}
-        event: core.Event
-        if request.cmd == "start":
-            event = core.Start(tuple(names))
-        elif request.cmd == "stop":
-            event = core.Stop(tuple(names))
-        else:
-            event = core.Restart(tuple(names))
-        limit = max(wait_limit(request.cmd, self.core.procs[n], self.core.policy) for n in names)
-        waiter = _Waiter(request.cmd, before, reply)
-        waiter.timer = self.loop.call_later(limit, lambda: self._answer(waiter))
-        self._waiters.append(waiter)
-        self.feed(event)
-
-    def _check_waiters(self) -> None:
-        for w in list(self._waiters):
-            if all(settled(w.cmd, self.core.procs.get(n), b) for n, b in w.before.items()):
-                self._answer(w)
-
-    def _answer(self, w: _Waiter) -> None:
-        if w not in self._waiters:
-            return
-        self._waiters.remove(w)
-        if w.timer is not None:
-            w.timer.cancel()
-        results = [result(w.cmd, n, self.core.procs.get(n), b) for n, b in w.before.items()]
-        w.reply({"ok": True, "results": results})
-
-    def _resolve(self, names: tuple[str, ...]) -> list[str] | str:
-        known = self.core.names()
-        out: list[str] = []
-        for name in names:
-            if name == "all":
-                out.extend(n for n in known if n not in out)
-            elif name in self.core.procs and not self.core.procs[name].removed:
-                if name not in out:
-                    out.append(name)
-            else:
-                listed = ", ".join(known) or "none"
-                return f"unknown process {name!r} (known: {listed}, or all)"
-        return out
-
-
-@record(frozen=False)
-class _Waiter:
-    cmd: str
-    before: dict[str, Before]
-    reply: Reply
-    timer: Timer | None = None
-
-
-def _load(launch: LaunchOptions) -> tuple[Config, tuple[core.ProcessSpec, ...]]:
-    try:
-        cfg = load_config(
-            launch.workdir,
-            launch.config_path,
-            launch.flags,
-            interactive=launch.interactive,
-            isolate=True,
-        )
-        specs = build_specs(cfg)
-        check_token_source(cfg)
-    except ConfigError as e:
-        raise StartupError(str(e)) from None
-    return cfg, specs
-
-
-def check_config(launch: LaunchOptions) -> str:
-    """``--check-config``: what would run, or StartupError."""
-    cfg, specs = _load(launch)
-    lines = [f"{cfg.config_file}: OK, {len(cfg.channels)} channels"]
-    lines += [f"  {spec.name}: {' '.join(spec.argv)}" for spec in specs]
-    return "\n".join(lines)
-
-
-def choose_backend(wanted: str, say: Callable[[str, str], None]) -> str:
-    """``auto``: systemd when PID 1 is systemd and its bus is there, else native."""
-    if wanted == "native":
-        return "native"
-    from ..backends.systemd.backend import systemd_available
-
-    why_not = systemd_available()
-    if why_not is None:
-        return "systemd"
-    if wanted == "systemd":
-        raise StartupError(f"supervisor.backend is systemd, but {why_not}; use --backend native")
-    say("supervisor", f"using the native backend: {why_not}")
-    return "native"
-
-
-def export_static_units(launch: LaunchOptions, directory: Path) -> list[Path]:
-    """``kissbot-supervisor export-units DIR``: static unit files for this config."""
-    import subprocess
-
-    from ..backends.systemd.export import export_units
-    from ..backends.systemd.messages import parse_version_text
-    from ..backends.systemd.units import UnitError, options_from_config
-
-    cfg, specs = _load(launch)
-    try:  # the version decides RestartSteps & co.; 252 (Debian 12) when unknown
-        out = subprocess.run(
-            ["systemctl", "--version"], capture_output=True, text=True, check=False, timeout=10
-        ).stdout.split()
-        version = parse_version_text(out[1]) if len(out) > 1 else 252
-    except (OSError, ValueError, subprocess.SubprocessError):
-        version = 252
-    opts = options_from_config(cfg, build_policy(cfg), version)
-    try:
-        files = export_units(specs, opts)
-    except UnitError as e:
-        raise StartupError(str(e)) from None
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, content in files:
-        path = directory / name
-        path.write_text(content)
-        written.append(path)
-    return written
-
-
-def make_supervisor(launch: LaunchOptions) -> Supervisor:
-    cfg, _specs = _load(launch)
-    log = Logger()
-    kind = choose_backend(cfg.settings.backend, log.say)
-    try:
-        return Supervisor(launch, cfg, kind, log)
-    except Exception as e:
-        from ..backends.systemd.bus import BusError
-
-        if kind == "systemd" and cfg.settings.backend == "auto" and isinstance(e, BusError):
-            log.say("supervisor", f"using the native backend: {e}")
-            return Supervisor(launch, cfg, "native", log)
-        if isinstance(e, BusError):
-            raise StartupError(str(e)) from None
-        raise

@@ -15,8 +15,13 @@ The parsing and the reply strings are pure functions (tested without I/O);
 only (no polling, no timer), and reads a file only once its writer has closed
 it (``IN_CLOSE_WRITE``) or renamed it into place (``IN_MOVED_TO``), so a file
 still being written is never read early. Commands go through the same
-request path as ``kissbotctl`` (:meth:`daemon.Supervisor.handle_request`),
+request path as ``kissbotctl`` (:meth:`..daemon.requests.Requests.handle`),
 so they wait for their outcome the same way.
+
+Why one module of 600 lines: the command listener and the broadcast relay
+share one watch of ``pids/``, KissBot's file rules (no symlinks, regular
+files only, whole files) and one wake-up; the pure parsing of their lines is
+at the top, the I/O in :class:`FileInterfaces`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from ..config.load import check_login
 from ..config.settings import SettingValueError
 from ..core.records import record
 from ..protocol import Request
-from ..runtime.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MODIFY, IN_MOVED_TO, Inotify
+from ..runtime.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MODIFY, IN_MOVED_TO, Subscription
 from ..runtime.loop import Loop, Timer
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .. import core
+    from ..runtime.inotify import Events
+    from ..runtime.log import Log
 
     Reply = Callable[[dict[str, Any]], None]
     Say = Callable[..., None]
@@ -279,16 +286,16 @@ class FileInterfaces:
         pids_dir: Path,
         bots: BotStates,
         request: Callable[[Request, Reply], None],
-        say: Say,
+        log: Log,
     ) -> None:
         self.loop = loop
         self.pids_dir = pids_dir
         self._bots = bots
         self._request = request
-        self._say = say
+        self._log = log
         self.commands_on = False
         self.relay_on = False
-        self._inotify: Inotify | None = None
+        self._watch: Subscription | None = None
         self._started = False
         self._closed = False
         self._busy = False  # a command is waiting for its outcome
@@ -314,8 +321,8 @@ class FileInterfaces:
         self.commands_on, self.relay_on = commands, relay
         if not relay and self._queued:
             held = sum(len(q) for q in self._queued.values())
-            self._say(
-                "supervisor.broadcast", f"relay switched off: {held} held broadcasts dropped", 4
+            self._log.warning(
+                "supervisor.broadcast", f"relay switched off: {held} held broadcasts dropped"
             )
             self._queued.clear()
         if not commands:
@@ -328,18 +335,14 @@ class FileInterfaces:
                 mask |= IN_DELETE | IN_MOVED_FROM  # a bot consumed its inbox
             try:
                 self.pids_dir.mkdir(parents=True, exist_ok=True)
-                self._inotify = Inotify()
-                self._inotify.watch(self.pids_dir, mask)
+                self._watch = self.loop.watches.subscribe(self.pids_dir, mask, self._on_files)
             except OSError as e:
-                self._unwatch()
-                self._say(
+                self._log.error(
                     "supervisor",
                     f"cannot watch {self.pids_dir} for KissBot's command and broadcast files: "
                     f"{e.strerror or e}; they are not answered",
-                    3,
                 )
                 return
-            self.loop.add_reader(self._inotify.fileno(), self._on_inotify)
         if self._started:
             # The watch is new: what was switched on now is looked at as at
             # start-up; what stayed on, as after a missed event.
@@ -361,20 +364,17 @@ class FileInterfaces:
             self._pickup = None
 
     def _unwatch(self) -> None:
-        if self._inotify is not None:
-            self.loop.remove_reader(self._inotify.fileno())
-            self._inotify.close()
-            self._inotify = None
+        if self._watch is not None:
+            self.loop.watches.cancel(self._watch)
+            self._watch = None
 
     # -- waking up -------------------------------------------------------------
 
-    def _on_inotify(self) -> None:
-        if self._inotify is None:
-            return
+    def _on_files(self, events: Events) -> None:
         broadcast = False
         consumed: set[str] = set()
-        for directory, name, mask in self._inotify.read():
-            if directory is None:  # queue overflow: look at everything
+        for name, mask in events:
+            if name is None:  # queue overflow: look at everything
                 self._look(commands=self.commands_on, relay=self.relay_on, start=False)
                 continue
             if name == CMD_FILE:
@@ -432,13 +432,12 @@ class FileInterfaces:
         try:
             path.unlink()
         except OSError as e:
-            self._say("supervisor", f"cannot remove the stale {path}: {e.strerror}", 4)
+            self._log.warning("supervisor", f"cannot remove the stale {path}: {e.strerror}")
             return
-        self._say(
+        self._log.warning(
             "supervisor",
             f"removed {path.name}, written {age:.0f} s ago while no supervisor listened "
             f"(its client gave up after {CLIENT_WAIT_SEC:.0f} s)",
-            4,
         )
 
     def _consume(self, path: Path, limit: int) -> bytes | None:
@@ -449,12 +448,12 @@ class FileInterfaces:
         except FileNotFoundError:
             return None
         except OSError as e:
-            self._say("supervisor", f"cannot read {path}: {e.strerror}", 4)
+            self._log.warning("supervisor", f"cannot read {path}: {e.strerror}")
             return None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                self._say("supervisor", f"{path} is not a regular file; left alone", 4)
+                self._log.warning("supervisor", f"{path} is not a regular file; left alone")
                 return None
             chunks: list[bytes] = []
             size = 0
@@ -465,7 +464,7 @@ class FileInterfaces:
                 chunks.append(chunk)
                 size += len(chunk)
         except OSError as e:
-            self._say("supervisor", f"cannot read {path}: {e.strerror}", 4)
+            self._log.warning("supervisor", f"cannot read {path}: {e.strerror}")
             return None
         finally:
             os.close(fd)
@@ -522,9 +521,9 @@ class FileInterfaces:
         try:
             write_atomically(path, reply)  # no trailing newline, as the old supervisor
         except OSError as e:
-            self._say("supervisor.cmd", f"{shown}: cannot write {path}: {e.strerror}", 3)
+            self._log.error("supervisor.cmd", f"{shown}: cannot write {path}: {e.strerror}")
             return
-        self._say("supervisor.cmd", f"{shown} -> {reply}")
+        self._log.info("supervisor.cmd", f"{shown} -> {reply}")
 
     # -- broadcasts ------------------------------------------------------------
 
@@ -534,22 +533,21 @@ class FileInterfaces:
         if data is None:
             return
         if len(data) > MAX_BROADCAST_BYTES:
-            self._say(
+            self._log.warning(
                 "supervisor.broadcast",
                 f"dropped {path.name}: over {MAX_BROADCAST_BYTES} bytes "
                 "(expected UNIX_TS|SOURCE_CHANNEL|MESSAGE lines)",
-                4,
             )
             return
         broadcasts, problems = parse_broadcasts(data)
         for problem in problems:
-            self._say("supervisor.broadcast", f"dropped {path.name} {problem}", 4)
+            self._log.warning("supervisor.broadcast", f"dropped {path.name} {problem}")
         bots = self._bots() if broadcasts else []
         for broadcast in broadcasts:
             targets = relay_targets(broadcast.source, bots)
             for channel in targets:
                 self._deliver(channel, inbox_line(broadcast))
-            self._say(
+            self._log.info(
                 "supervisor.broadcast",
                 f"from {broadcast.source}: relayed to {len(targets)} bots "
                 f"({', '.join(targets) or 'none running'})",
@@ -567,11 +565,10 @@ class FileInterfaces:
         queue = self._queued.setdefault(channel, deque())
         if len(queue) >= MAX_QUEUED:
             dropped = queue.popleft()
-            self._say(
+            self._log.warning(
                 "supervisor.broadcast",
                 f"{channel} has not read its inbox for {MAX_QUEUED} broadcasts; "
                 f"dropped the oldest, {_shown(dropped.rstrip())}",
-                4,
             )
         queue.append(line)
         self._flush(channel)
@@ -589,7 +586,7 @@ class FileInterfaces:
         except FileNotFoundError:
             pass
         except OSError as e:
-            self._say("supervisor.broadcast", f"cannot look at {path}: {e.strerror}", 4)
+            self._log.warning("supervisor.broadcast", f"cannot look at {path}: {e.strerror}")
             return
         line = queue.popleft()
         if not queue:
@@ -597,8 +594,7 @@ class FileInterfaces:
         try:
             write_atomically(path, line)
         except OSError as e:
-            self._say(
+            self._log.error(
                 "supervisor.broadcast",
                 f"cannot write {path}: {e.strerror}; dropped {_shown(line.rstrip())}",
-                3,
             )

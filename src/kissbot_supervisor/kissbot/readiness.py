@@ -11,8 +11,12 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
+from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO
 from ..runtime.loop import Loop, Timer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..runtime.inotify import Events
 
 SOCKET_PROBE_SEC = 0.05
 # Flag files a KissBot bot leaves behind when killed (it has no SIGTERM handler).
@@ -37,9 +41,9 @@ class ReadinessWatcher:
         self._on_ready = on_ready
         self._files: set[str] = set()  # names waiting for pids/NAME.ready
         self._probes: dict[str, Timer] = {}
-        self._inotify = Inotify()
-        self._inotify.watch(pids_dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)
-        loop.add_reader(self._inotify.fileno(), self._on_inotify)
+        self._watch = loop.watches.subscribe(
+            pids_dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE, self._on_files
+        )
 
     def watch(self, name: str, mode: str) -> None:
         """Start waiting for ``name`` (``file`` or ``socket`` mode; others are not ours)."""
@@ -61,9 +65,9 @@ class ReadinessWatcher:
         self.forget(name)
         self._on_ready(name)
 
-    def _on_inotify(self) -> None:
-        for directory, filename, _mask in self._inotify.read():
-            if directory is None:  # queue overflow: look at every file we wait for
+    def _on_files(self, events: Events) -> None:
+        for filename, _mask in events:
+            if filename is None:  # queue overflow: look at every file we wait for
                 for name in list(self._files):
                     if (self.pids_dir / f"{name}.ready").exists():
                         self._ready(name)
@@ -88,5 +92,4 @@ class ReadinessWatcher:
     def close(self) -> None:
         for name in list(self._probes):
             self.forget(name)
-        self.loop.remove_reader(self._inotify.fileno())
-        self._inotify.close()
+        self.loop.watches.cancel(self._watch)

@@ -10,6 +10,7 @@ reach the hook.
 from __future__ import annotations
 
 from ..core import HUB
+from ..protocol import NoteKind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 # the process in backoff, or parks it when it has failed too often). A clean
 # exit that is not restarted, an operator's stop, and a Note about a restart
 # someone asked for are not failures.
-HOOK_KINDS = frozenset({"backoff", "parked"})
+HOOK_KINDS = frozenset({NoteKind.BACKOFF, NoteKind.PARKED})
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

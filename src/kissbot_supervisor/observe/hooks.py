@@ -23,9 +23,10 @@ from ..core import describe_exit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
+    from ..runtime.log import Log
     from ..runtime.loop import Loop, Timer
 
 MAX_RUNNING = 4
@@ -49,9 +50,9 @@ class _Run:
 
 
 class HookRunner:
-    def __init__(self, loop: Loop, say: Callable[[str, str, int], None]) -> None:
+    def __init__(self, loop: Loop, log: Log) -> None:
         self.loop = loop
-        self._say = say
+        self._log = log
         self._spawner: Spawner | None = None
         self._runs: dict[int, _Run] = {}
 
@@ -69,14 +70,14 @@ class HookRunner:
     ) -> None:
         """Start one run for ``label`` (the process that failed), or log why not."""
         if len(self._runs) >= MAX_RUNNING:
-            self._say(SOURCE, f"{label}: not run, {MAX_RUNNING} runs are still going", 4)
+            self._log.warning(SOURCE, f"{label}: not run, {MAX_RUNNING} runs are still going")
             return
         if self._spawner is None:
             self._spawner = Spawner()
         try:
             child = self._spawner.spawn(argv, cwd=str(cwd), env=env)
         except SpawnError as e:
-            self._say(SOURCE, f"{label}: could not run {argv[0]!r}: {e}", 4)
+            self._log.warning(SOURCE, f"{label}: could not run {argv[0]!r}: {e}")
             return
         run = _Run(label, child.pid, os.pidfd_open(child.pid), child.output_fd, child.report_fd)
         self._runs[run.pid] = run
@@ -105,7 +106,7 @@ class HookRunner:
             run.lines += 1
             if run.lines <= MAX_LINES:
                 text = line.decode("utf-8", "replace").rstrip("\r")[:MAX_LINE_CHARS]
-                self._say(SOURCE, f"{run.label}: {text}", 6)
+                self._log.info(SOURCE, f"{run.label}: {text}")
 
     def _close_output(self, run: _Run) -> None:
         if run.output_fd < 0:
@@ -118,7 +119,7 @@ class HookRunner:
 
     def _on_timeout(self, run: _Run, timeout: float) -> None:
         run.timer = None
-        self._say(SOURCE, f"{run.label}: still running after {timeout:g} s; killing it", 4)
+        self._log.warning(SOURCE, f"{run.label}: still running after {timeout:g} s; killing it")
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(run.pid, signal.SIGKILL)
 
@@ -147,16 +148,18 @@ class HookRunner:
                     self._take(run, data)
             self._close_output(run)
         if run.lines > MAX_LINES:
-            self._say(SOURCE, f"{run.label}: {run.lines - MAX_LINES} more output lines dropped", 6)
+            self._log.info(
+                SOURCE, f"{run.label}: {run.lines - MAX_LINES} more output lines dropped"
+            )
         report = read_report(run.report_fd)
         os.close(run.report_fd)
         if report:
-            self._say(SOURCE, f"{run.label}: {report.decode('utf-8', 'replace')}", 4)
+            self._log.warning(SOURCE, f"{run.label}: {report.decode('utf-8', 'replace')}")
             return
         if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0:
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-            self._say(SOURCE, f"{run.label}: {describe_exit(code, sig)}", 4)
+            self._log.warning(SOURCE, f"{run.label}: {describe_exit(code, sig)}")
 
     def close(self) -> None:
         """Kill and reap every run (the supervisor is stopping)."""

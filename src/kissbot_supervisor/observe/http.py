@@ -28,6 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..runtime.log import Log
     from ..runtime.loop import Loop, Timer
 
 MAX_CLIENTS = 16
@@ -99,12 +100,12 @@ class MetricsHttpServer:
         loop: Loop,
         listen: str,
         metrics: Callable[[], str],
-        say: Callable[[str, str, int], None],
+        log: Log,
     ) -> None:
         self.loop = loop
         self.listen = listen
         self._metrics = metrics
-        self._say = say
+        self._log = log
         self._conns: dict[int, _Conn] = {}
         family, host, port = split_listen(listen)
         self._unix_path = host if family == "unix" else None
@@ -130,11 +131,10 @@ class MetricsHttpServer:
         self.sock.setblocking(False)
         loop.add_reader(self.sock.fileno(), self._accept)
         if not is_loopback(family, host):
-            say(
+            log.warning(
                 "metrics",
                 f"serving metrics on {listen}, which is not a loopback address: anyone who "
                 "can reach it sees process names, states and figures (never tokens)",
-                4,
             )
 
     @property
@@ -163,7 +163,7 @@ class MetricsHttpServer:
             c.timer = self.loop.call_later(CLIENT_TIMEOUT, lambda c=c: self._close(c))  # type: ignore[misc]
 
     def _accept_failed(self, e: OSError) -> None:
-        self._say("metrics", f"accept failed on {self.listen}: {e.strerror}", 4)
+        self._log.warning("metrics", f"accept failed on {self.listen}: {e.strerror}")
 
     def _read(self, c: _Conn) -> None:
         try:
@@ -180,7 +180,7 @@ class MetricsHttpServer:
             try:
                 c.outbuf = respond(c.inbuf, self._metrics)
             except Exception as e:  # a bug costs one answer, not the supervisor
-                self._say("metrics", f"internal error while serving {PATH}: {e!r}", 3)
+                self._log.error("metrics", f"internal error while serving {PATH}: {e!r}")
                 c.outbuf = _plain(500, "internal error; see the supervisor log")
         elif len(c.inbuf) > MAX_REQUEST:
             c.outbuf = _plain(431, f"the request head is over {MAX_REQUEST} bytes")

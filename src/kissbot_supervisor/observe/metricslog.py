@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from ..runtime.log import Log
     from ..runtime.loop import Loop, Timer
 
 
@@ -26,13 +27,13 @@ class MetricsLog:
         path: Path,
         interval: float,
         line: Callable[[], bytes],
-        say: Callable[[str, str, int], None],
+        log: Log,
     ) -> None:
         self.loop = loop
         self.path = path
         self.interval = interval
         self._line = line
-        self._say = say
+        self._log = log
         self._failing = False
         self._next = loop.now() + interval
         self._timer: Timer | None = loop.call_at(self._next, self._on_timer)
@@ -58,16 +59,15 @@ class MetricsLog:
         except OSError as e:
             if not self._failing:
                 self._failing = True
-                self._say(
+                self._log.warning(
                     "metrics",
                     f"cannot write the metrics log {self.path}: {e.strerror or e}; "
                     "lines are dropped until it works again",
-                    4,
                 )
             return
         if self._failing:
             self._failing = False
-            self._say("metrics", f"writing the metrics log {self.path} again", 6)
+            self._log.info("metrics", f"writing the metrics log {self.path} again")
 
     def close(self) -> None:
         if self._timer is not None:

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
     from ..config.load import Config
     from ..core import Core
-    from ..protocol import Status
+    from ..runtime.log import Log
     from ..runtime.loop import Loop
+    from ..status import Status
     from ..tokens.gate import TokenGate
     from .hooks import HookRunner
     from .http import MetricsHttpServer
@@ -49,7 +50,7 @@ class Observer:
         core: Core,
         tokens: TokenGate,
         status: Callable[[], Status],
-        say: Callable[[str, str, int], None],
+        log: Log,
         started_at: float,
         cfg: Config,
     ) -> None:
@@ -58,12 +59,12 @@ class Observer:
         self.core = core
         self.tokens = tokens
         self._status = status
-        self._say = say
+        self._log = log
         self.started_at = started_at
         # PATH and LANG for the hook, read once: the rest of our environment never goes.
         self._inherited = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
         self._hooks: HookRunner | None = None
-        self._log: MetricsLog | None = None
+        self._metrics_log: MetricsLog | None = None
         self._http: MetricsHttpServer | None = None
         self.cfg = cfg
         self.configure(cfg)
@@ -75,15 +76,17 @@ class Observer:
         self.cfg = cfg
         s = cfg.settings
         path = cfg.resolve(s.metrics_path) if s.metrics_path else None
-        log = self._log
-        if log is not None and (log.path != path or log.interval != s.metrics_interval_sec):
-            log.close()
-            self._log = log = None
-        if log is None and path is not None:
+        current = self._metrics_log
+        if current is not None and (
+            current.path != path or current.interval != s.metrics_interval_sec
+        ):
+            current.close()
+            self._metrics_log = current = None
+        if current is None and path is not None:
             from .metricslog import MetricsLog
 
-            self._log = MetricsLog(
-                self.loop, path, s.metrics_interval_sec, self.log_line, self._say
+            self._metrics_log = MetricsLog(
+                self.loop, path, s.metrics_interval_sec, self.log_line, self._log
             )
         if self._http is not None and self._http.listen != s.metrics_listen:
             self._http.close()
@@ -93,14 +96,13 @@ class Observer:
 
             try:
                 self._http = MetricsHttpServer(
-                    self.loop, s.metrics_listen, self.metrics_text, self._say
+                    self.loop, s.metrics_listen, self.metrics_text, self._log
                 )
             except OSError as e:
-                self._say(
+                self._log.error(
                     "metrics",
                     f"cannot serve metrics on {s.metrics_listen} (supervisor.metrics.listen): "
                     f"{e.strerror or e}; `kissbotctl metrics` still works",
-                    3,
                 )
 
     # -- notes ---------------------------------------------------------------------
@@ -114,7 +116,7 @@ class Observer:
             if self._hooks is None:
                 from .hooks import HookRunner
 
-                self._hooks = HookRunner(self.loop, self._say)
+                self._hooks = HookRunner(self.loop, self._log)
             env = hook_environment(
                 self.core, name, kind, message, self.cfg.workdir, self._inherited
             )
@@ -156,8 +158,8 @@ class Observer:
         return log_line(self.snapshot())
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
+        if self._metrics_log is not None:
+            self._metrics_log.close()
         if self._http is not None:
             self._http.close()
         if self._hooks is not None:

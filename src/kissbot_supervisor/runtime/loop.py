@@ -17,6 +17,10 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .inotify import DirectoryWatches
+
 Callback = Callable[[], None]
 
 
@@ -49,6 +53,7 @@ class Loop:
         self._signal_r: socket.socket | None = None
         self._signal_w: socket.socket | None = None
         self._stopped = False
+        self._watches: DirectoryWatches | None = None
         self.wakeups = 0  # returns from epoll_wait, for the benchmarks
 
     @staticmethod
@@ -56,6 +61,15 @@ class Loop:
         return time.monotonic()
 
     # -- file descriptors --------------------------------------------------
+
+    @property
+    def watches(self) -> DirectoryWatches:
+        """The loop's one inotify instance (runtime/inotify.py), made when first used."""
+        if self._watches is None:
+            from .inotify import DirectoryWatches
+
+            self._watches = DirectoryWatches(self)
+        return self._watches
 
     def add_reader(self, fd: int, callback: Callback) -> None:
         self._selector.register(fd, selectors.EVENT_READ, callback)
@@ -133,6 +147,8 @@ class Loop:
                 timer.callback()
 
     def close(self) -> None:
+        if self._watches is not None:
+            self._watches.close()
         if self._signal_r is not None:
             signal.set_wakeup_fd(-1)
             for signum in self._signal_handlers:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config.load import Config, ConfigError
 from ..core import HUB
-from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify
+from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Subscription
 from ..runtime.loop import Loop, Timer
 from .states import (
     EXPIRING_WITHIN,
@@ -35,6 +35,11 @@ from .states import (
     mark_undecryptable,
     read_yaml_tokens,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..runtime.inotify import Events
+    from ..runtime.log import Log
 
 DEBOUNCE_SEC = 1.0  # KissBot writes the DB in bursts; look once they settle
 BUSY_RETRY_SEC = 2.0
@@ -70,16 +75,15 @@ class TokenGate:
         cfg: Config,
         loop: Loop,
         on_change: Callable[[], None],
-        say: Callable[[str, str], None],
+        log: Log,
     ) -> None:
         self.loop = loop
         self._on_change = on_change
-        self._say = say
+        self._log = log
         self._tokens: DbTokens | None = None
         self._undecryptable: dict[str, TokenReport] = {}
         self._timer: Timer | None = None
-        self._inotify: Inotify | None = None
-        self._watched: set[Path] = set()
+        self._watches: dict[Path, Subscription] = {}
         self.cfg = cfg
         self._configure(cfg)
 
@@ -96,32 +100,26 @@ class TokenGate:
     def _configure(self, cfg: Config) -> None:
         if cfg.settings.use_db:
             for problem in key_file_problems(cfg.workdir / KEY_FILE_NAME):
-                self._say("tokens", problem)
+                self._log.info("tokens", problem)
             self._watch(cfg.resolve(cfg.settings.db).parent)
             self._watch(cfg.workdir)
         self._refresh()
 
     def _watch(self, directory: Path) -> None:
-        if directory in self._watched:
+        if directory in self._watches:
             return
-        if self._inotify is None:
-            self._inotify = Inotify()
-            self.loop.add_reader(self._inotify.fileno(), self._on_inotify)
+        mask = IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO
         try:
-            self._inotify.watch(directory, IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO)
-            self._watched.add(directory)
+            self._watches[directory] = self.loop.watches.subscribe(directory, mask, self._on_files)
         except OSError as e:
-            self._say("tokens", f"cannot watch {directory} for token changes: {e.strerror}")
+            self._log.info("tokens", f"cannot watch {directory} for token changes: {e.strerror}")
 
-    def _on_inotify(self) -> None:
-        assert self._inotify is not None
+    def _on_files(self, events: Events) -> None:
         db = self.cfg.resolve(self.cfg.settings.db).name
         relevant = {db, f"{db}-wal", KEY_FILE_NAME}
         # An overflow (no watch) may have hidden anything, the key file included.
         names = {
-            KEY_FILE_NAME if d is None else n
-            for d, n, _m in self._inotify.read()
-            if d is None or n in relevant
+            KEY_FILE_NAME if n is None else n for n, _m in events if n is None or n in relevant
         }
         if KEY_FILE_NAME in names:
             # Another key: a token that did not decrypt may now (the DB is unchanged,
@@ -163,7 +161,7 @@ class TokenGate:
             else:
                 self._tokens = read_yaml_tokens(cfg.document, cfg.config_path, now)
         except TokenError as e:
-            self._say("tokens", f"cannot read token states ({e}); trying again shortly")
+            self._log.info("tokens", f"cannot read token states ({e}); trying again shortly")
             self._schedule(BUSY_RETRY_SEC)
             return
         if previous != self._tokens:
@@ -245,6 +243,6 @@ class TokenGate:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._inotify is not None:
-            self.loop.remove_reader(self._inotify.fileno())
-            self._inotify.close()
+        for sub in self._watches.values():
+            self.loop.watches.cancel(sub)
+        self._watches.clear()

@@ -14,6 +14,11 @@ Fernet key (:func:`load_fernet_key`), decrypting one token
 (:func:`decrypt_token`) and writing it to a credential file for a child
 (:func:`write_credential`). Nothing else here ever holds a token: reports,
 exceptions and their reprs carry logins, states and reasons only.
+
+Why one module of 600 lines: the judgement of a token (valid, expired,
+revoked, undecryptable) is the same for the DB and the YAML config, and the
+secrets it is made from are handled in one place on purpose (the one module
+that touches a token's text); the DB reading itself is in ``db``.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..core.names import DEFAULT_BOT_LOGIN, login_of
 from ..core.records import record, replace
+from ..kissbot.names import DEFAULT_BOT_LOGIN, login_of
 
 # Under an hour left is worth showing (and a metric); the caller re-checks at
 # expires_at to learn whether KissBot refreshed the token in time.

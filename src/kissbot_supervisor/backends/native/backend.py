@@ -22,11 +22,16 @@ from pathlib import Path
 from ... import core
 from ...core.records import field, record
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
+from ...protocol import NoteKind
 from ...runtime.loop import Loop
 from ...tokens.states import TokenError
 from .logfiles import LogFile
 from .notifyserver import Notification, NotifyServer
 from .spawner import Spawner, SpawnError, child_environment, read_report
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ...runtime.log import Log
 
 
 @record
@@ -72,13 +77,13 @@ class NativeBackend:
         loop: Loop,
         options: NativeOptions,
         emit: Callable[[core.Event], None],
-        say: Callable[[str, str], None],
+        log: Log,
         credential: Callable[[str], str | None],
     ) -> None:
         self.loop = loop
         self.opt = options
         self._emit = emit
-        self._say = say  # (name, message): supervisor-level log line
+        self._log = log  # the supervisor-level log lines
         self._credential = credential
         self._spawner = Spawner()
         self._running: dict[str, Running] = {}
@@ -114,7 +119,7 @@ class NativeBackend:
                 self.opt.logs_dir / f"{name}.log",
                 self.opt.log_max_bytes,
                 self.opt.log_backups,
-                lambda message: self._say(name, message),
+                lambda message: self._log.info(name, message),
             )
             slot = self._slots[name] = _Slot(log=log)
         return slot
@@ -245,7 +250,7 @@ class NativeBackend:
         running.report_fd = -1
         if report:
             running.exec_error = report.decode(errors="replace")
-            self._say(running.name, running.exec_error)
+            self._log.info(running.name, running.exec_error)
 
     def _on_exit(self, name: str) -> None:
         running = self._running.get(name)
@@ -303,7 +308,9 @@ class NativeBackend:
         name = self._by_pid.get(n.pid)
         if name is None:
             # Not one of our main processes: it may not speak for them (NotifyAccess=main).
-            self._say("notify", f"ignored a message from PID {n.pid}: not a supervised process")
+            self._log.info(
+                "notify", f"ignored a message from PID {n.pid}: not a supervised process"
+            )
             return
         spec = self._running[name].spec
         if "STATUS" in n.fields:
@@ -321,9 +328,11 @@ class NativeBackend:
 
     # -- queries -------------------------------------------------------------
 
-    def note(self, name: str, message: str) -> None:
+    def note(self, name: str, kind: NoteKind, message: str) -> None:
+        """The core's note, in the process's own log file too; but "started",
+        which the spawn has written there already, with the command line."""
         slot = self._slots.get(name)
-        if slot is not None:
+        if slot is not None and kind is not NoteKind.STARTED:
             slot.log.note(message, self._wall())
 
     @staticmethod

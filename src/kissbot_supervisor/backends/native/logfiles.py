@@ -26,9 +26,16 @@ class LogFile:
     """One process's log; ``write_chunk`` takes raw pipe output."""
 
     def __init__(
-        self, path: Path, max_bytes: int, backups: int, on_error: Callable[[str], None]
+        self,
+        path: Path,
+        max_bytes: int,
+        backups: int,
+        on_error: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: when to try a failing file again (tests pass a fake one)."""
         self.path = path
+        self._clock = clock
         self.max_bytes = max_bytes
         self.backups = backups
         self._on_error = on_error
@@ -42,7 +49,7 @@ class LogFile:
     def _open(self) -> bool:
         if self._fd >= 0:
             return True
-        if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER:
+        if self._failed_at is not None and self._clock() - self._failed_at < RETRY_AFTER:
             return False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +68,7 @@ class LogFile:
         if not self._failing:
             self._failing = True
             self._on_error(message + "; output is dropped until it works again")
-        self._failed_at = time.monotonic()
+        self._failed_at = self._clock()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -9,6 +9,10 @@ cancels systemd's own pending restart. Unit state comes from
 ``ExecMainCode``/``ExecMainStatus`` and systemd's ``Result`` as the reason,
 ``ActiveState=active`` of a ``Type=notify`` unit is ``Ready``. Like the native
 backend, it decides nothing.
+
+Why one module of 600 lines: adoption, starts, stops and the unit signals
+change the same per-unit tracks; the pure parts (unit properties, D-Bus
+messages) and the connection are in ``units``, ``messages`` and ``bus``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from pathlib import Path
 from jeepney import Message
 
 from ... import core
-from ...core.names import name_of_unit, unit_of
 from ...core.records import record
+from ...kissbot.names import name_of_unit, unit_of
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...runtime.loop import Loop
 from .bus import BusConnection, BusError
@@ -59,6 +63,11 @@ from .units import (
     slice_properties,
     transient_properties,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ...protocol import NoteKind
+    from ...runtime.log import Log
 
 SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
@@ -154,10 +163,10 @@ class UnitMemory:
     (PR_SET_PDEATHSIG), and a new one starts every count from 0.
     """
 
-    def __init__(self, loop: Loop, path: Path, say: Callable[[str, str], None]) -> None:
+    def __init__(self, loop: Loop, path: Path, log: Log) -> None:
         self.loop = loop
         self.path = path
-        self._say = say
+        self._log = log
         self._data: dict[str, dict[str, int]] = {}
         self._dirty = False
         try:
@@ -165,7 +174,7 @@ class UnitMemory:
         except FileNotFoundError:
             return
         except (OSError, ValueError) as e:
-            say("supervisor", f"{path}: cannot read it ({e}); restart counts start from 0")
+            log.info("supervisor", f"{path}: cannot read it ({e}); restart counts start from 0")
             return
         if isinstance(loaded, dict):
             for name, entry in loaded.items():
@@ -208,7 +217,7 @@ class UnitMemory:
         try:
             write_atomically(self.path, json.dumps(self._data, sort_keys=True), 0o600)
         except OSError as e:
-            self._say(
+            self._log.info(
                 "supervisor",
                 f"{self.path}: cannot write it ({e}); an adoption after a "
                 "crash would read older restart counts",
@@ -226,7 +235,7 @@ class SystemdBackend:
         hub_socket: Path,
         runtime_dir: Path,
         emit: Callable[[core.Event], None],
-        say: Callable[[str, str], None],
+        log: Log,
         credential: Callable[[str], str | None],
     ) -> None:
         self.loop = loop
@@ -234,7 +243,7 @@ class SystemdBackend:
         self.pids_dir = pids_dir
         self.runtime_dir = runtime_dir
         self._emit_now = emit
-        self._say = say
+        self._log = log
         self._credential = credential
         self._tracks: dict[str, Track] = {}
         self._by_unit: dict[str, str] = {}
@@ -243,7 +252,7 @@ class SystemdBackend:
         self._adopting: list[core.Event] | None = None
         pids_dir.mkdir(parents=True, exist_ok=True)
         runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.memory = UnitMemory(loop, runtime_dir / MEMORY_FILE, say)
+        self.memory = UnitMemory(loop, runtime_dir / MEMORY_FILE, log)
         self.bus = BusConnection(loop, system_bus_address())
         self.bus.on_lost = self._on_bus_lost
         self.version = parse_version(self.bus.call_sync(manager_version()))
@@ -263,7 +272,7 @@ class SystemdBackend:
             check_reply(reply)
         except SystemdError as e:
             if e.name != ERROR_UNIT_EXISTS:
-                self._say("supervisor", f"cannot create {opts.slice}: {e}")
+                self._log.info("supervisor", f"cannot create {opts.slice}: {e}")
             # else: installed (units/kissbot.slice) or already running: it stays as it is
 
     def adopt(self, specs: dict[str, core.ProcessSpec], now: float) -> list[core.Event]:
@@ -287,7 +296,7 @@ class SystemdBackend:
             if name is None:
                 continue
             if name not in specs:
-                self._say(name, f"{info.name} is not in the config any more; stopping it")
+                self._log.info(name, f"{info.name} is not in the config any more; stopping it")
                 self._call(name, "stop", stop_unit(info.name))
                 continue
             service = parse_get_all(
@@ -468,7 +477,7 @@ class SystemdBackend:
             check_reply(reply)
         except SystemdError as e:
             if e.name not in GONE_ERRORS:
-                self._say(name, f"systemd refused to {what} {unit_of(name)}: {e}")
+                self._log.info(name, f"systemd refused to {what} {unit_of(name)}: {e}")
 
     # -- unit changes ------------------------------------------------------------
 
@@ -553,7 +562,7 @@ class SystemdBackend:
     def _on_bus_lost(self) -> None:
         # Without the bus nothing can be supervised; exiting lets systemd restart us
         # (Restart=on-failure), and the new instance adopts the units.
-        self._say("supervisor", "lost the system bus connection; exiting to be restarted")
+        self._log.info("supervisor", "lost the system bus connection; exiting to be restarted")
         os._exit(1)
 
     # -- credentials -------------------------------------------------------------
@@ -573,7 +582,7 @@ class SystemdBackend:
 
     # -- queries -----------------------------------------------------------------
 
-    def note(self, name: str, message: str) -> None:
+    def note(self, name: str, kind: NoteKind, message: str) -> None:
         """Supervisor lines go to our own journal stream; units have theirs."""
 
     def close(self, all_stopped: bool = False) -> None:
@@ -593,5 +602,7 @@ class SystemdBackend:
             # Calls may still be queued behind the bus's limit at the exit: a
             # StopUnit that cancels a bot's pending auto-restart, a ResetFailedUnit.
             if not self.bus.drain(DRAIN_SEC):
-                self._say("supervisor", f"systemd did not answer every call within {DRAIN_SEC:g} s")
+                self._log.info(
+                    "supervisor", f"systemd did not answer every call within {DRAIN_SEC:g} s"
+                )
             self.bus.close()

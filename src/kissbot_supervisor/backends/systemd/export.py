@@ -41,8 +41,8 @@ import re
 from collections.abc import Callable, Sequence
 
 from ...core import ProcessSpec
-from ...core.names import HUB_UNIT
 from ...core.records import replace
+from ...kissbot.names import HUB_UNIT
 from .units import (
     USEC_INFINITY,
     Property,

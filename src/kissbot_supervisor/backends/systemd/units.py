@@ -53,8 +53,8 @@ import os
 import posixpath
 
 from ...core import HUB, Policy, ProcessSpec
-from ...core.names import DEFAULT_SLICE, HUB_UNIT, SERVICE_SUFFIX, unit_of
 from ...core.records import field, record
+from ...kissbot.names import DEFAULT_SLICE, HUB_UNIT, SERVICE_SUFFIX, unit_of
 
 # Neither typing nor dataclasses at run time: the resident daemon loads this module.
 TYPE_CHECKING = False

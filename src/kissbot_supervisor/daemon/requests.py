@@ -1,0 +1,108 @@
+"""Control requests: answered at once, or when the outcome they wait for is settled.
+
+``status``, ``metrics`` and ``reload`` are answered at once. ``start``,
+``stop`` and ``restart`` become core events; like ``systemctl start`` they are
+answered when every named process has settled (``core/commands.py`` says
+when, and what the result is) or when the wait limit runs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .. import core
+from ..core.commands import Before, result, settled, wait_limit
+from ..core.records import record
+from ..runtime.loop import Loop, Timer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..protocol import Request
+    from ..status import Status
+    from .control import Reply
+
+
+@record(frozen=False)
+class _Waiter:
+    cmd: str
+    before: dict[str, Before]
+    reply: Reply
+    timer: Timer | None = None
+
+
+class Requests:
+    def __init__(
+        self,
+        loop: Loop,
+        fleet: core.Core,
+        feed: Callable[[core.Event], None],
+        status: Callable[[], Status],
+        metrics: Callable[[], str],
+        reload: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.loop = loop
+        self.core = fleet
+        self._feed = feed
+        self._status = status
+        self._metrics = metrics
+        self._reload = reload
+        self._waiters: list[_Waiter] = []
+
+    def handle(self, request: Request, reply: Reply) -> None:
+        if request.cmd == "status":
+            reply({"ok": True, "status": self._status()})
+            return
+        if request.cmd == "metrics":
+            reply({"ok": True, "metrics": self._metrics()})
+            return
+        if request.cmd == "reload":
+            reply(self._reload())
+            return
+        names = self._resolve(request.names)
+        if isinstance(names, str):
+            reply({"ok": False, "error": names})
+            return
+        before = {n: Before(self.core.procs[n].phase, self.core.procs[n].pid) for n in names}
+        event: core.Event
+        if request.cmd == "start":
+            event = core.Start(tuple(names))
+        elif request.cmd == "stop":
+            event = core.Stop(tuple(names))
+        else:
+            event = core.Restart(tuple(names))
+        limit = max(wait_limit(request.cmd, self.core.procs[n], self.core.policy) for n in names)
+        waiter = _Waiter(request.cmd, before, reply)
+        waiter.timer = self.loop.call_later(limit, lambda: self._answer(waiter))
+        self._waiters.append(waiter)
+        self._feed(event)
+
+    def check_waiters(self) -> None:
+        """After the core has moved: answer every request whose outcome is settled."""
+        for w in list(self._waiters):
+            if all(settled(w.cmd, self.core.procs.get(n), b) for n, b in w.before.items()):
+                self._answer(w)
+
+    def _answer(self, w: _Waiter) -> None:
+        if w not in self._waiters:
+            return
+        self._waiters.remove(w)
+        if w.timer is not None:
+            w.timer.cancel()
+        results = [result(w.cmd, n, self.core.procs.get(n), b) for n, b in w.before.items()]
+        w.reply({"ok": True, "results": results})
+
+    def _resolve(self, names: tuple[str, ...]) -> list[str] | str:
+        known = self.core.names()
+        out: list[str] = []
+        for name in names:
+            if name == "all":
+                out.extend(n for n in known if n not in out)
+            elif name in self.core.procs and not self.core.procs[name].removed:
+                if name not in out:
+                    out.append(name)
+            else:
+                listed = ", ".join(known) or "none"
+                return f"unknown process {name!r} (known: {listed}, or all)"
+        return out

@@ -1,0 +1,85 @@
+"""Start-up: what ``kissbot-supervisor`` does before (or instead of) supervising.
+
+``--check-config`` (:func:`check_config`), ``export-units``
+(:func:`export_static_units`), and the choice of a backend and the making of
+the daemon (:func:`make_supervisor`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config.specs import build_policy
+from ..runtime.log import Log
+from .launch import LaunchOptions, StartupError, load_launch
+from .supervisor import Supervisor
+
+
+def check_config(launch: LaunchOptions) -> str:
+    """``--check-config``: what would run, or StartupError."""
+    cfg, specs = load_launch(launch)
+    lines = [f"{cfg.config_file}: OK, {len(cfg.channels)} channels"]
+    lines += [f"  {spec.name}: {' '.join(spec.argv)}" for spec in specs]
+    return "\n".join(lines)
+
+
+def choose_backend(wanted: str, log: Log) -> str:
+    """``auto``: systemd when PID 1 is systemd and its bus is there, else native."""
+    if wanted == "native":
+        return "native"
+    from ..backends.systemd.backend import systemd_available
+
+    why_not = systemd_available()
+    if why_not is None:
+        return "systemd"
+    if wanted == "systemd":
+        raise StartupError(f"supervisor.backend is systemd, but {why_not}; use --backend native")
+    log.info("supervisor", f"using the native backend: {why_not}")
+    return "native"
+
+
+def export_static_units(launch: LaunchOptions, directory: Path) -> list[Path]:
+    """``kissbot-supervisor export-units DIR``: static unit files for this config."""
+    import subprocess
+
+    from ..backends.systemd.export import export_units
+    from ..backends.systemd.messages import parse_version_text
+    from ..backends.systemd.units import UnitError, options_from_config
+
+    cfg, specs = load_launch(launch)
+    try:  # the version decides RestartSteps & co.; 252 (Debian 12) when unknown
+        out = subprocess.run(
+            ["systemctl", "--version"], capture_output=True, text=True, check=False, timeout=10
+        ).stdout.split()
+        version = parse_version_text(out[1]) if len(out) > 1 else 252
+    except (OSError, ValueError, subprocess.SubprocessError):
+        version = 252
+    opts = options_from_config(cfg, build_policy(cfg), version)
+    try:
+        files = export_units(specs, opts)
+    except UnitError as e:
+        raise StartupError(str(e)) from None
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in files:
+        path = directory / name
+        path.write_text(content)
+        written.append(path)
+    return written
+
+
+def make_supervisor(launch: LaunchOptions) -> Supervisor:
+    cfg, _specs = load_launch(launch)
+    log = Log()
+    kind = choose_backend(cfg.settings.backend, log)
+    try:
+        return Supervisor(launch, cfg, kind, log)
+    except Exception as e:
+        from ..backends.systemd.bus import BusError
+
+        if kind == "systemd" and cfg.settings.backend == "auto" and isinstance(e, BusError):
+            log.info("supervisor", f"using the native backend: {e}")
+            return Supervisor(launch, cfg, "native", log)
+        if isinstance(e, BusError):
+            raise StartupError(str(e)) from None
+        raise

@@ -1,0 +1,70 @@
+"""The daemon's STATUS object (the contract: status.py) and the one-line summary, from the core."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .. import __version__, core
+from ..runtime.procinfo import rss_bytes
+from ..status import process_entry, status_object
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..config.load import Config
+    from ..status import Status, SupervisorInfo
+
+
+def summary(fleet: core.Core) -> str:
+    """``57/60 bots running, hub ready``: the supervisor's STATUS= line and header."""
+    bots = [p for n, p in fleet.procs.items() if n != core.HUB]
+    running = sum(p.phase is core.Phase.RUNNING for p in bots)
+    text = f"{running}/{len(bots)} bots running"
+    hub = fleet.procs.get(core.HUB)
+    if hub is not None:
+        text += ", hub ready" if hub.phase is core.Phase.RUNNING else f", hub {hub.phase}"
+    if fleet.shutting_down:
+        text = "stopping: " + text
+    return text
+
+
+def build_status(
+    fleet: core.Core,
+    cfg: Config,
+    backend: str,
+    control_path: Path,
+    started_at: float,
+    now: float,
+) -> Status:
+    """Everything ``kissbotctl status`` shows, read from the core at ``now``."""
+    entries = []
+    for st in fleet.status(now):
+        entry = process_entry(
+            st.name,
+            state=str(st.state),
+            want=st.want,
+            pid=st.pid,
+            uptime_s=st.uptime_s,
+            restarts=st.restarts,
+            rss_bytes=rss_bytes(st.pid),
+            last_exit=st.last_exit,
+            token_state=st.token_state,
+            reason=st.reason,
+            status_text=st.status_text,
+        )
+        if st.name == core.HUB:
+            entry["socket"] = str(cfg.settings.hub_socket)
+        entries.append(entry)
+    supervisor: SupervisorInfo = {
+        "pid": os.getpid(),
+        "uptime_s": round(time.time() - started_at, 3),
+        "version": __version__,
+        "config": str(cfg.config_file),
+        "workdir": str(cfg.workdir),
+        "control_socket": str(control_path),
+        "logs_dir": str(cfg.resolve(cfg.settings.logs_dir)),
+        "rss_bytes": rss_bytes(os.getpid()),
+        "summary": summary(fleet),
+    }
+    return status_object(backend, supervisor, entries)

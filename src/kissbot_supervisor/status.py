@@ -1,0 +1,200 @@
+"""The STATUS object, the answer to ``status``: defined once, built one way, read here.
+
+Its keys (:data:`STATUS_KEYS`, :data:`PROCESS_KEYS`, ...) are documented in
+docs/operations.md and stable; their types are declared for the type checker
+(:class:`Status` and the entries it holds; nothing of ``typing`` at run time).
+Both producers build it with :func:`process_entry` and :func:`status_object`:
+the daemon (``daemon/status.py``), and ``kissbotctl`` reading systemd while
+the supervisor is down (``cli/offline.py``, ``"source": "systemd"``). The
+readers (:func:`exit_code_for_status`, :func:`filter_status`) serve kissbotctl.
+"""
+
+from __future__ import annotations
+
+from .kissbot.names import HUB
+from .protocol import ALL, EXIT_NOT_ALL_RUNNING, EXIT_OK, UnknownNameError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any, NotRequired, TypedDict
+
+    class ProcessEntry(TypedDict):
+        """One process: the hub, or a bot (which adds ``channel``)."""
+
+        name: str
+        state: str  # running starting stopping stopped backoff failed
+        want: bool  # someone wants it running (false: stopped on purpose)
+        pid: int | None
+        uptime_s: float | None
+        restarts: int
+        rss_bytes: int | None
+        last_exit: str | None
+        token_state: str | None
+        reason: str | None
+        status_text: str | None  # the process's own STATUS= line
+        channel: NotRequired[str]  # bots
+        socket: NotRequired[str]  # the hub, from the supervisor
+        unit: NotRequired[str]  # read from systemd (offline)
+        active_state: NotRequired[str]
+        sub_state: NotRequired[str]
+
+    class SupervisorInfo(TypedDict, total=False):
+        pid: int
+        uptime_s: float
+        version: str
+        config: str
+        workdir: str
+        control_socket: str
+        logs_dir: str
+        rss_bytes: int | None
+        summary: str
+        # read from systemd (offline): the supervisor's own unit
+        running: bool
+        unit: str | None
+        active_state: str
+        sub_state: str
+
+    class Status(TypedDict):
+        backend: str
+        source: NotRequired[str]  # "systemd" when read from systemd, not the supervisor
+        supervisor: SupervisorInfo
+        hub: ProcessEntry | None
+        bots: list[ProcessEntry]
+
+
+# The STATUS object's keys, in order (documented in docs/operations.md, stable).
+STATUS_KEYS = ("backend", "supervisor", "hub", "bots")  # + "source" when read offline
+PROCESS_KEYS = (
+    "name", "state", "want", "pid", "uptime_s", "restarts", "rss_bytes",
+    "last_exit", "token_state", "reason", "status_text",
+)  # fmt: skip
+SYSTEMD_UNIT_KEYS = ("unit", "active_state", "sub_state")  # process entries read offline
+LIVE_SUPERVISOR_KEYS = (
+    "pid", "uptime_s", "version", "config", "workdir", "control_socket", "logs_dir",
+    "rss_bytes", "summary",
+)  # fmt: skip
+OFFLINE_SUPERVISOR_KEYS = ("running", "unit", "active_state", "sub_state")
+OFFLINE_SOURCE = "systemd"  # "source" of a STATUS object read from systemd
+
+
+# --- reading STATUS objects -----------------------------------------------
+
+
+def _processes(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    procs: list[Mapping[str, Any]] = []
+    hub = status.get("hub")
+    if isinstance(hub, dict):
+        procs.append(hub)
+    bots = status.get("bots")
+    if isinstance(bots, list):
+        procs.extend(b for b in bots if isinstance(b, dict))
+    return procs
+
+
+def exit_code_for_status(status: Mapping[str, Any]) -> int:
+    """0 when every process with ``want`` true is running, else 3.
+
+    A process nobody wants running (stopped on purpose) does not count. A status
+    with no processes at all is 0: nothing wanted, nothing missing.
+    """
+    for proc in _processes(status):
+        if proc.get("want") is True and proc.get("state") != "running":
+            return EXIT_NOT_ALL_RUNNING
+    return EXIT_OK
+
+
+def _bot_keys(bot: Mapping[str, Any]) -> set[str]:
+    keys = set()
+    for field in ("name", "channel"):
+        value = bot.get(field)
+        if isinstance(value, str):
+            keys.add(value.lower())
+    return keys
+
+
+def filter_status(status: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``status`` limited to ``names`` (channel logins, ``hub``, ``all``).
+
+    No names, or ``all`` among them, keeps everything. Otherwise the bots keep
+    only those whose channel or name matches (case-insensitively), and the
+    ``hub`` key is kept only when ``hub`` is named (it is then ``None`` if the
+    hub is disabled) and is removed otherwise, so a reader can tell "not
+    asked for" from "disabled"; likewise the ``bots`` key is removed when
+    only ``hub`` is named. Raises :class:`UnknownNameError` for names that
+    match nothing.
+    """
+    result = dict(status)
+    wanted = [n.lower() for n in names]
+    if not wanted or ALL in wanted:
+        return result
+    bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
+    known: set[str] = {HUB}
+    for bot in bots:
+        known |= _bot_keys(bot)
+    unknown = [n for n, w in zip(names, wanted, strict=True) if w not in known]
+    if unknown:
+        channels = sorted({b["channel"] for b in bots if isinstance(b.get("channel"), str)})
+        raise UnknownNameError(unknown, channels)
+    if set(wanted) == {HUB}:
+        result.pop("bots", None)  # only the hub was asked for: no bot table at all
+    else:
+        result["bots"] = [b for b in bots if _bot_keys(b) & set(wanted)]
+    if HUB not in wanted:
+        result.pop("hub", None)
+    return result
+
+
+# --- building STATUS objects: the one way, for both producers ------------------
+
+
+def process_entry(
+    name: str,
+    *,
+    state: str,
+    want: bool,
+    pid: int | None,
+    uptime_s: float | None,
+    restarts: int,
+    rss_bytes: int | None,
+    last_exit: str | None,
+    token_state: str | None,
+    reason: str | None,
+    status_text: str | None,
+) -> ProcessEntry:
+    """One process's entry, with :data:`PROCESS_KEYS` in order; the caller adds
+    ``socket`` (the hub) or the :data:`SYSTEMD_UNIT_KEYS` (read from systemd)."""
+    return {
+        "name": name,
+        "state": state,
+        "want": want,
+        "pid": pid,
+        "uptime_s": None if uptime_s is None else round(uptime_s, 3),
+        "restarts": restarts,
+        "rss_bytes": rss_bytes,
+        "last_exit": last_exit,
+        "token_state": token_state,
+        "reason": reason,
+        "status_text": status_text,
+    }
+
+
+def status_object(
+    backend: str,
+    supervisor: SupervisorInfo,
+    processes: Iterable[ProcessEntry],
+    *,
+    source: str | None = None,
+) -> Status:
+    """The STATUS object: the hub's entry apart, each bot's with ``channel`` first."""
+    hub: ProcessEntry | None = None
+    bots: list[ProcessEntry] = []
+    for entry in processes:
+        if entry["name"] == HUB:
+            hub = entry
+        else:
+            bots.append({"channel": entry["name"], **entry})
+    status: Status = {"backend": backend, "supervisor": supervisor, "hub": hub, "bots": bots}
+    if source is not None:
+        status = {"backend": backend, "source": source, **status}
+    return status
