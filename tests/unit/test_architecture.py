@@ -19,18 +19,18 @@ PACKAGE = SRC / "kissbot_supervisor"
 RANKS = {
     "kissbot.names": -1,  # KissBot's names and rules, which every layer needs (imports re only)
     "protocol": 0,  # the control protocol and EVENT kinds: pure
-    "status": 1,  # the STATUS object: its keys, types, builders and readers (pure)
     "notify": 0,  # for the bots: imports nothing of ours
     "__init__": 0,  # the version
+    "status": 1,  # the STATUS object: its keys, types, builders and readers (pure)
     "core": 1,  # the state machine: decides, does no I/O
-    "config": 2,  # settings, the config file, specs
-    "runtime": 2,  # the loop, inotify, /proc, the log
-    "kissbot": 3,  # KissBot's files in pids/
-    "tokens": 3,  # token states, the DB, the gate
-    "backends": 4,  # carry out the core's actions
-    "observe": 5,  # events, metrics, hooks
-    "daemon": 6,  # wires everything
-    "cli": 7,  # the programs' command lines, kissbotctl
+    "runtime": 2,  # the loop, inotify, files in others' directories, /proc, the log
+    "config": 3,  # settings, the config file, specs
+    "kissbot": 4,  # KissBot's files in pids/
+    "tokens": 4,  # token states, the DB, the gate
+    "backends": 5,  # carry out the core's actions
+    "observe": 6,  # events, metrics, hooks
+    "daemon": 7,  # wires everything
+    "cli": 8,  # the programs' command lines, kissbotctl
 }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..core.records import record
 from ..kissbot.names import DEFAULT_BOT_LOGIN, LOGIN_RULE, login_of
+from ..runtime.fs import base_of, read_regular
 from .settings import Settings, SettingValueError, declarations, shown
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
@@ -89,7 +90,12 @@ def _mapping(value: object, source: str, key: str) -> Mapping[str, Any]:
     return value
 
 
-def load_yaml(path: Path, shown: str, *, isolate: bool = False) -> Mapping[str, Any]:
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a KissBot config is a few KiB
+
+
+def load_yaml(
+    path: Path, shown: str, *, isolate: bool = False, base: Path | None = None
+) -> Mapping[str, Any]:
     """Parse the file; errors name the file and, for syntax errors, line and column.
 
     ``isolate`` parses in a child process (see :mod:`.yamlparse`): the resident
@@ -98,11 +104,15 @@ def load_yaml(path: Path, shown: str, *, isolate: bool = False) -> Mapping[str, 
     from .yamlparse import YamlChildError, parse_here, parse_in_child
 
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_CONFIG_BYTES, base=base)  # no FIFO, no symlink
     except FileNotFoundError:
         raise ConfigError(shown, None, "the config file does not exist") from None
     except OSError as e:
         raise ConfigError(shown, None, f"cannot be read ({e.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            shown, None, f"is bigger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB; not a config"
+        )
     try:
         result = parse_in_child(raw) if isolate else parse_here(raw)
     except YamlChildError as e:
@@ -216,7 +226,7 @@ def load_config(
     config_path = Path(config_path)
     file = config_path if config_path.is_absolute() else workdir / config_path
     shown = str(config_path)
-    document = load_yaml(file, shown, isolate=isolate)
+    document = load_yaml(file, shown, isolate=isolate, base=base_of(file, workdir))
     channels = _read_channels(document, shown)
     bot_section = _mapping(document.get("bot"), shown, "bot")
     bot_name = bot_section.get("name", DEFAULT_BOT_LOGIN)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..protocol import MAX_LINE, ProtocolError, Request, encode, parse_request
+from ..runtime.fs import bind_unix
 from ..runtime.loop import Loop, accepted
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
@@ -97,8 +98,7 @@ class ControlServer:
         self._refuse_if_live(path)
         path.unlink(missing_ok=True)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self.sock.bind(str(path))
-        self._set_permissions(path)
+        self._bind(path)
         self.sock.listen(64)
         self.sock.setblocking(False)
         loop.add_reader(self.sock.fileno(), self._accept)
@@ -119,18 +119,23 @@ class ControlServer:
             "this one another --control-socket"
         )
 
-    @staticmethod
-    def _set_permissions(path: Path) -> None:
+    def _bind(self, path: Path) -> None:
+        """0660 with the operators' group when there is one (and we may give it), else 0600."""
         try:
-            gid = grp.getgrnam(GROUP).gr_gid
+            gid: int | None = grp.getgrnam(GROUP).gr_gid
         except KeyError:
-            os.chmod(path, 0o600)
+            gid = None
+        if gid is None:
+            bind_unix(self.sock, path, 0o600)
             return
         try:
-            os.chown(path, -1, gid)
-            os.chmod(path, 0o660)
+            bind_unix(self.sock, path, 0o660, gid)
         except PermissionError:
-            os.chmod(path, 0o600)
+            # Not allowed to give it that group (no CAP_CHOWN): ours alone, then.
+            self.sock.close()
+            path.unlink(missing_ok=True)
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            bind_unix(self.sock, path, 0o600)
 
     def _accept(self) -> None:
         for conn in accepted(self.sock, self._accept_failed):

@@ -20,9 +20,10 @@ from .. import __version__, core
 from ..config.load import Config, ConfigError, load_config
 from ..config.paths import default_runtime_dir
 from ..config.specs import build_policy, build_specs
-from ..kissbot.filecommands import FileInterfaces, bot_states, write_atomically
+from ..kissbot.filecommands import FileInterfaces, bot_states
 from ..observe.observer import Observer
 from ..protocol import ALARMS
+from ..runtime.fs import ensure_private_dir, read_regular, write_atomically
 from ..runtime.log import Log
 from ..runtime.loop import Loop, Timer
 from ..runtime.resources import raise_fd_limit, release_memory
@@ -65,6 +66,7 @@ class Supervisor:
         s = cfg.settings
         self.runtime_dir = Path(s.runtime_dir) if s.runtime_dir else default_runtime_dir()
         self.runtime_dir = cfg.resolve(self.runtime_dir)
+        ensure_private_dir(self.runtime_dir)  # ours alone, or no start (runtime/fs.py)
         self.control_path = (
             cfg.resolve(s.control_socket) if s.control_socket else self.runtime_dir / "control.sock"
         )
@@ -262,7 +264,10 @@ class Supervisor:
         self.selfnotify.close()
         self.loop.close()
         try:
-            if self.pidfile.read_text().strip() == str(os.getpid()):
+            if (
+                read_regular(self.pidfile, 64, base=self.cfg.workdir).strip()
+                == str(os.getpid()).encode()
+            ):
                 self.pidfile.unlink()
         except OSError:
             pass
@@ -272,7 +277,7 @@ class Supervisor:
         try:
             self.pidfile.parent.mkdir(parents=True, exist_ok=True)
             # At once and 0644 (not 0600 under UMask=0077): scripts `kill -HUP $(cat ...)`.
-            write_atomically(self.pidfile, f"{os.getpid()}\n")
+            write_atomically(self.pidfile, f"{os.getpid()}\n", base=self.cfg.workdir)
         except OSError as e:
             self.log.warning("supervisor", f"cannot write {self.pidfile}: {e.strerror}")
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +37,7 @@ from ..config.load import check_login
 from ..config.settings import SettingValueError
 from ..core.records import record
 from ..protocol import Request
+from ..runtime.fs import NotRegularFile, open_regular, read_fd, write_atomically
 from ..runtime.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MODIFY, IN_MOVED_TO, Subscription
 from ..runtime.loop import Loop, Timer
 
@@ -245,31 +245,6 @@ def bot_states(
 # --- I/O ------------------------------------------------------------------------
 
 
-def write_atomically(path: Path, text: str, mode: int = FILE_MODE) -> None:
-    """Replace ``path`` with ``text`` at once (a temp file in the same dir, renamed).
-
-    A reader sees the old file, no file, or the whole new one: never a half.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask (0077 under systemd) is not what readers need
-        data = text.encode("utf-8")
-        while data:
-            data = data[os.write(fd, data) :]
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class FileInterfaces:
     """The command listener and the broadcast relay, on one inotify watch of ``pids/``.
 
@@ -290,6 +265,7 @@ class FileInterfaces:
     ) -> None:
         self.loop = loop
         self.pids_dir = pids_dir
+        self.workdir = pids_dir.parent  # the bots' user's: files there follow runtime/fs.py
         self._bots = bots
         self._request = request
         self._log = log
@@ -443,26 +419,18 @@ class FileInterfaces:
     def _consume(self, path: Path, limit: int) -> bytes | None:
         """Read a regular file (at most ``limit + 1`` bytes) and delete it; None if absent."""
         try:
-            # O_NONBLOCK: a FIFO by that name must not hang the supervisor.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_regular(path, base=self.workdir)  # runtime/fs.py's rule
         except FileNotFoundError:
+            return None
+        except NotRegularFile as e:
+            self._log.warning("supervisor", f"{path} {e.strerror}; left alone")
             return None
         except OSError as e:
             self._log.warning("supervisor", f"cannot read {path}: {e.strerror}")
             return None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                self._log.warning("supervisor", f"{path} is not a regular file; left alone")
-                return None
-            chunks: list[bytes] = []
-            size = 0
-            while size <= limit:
-                chunk = os.read(fd, limit + 1 - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+            data = read_fd(fd, limit)
         except OSError as e:
             self._log.warning("supervisor", f"cannot read {path}: {e.strerror}")
             return None
@@ -474,7 +442,7 @@ class FileInterfaces:
                 path.unlink()
         except OSError:
             pass
-        return b"".join(chunks)
+        return data
 
     # -- commands --------------------------------------------------------------
 
@@ -519,7 +487,7 @@ class FileInterfaces:
     def _answer(self, shown: str, reply: str) -> None:
         path = self.pids_dir / RESULT_FILE
         try:
-            write_atomically(path, reply)  # no trailing newline, as the old supervisor
+            write_atomically(path, reply, FILE_MODE, base=self.workdir)  # no newline, as before
         except OSError as e:
             self._log.error("supervisor.cmd", f"{shown}: cannot write {path}: {e.strerror}")
             return
@@ -592,7 +560,7 @@ class FileInterfaces:
         if not queue:
             del self._queued[channel]
         try:
-            write_atomically(path, line)
+            write_atomically(path, line, FILE_MODE, base=self.workdir)
         except OSError as e:
             self._log.error(
                 "supervisor.broadcast",

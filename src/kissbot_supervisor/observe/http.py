@@ -19,8 +19,10 @@ import contextlib
 import os
 import socket
 import stat
+from pathlib import Path
 
 from ..config.settings import is_loopback, split_listen
+from ..runtime.fs import bind_unix
 from ..runtime.loop import accepted
 from .metrics import CONTENT_TYPE
 
@@ -147,9 +149,8 @@ class MetricsHttpServer:
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
                 raise OSError(f"{path} exists and is not a socket; refusing to replace it")
             os.unlink(path)
-        self.sock.bind(path)
         # Metrics hold no secret; who may connect is decided by the directory.
-        os.chmod(path, 0o666)
+        bind_unix(self.sock, Path(path), 0o666)
 
     def _accept(self) -> None:
         for conn in accepted(self.sock, self._accept_failed):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from ..runtime.fs import open_regular
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,9 +30,12 @@ class MetricsLog:
         interval: float,
         line: Callable[[], bytes],
         log: Log,
+        base: Path | None = None,
     ) -> None:
+        """``base``: the workdir when ``path`` is in it (runtime/fs.py's rule)."""
         self.loop = loop
         self.path = path
+        self._base = base
         self.interval = interval
         self._line = line
         self._log = log
@@ -50,7 +55,8 @@ class MetricsLog:
     def write(self) -> None:
         try:
             data = self._line()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            fd = open_regular(self.path, flags, 0o640, base=self._base)
             try:
                 while data:
                     data = data[os.write(fd, data) :]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 
+from ..runtime.fs import base_of
 from .events import HOOK_KINDS, event_object, hook_environment
 
 TYPE_CHECKING = False
@@ -86,7 +87,12 @@ class Observer:
             from .metricslog import MetricsLog
 
             self._metrics_log = MetricsLog(
-                self.loop, path, s.metrics_interval_sec, self.log_line, self._log
+                self.loop,
+                path,
+                s.metrics_interval_sec,
+                self.log_line,
+                self._log,
+                base_of(path, cfg.workdir),
             )
         if self._http is not None and self._http.listen != s.metrics_listen:
             self._http.close()

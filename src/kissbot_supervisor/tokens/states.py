@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..core.records import record, replace
 from ..kissbot.names import DEFAULT_BOT_LOGIN, login_of
+from ..runtime.fs import read_regular
 
 # Under an hour left is worth showing (and a metric); the caller re-checks at
 # expires_at to learn whether KissBot refreshed the token in time.
@@ -477,6 +478,9 @@ def key_file_problems(path: Path) -> list[str]:
     return problems
 
 
+MAX_KEY_FILE = 4096  # a Fernet key is 44 bytes; anything much bigger is not one
+
+
 def load_fernet_key(workdir: Path) -> bytes:
     """The raw content of ``WORKDIR/.kissbot.key``, checked to be a Fernet key.
 
@@ -487,7 +491,7 @@ def load_fernet_key(workdir: Path) -> bytes:
 
     path = workdir / KEY_FILE_NAME
     try:
-        key = path.read_bytes()
+        key = read_regular(path, MAX_KEY_FILE, base=workdir)  # no FIFO, no symlink
     except FileNotFoundError:
         raise KeyFileMissing(path) from None
     except OSError as e:

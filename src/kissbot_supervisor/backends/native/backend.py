@@ -23,6 +23,7 @@ from ... import core
 from ...core.records import field, record
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...protocol import NoteKind
+from ...runtime.fs import base_of, open_regular, read_regular
 from ...runtime.loop import Loop
 from ...tokens.states import TokenError
 from .logfiles import LogFile
@@ -120,6 +121,7 @@ class NativeBackend:
                 self.opt.log_max_bytes,
                 self.opt.log_backups,
                 lambda message: self._log.info(name, message),
+                base=base_of(self.opt.logs_dir, self.opt.workdir),
             )
             slot = self._slots[name] = _Slot(log=log)
         return slot
@@ -186,9 +188,16 @@ class NativeBackend:
         if slot.lock_fd is not None:
             return
         path = self.pids_dir / f"{name}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # The bot inherits this descriptor: a symlink or a hard link planted there
+        # must never hand it another file (runtime/fs.py's rule, and one link only).
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o644, base=self.opt.workdir)
         try:
+            if os.fstat(fd).st_nlink != 1:
+                raise SpawnError(f"{path} has other hard links; refusing to lock it")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except SpawnError:
+            os.close(fd)
+            raise
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
@@ -206,7 +215,8 @@ class NativeBackend:
     def _check_outside_copy(self, name: str) -> None:
         """A bot started by the old supervisor or by hand shows in pids/CH.pid."""
         try:
-            pid = int((self.pids_dir / f"{name}.pid").read_text().strip())
+            raw = read_regular(self.pids_dir / f"{name}.pid", 64, base=self.opt.workdir)
+            pid = int(raw.strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return

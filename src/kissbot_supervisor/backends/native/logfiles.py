@@ -7,10 +7,13 @@ the child, which is what froze bots under the old supervisor.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from ...runtime.fs import open_regular
 
 MAX_PARTIAL = 64 * 1024  # a "line" longer than this is written in pieces
 RETRY_AFTER = 10.0  # seconds before trying a failing log file again
@@ -32,9 +35,12 @@ class LogFile:
         backups: int,
         on_error: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        base: Path | None = None,
     ) -> None:
-        """``clock``: when to try a failing file again (tests pass a fake one)."""
+        """``clock``: when to try a failing file again (tests pass a fake one);
+        ``base``: the workdir when the log is in it (runtime/fs.py's rule)."""
         self.path = path
+        self._base = base
         self._clock = clock
         self.max_bytes = max_bytes
         self.backups = backups
@@ -53,10 +59,14 @@ class LogFile:
             return False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640
-            )
-            self._size = os.fstat(self._fd).st_size
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            self._fd = open_regular(self.path, flags, 0o640, base=self._base)
+            st = os.fstat(self._fd)
+            if st.st_nlink != 1:  # a hard link planted by a bot: another file's inode
+                os.close(self._fd)
+                self._fd = -1
+                raise OSError(errno.EPERM, "it has other hard links")
+            self._size = st.st_size
         except OSError as e:
             self._fail(f"cannot open {self.path}: {e.strerror}")
             return False

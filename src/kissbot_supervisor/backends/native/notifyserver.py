@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...core.records import record
+from ...runtime.fs import bind_unix
 
 _UCRED = struct.Struct("iII")  # pid, uid, gid
 MAX_DATAGRAM = 4096
@@ -43,10 +44,9 @@ class NotifyServer:
         path.unlink(missing_ok=True)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.bind(str(path))
         # Children may run as another user (systemd backend with User=); a datagram
         # socket needs write permission to be sent to. Credentials decide, not modes.
-        os.chmod(path, 0o666)
+        bind_unix(self.sock, path, 0o666)
         self.sock.setblocking(False)
 
     def fileno(self) -> int:

@@ -209,7 +209,7 @@ class UnitMemory:
 
     def flush(self) -> None:
         """Write the file now, if anything changed since it was last written."""
-        from ...kissbot.filecommands import write_atomically
+        from ...runtime.fs import write_atomically
 
         if not self._dirty:
             return
