@@ -222,7 +222,24 @@ def test_an_unknown_placeholder_names_the_key_path(
     assert "known placeholders: {python} {channel} {config}" in str(info.value)
 
 
-@pytest.mark.parametrize("arg", ["{python", "python}", "{python!z}"])
+@pytest.mark.parametrize("arg", ["{python:>800000000}", "{channel!r}", "{config:x}"])
+def test_a_placeholder_takes_no_format_spec(tmp_path: Path, arg: str) -> None:
+    cfg = make_config(tmp_path, {"bot": {"command": ["main.py", arg]}})
+    with pytest.raises(ConfigError) as info:
+        build_specs(cfg)
+    assert info.value.key == "supervisor.bot.command[1]"
+    assert "placeholders take no format spec or conversion" in str(info.value)
+
+
+@pytest.mark.parametrize("arg", ["{python.__class__}", "{channel[0]}"])
+def test_a_placeholder_is_a_name_not_an_expression(tmp_path: Path, arg: str) -> None:
+    cfg = make_config(tmp_path, {"bot": {"command": ["main.py", arg]}})
+    with pytest.raises(ConfigError) as info:
+        build_specs(cfg)
+    assert f"uses {arg}; known placeholders" in str(info.value)
+
+
+@pytest.mark.parametrize("arg", ["{python", "python}"])
 def test_a_malformed_template_is_a_config_error(tmp_path: Path, arg: str) -> None:
     cfg = make_config(tmp_path, {"bot": {"command": ["main.py", arg]}})
     with pytest.raises(ConfigError) as info:

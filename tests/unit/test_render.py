@@ -11,6 +11,7 @@ import pytest
 from kissbot_supervisor.cli.render import (
     ELLIPSIS,
     format_bytes,
+    format_event,
     format_uptime,
     render_status,
     truncate,
@@ -372,3 +373,15 @@ def test_use_color_on_a_closed_stream() -> None:
     closed = io.StringIO()
     closed.close()
     assert use_color(closed, {}) is False
+
+
+def test_terminal_escapes_from_a_process_never_reach_the_terminal() -> None:
+    """A bot's reason or STATUS= text is its own: ESC, BEL and C1 controls are shown as ?."""
+    hostile = "\x1b]0;owned\x07\x1b[2J\x9b31mred\x00line\nnext"
+    bot = _proc("el_serda", "failed", reason=hostile, last_exit="exited 1\x1b[1A")
+    text = render_status(_status(hub=_hub(status_text=hostile), bots=[bot]), color=False, width=120)
+    assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0 for c in text)
+    assert "?]0;owned??[2J?31mred?line next" in text
+    event = {"time": 0, "name": "el_serda", "kind": "exited", "message": hostile}
+    line = format_event(event, color=False)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line)

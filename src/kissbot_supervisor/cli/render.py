@@ -121,6 +121,25 @@ def format_bytes(count: int | None) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# C0 and C1 controls and DEL: a bot's STATUS= text or exit reason could carry
+# terminal escape sequences (clear the screen, retitle the window, fake lines);
+# the terminal gets "?" instead, and whitespace controls become spaces.
+_CONTROLS = {c: "?" for c in (*range(0x20), *range(0x7F, 0xA0))} | dict.fromkeys(
+    map(ord, "\t\n\r\v\f"), " "
+)
+
+
+def clean(value: object) -> Any:
+    """``value`` with every string in it (keys and values, nested) free of controls."""
+    if isinstance(value, str):
+        return value.translate(_CONTROLS)
+    if isinstance(value, dict):  # what JSON gives: dicts and lists
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
 def truncate(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters, the last one ``…`` when cut."""
     if len(text) <= width:
@@ -336,6 +355,7 @@ def render_status(status: Mapping[str, Any], *, color: bool, width: int = 80) ->
     count) for any ``width`` of 70 or more: values are cut with ``…``. Below
     that the column minimums win and rows may overflow.
     """
+    status = clean(status)
     bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
     lines: list[str] = []
     offline = status.get("source") == OFFLINE_SOURCE
@@ -380,6 +400,7 @@ def format_event(event: Mapping[str, Any], *, color: bool) -> str:
     with it (``el_serda started (PID 12)``, not ``started: started (PID 12)``).
     With ``color``, the kind (or the message that starts with it) is coloured.
     """
+    event = clean(event)
     when = _float_or_none(event.get("time"))
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
     name = _str(event.get("name"))

@@ -61,7 +61,17 @@ def expand(
             raise ConfigError(
                 source, f"{key}[{i}]", f"{arg!r} is not a valid template ({e})"
             ) from None
-        for _text, field, _spec, _conv in fields:
+        for _text, field, spec, conv in fields:
+            if field is not None and (spec or conv):
+                # {python:>800000000} is 800 MB of padding: a placeholder is its
+                # value, nothing else (an attribute or an index is refused below).
+                raise ConfigError(
+                    source,
+                    f"{key}[{i}]",
+                    f"{arg!r} uses {{{field}{'!' + conv if conv else ''}"
+                    f"{':' + spec if spec else ''}}}; placeholders take no format "
+                    f"spec or conversion, write {{{field}}}",
+                )
             if field is not None and field not in values:
                 known = " ".join("{" + p + "}" for p in PLACEHOLDERS)
                 raise ConfigError(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config.specs import build_policy
 from ..runtime.log import Log
+from ..runtime.resources import make_undumpable
 from .launch import LaunchOptions, StartupError, load_launch
 from .supervisor import Supervisor
 
@@ -69,6 +70,7 @@ def export_static_units(launch: LaunchOptions, directory: Path) -> list[Path]:
 
 
 def make_supervisor(launch: LaunchOptions) -> Supervisor:
+    make_undumpable()  # before the config (and any token in it) is read
     cfg, _specs = load_launch(launch)
     log = Log()
     kind = choose_backend(cfg.settings.backend, log)

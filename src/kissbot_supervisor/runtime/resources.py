@@ -24,3 +24,16 @@ def raise_fd_limit() -> None:
     if hard == resource.RLIM_INFINITY or soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+PR_SET_DUMPABLE = 4
+
+
+def make_undumpable() -> None:
+    """No core dump, and no ptrace by the same user: the daemon holds tokens (the
+    YAML config, a decrypted token on its way to a credential file) and the
+    Fernet key. The flag is reset at exec, so the bots are not affected."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from ...runtime.log import Log
 
 
+IGNORED_LOG_SEC = 10.0  # at most one 'ignored a message' line this often
+
+
 @record
 class NativeOptions:
     workdir: Path
@@ -90,6 +93,8 @@ class NativeBackend:
         self._running: dict[str, Running] = {}
         self._by_pid: dict[int, str] = {}
         self._slots: dict[str, _Slot] = {}
+        self._ignored_said_at: float | None = None
+        self._ignored_since = 0
         self.pids_dir = options.workdir / "pids"
         self.pids_dir.mkdir(parents=True, exist_ok=True)
         options.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -318,9 +323,19 @@ class NativeBackend:
         name = self._by_pid.get(n.pid)
         if name is None:
             # Not one of our main processes: it may not speak for them (NotifyAccess=main).
-            self._log.info(
-                "notify", f"ignored a message from PID {n.pid}: not a supervised process"
-            )
+            # Said once per IGNORED_LOG_SEC at most, with a count: a bot's child that
+            # floods the socket must not flood the log (1.58 M lines in 20 s were seen).
+            now = self.loop.now()
+            if self._ignored_said_at is None or now - self._ignored_said_at >= IGNORED_LOG_SEC:
+                more = self._ignored_since
+                self._log.info(
+                    "notify",
+                    f"ignored a message from PID {n.pid}: not a supervised process"
+                    + (f" ({more} more since the last such line)" if more else ""),
+                )
+                self._ignored_said_at, self._ignored_since = now, 0
+            else:
+                self._ignored_since += 1
             return
         spec = self._running[name].spec
         if "STATUS" in n.fields:
