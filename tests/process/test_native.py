@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -130,6 +131,23 @@ def test_shutdown_stops_bots_first_then_hub_and_escalates(start_fleet: StartFlee
     )
     for pid in [*pids, hub_pid]:
         assert not pid_alive(pid)
+
+
+def test_signals_during_the_last_clean_up_never_turn_a_clean_exit_into_a_kill(
+    start_fleet: StartFleet,
+) -> None:
+    """An impatient caller sends SIGTERM again and again: the first one stops the fleet,
+    the second kills what is left, and none of the rest may kill the supervisor
+    between its loop's end and its exit (the loop used to put SIG_DFL back)."""
+    sup = start_fleet(fleet_config(["patient_bot"]))
+    sup.wait_for(r"patient_bot: ready")
+    sup.signal(signal.SIGTERM)
+    sup.wait_for(r"patient_bot: stopped")
+    while sup.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            sup.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.001)  # a pace for the signals, not a wait for anything
+    assert sup.proc.returncode == 0
 
 
 def test_stale_flag_files_are_removed_before_a_start(

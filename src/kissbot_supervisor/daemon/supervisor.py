@@ -216,6 +216,10 @@ class Supervisor:
     def run(self) -> int:
         import signal
 
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            # What the loop puts back when it closes: once the shutdown is done, a
+            # late signal (an impatient caller) must not turn the clean exit into a kill.
+            signal.signal(sig, signal.SIG_IGN)
         self.loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .inotify import DirectoryWatches
 
 Callback = Callable[[], None]
@@ -50,6 +52,7 @@ class Loop:
         self._timers: list[Timer] = []
         self._seq = itertools.count()
         self._signal_handlers: dict[int, Callback] = {}
+        self._signal_before: dict[int, Any] = {}
         self._signal_r: socket.socket | None = None
         self._signal_w: socket.socket | None = None
         self._stopped = False
@@ -105,6 +108,8 @@ class Loop:
             signal.set_wakeup_fd(self._signal_w.fileno(), warn_on_full_buffer=False)
             self.add_reader(self._signal_r.fileno(), self._read_signals)
         self._signal_handlers[signum] = callback
+        # close() puts back what was there before.
+        self._signal_before.setdefault(signum, signal.getsignal(signum))
         # A Python-level handler that does nothing: the wakeup fd carries the number.
         signal.signal(signum, lambda _s, _f: None)
 
@@ -151,8 +156,8 @@ class Loop:
             self._watches.close()
         if self._signal_r is not None:
             signal.set_wakeup_fd(-1)
-            for signum in self._signal_handlers:
-                signal.signal(signum, signal.SIG_DFL)
+            for signum, before in self._signal_before.items():
+                signal.signal(signum, before if before is not None else signal.SIG_DFL)
             self.remove_reader(self._signal_r.fileno())
             self._signal_r.close()
             if self._signal_w is not None:
