@@ -10,6 +10,14 @@ answers it itself, then :meth:`ControlServer.broadcast` writes each event to
 every subscriber; whatever else such a client sends is ignored. A subscriber
 that does not read is dropped once ``MAX_PENDING_OUT`` bytes wait for it, so a
 stuck client can neither block the loop nor grow the supervisor.
+
+No client can hold supervision or the other clients: a connection's requests
+are answered one at a time, the next one only once the last answer is sent
+(a client that pipelines requests and never reads gets one answer queued and
+is no longer read from), at most ``PER_TURN`` in one turn of the loop; a
+connection idle for ``IDLE_SEC`` is closed, and when all ``MAX_CLIENTS`` slots
+are taken the longest-idle connection makes room for a new one. Events
+subscribers are at most ``MAX_SUBSCRIBERS``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from pathlib import Path
 
 from ..protocol import MAX_LINE, ProtocolError, Request, encode, parse_request
 from ..runtime.fs import bind_unix
-from ..runtime.loop import Loop, accepted
+from ..runtime.loop import Loop, Timer, accepted
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
 TYPE_CHECKING = False
@@ -39,7 +47,10 @@ if TYPE_CHECKING:
 GROUP = "kissbot"
 _UCRED = struct.Struct("iII")
 MAX_CLIENTS = 64
+MAX_SUBSCRIBERS = 32  # events streams: never all the slots
 MAX_PENDING_OUT = 16 * 1024 * 1024  # a client that never reads is dropped
+IDLE_SEC = 60.0  # a connection with no request for this long is closed
+PER_TURN = 16  # requests of one connection answered in one turn of the loop
 
 
 def peer_allowed(uid: int, gid: int, own_uid: int) -> bool:
@@ -71,12 +82,22 @@ def _discard_input(conn: socket.socket) -> None:
 
 
 class _Client:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
         self.inbuf = b""
         self.outbuf = bytearray()  # appended to and consumed in place: no copy per event
         self.closing = False
         self.subscribed = False
+        self.waiting = False  # a command is waiting for its outcome (start, stop)
+        self.active_at = now  # the last request, or the connection
+        self.idle_timer: Timer | None = None
+        self.more_timer: Timer | None = None
+        self.mode = "read"  # what the loop waits for on it: "read", "write" or "none"
+
+    @property
+    def busy(self) -> bool:
+        """An answer is owed or not sent yet: the next request waits for it."""
+        return self.waiting or bool(self.outbuf)
 
 
 class ControlServer:
@@ -156,13 +177,49 @@ class ControlServer:
                 _discard_input(conn)
                 conn.close()
                 continue
-            if len(self._clients) >= MAX_CLIENTS:
+            if len(self._clients) >= MAX_CLIENTS and not self._make_room():
                 conn.close()
                 continue
             conn.setblocking(False)
-            client = _Client(conn)
+            client = _Client(conn, self.loop.now())
             self._clients[conn.fileno()] = client
             self.loop.add_reader(conn.fileno(), lambda c=client: self._read(c))  # type: ignore[misc]
+            self._arm_idle(client)
+
+    def _wait_for(self, client: _Client, mode: str) -> None:
+        """Have the loop wait on the connection for ``mode``: "read", "write" or "none"."""
+        fd = client.sock.fileno()
+        if fd < 0 or client.mode == mode:
+            return
+        if client.mode == "read":
+            self.loop.remove_reader(fd)
+        elif client.mode == "write":
+            self.loop.remove_writer(fd)
+        client.mode = mode
+        if mode == "read":
+            self.loop.add_reader(fd, lambda: self._read(client))
+        elif mode == "write":
+            self.loop.add_writer(fd, lambda: self._flush(client))
+
+    def _make_room(self) -> bool:
+        """Close the connection idle longest (not a subscriber, owed nothing); False if none."""
+        idle = [c for c in self._clients.values() if not c.subscribed and not c.busy]
+        if not idle:
+            return False
+        self._drop(min(idle, key=lambda c: c.active_at))
+        return True
+
+    def _arm_idle(self, client: _Client) -> None:
+        if client.idle_timer is not None:
+            client.idle_timer.cancel()
+        client.idle_timer = self.loop.call_later(IDLE_SEC, lambda: self._on_idle(client))
+
+    def _on_idle(self, client: _Client) -> None:
+        client.idle_timer = None
+        if client.subscribed or client.busy:
+            self._arm_idle(client)
+        else:
+            self._drop(client)
 
     def _accept_failed(self, e: OSError) -> None:
         self._log.info("control", f"accept failed: {e.strerror}")
@@ -180,14 +237,36 @@ class ControlServer:
         if client.subscribed:
             return  # the connection carries events only; the client's words are ignored
         client.inbuf += data
-        while b"\n" in client.inbuf and not client.subscribed:
+        self._process(client)
+
+    def _process(self, client: _Client) -> None:
+        """Answer the requests waiting in ``client.inbuf``, one at a time (see the module)."""
+        client.more_timer = None
+        if client.sock.fileno() < 0:
+            return
+        for _ in range(PER_TURN):
+            if client.subscribed or client.busy or b"\n" not in client.inbuf:
+                break
             line, client.inbuf = client.inbuf.split(b"\n", 1)
+            client.active_at = self.loop.now()
+            self._arm_idle(client)
             self._answer(client, line)
+        else:
+            if b"\n" in client.inbuf and not client.busy and client.more_timer is None:
+                client.more_timer = self.loop.call_later(0, lambda: self._process(client))
         if client.subscribed:
             client.inbuf = b""
-        elif len(client.inbuf) > MAX_LINE:
+        elif b"\n" not in client.inbuf and len(client.inbuf) > MAX_LINE:
             self._reply(client, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
             self._drop(client)
+        elif client.outbuf:
+            pass  # waiting to write (_flush); reading resumes once all is sent
+        elif client.waiting or len(client.inbuf) > MAX_LINE:
+            # Read no more from it until it is owed nothing and what it sent is
+            # answered: what it sends meanwhile stays in the kernel's buffer, not ours.
+            self._wait_for(client, "none")
+        else:
+            self._wait_for(client, "read")
 
     def _answer(self, client: _Client, line: bytes) -> None:
         try:
@@ -196,6 +275,12 @@ class ControlServer:
             self._reply(client, {"ok": False, "error": str(e)})
             return
         if request.cmd == "events":
+            if len(self.subscribers) >= MAX_SUBSCRIBERS:
+                self._reply(
+                    client,
+                    {"ok": False, "error": f"{MAX_SUBSCRIBERS} events streams are open already"},
+                )
+                return
             client.subscribed = True
             self.subscribers.append(client)
             self._reply(client, {"ok": True, "subscribed": True})
@@ -205,10 +290,13 @@ class ControlServer:
         def reply(response: dict[str, Any]) -> None:
             # Commands that wait (start, stop) answer later; the client may be gone.
             nonlocal answered
-            if not answered and client.sock.fileno() >= 0:
+            if not answered:
                 answered = True
-                self._reply(client, response)
+                client.waiting = False
+                if client.sock.fileno() >= 0:
+                    self._reply(client, response)
 
+        client.waiting = True
         try:
             self._handler(request, reply)
         except Exception as e:  # a bug must cost one answer, not the supervisor
@@ -243,23 +331,25 @@ class ControlServer:
                 )
             self._drop(client)
         elif client.outbuf:
-            # The rare slow reader: wait for writability on a separate registration.
-            fd = client.sock.fileno()
-            self.loop.remove_reader(fd)
-            self.loop.add_writer(fd, lambda: self._on_writable(client))
-
-    def _on_writable(self, client: _Client) -> None:
-        fd = client.sock.fileno()
-        self.loop.remove_writer(fd)
-        self.loop.add_reader(fd, lambda: self._read(client))
-        self._flush(client)
+            self._wait_for(client, "write")  # the rare slow reader
+        elif client.waiting:
+            self._wait_for(client, "none")
+        else:
+            self._wait_for(client, "read")
+            # Requests it sent while it was owed an answer: their turn, in the next turn
+            # of the loop (never nested in this answer).
+            if b"\n" in client.inbuf and not client.subscribed and client.more_timer is None:
+                client.more_timer = self.loop.call_later(0, lambda: self._process(client))
 
     def _drop(self, client: _Client) -> None:
         fd = client.sock.fileno()
         if fd >= 0:
-            self.loop.remove_reader(fd)
-            self.loop.remove_writer(fd)
+            self._wait_for(client, "none")
             self._clients.pop(fd, None)
+        for timer in (client.idle_timer, client.more_timer):
+            if timer is not None:
+                timer.cancel()
+        client.idle_timer = client.more_timer = None
         if client.subscribed:
             client.subscribed = False
             with contextlib.suppress(ValueError):

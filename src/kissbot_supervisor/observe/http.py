@@ -4,10 +4,12 @@ Not ``http.server``: it blocks in a thread per request and is heavy for the
 resident daemon. This answers one request per connection and closes it
 (HTTP/1.0 style): ``GET`` or ``HEAD /metrics`` gets the Prometheus text, any
 other path 404, any other method 405, a malformed request 400, a request head
-over ``MAX_REQUEST`` bytes 431. At most ``MAX_CLIENTS`` connections at once
-(more are closed at accept), and one that has not sent its request within
-``CLIENT_TIMEOUT`` seconds is closed: a slow or idle client can hold nothing
-for long, and reading, writing and accepting never block the loop.
+over ``MAX_REQUEST`` bytes 431. At most ``MAX_CLIENTS`` connections at once,
+and one that has not sent its request within ``CLIENT_TIMEOUT`` seconds is
+closed. When every slot is taken, the connection waiting longest for its
+request makes room for the new one: slow clients (a slowloris) push each other
+out, while a scraper, which sends its request at once, is answered. Reading,
+writing and accepting never block the loop.
 
 :func:`respond` (request head in, response bytes out) holds the protocol and
 is tested on its own.
@@ -85,12 +87,13 @@ def respond(head: bytes, metrics: Callable[[], str]) -> bytes:
 
 
 class _Conn:
-    __slots__ = ("inbuf", "outbuf", "sock", "timer")
+    __slots__ = ("inbuf", "outbuf", "since", "sock", "timer")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, since: float) -> None:
         self.sock = sock
+        self.since = since
         self.inbuf = b""
-        self.outbuf = b""
+        self.outbuf = b""  # the response, once the request is complete
         self.timer: Timer | None = None
 
 
@@ -155,10 +158,13 @@ class MetricsHttpServer:
     def _accept(self) -> None:
         for conn in accepted(self.sock, self._accept_failed):
             if len(self._conns) >= MAX_CLIENTS:
-                conn.close()
-                continue
+                waiting = [c for c in self._conns.values() if not c.outbuf]
+                if not waiting:
+                    conn.close()
+                    continue
+                self._close(min(waiting, key=lambda c: c.since))
             conn.setblocking(False)
-            c = _Conn(conn)
+            c = _Conn(conn, self.loop.now())
             self._conns[conn.fileno()] = c
             self.loop.add_reader(conn.fileno(), lambda c=c: self._read(c))  # type: ignore[misc]
             c.timer = self.loop.call_later(CLIENT_TIMEOUT, lambda c=c: self._close(c))  # type: ignore[misc]
