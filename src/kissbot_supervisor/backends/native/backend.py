@@ -98,6 +98,7 @@ class NativeBackend:
         self.pids_dir = options.workdir / "pids"
         self.pids_dir.mkdir(parents=True, exist_ok=True)
         options.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._remove_leftover_credentials()
         self.notify = NotifyServer(options.runtime_dir / "notify.sock")
         loop.add_reader(self.notify.fileno(), self._on_notify)
         self.readiness = ReadinessWatcher(
@@ -171,6 +172,19 @@ class NativeBackend:
         if secret is not None:
             extra["CREDENTIALS_DIRECTORY"] = str(self._write_credential(spec.name, secret))
         return child_environment(self.base_env, extra)
+
+    def _remove_leftover_credentials(self) -> None:
+        """Token files a predecessor killed with SIGKILL left behind (no clean-up ran):
+        nothing of a native fleet survives it (PR_SET_PDEATHSIG), so none is in use."""
+        from ...tokens.states import remove_credentials
+
+        try:
+            entries = list(os.scandir(self.opt.runtime_dir / "credentials"))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                remove_credentials(Path(entry.path))
 
     def _credentials_dir(self, name: str) -> Path:
         return self.opt.runtime_dir / "credentials" / name

@@ -149,6 +149,13 @@ class Spawner:
             os.dup2(out_w, 2)
             for fd in keep:
                 os.set_inheritable(fd, True)
+            # Only what the child is meant to get: descriptors the supervisor itself
+            # inherited without O_CLOEXEC (from a shell, a service manager) stop here.
+            low = 3
+            for fd in sorted({*keep, err_w}):
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, self._nofile[1] if self._nofile[1] > 0 else 1 << 20)
             stage = f"change directory to {cwd}"
             os.chdir(cwd)
             if watchdog_pid:
