@@ -61,6 +61,15 @@ FLAGS = (
         group=UPSTREAM,
         metavar="DB",
     ),
+    Flag(
+        "--listen-delay",
+        "wait S seconds before binding the socket (a hub slow to start: another "
+        "process may hold the path meanwhile)",
+        group=common.FAULTS,
+        convert=common.seconds,
+        default=0.0,
+        metavar="S",
+    ),
     *common.fault_flags("hub"),
 )
 
@@ -76,6 +85,7 @@ class _Options:
         self.hang_after: float | None = values["hang_after"]
         self.ignore_sigterm: bool = values["ignore_sigterm"]
         self.ready_delay: float = values["ready_delay"]
+        self.listen_delay: float = values["listen_delay"]
 
 
 class _Client:
@@ -133,6 +143,7 @@ class DemoHub:
         # as a crashed upstream hub does.
         clean_exit = False
         try:
+            time.sleep(opt.listen_delay)
             self.listen()
             status = self.loop()
             clean_exit = True

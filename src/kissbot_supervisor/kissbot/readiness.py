@@ -3,11 +3,17 @@
 Shared by both backends (systemd knows READY=1, not ``pids/CH.ready`` nor the
 hub's socket). ``pids/CH.ready`` is watched with inotify; the hub socket is
 probed with a connect every 50 ms, and only while the hub is starting.
+
+A socket that answers is the hub's only if the kernel says so: the listener's
+PID (``SO_PEERCRED``) must be the hub's main process or one of its
+descendants. Any process can listen on the path first (in ``/tmp``, or in the
+bots' own workdir), and bots told the hub is ready would say hello to it.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +25,7 @@ if TYPE_CHECKING:
     from ..runtime.inotify import Events
 
 SOCKET_PROBE_SEC = 0.05
+_UCRED = struct.Struct("iII")
 # Flag files a KissBot bot leaves behind when killed (it has no SIGTERM handler).
 STALE_FLAGS = ("pid", "starting", "irc", "eventsub", "ready")
 
@@ -33,30 +40,45 @@ class ReadinessWatcher:
     """Calls ``on_ready(name)`` once per ``watch`` when the process's signal shows up."""
 
     def __init__(
-        self, loop: Loop, pids_dir: Path, hub_socket: Path, on_ready: Callable[[str], None]
+        self,
+        loop: Loop,
+        pids_dir: Path,
+        hub_socket: Path,
+        on_ready: Callable[[str], None],
+        on_squatter: Callable[[str, int], None] = lambda name, pid: None,
     ) -> None:
         self.loop = loop
         self.pids_dir = pids_dir
         self.hub_socket = hub_socket
         self._on_ready = on_ready
+        self._on_squatter = on_squatter  # (name, PID): another process listens on the path
         self._files: set[str] = set()  # names waiting for pids/NAME.ready
         self._probes: dict[str, Timer] = {}
+        self._owners: dict[str, Callable[[], int | None]] = {}
+        self._squatters: dict[str, int] = {}  # name -> a foreign listener already reported
         self._watch = loop.watches.subscribe(
             pids_dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE, self._on_files
         )
 
-    def watch(self, name: str, mode: str) -> None:
-        """Start waiting for ``name`` (``file`` or ``socket`` mode; others are not ours)."""
+    def watch(self, name: str, mode: str, owner: Callable[[], int | None] = lambda: None) -> None:
+        """Start waiting for ``name`` (``file`` or ``socket`` mode; others are not ours).
+
+        ``owner`` gives the process's main PID as the backend knows it (None: not
+        yet): only a listener it owns makes a ``socket`` process ready.
+        """
         self.forget(name)
         if mode == "file":
             self._files.add(name)
             if (self.pids_dir / f"{name}.ready").exists():
                 self._ready(name)
         elif mode == "socket":
+            self._owners[name] = owner
             self._probe(name)
 
     def forget(self, name: str) -> None:
         self._files.discard(name)
+        self._owners.pop(name, None)
+        self._squatters.pop(name, None)
         timer = self._probes.pop(name, None)
         if timer is not None:
             timer.cancel()
@@ -81,15 +103,36 @@ class ReadinessWatcher:
             s.setblocking(False)
             try:
                 s.connect(str(self.hub_socket))
+                creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
             except OSError:
-                self._probes[name] = self.loop.call_later(
-                    SOCKET_PROBE_SEC, lambda: self._probe(name)
-                )
-                return
-        self._probes.pop(name, None)
-        self._ready(name)
+                creds = None
+        owner = self._owners.get(name, lambda: None)()
+        listener = None if creds is None else _UCRED.unpack(creds)[0]
+        if listener is not None and owner is not None and _descends(listener, owner):
+            self._probes.pop(name, None)
+            self._ready(name)
+            return
+        if listener is not None and owner is not None and self._squatters.get(name) != listener:
+            self._squatters[name] = listener
+            self._on_squatter(name, listener)
+        self._probes[name] = self.loop.call_later(SOCKET_PROBE_SEC, lambda: self._probe(name))
 
     def close(self) -> None:
         for name in list(self._probes):
             self.forget(name)
         self.loop.watches.cancel(self._watch)
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    """Whether ``pid`` is ``ancestor`` or one of its descendants (from /proc)."""
+    for _ in range(64):  # deeper than any real hub's tree
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False

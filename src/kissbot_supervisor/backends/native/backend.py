@@ -102,7 +102,11 @@ class NativeBackend:
         self.notify = NotifyServer(options.runtime_dir / "notify.sock")
         loop.add_reader(self.notify.fileno(), self._on_notify)
         self.readiness = ReadinessWatcher(
-            loop, self.pids_dir, options.hub_socket, lambda name: self._emit(core.Ready(name))
+            loop,
+            self.pids_dir,
+            options.hub_socket,
+            lambda name: self._emit(core.Ready(name)),
+            self._squatter,
         )
         self.base_env = dict(os.environ)
 
@@ -162,7 +166,18 @@ class NativeBackend:
         self.loop.add_reader(out.fd, lambda: self._on_output(slot, out))
         slot.log.note(f"started (PID {child.pid}): {' '.join(spec.argv)}", self._wall())
         self._emit(core.Spawned(name, child.pid))
-        self.readiness.watch(name, spec.ready)
+        self.readiness.watch(name, spec.ready, lambda: self._main_pid(name))
+
+    def _main_pid(self, name: str) -> int | None:
+        running = self._running.get(name)
+        return None if running is None else running.pid
+
+    def _squatter(self, name: str, pid: int) -> None:
+        self._log.warning(
+            name,
+            f"{self.opt.hub_socket} answers, but from PID {pid}, not from this process: "
+            "another process holds its socket path; waiting for its own",
+        )
 
     def _environment(self, spec: core.ProcessSpec) -> dict[str, str]:
         extra = {"NOTIFY_SOCKET": str(self.notify.path), "KISSBOT_PROCESS": spec.name}

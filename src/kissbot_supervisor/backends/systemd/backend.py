@@ -260,7 +260,7 @@ class SystemdBackend:
         rule = match_properties_changed()
         check_reply(self.bus.call_sync(add_match(rule)))
         self.bus.on_signal(rule, self._on_properties_changed)
-        self.readiness = ReadinessWatcher(loop, pids_dir, hub_socket, self._ready)
+        self.readiness = ReadinessWatcher(loop, pids_dir, hub_socket, self._ready, self._squatter)
 
     # -- start-up: adopt what survived us -------------------------------------
 
@@ -325,7 +325,13 @@ class SystemdBackend:
                     # Once the loop runs: a Ready now would reach the core before
                     # the adoption it belongs to.
                     self.loop.call_later(
-                        0.0, functools.partial(self.readiness.watch, name, specs[name].ready)
+                        0.0,
+                        functools.partial(
+                            self.readiness.watch,
+                            name,
+                            specs[name].ready,
+                            functools.partial(self._main_pid, name),
+                        ),
                     )
                     # The listing's ActiveState may be older than the MainPID just
                     # read, and the signals sent before this unit was tracked were
@@ -530,7 +536,18 @@ class SystemdBackend:
             track.pid = pid
             track.starting = False
             self._emit(core.Spawned(name, pid))
-            self.readiness.watch(name, track.spec.ready)
+            self.readiness.watch(name, track.spec.ready, functools.partial(self._main_pid, name))
+
+    def _main_pid(self, name: str) -> int | None:
+        track = self._tracks.get(name)
+        return None if track is None else track.pid
+
+    def _squatter(self, name: str, pid: int) -> None:
+        self._log.warning(
+            name,
+            f"{self.readiness.hub_socket} answers, but from PID {pid}, not from this unit's "
+            "processes: another process holds its socket path; waiting for its own",
+        )
 
     def _exited(self, track: Track, props: dict[str, object]) -> None:
         pid, track.pid = track.pid, None
