@@ -83,6 +83,7 @@ class TokenGate:
         self._tokens: DbTokens | None = None
         self._undecryptable: dict[str, TokenReport] = {}
         self._timer: Timer | None = None
+        self._unreadable: str | None = None  # the last reading's problem, said once
         self._watches: dict[Path, Subscription] = {}
         self.cfg = cfg
         self._configure(cfg)
@@ -161,9 +162,19 @@ class TokenGate:
             else:
                 self._tokens = read_yaml_tokens(cfg.document, cfg.config_path, now)
         except TokenError as e:
-            self._log.info("tokens", f"cannot read token states ({e}); trying again shortly")
+            # Said when it starts and when it changes, not at every retry (every
+            # BUSY_RETRY_SEC, for as long as a DB stays locked or broken).
+            problem = str(e)
+            if problem != self._unreadable:
+                self._unreadable = problem
+                self._log.info(
+                    "tokens", f"cannot read token states ({problem}); trying again shortly"
+                )
             self._schedule(BUSY_RETRY_SEC)
             return
+        if self._unreadable is not None:
+            self._unreadable = None
+            self._log.info("tokens", "token states can be read again")
         if previous != self._tokens:
             self._undecryptable.clear()  # the DB changed: give decryption another chance
         self._schedule_expiry(now)
