@@ -103,3 +103,18 @@ def test_a_fifo_as_the_token_db_never_hangs_the_supervisor(
     # The old supervisor opened it to read its header, and blocked there for ever.
     sup.wait_for(r"tokens: cannot read token states \(.*kissbot\.db: is a FIFO")
     assert sup.status()["bots"][0]["channel"] == "db_chan"  # it answers
+
+
+def test_logs_swapped_for_a_symlink_makes_no_directory_through_it(
+    start_fleet: StartFleet, workdir: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "root-dir"
+    target.mkdir()
+    give_to_bots_user(workdir)
+    as_bots_user(f"ln -s {target} logs", workdir)
+    sup = start_fleet(fleet_config(["dirless_chan"]), give=False)
+    sup.wait_for(r"dirless_chan: cannot open .*dirless_chan\.log")
+    sup.wait_for(r"dirless_chan: ready")  # its output is dropped, the bot runs
+    # The supervisor made no logs/supervisor/ in it. (The demo bot runs as root here
+    # and writes its own logs/broadcast/ there: as the bots' user it could not.)
+    assert not (target / "supervisor").exists()

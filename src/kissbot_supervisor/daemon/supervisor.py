@@ -23,7 +23,7 @@ from ..config.specs import build_policy, build_specs
 from ..kissbot.filecommands import FileInterfaces, bot_states
 from ..observe.observer import Observer
 from ..protocol import ALARMS
-from ..runtime.fs import ensure_private_dir, read_regular, write_atomically
+from ..runtime.fs import ensure_private_dir, make_dirs, read_regular, write_atomically
 from ..runtime.log import Log
 from ..runtime.loop import Loop, Timer
 from ..runtime.resources import raise_fd_limit, release_memory
@@ -279,7 +279,7 @@ class Supervisor:
 
     def _write_pidfile(self) -> None:
         try:
-            self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.pidfile.parent, self.cfg.workdir)
             # At once and 0644 (not 0600 under UMask=0077): scripts `kill -HUP $(cat ...)`.
             write_atomically(self.pidfile, f"{os.getpid()}\n", base=self.cfg.workdir)
         except OSError as e:

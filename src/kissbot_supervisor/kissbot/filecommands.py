@@ -37,7 +37,7 @@ from ..config.load import check_login
 from ..config.settings import SettingValueError
 from ..core.records import record
 from ..protocol import Request
-from ..runtime.fs import NotRegularFile, open_regular, read_fd, write_atomically
+from ..runtime.fs import NotRegularFile, make_dirs, open_regular, read_fd, write_atomically
 from ..runtime.inotify import IN_CLOSE_WRITE, IN_DELETE, IN_MODIFY, IN_MOVED_TO, Subscription
 from ..runtime.loop import Loop, Timer
 
@@ -310,7 +310,7 @@ class FileInterfaces:
             if relay:
                 mask |= IN_DELETE | IN_MOVED_FROM  # a bot consumed its inbox
             try:
-                self.pids_dir.mkdir(parents=True, exist_ok=True)
+                make_dirs(self.pids_dir, self.workdir)
                 self._watch = self.loop.watches.subscribe(self.pids_dir, mask, self._on_files)
             except OSError as e:
                 self._log.error(

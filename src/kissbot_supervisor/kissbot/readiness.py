@@ -23,6 +23,7 @@ from ..runtime.loop import Loop, Timer
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..runtime.inotify import Events
+    from ..runtime.log import Log
 
 SOCKET_PROBE_SEC = 0.05
 _UCRED = struct.Struct("iII")
@@ -45,13 +46,13 @@ class ReadinessWatcher:
         pids_dir: Path,
         hub_socket: Path,
         on_ready: Callable[[str], None],
-        on_squatter: Callable[[str, int], None] = lambda name, pid: None,
+        log: Log | None = None,
     ) -> None:
         self.loop = loop
         self.pids_dir = pids_dir
         self.hub_socket = hub_socket
         self._on_ready = on_ready
-        self._on_squatter = on_squatter  # (name, PID): another process listens on the path
+        self._log = log  # where a foreign listener on the hub's path is reported
         self._files: set[str] = set()  # names waiting for pids/NAME.ready
         self._probes: dict[str, Timer] = {}
         self._owners: dict[str, Callable[[], int | None]] = {}
@@ -114,7 +115,12 @@ class ReadinessWatcher:
             return
         if listener is not None and owner is not None and self._squatters.get(name) != listener:
             self._squatters[name] = listener
-            self._on_squatter(name, listener)
+            if self._log is not None:
+                self._log.warning(
+                    name,
+                    f"{self.hub_socket} answers, but from PID {listener}, not from this "
+                    "process: another process holds its socket path; waiting for its own",
+                )
         self._probes[name] = self.loop.call_later(SOCKET_PROBE_SEC, lambda: self._probe(name))
 
     def close(self) -> None:

@@ -56,17 +56,25 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def open_dir(directory: Path, base: Path | None) -> int:
-    """A descriptor of ``directory``, reached from ``base`` without following a symlink.
+def open_dir(directory: Path, base: Path | None, *, create: bool = False) -> int:
+    """A descriptor of ``directory``, reached from ``base`` without following a symlink;
+    ``create`` makes the missing directories on the way (0755), each below the last.
 
     With no ``base``, or a ``directory`` outside it, the path is trusted as it is.
     Raises OSError (ELOOP or ENOTDIR when a component is a symlink or a file).
     """
     if base is None or not directory.is_relative_to(base):
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
         return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in directory.relative_to(base).parts:
+            if create:
+                # mkdirat below a descriptor: never in a directory a symlink points at
+                # (a bot's ``logs -> /etc`` would have root make ``/etc/supervisor``).
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
             child = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
@@ -74,6 +82,25 @@ def open_dir(directory: Path, base: Path | None) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def make_dirs(directory: Path, base: Path | None, *, symlink_ok: bool = False) -> None:
+    """``mkdir -p directory`` by the module's rule (see :func:`open_dir`).
+
+    ``symlink_ok``: a symlink on the way is left alone instead of an error (a
+    caller whose every later use of the directory refuses it by the same rule).
+    """
+    try:
+        os.close(open_dir(directory, base, create=True))
+    except OSError as e:
+        # O_NOFOLLOW | O_DIRECTORY says ENOTDIR (or ELOOP) for a symlink: which it was,
+        # lstat tells, and only a symlink is let pass.
+        if not (symlink_ok and e.errno in (errno.ELOOP, errno.ENOTDIR)):
+            raise
+        parts = directory.relative_to(base).parts if base is not None else ()
+        prefixes = [base.joinpath(*parts[: i + 1]) for i in range(len(parts))] if base else []
+        if not any(p.is_symlink() for p in prefixes):
+            raise
 
 
 def open_regular(

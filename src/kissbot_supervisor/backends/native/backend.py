@@ -23,7 +23,7 @@ from ... import core
 from ...core.records import field, record
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...protocol import NoteKind
-from ...runtime.fs import base_of, open_regular, read_regular
+from ...runtime.fs import base_of, make_dirs, open_regular, read_regular
 from ...runtime.loop import Loop
 from ...tokens.states import TokenError
 from .logfiles import LogFile
@@ -96,7 +96,7 @@ class NativeBackend:
         self._ignored_said_at: float | None = None
         self._ignored_since = 0
         self.pids_dir = options.workdir / "pids"
-        self.pids_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.pids_dir, options.workdir, symlink_ok=True)
         options.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._remove_leftover_credentials()
         self.notify = NotifyServer(options.runtime_dir / "notify.sock")
@@ -106,7 +106,7 @@ class NativeBackend:
             self.pids_dir,
             options.hub_socket,
             lambda name: self._emit(core.Ready(name)),
-            self._squatter,
+            log,
         )
         self.base_env = dict(os.environ)
 
@@ -171,13 +171,6 @@ class NativeBackend:
     def _main_pid(self, name: str) -> int | None:
         running = self._running.get(name)
         return None if running is None else running.pid
-
-    def _squatter(self, name: str, pid: int) -> None:
-        self._log.warning(
-            name,
-            f"{self.opt.hub_socket} answers, but from PID {pid}, not from this process: "
-            "another process holds its socket path; waiting for its own",
-        )
 
     def _environment(self, spec: core.ProcessSpec) -> dict[str, str]:
         extra = {"NOTIFY_SOCKET": str(self.notify.path), "KISSBOT_PROCESS": spec.name}

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ...runtime.fs import open_regular
+from ...runtime.fs import make_dirs, open_regular
 
 MAX_PARTIAL = 64 * 1024  # a "line" longer than this is written in pieces
 RETRY_AFTER = 10.0  # seconds before trying a failing log file again
@@ -58,7 +58,7 @@ class LogFile:
         if self._failed_at is not None and self._clock() - self._failed_at < RETRY_AFTER:
             return False
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.path.parent, self._base)
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
             self._fd = open_regular(self.path, flags, 0o640, base=self._base)
             st = os.fstat(self._fd)

@@ -31,6 +31,7 @@ from ... import core
 from ...core.records import record
 from ...kissbot.names import name_of_unit, unit_of
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
+from ...runtime.fs import make_dirs
 from ...runtime.loop import Loop
 from .bus import BusConnection, BusError
 from .messages import (
@@ -250,7 +251,7 @@ class SystemdBackend:
         # While adopt() runs, events go into its list (after their unit's Adopted)
         # instead of to the core, which must see the adoptions first.
         self._adopting: list[core.Event] | None = None
-        pids_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(pids_dir, pids_dir.parent, symlink_ok=True)  # the workdir's: fs.py's rule
         runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.memory = UnitMemory(loop, runtime_dir / MEMORY_FILE, log)
         self.bus = BusConnection(loop, system_bus_address())
@@ -260,7 +261,7 @@ class SystemdBackend:
         rule = match_properties_changed()
         check_reply(self.bus.call_sync(add_match(rule)))
         self.bus.on_signal(rule, self._on_properties_changed)
-        self.readiness = ReadinessWatcher(loop, pids_dir, hub_socket, self._ready, self._squatter)
+        self.readiness = ReadinessWatcher(loop, pids_dir, hub_socket, self._ready, log)
 
     # -- start-up: adopt what survived us -------------------------------------
 
@@ -541,13 +542,6 @@ class SystemdBackend:
     def _main_pid(self, name: str) -> int | None:
         track = self._tracks.get(name)
         return None if track is None else track.pid
-
-    def _squatter(self, name: str, pid: int) -> None:
-        self._log.warning(
-            name,
-            f"{self.readiness.hub_socket} answers, but from PID {pid}, not from this unit's "
-            "processes: another process holds its socket path; waiting for its own",
-        )
 
     def _exited(self, track: Track, props: dict[str, object]) -> None:
         pid, track.pid = track.pid, None
