@@ -27,13 +27,13 @@ import grp
 import os
 import pwd
 import socket
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
 from ..protocol import MAX_LINE, ProtocolError, Request, encode, parse_request
 from ..runtime.fs import bind_unix
 from ..runtime.loop import Loop, Timer, accepted
+from ..runtime.procinfo import peer_credentials
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
 TYPE_CHECKING = False
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     Reply = Callable[[dict[str, Any]], None]
 
 GROUP = "kissbot"
-_UCRED = struct.Struct("iII")
 MAX_CLIENTS = 64
 MAX_SUBSCRIBERS = 32  # events streams: never all the slots
 MAX_PENDING_OUT = 16 * 1024 * 1024  # a client that never reads is dropped
@@ -86,7 +85,6 @@ class _Client:
         self.sock = sock
         self.inbuf = b""
         self.outbuf = bytearray()  # appended to and consumed in place: no copy per event
-        self.closing = False
         self.subscribed = False
         self.waiting = False  # a command is waiting for its outcome (start, stop)
         self.active_at = now  # the last request, or the connection
@@ -160,8 +158,7 @@ class ControlServer:
 
     def _accept(self) -> None:
         for conn in accepted(self.sock, self._accept_failed):
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-            pid, uid, gid = _UCRED.unpack(creds)
+            pid, uid, gid = peer_credentials(conn)
             if not peer_allowed(uid, gid, os.getuid()):
                 self._log.info("control", f"refused a client (PID {pid}, UID {uid}): not allowed")
                 with contextlib.suppress(OSError):

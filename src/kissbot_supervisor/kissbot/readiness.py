@@ -13,12 +13,12 @@ bots' own workdir), and bots told the hub is ready would say hello to it.
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
 from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO
 from ..runtime.loop import Loop, Timer
+from ..runtime.procinfo import descends_from, peer_credentials
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from ..runtime.log import Log
 
 SOCKET_PROBE_SEC = 0.05
-_UCRED = struct.Struct("iII")
 # Flag files a KissBot bot leaves behind when killed (it has no SIGTERM handler).
 STALE_FLAGS = ("pid", "starting", "irc", "eventsub", "ready")
 
@@ -104,12 +103,11 @@ class ReadinessWatcher:
             s.setblocking(False)
             try:
                 s.connect(str(self.hub_socket))
-                creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+                listener: int | None = peer_credentials(s)[0]
             except OSError:
-                creds = None
+                listener = None
         owner = self._owners.get(name, lambda: None)()
-        listener = None if creds is None else _UCRED.unpack(creds)[0]
-        if listener is not None and owner is not None and _descends(listener, owner):
+        if listener is not None and owner is not None and descends_from(listener, owner):
             self._probes.pop(name, None)
             self._ready(name)
             return
@@ -127,18 +125,3 @@ class ReadinessWatcher:
         for name in list(self._probes):
             self.forget(name)
         self.loop.watches.cancel(self._watch)
-
-
-def _descends(pid: int, ancestor: int) -> bool:
-    """Whether ``pid`` is ``ancestor`` or one of its descendants (from /proc)."""
-    for _ in range(64):  # deeper than any real hub's tree
-        if pid == ancestor:
-            return True
-        if pid <= 1:
-            return False
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return False
-    return False
