@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from process.harness import Supervisor, write_config
 
@@ -35,6 +36,15 @@ def give_to_bots_user(workdir: Path) -> None:
     os.chown(workdir, BOTS_UID, BOTS_UID)
 
 
+def write_settings(directory: Path, section: dict[str, Any]) -> Path:
+    """A settings file of root's, as /etc/kissbot-supervisor/supervisor.yaml is."""
+    directory.mkdir(mode=0o755, exist_ok=True)
+    path = directory / "supervisor.yaml"
+    path.write_text(yaml.safe_dump({"supervisor": section}, sort_keys=False))
+    path.chmod(0o644)
+    return path
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A workdir the bots' user can reach: pytest's tmp dirs are 0700 root's."""
@@ -53,10 +63,14 @@ def start_fleet(workdir: Path) -> Iterator[Callable[[dict[str, Any]], Supervisor
     running: list[Supervisor] = []
 
     def start(doc: dict[str, Any], *, give: bool = True) -> Supervisor:
+        """The supervisor's settings in a root-owned file outside the checkout, KissBot's
+        config in the checkout: the production layout (docs/security.md)."""
+        doc = dict(doc)
+        settings = write_settings(workdir.parent / "etc", doc.pop("supervisor", {}))
         write_config(workdir, doc)
         if give:
             give_to_bots_user(workdir)
-        sup = Supervisor(workdir, (), workdir.parent / "run")
+        sup = Supervisor(workdir, ("--settings", str(settings)), workdir.parent / "run")
         running.append(sup)
         return sup
 

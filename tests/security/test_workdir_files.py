@@ -11,7 +11,7 @@ import pytest
 from fixtures.kissbot_db import KissbotDb, write_key_file
 from process.harness import SUPERVISOR, TIMEOUT, fleet_config, write_config
 
-from .conftest import StartFleet, as_bots_user, give_to_bots_user
+from .conftest import StartFleet, as_bots_user, give_to_bots_user, write_settings
 
 
 @pytest.fixture
@@ -78,13 +78,14 @@ def test_symlinks_as_a_bots_log_and_lock_reach_no_other_file(
 
 def test_a_fifo_as_the_fernet_key_ends_the_start_with_a_sentence(workdir: Path) -> None:
     doc = fleet_config(["key_chan"], supervisor={"use_db": True})
+    settings = write_settings(workdir.parent / "etc", doc.pop("supervisor"))
     write_config(workdir, doc)
     KissbotDb.create(workdir / "kissbot.db", key=write_key_file(workdir))
     give_to_bots_user(workdir)
     as_bots_user("rm .kissbot.key && mkfifo .kissbot.key", workdir)
     result = subprocess.run(
         [SUPERVISOR, "--workdir", str(workdir), "--runtime-dir", str(workdir.parent / "run"),
-         "--non-interactive"],
+         "--settings", str(settings), "--non-interactive"],
         capture_output=True, text=True, timeout=TIMEOUT, check=False,
     )  # fmt: skip
     assert result.returncode != 0

@@ -355,3 +355,47 @@ def test_config_error_carries_source_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path)
     assert (info.value.source, info.value.key) == (CONFIG, "twitch.channels[1]")
+
+
+# -- the settings file (docs/security.md) ----------------------------------------------
+
+
+def _settings_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "etc" / "supervisor.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    return path
+
+
+def test_a_settings_file_holds_the_settings_and_kissbots_section_is_ignored(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "twitch:\n  channels: [a_chan]\nsupervisor:\n  restart:\n    delay_sec: 9\n")
+    settings = _settings_file(tmp_path, "supervisor:\n  restart:\n    delay_sec: 3\n")
+    cfg = load_config(tmp_path, CONFIG, settings_file=settings)
+    assert cfg.settings.restart_delay_sec == 3
+    assert cfg.settings_file == settings
+    assert len(cfg.notes) == 1
+    assert cfg.notes[0].startswith(f"{CONFIG}: the 'supervisor:' section is ignored")
+    # Without one, KissBot's config holds them (root's here, so trusted), and no note.
+    cfg = load_config(tmp_path, CONFIG)
+    assert cfg.settings.restart_delay_sec == 9
+    assert cfg.notes == ()
+
+
+def test_a_settings_file_errors_name_that_file(tmp_path: Path) -> None:
+    write(tmp_path, "twitch:\n  channels: [a_chan]\n")
+    settings = _settings_file(tmp_path, "supervisor:\n  restart:\n    delay_sec: soon\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path, CONFIG, settings_file=settings)
+    assert str(e.value).startswith(f"{settings}: supervisor.restart.delay_sec: ")
+    settings.write_text("twitch:\n  channels: [b_chan]\nsupervisor: {}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path, CONFIG, settings_file=settings)
+    assert str(e.value) == (
+        f"{settings}: twitch: is not read here: a settings file holds only a 'supervisor:' section"
+    )
+    settings.unlink()
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path, CONFIG, settings_file=settings)
+    assert str(e.value) == f"{settings}: the settings file does not exist"

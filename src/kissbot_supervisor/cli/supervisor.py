@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config.load import setting_flags
+from ..config.paths import SETTINGS_FILE
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
 TYPE_CHECKING = False
@@ -45,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_formatter,
         prog="kissbot-supervisor",
         description="Supervise a KissBot fleet: the EventSub hub first, then one bot per channel.",
-        epilog="Every setting can also live under 'supervisor:' in the config file; flags win. "
-        "See docs/configuration.md.",
+        epilog="Every setting can also live under 'supervisor:' in the settings file; flags win. "
+        "See docs/configuration.md and docs/security.md.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -54,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="config/config.yaml",
         metavar="PATH",
         help="KissBot config file, relative to the workdir (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--settings",
+        default=None,
+        metavar="PATH",
+        help=f"the supervisor's settings: a YAML file with a 'supervisor:' section, writable "
+        f"by root (or this user) only (default: {SETTINGS_FILE} when it exists; else the "
+        "'supervisor:' section of the KissBot config, if only root or this user can write it)",
     )
     parser.add_argument(
         "--workdir",
@@ -115,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         config_path=args.config,
         flags=flags,
         interactive=not args.non_interactive and sys.stdin.isatty(),
+        settings_file=Path(args.settings).absolute() if args.settings else SETTINGS_FILE,
+        settings_optional=not args.settings,
     )
     try:
         if args.check_config:

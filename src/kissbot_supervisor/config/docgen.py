@@ -21,14 +21,24 @@ uppercase is lowercased), `bot.name` (whose `bot` token the bots use),
 token mode, `twitch.tokens`. Every other key belongs to the bot and the hub
 and is left alone.
 
-The supervisor's own settings live under a `supervisor:` key. Every setting
-also has a command-line flag; flags win over the file, the file over the
-defaults. A wrong value is reported with the file, the key path, the value and
-what was expected, and on reload it changes nothing.
+The supervisor's own settings live under a `supervisor:` key, in a file of
+their own: the **settings file**, `/etc/kissbot-supervisor/supervisor.yaml`
+(or `--settings PATH`). They choose what runs and as whom, so that file and
+every directory above it must be writable by root (or the supervisor's own
+user) only, or the supervisor refuses it. Without a settings file, the
+`supervisor:` section of KissBot's config is read instead, under the same
+rule: fine in a checkout of your own, refused in one the bots' user owns (the
+production layout, where a taken-over bot could otherwise choose the
+commands root runs; see docs/security.md). With a settings file, a
+`supervisor:` section in KissBot's config is ignored, and said so.
+
+Every setting also has a command-line flag; flags win over the file, the
+file over the defaults. A wrong value is reported with the file, the key
+path, the value and what was expected, and on reload it changes nothing.
 
 The old supervisor's flags are all accepted: `--config`, `--use-db`, `--db`,
-`--enable-hub`, `--hub-socket`, `--non-interactive`; plus `--workdir DIR` and
-`--check-config`.
+`--enable-hub`, `--hub-socket`, `--non-interactive`; plus `--workdir DIR`,
+`--settings PATH` and `--check-config`.
 
 This file is generated from the declarations in
 `src/kissbot_supervisor/config/settings.py` by `make docs`.

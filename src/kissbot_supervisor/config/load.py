@@ -1,11 +1,21 @@
-"""Reading the KissBot config file and the command line into a frozen :class:`Config`.
+"""Reading the KissBot config file, the settings file and the command line into a :class:`Config`.
 
 Precedence is explicit: command-line flags, then the ``supervisor:`` section
-of the file, then the defaults declared in :mod:`.settings`. Everything else
-in the file belongs to the bot and the hub and is only read, never judged,
-except ``twitch.channels`` (which becomes argv, unit names and file paths, so
-every name is checked here) and ``bot.name`` / ``twitch.broadcaster_id``
-(which pick tokens).
+of the settings file, then the defaults declared in :mod:`.settings`.
+
+Where the settings come from is a security decision (docs/security.md). They
+choose what runs and as whom (``bot.command``, ``on_failure``,
+``systemd.user``), so they are read only from a file nobody but root or the
+supervisor's own user can change: the settings file (``--settings``, by
+default ``/etc/kissbot-supervisor/supervisor.yaml`` when it exists); without
+one, the ``supervisor:`` section of KissBot's config, but only when that file
+and every directory above it pass the same test. In production the KissBot
+checkout belongs to the bots' user, so its config is KissBot's alone.
+
+Everything else in KissBot's config belongs to the bot and the hub and is
+only read, never judged, except ``twitch.channels`` (which becomes argv, unit
+names and file paths, so every name is checked here) and ``bot.name`` /
+``twitch.broadcaster_id`` (which pick tokens).
 """
 
 from __future__ import annotations
@@ -16,7 +26,8 @@ from pathlib import Path
 
 from ..core.records import record
 from ..kissbot.names import DEFAULT_BOT_LOGIN, LOGIN_RULE, login_of
-from ..runtime.fs import base_of, read_regular
+from ..runtime.fs import base_of, others_can_write, read_with_stat
+from .paths import SETTINGS_FILE
 from .settings import Settings, SettingValueError, declarations, shown
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
@@ -61,6 +72,8 @@ class Config:
     settings: Settings
     document: Mapping[str, Any]  # the whole YAML file, read-only, for token look-ups
     interactive: bool = False
+    settings_file: Path | None = None  # where the settings came from, when not KissBot's config
+    notes: tuple[str, ...] = ()  # said at start, reload and --check-config; not errors
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the config, relative to the workdir (never to the caller's cwd)."""
@@ -93,9 +106,20 @@ def _mapping(value: object, source: str, key: str) -> Mapping[str, Any]:
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a KissBot config is a few KiB
 
 
+@record
+class YamlFile:
+    document: Mapping[str, Any]
+    writable_by_others: str | None  # why someone else could change it (see others_can_write)
+
+
 def load_yaml(
-    path: Path, shown: str, *, isolate: bool = False, base: Path | None = None
-) -> Mapping[str, Any]:
+    path: Path,
+    shown: str,
+    *,
+    isolate: bool = False,
+    base: Path | None = None,
+    what: str = "config file",
+) -> YamlFile:
     """Parse the file; errors name the file and, for syntax errors, line and column.
 
     ``isolate`` parses in a child process (see :mod:`.yamlparse`): the resident
@@ -104,9 +128,9 @@ def load_yaml(
     from .yamlparse import YamlChildError, parse_here, parse_in_child
 
     try:
-        raw = read_regular(path, MAX_CONFIG_BYTES, base=base)  # no FIFO, no symlink
+        raw, st = read_with_stat(path, MAX_CONFIG_BYTES, base=base)  # no FIFO, no symlink
     except FileNotFoundError:
-        raise ConfigError(shown, None, "the config file does not exist") from None
+        raise ConfigError(shown, None, f"the {what} does not exist") from None
     except OSError as e:
         raise ConfigError(shown, None, f"cannot be read ({e.strerror})") from None
     if len(raw) > MAX_CONFIG_BYTES:
@@ -124,10 +148,10 @@ def load_yaml(
         raise ConfigError(shown, where, f"invalid YAML: {error.get('problem')}")
     document = result.get("document")
     if document is None:
-        return {}
+        document = {}
     if not isinstance(document, Mapping):
         raise ConfigError(shown, None, f"expected a mapping at the top, got {_describe(document)}")
-    return document
+    return YamlFile(document, others_can_write(path, st))
 
 
 def _read_channels(document: Mapping[str, Any], source: str) -> tuple[str, ...]:
@@ -220,13 +244,20 @@ def load_config(
     *,
     interactive: bool = False,
     isolate: bool = False,
+    settings_file: Path | None = None,
 ) -> Config:
-    """Read and check everything; raises ConfigError and changes nothing on failure."""
+    """Read and check everything; raises ConfigError and changes nothing on failure.
+
+    ``settings_file``: the trusted file whose ``supervisor:`` section holds the
+    settings; None reads them from KissBot's config, if that file is trusted.
+    """
     workdir = workdir.resolve()
     config_path = Path(config_path)
     file = config_path if config_path.is_absolute() else workdir / config_path
     shown = str(config_path)
-    document = load_yaml(file, shown, isolate=isolate, base=base_of(file, workdir))
+    kissbot = load_yaml(file, shown, isolate=isolate, base=base_of(file, workdir))
+    document = kissbot.document
+    settings_source, notes = _settings_source(kissbot, shown, settings_file, isolate=isolate)
     channels = _read_channels(document, shown)
     bot_section = _mapping(document.get("bot"), shown, "bot")
     bot_name = bot_section.get("name", DEFAULT_BOT_LOGIN)
@@ -243,10 +274,61 @@ def load_config(
         channels=channels,
         bot_login=bot_login,
         broadcaster_id=broadcaster_id,
-        settings=read_settings(document, shown, flags),
+        settings=read_settings(settings_source[0], settings_source[1], flags),
         document=document,
         interactive=interactive,
+        settings_file=settings_file,
+        notes=notes,
     )
+
+
+SETTINGS_KEY = "supervisor"
+
+
+def _settings_source(
+    kissbot: YamlFile, shown: str, settings_file: Path | None, *, isolate: bool
+) -> tuple[tuple[Mapping[str, Any], str], tuple[str, ...]]:
+    """The document whose ``supervisor:`` section holds the settings, and its name
+    for error messages; and notes for the operator. See the module docstring."""
+    has_section = bool(kissbot.document.get(SETTINGS_KEY))
+    if settings_file is not None:
+        trusted = load_yaml(
+            settings_file, str(settings_file), isolate=isolate, what="settings file"
+        )
+        if trusted.writable_by_others is not None:
+            raise ConfigError(
+                str(settings_file),
+                None,
+                f"not used: {trusted.writable_by_others}, and these settings choose what "
+                "runs and as whom; make the file and its directories root's, not writable "
+                "by group or others",
+            )
+        extra = sorted(str(k) for k in trusted.document if k != SETTINGS_KEY)
+        if extra:
+            raise ConfigError(
+                str(settings_file),
+                _shown_key(extra[0]),
+                f"is not read here: a settings file holds only a '{SETTINGS_KEY}:' section",
+            )
+        notes: tuple[str, ...] = ()
+        if has_section:
+            notes = (
+                f"{shown}: the '{SETTINGS_KEY}:' section is ignored: the settings come "
+                f"from {settings_file}; move what it holds there",
+            )
+        return (trusted.document, str(settings_file)), notes
+    if has_section and kissbot.writable_by_others is not None:
+        raise ConfigError(
+            shown,
+            SETTINGS_KEY,
+            f"not used: {kissbot.writable_by_others}, and these settings choose what runs "
+            f"and as whom; put them in {SETTINGS_FILE} (root's), or pass --settings FILE",
+        )
+    return (kissbot.document, shown), ()
+
+
+def _shown_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else repr(key)
 
 
 def setting_flags() -> Sequence[tuple[str, tuple[str, ...], bool, str, str]]:

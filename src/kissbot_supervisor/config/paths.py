@@ -28,6 +28,7 @@ __all__ = [
     "APP_NAME",
     "CONTROL_SOCKET_ENV",
     "MOUNTINFO",
+    "SETTINGS_FILE",
     "SYSTEM_RUNTIME_DIR",
     "default_control_socket",
     "default_runtime_dir",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 APP_NAME = "kissbot-supervisor"
+# The supervisor's own settings, root's (docs/security.md): used when it exists.
+SETTINGS_FILE = Path("/etc") / APP_NAME / "supervisor.yaml"
 SYSTEM_RUNTIME_DIR = Path("/run") / APP_NAME
 CONTROL_SOCKET_ENV = "KISSBOT_CONTROL_SOCKET"
 CONTROL_SOCKET_NAME = "control.sock"

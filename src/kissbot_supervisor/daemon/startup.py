@@ -20,6 +20,9 @@ def check_config(launch: LaunchOptions) -> str:
     """``--check-config``: what would run, or StartupError."""
     cfg, specs = load_launch(launch)
     lines = [f"{cfg.config_file}: OK, {len(cfg.channels)} channels"]
+    if cfg.settings_file is not None:
+        lines.append(f"{cfg.settings_file}: OK, the supervisor's settings")
+    lines += [f"note: {note}" for note in cfg.notes]
     lines += [f"  {spec.name}: {' '.join(spec.argv)}" for spec in specs]
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ from collections import deque
 from pathlib import Path
 
 from .. import __version__, core
-from ..config.load import Config, ConfigError, load_config
+from ..config.load import Config, ConfigError
 from ..config.paths import default_runtime_dir
 from ..config.specs import build_policy, build_specs
 from ..kissbot.filecommands import FileInterfaces, bot_states
@@ -30,7 +30,7 @@ from ..runtime.resources import raise_fd_limit, release_memory
 from ..runtime.selfnotify import SelfNotifier
 from ..tokens.gate import TokenGate
 from .control import ControlServer
-from .launch import LaunchOptions
+from .launch import LaunchOptions, read_config
 from .requests import Requests
 from .status import build_status, summary
 
@@ -231,8 +231,11 @@ class Supervisor:
             f"in {self.cfg.workdir}: "
             f"{len(self.cfg.channels)} channels, "
             f"hub {'on' if self.cfg.settings.hub_enabled else 'off'}"
-            f", control socket {self.control_path}",
+            f", control socket {self.control_path}"
+            + (f", settings from {self.cfg.settings_file}" if self.cfg.settings_file else ""),
         )
+        for note in self.cfg.notes:
+            self.log.warning("supervisor", note)
         # One batch, so nothing starts before every adoption and token gate is known.
         specs = {spec.name: spec for spec in build_specs(self.cfg)}
         adopted = self.backend.adopt(specs, self.loop.now())
@@ -301,13 +304,7 @@ class Supervisor:
     def reload(self) -> dict[str, Any]:
         """Re-read the config; on any error keep the running fleet exactly as it is."""
         try:
-            cfg = load_config(
-                self.launch.workdir,
-                self.launch.config_path,
-                self.launch.flags,
-                interactive=self.launch.interactive,
-                isolate=True,
-            )
+            cfg = read_config(self.launch)
             specs = build_specs(cfg)
             policy = self._policy(cfg)
             self.tokens.check_config(cfg)
@@ -329,6 +326,8 @@ class Supervisor:
             "supervisor",
             "reloaded: " + "; ".join(f"{k} {', '.join(v) or 'none'}" for k, v in changes.items()),
         )
+        for note in cfg.notes:
+            self.log.warning("supervisor", note)
         gates = tuple(core.Gate(spec.name, *self.tokens.gate(spec.name)) for spec in specs)
         self._trim_when_settled = True
         self.feed(core.Reload(specs, policy, gates))

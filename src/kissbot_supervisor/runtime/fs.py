@@ -126,11 +126,71 @@ def open_regular(
 def read_regular(path: Path, limit: int, *, base: Path | None = None) -> bytes:
     """Up to ``limit + 1`` bytes of the regular file ``path``: more than ``limit``
     tells the caller it is too big, without reading a huge file whole."""
+    return read_with_stat(path, limit, base=base)[0]
+
+
+def read_with_stat(
+    path: Path, limit: int, *, base: Path | None = None
+) -> tuple[bytes, os.stat_result]:
+    """:func:`read_regular`, and the ``fstat`` of the very file that was read."""
     fd = open_regular(path, base=base)
     try:
-        return read_fd(fd, limit)
+        return read_fd(fd, limit), os.fstat(fd)
     finally:
         os.close(fd)
+
+
+def others_can_write(path: Path, st: os.stat_result) -> str | None:
+    """Why a user other than root or this process's could change what ``path`` holds
+    (``st``: the ``fstat`` of the file as it was read), or None when nobody can.
+
+    The rule of sudo's and OpenSSH's strict modes: the file and every directory
+    above its real path belong to root or to us, and none is writable by group
+    or others, except a sticky directory (``/tmp``), where others cannot rename
+    or remove what is ours. The walk uses the resolved path; since no directory
+    on it is anyone else's, nobody else can make the path resolve elsewhere.
+    """
+    trusted = {0, os.geteuid()}
+
+    def problem(what: str, where: os.stat_result, *, sticky_ok: bool) -> str | None:
+        if where.st_uid not in trusted:
+            return f"{what} belongs to {_user(where.st_uid)}"
+        if where.st_mode & 0o022 and not (sticky_ok and where.st_mode & stat.S_ISVTX):
+            who = "everyone" if where.st_mode & 0o002 else f"the group {_group(where.st_gid)}"
+            return f"{what} is writable by {who} (mode {stat.S_IMODE(where.st_mode):04o})"
+        return None
+
+    found = problem(f"the file {path}", st, sticky_ok=False)
+    if found is not None:
+        return found
+    real = Path(os.path.realpath(path.parent))
+    for directory in (*reversed(real.parents), real):
+        try:
+            dir_st = os.stat(directory)
+        except OSError as e:
+            return f"its directory {directory} cannot be checked ({e.strerror})"
+        found = problem(f"its directory {directory}", dir_st, sticky_ok=True)
+        if found is not None:
+            return found
+    return None
+
+
+def _user(uid: int) -> str:
+    import pwd  # lazy: only a refusal names the user
+
+    try:
+        return f"the user {pwd.getpwuid(uid).pw_name} (UID {uid})"
+    except KeyError:
+        return f"UID {uid}"
+
+
+def _group(gid: int) -> str:
+    import grp
+
+    try:
+        return f"{grp.getgrgid(gid).gr_name} (GID {gid})"
+    except KeyError:
+        return f"GID {gid}"
 
 
 def read_fd(fd: int, limit: int) -> bytes:
