@@ -97,6 +97,7 @@ class Supervisor:
         """``wrapper``: argv that execs the rest (``unshare -m ...``): same PID, so
         ``proc.pid`` is the supervisor's."""
         self.workdir = workdir
+        self.extra_args = tuple(extra_args)
         self.runtime_dir = runtime_dir or workdir / "run"
         self.control = self.runtime_dir / "control.sock"
         # prlimit, not preexec_fn: this process has reader threads.

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kissbot_supervisor.config.load import ConfigError, load_config, read_settings
+from kissbot_supervisor.config.load import (
+    TOKEN_TEXT_KEPT_OUT,
+    ConfigError,
+    load_config,
+    read_settings,
+)
 from kissbot_supervisor.config.settings import Settings
 
 CONFIG = "config/config.yaml"
@@ -85,8 +90,21 @@ def test_a_kissbot_config_loads_and_its_keys_are_left_alone(tmp_path: Path) -> N
     assert cfg.workdir == tmp_path.resolve()
     assert cfg.config_path == Path(CONFIG)
     assert cfg.config_file == tmp_path.resolve() / CONFIG
-    assert cfg.document == yaml.safe_load(KISSBOT_YAML)
-    assert cfg.document["twitch"]["channels"][0] == "El_Serda"  # the document is not rewritten
+    # Only what token states need is kept, and no secret of the file (tokens, client_secret).
+    assert cfg.document == {
+        "bot": {"name": "serda_bot"},
+        "twitch": {
+            "broadcaster_id": 44322889,
+            "tokens": {
+                "serda_bot": {
+                    "user_id": "1209350837",
+                    "access_token": TOKEN_TEXT_KEPT_OUT,
+                    "refresh_token": TOKEN_TEXT_KEPT_OUT,
+                }
+            },
+        },
+    }
+    assert "not-a-real-secret" not in repr(cfg)
     assert cfg.resolve("kissbot.db") == tmp_path.resolve() / "kissbot.db"
     assert cfg.resolve("/var/lib/x.db") == Path("/var/lib/x.db")
 
@@ -399,3 +417,29 @@ def test_a_settings_file_errors_name_that_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path, CONFIG, settings_file=settings)
     assert str(e.value) == f"{settings}: the settings file does not exist"
+
+
+def test_the_loaded_config_holds_no_token_text(tmp_path: Path) -> None:
+    # KISSBOT_YAML has tokens "aaaa" and "bbbb"; the supervisor reads them again from
+    # the file when a process starts (tokens/gate.py), and keeps none.
+    write(
+        tmp_path,
+        KISSBOT_YAML.replace('"aaaa"', '"tok-access-7f3a"').replace('"bbbb"', '"tok-refresh-91c2"'),
+    )
+    cfg = load_config(tmp_path, CONFIG)
+    assert "tok-access-7f3a" not in repr(cfg)
+    assert "tok-refresh-91c2" not in repr(cfg)
+    entry = cfg.document["twitch"]["tokens"]["serda_bot"]
+    assert entry["user_id"] == "1209350837"  # what the token states need stays
+    assert entry["access_token"] == TOKEN_TEXT_KEPT_OUT
+    # The states read from it are those of the real file.
+    from kissbot_supervisor.tokens.states import TokenState, read_yaml_tokens
+
+    tokens = read_yaml_tokens(cfg.document, cfg.config_path, 0.0)
+    assert tokens is not None
+    assert tokens.bot.state is TokenState.VALID
+    # An empty token stays empty: it still reads "missing".
+    write(tmp_path, KISSBOT_YAML.replace('"aaaa"', '""'))
+    tokens = read_yaml_tokens(load_config(tmp_path, CONFIG).document, Path(CONFIG), 0.0)
+    assert tokens is not None
+    assert tokens.bot.state is TokenState.MISSING

@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kissbot-supervisor: {e}", file=sys.stderr)
         return 1
     prompt = start_prompt(supervisor.control_path) if launch.interactive else None
+    if prompt is not None:
+        supervisor.helpers.add(prompt)  # ours: not an orphan to end (runtime/reaper.py)
     try:
         return supervisor.run()
     finally:

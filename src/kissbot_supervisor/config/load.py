@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..core.records import record
-from ..kissbot.names import DEFAULT_BOT_LOGIN, LOGIN_RULE, login_of
+from ..kissbot.names import DEFAULT_BOT_LOGIN, LOGIN_RULE, YAML_TOKEN_TEXTS, login_of
 from ..runtime.fs import base_of, others_can_write, read_with_stat
 from .paths import SETTINGS_FILE
 from .settings import Settings, SettingValueError, declarations, shown
@@ -70,7 +70,11 @@ class Config:
     bot_login: str
     broadcaster_id: str | None
     settings: Settings
-    document: Mapping[str, Any]  # the whole YAML file, read-only, for token look-ups
+    # What the token states need of the file (bot.name, twitch.broadcaster_id,
+    # twitch.tokens), token texts replaced by TOKEN_TEXT_KEPT_OUT: no secret of the
+    # file (tokens, client_secret) stays in the daemon (tokens/gate.py reads a token
+    # from the file again when a process starts).
+    document: Mapping[str, Any]
     interactive: bool = False
     settings_file: Path | None = None  # where the settings came from, when not KissBot's config
     notes: tuple[str, ...] = ()  # said at start, reload and --check-config; not errors
@@ -275,7 +279,7 @@ def load_config(
         bot_login=bot_login,
         broadcaster_id=broadcaster_id,
         settings=read_settings(settings_source[0], settings_source[1], flags),
-        document=document,
+        document=token_view(document),
         interactive=interactive,
         settings_file=settings_file,
         notes=notes,
@@ -283,6 +287,39 @@ def load_config(
 
 
 SETTINGS_KEY = "supervisor"
+TOKEN_TEXT_KEPT_OUT = "(kept out of the supervisor's memory)"
+
+
+def token_view(document: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What token states are read from: ``bot.name``, ``twitch.broadcaster_id`` and
+    ``twitch.tokens``, each non-empty token text replaced by a placeholder (an
+    empty one stays empty: it says "missing"). A part not of the expected shape
+    is kept as it is, for the token checks to name."""
+    view: dict[str, Any] = {}
+    bot = document.get("bot")
+    if bot is not None:
+        view["bot"] = {"name": bot["name"]} if isinstance(bot, Mapping) and "name" in bot else {}
+    twitch = document.get("twitch")
+    if not isinstance(twitch, Mapping):
+        return view if twitch is None else {**view, "twitch": twitch}
+    view["twitch"] = {k: twitch[k] for k in ("broadcaster_id",) if k in twitch}
+    tokens = twitch.get("tokens")
+    if not isinstance(tokens, Mapping):
+        if tokens is not None:
+            view["twitch"]["tokens"] = tokens  # a wrong shape, said by the token checks
+        return view
+    view["twitch"]["tokens"] = {
+        login: {
+            key: TOKEN_TEXT_KEPT_OUT
+            if key in YAML_TOKEN_TEXTS and isinstance(value, str) and value.strip()
+            else value
+            for key, value in entry.items()
+        }
+        if isinstance(entry, Mapping)
+        else entry
+        for login, entry in tokens.items()
+    }
+    return view
 
 
 def _settings_source(

@@ -26,6 +26,7 @@ from ..protocol import ALARMS
 from ..runtime.fs import ensure_private_dir, make_dirs, read_regular, write_atomically
 from ..runtime.log import Log
 from ..runtime.loop import Loop, Timer
+from ..runtime.reaper import Reaper
 from ..runtime.resources import raise_fd_limit, release_memory
 from ..runtime.selfnotify import SelfNotifier
 from ..tokens.gate import TokenGate
@@ -105,6 +106,9 @@ class Supervisor:
             self.log,
         )
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
+        # Orphans among the fleet's processes are handed to us and ended (runtime/reaper.py).
+        self.helpers: set[int] = set()  # children started outside the daemon (the prompt)
+        self.reaper = Reaper(self.loop, self.log, self._started_children)
         self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
 
@@ -223,6 +227,7 @@ class Supervisor:
         self.loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+        self.reaper.start()
         self._write_pidfile()
         raise_fd_limit()
         self.log.info(
@@ -262,11 +267,15 @@ class Supervisor:
     def _on_reload_signal(self) -> None:
         self.reload()
 
+    def _started_children(self) -> set[int]:
+        return self.backend.child_pids() | self.observer.child_pids() | self.helpers
+
     def close(self) -> None:
         self.observer.close()
         self.files.close()
         self.control.close()
         self.backend.close(all_stopped=self._finished)
+        self.reaper.sweep()  # the last orphans: once we are gone, they would be PID 1's
         self.tokens.close()
         self.selfnotify.close()
         self.loop.close()

@@ -20,6 +20,9 @@ LOGIN_RULE = "is not a Twitch login (4-25 of a-z, 0-9, _)"
 # KissBot's own default for bot.name.
 DEFAULT_BOT_LOGIN = "serda_bot"
 
+# KissBot's YAML token mode: the texts under twitch.tokens.LOGIN.
+YAML_TOKEN_TEXTS = ("access_token", "refresh_token")
+
 HUB_UNIT = "kissbot-hub.service"
 BOT_PREFIX = "kissbot-bot@"
 SERVICE_SUFFIX = ".service"

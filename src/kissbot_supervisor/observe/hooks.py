@@ -60,6 +60,9 @@ class HookRunner:
     def running(self) -> int:
         return len(self._runs)
 
+    def pids(self) -> set[int]:
+        return set(self._runs)
+
     def run(
         self,
         argv: Sequence[str],

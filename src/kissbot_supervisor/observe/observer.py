@@ -163,6 +163,10 @@ class Observer:
 
         return log_line(self.snapshot())
 
+    def child_pids(self) -> set[int]:
+        """The ``on_failure`` hooks running (see runtime/reaper.py)."""
+        return self._hooks.pids() if self._hooks is not None else set()
+
     def close(self) -> None:
         if self._metrics_log is not None:
             self._metrics_log.close()

@@ -119,7 +119,7 @@ class Loop:
             data = self._signal_r.recv(256)
         except BlockingIOError:
             return
-        for signum in data:
+        for signum in dict.fromkeys(data):  # a burst of one signal: one call
             handler = self._signal_handlers.get(signum)
             if handler is not None:
                 handler()

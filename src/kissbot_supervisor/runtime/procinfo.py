@@ -59,3 +59,33 @@ def descends_from(pid: int, ancestor: int) -> bool:
         except (OSError, ValueError, IndexError):
             return False
     return False
+
+
+def own_children() -> set[int]:
+    """The PIDs of this process's children, zombies included (every thread's list:
+    an orphan is handed to any live thread of its subreaper)."""
+    pids: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children", "rb") as f:
+                pids.update(int(p) for p in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def command_line(pid: int, limit: int = 120) -> str:
+    """The process's argv joined by spaces, cut to ``limit``; ``?`` when gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError:
+        return "?"
+    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    # Its argv is the process's to choose: no line breaks or escapes in our log.
+    text = "".join("?" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -11,11 +11,12 @@ when one is written to a process's credential file.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..config.load import Config, ConfigError
+from ..config.load import Config, ConfigError, load_yaml
 from ..core import HUB
+from ..runtime.fs import base_of
 from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Subscription
 from ..runtime.loop import Loop, Timer
 from .states import (
@@ -85,6 +86,8 @@ class TokenGate:
         self._timer: Timer | None = None
         self._unreadable: str | None = None  # the last reading's problem, said once
         self._watches: dict[Path, Subscription] = {}
+        # YAML mode: the config's token section, read for one burst of starts, then dropped.
+        self._yaml_tokens: Mapping[str, object] | None = None
         self.cfg = cfg
         self._configure(cfg)
 
@@ -245,11 +248,29 @@ class TokenGate:
             raise
 
     def _yaml_secret(self, login: str) -> str | None:
-        twitch = self.cfg.document.get("twitch")
-        tokens = twitch.get("tokens") if isinstance(twitch, dict) else None
-        entry = tokens.get(login) if isinstance(tokens, dict) else None
-        token = entry.get("access_token") if isinstance(entry, dict) else None
-        return token if isinstance(token, str) and token else None
+        """The token text, read from the config file again (the loaded config holds
+        none: config/load.py), kept only until the current burst of starts is over."""
+        if self._yaml_tokens is None:
+            cfg = self.cfg
+            file = cfg.config_file
+            try:
+                document = load_yaml(
+                    file, str(cfg.config_path), isolate=True, base=base_of(file, cfg.workdir)
+                ).document
+            except ConfigError as e:
+                raise TokenError(f"the token cannot be read again: {e}") from None
+            twitch = document.get("twitch")
+            tokens = twitch.get("tokens") if isinstance(twitch, Mapping) else None
+            self._yaml_tokens = tokens if isinstance(tokens, Mapping) else {}
+            self.loop.call_later(0.0, self._forget_yaml_tokens)
+        for raw_login, entry in self._yaml_tokens.items():
+            if str(raw_login).strip().lower() == login and isinstance(entry, Mapping):
+                token = entry.get("access_token")
+                return token if isinstance(token, str) and token.strip() else None
+        return None
+
+    def _forget_yaml_tokens(self) -> None:
+        self._yaml_tokens = None
 
     def close(self) -> None:
         if self._timer is not None:

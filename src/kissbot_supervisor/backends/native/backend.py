@@ -369,6 +369,10 @@ class NativeBackend:
         if n.fields.get("STOPPING") == "1":
             self._emit(core.Stopping(name))
 
+    def child_pids(self) -> set[int]:
+        """The processes this backend started and will reap (see runtime/reaper.py)."""
+        return {r.pid for r in self._running.values()}
+
     def adopt(self, specs: dict[str, core.ProcessSpec], now: float) -> list[core.Event]:
         """Nothing survives a native supervisor (PR_SET_PDEATHSIG): nothing to adopt."""
         return []

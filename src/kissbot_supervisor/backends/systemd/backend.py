@@ -276,6 +276,10 @@ class SystemdBackend:
                 self._log.info("supervisor", f"cannot create {opts.slice}: {e}")
             # else: installed (units/kissbot.slice) or already running: it stays as it is
 
+    def child_pids(self) -> set[int]:
+        """None: the units are systemd's children, not ours (see runtime/reaper.py)."""
+        return set()
+
     def adopt(self, specs: dict[str, core.ProcessSpec], now: float) -> list[core.Event]:
         """Events for the kissbot units already there; stop those no longer wanted."""
         self._ensure_slice()
