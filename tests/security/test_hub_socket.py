@@ -3,6 +3,7 @@ listener makes it ready, so the bots never say hello to an impostor."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from pathlib import Path
@@ -56,5 +57,20 @@ def test_a_listener_that_is_not_the_hubs_never_makes_it_ready(
         sup.wait_for(r"hello_chan: ready")
         assert impostor.heard == []  # no bot said hello to it
         assert sup.bot("hello_chan")["state"] == "running"
+    finally:
+        impostor.close()
+
+
+def test_status_says_who_holds_the_hubs_socket_path(start_fleet: StartFleet, workdir: Path) -> None:
+    impostor = Impostor(workdir / "hub.sock")
+    try:
+        # This hub never binds: it stays starting, and status says why.
+        doc = fleet_config(["waiting_chan"], hub=True, hub_extra=["--listen-delay", "600"])
+        sup = start_fleet(doc, give=False)
+        sup.wait_for(r"hub: .*hub\.sock answers, but from PID \d+")
+        hub = sup.status()["hub"]
+        assert hub["state"] == "starting"
+        assert f"{workdir / 'hub.sock'} is held by PID {os.getpid()}" in hub["reason"]
+        assert sup.bot("waiting_chan")["pid"] is None  # no bot starts towards it
     finally:
         impostor.close()

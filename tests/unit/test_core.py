@@ -38,6 +38,7 @@ from kissbot_supervisor.core import (
     Start,
     Stop,
     Tick,
+    Waiting,
     WatchdogPing,
 )
 
@@ -189,6 +190,20 @@ def test_ready_none_means_ready_once_spawned() -> None:
     assert st.uptime_s == 0.0
     f.tick(12.5)
     assert f.status(A).uptime_s == 10.5
+
+
+def test_a_backends_waiting_reason_shows_until_ready() -> None:
+    f = Fleet([hub_spec()])
+    f.tick(0.0)
+    assert f.send(Waiting(HUB, "not ready: held by PID 7")) == []  # not spawned: ignored
+    assert f.status(HUB).reason is None
+    f.spawned(HUB)
+    f.send(Waiting(HUB, "not ready: held by PID 7"))
+    assert f.status(HUB).reason == "not ready: held by PID 7"
+    f.send(Ready(HUB))
+    assert f.status(HUB).reason is None
+    f.send(Waiting(HUB, "late"))  # running: a late word changes nothing
+    assert f.status(HUB).reason is None
 
 
 def test_ready_before_spawned_or_twice_is_ignored() -> None:

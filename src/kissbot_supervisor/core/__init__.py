@@ -41,6 +41,7 @@ from .machine import (
     Stop,
     Stopping,
     Tick,
+    Waiting,
     WatchdogPing,
     describe_exit,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "StopCause",
     "Stopping",
     "Tick",
+    "Waiting",
     "WatchdogPing",
     "describe_exit",
 ]

@@ -145,6 +145,15 @@ class StatusText:
 
 
 @record
+class Waiting:
+    """Why a starting process is not ready yet, in the backend's words (its reason
+    until it is ready): e.g. another process holds the hub's socket path."""
+
+    name: str
+    why: str
+
+
+@record
 class Stopping:
     """The process announced STOPPING=1: it is on its way out by itself."""
 
@@ -214,6 +223,7 @@ Event = (
     | Exited
     | WatchdogPing
     | StatusText
+    | Waiting
     | Stopping
     | Start
     | Stop
@@ -438,6 +448,10 @@ class Core:
                     p.watchdog_deadline = self._watchdog_from(now, p)
             case StatusText(name, text):
                 self.procs[name].status_text = text
+            case Waiting(name, why):
+                p = self.procs[name]
+                if p.alive and p.phase is Phase.STARTING:
+                    p.reason = why
             case Stopping(name):
                 p = self.procs[name]
                 if p.alive and p.phase is not Phase.STOPPING:

@@ -46,11 +46,13 @@ class ReadinessWatcher:
         hub_socket: Path,
         on_ready: Callable[[str], None],
         log: Log | None = None,
+        on_waiting: Callable[[str, str], None] = lambda _name, _why: None,
     ) -> None:
         self.loop = loop
         self.pids_dir = pids_dir
         self.hub_socket = hub_socket
         self._on_ready = on_ready
+        self._on_waiting = on_waiting  # why a socket process is not ready, for its status
         self._log = log  # where a foreign listener on the hub's path is reported
         self._files: set[str] = set()  # names waiting for pids/NAME.ready
         self._probes: dict[str, Timer] = {}
@@ -119,6 +121,11 @@ class ReadinessWatcher:
                     f"{self.hub_socket} answers, but from PID {listener}, not from this "
                     "process: another process holds its socket path; waiting for its own",
                 )
+            self._on_waiting(
+                name,
+                f"not ready: {self.hub_socket} is held by PID {listener}, another process; "
+                "waiting for this one's own listener",
+            )
         self._probes[name] = self.loop.call_later(SOCKET_PROBE_SEC, lambda: self._probe(name))
 
     def close(self) -> None:

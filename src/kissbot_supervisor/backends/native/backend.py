@@ -107,6 +107,7 @@ class NativeBackend:
             options.hub_socket,
             lambda name: self._emit(core.Ready(name)),
             log,
+            lambda name, why: self._emit(core.Waiting(name, why)),
         )
         self.base_env = dict(os.environ)
 

@@ -261,7 +261,14 @@ class SystemdBackend:
         rule = match_properties_changed()
         check_reply(self.bus.call_sync(add_match(rule)))
         self.bus.on_signal(rule, self._on_properties_changed)
-        self.readiness = ReadinessWatcher(loop, pids_dir, hub_socket, self._ready, log)
+        self.readiness = ReadinessWatcher(
+            loop,
+            pids_dir,
+            hub_socket,
+            self._ready,
+            log,
+            lambda name, why: self._emit(core.Waiting(name, why)),
+        )
 
     # -- start-up: adopt what survived us -------------------------------------
 
