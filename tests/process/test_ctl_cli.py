@@ -300,7 +300,8 @@ def test_permission_denied_on_the_socket(start_fleet: StartFleet) -> None:
             assert result.returncode == 1
             assert one_error_line(result) == (
                 f"kissbotctl: permission denied on {sup.control} "
-                "(you need to be root, the supervisor's user, or in group kissbot)"
+                "(you need to be root, the supervisor's user, or in its operators' group "
+                "(control_group, kissbot-operators by default))"
             )
         assert sup.bot("guarded")["state"] == "running"
     finally:

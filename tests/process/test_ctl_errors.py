@@ -281,7 +281,8 @@ def test_permission_denied(serve: Callable[[dict[str, bytes]], CannedServer], de
         assert proc.returncode == 1
         assert one_error_line(proc) == (
             f"kissbotctl: permission denied on {server.path} "
-            "(you need to be root, the supervisor's user, or in group kissbot)"
+            "(you need to be root, the supervisor's user, or in its operators' group "
+            "(control_group, kissbot-operators by default))"
         )
         assert server.requests == []
     else:  # the same user and socket with an open mode get through: the mode was the cause

@@ -208,9 +208,9 @@ def test_control_socket_mode_and_a_stranger_gets_one_error_line(
         assert answer == {
             "ok": False,
             "error": "permission denied: you need to be root, the supervisor's user, "
-            "or in group kissbot",
+            "or in group kissbot-operators",
         }
-        assert sup.seen(rf"control: refused a client \(PID \d+, UID {NOBODY}\): not allowed")
+        assert sup.seen(rf"control: refused a client \(PID \d+, UID {NOBODY}, GID {NOBODY}\): ")
         # Its stop request did nothing.
         assert sup.bot("guarded_one")["pid"] == pid
         wait_until(lambda: sup.bot("guarded_one")["state"] == "running")

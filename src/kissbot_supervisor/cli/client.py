@@ -30,7 +30,10 @@ __all__ = ["Client", "ConnectError", "ControlError"]
 
 DEFAULT_TIMEOUT = 10.0
 _ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR})
-_PERMISSION_HINT = "you need to be root, the supervisor's user, or in group kissbot"
+_PERMISSION_HINT = (
+    "you need to be root, the supervisor's user, or in its operators' group "
+    "(control_group, kissbot-operators by default)"
+)
 
 
 class ControlError(Exception):

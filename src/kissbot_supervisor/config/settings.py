@@ -243,6 +243,13 @@ def optional_user_name(value: object) -> str | None:
     return value
 
 
+def group_name(value: object) -> str:
+    name = optional_user_name(value)
+    if name is None:
+        raise SettingValueError(value, "is empty (expected a group name, e.g. kissbot-operators)")
+    return name
+
+
 def slice_name(value: object) -> str:
     name = text(value)
     if not _SLICE_RE.fullmatch(name) or len(name) > 255:
@@ -332,6 +339,16 @@ class Settings:
         optional_path,
         "Path of the control socket `kissbotctl` talks to. Default: `RUNTIME_DIR/control.sock`.",
         "path",
+    )
+    control_group: str = setting(
+        "control_group",
+        "kissbot-operators",
+        group_name,
+        "The operators' group: its members may use the control socket (`kissbotctl`), as "
+        "may root and the supervisor's own user. Never the bots' user or group "
+        "(`systemd.user`, `systemd.group`), even if listed in it: a taken-over bot must not "
+        "drive the supervisor. Read at start.",
+        "group name",
     )
     runtime_dir: str | None = setting(
         "runtime_dir",

@@ -1,9 +1,12 @@
 """The control socket: JSON lines over a Unix stream socket, inside the event loop.
 
 Who may talk is decided by the kernel's word on the peer (``SO_PEERCRED``):
-root, the supervisor's own user, or a member of the group ``kissbot``. The
-socket file is also made group-``kissbot`` and 0660 when that group exists,
-but the credential check is what counts.
+root, the supervisor's own user, or a member of the operators' group
+(``control_group``, ``kissbot-operators`` by default), but never the bots'
+user or group, whatever groups they are in: a bot is internet-facing code,
+and a taken-over one must not stop, start or read the fleet. The socket file
+is also made group-operators and 0660 when that group exists, but the
+credential check is what counts.
 
 An ``events`` request turns its connection into a subscription: the server
 answers it itself, then :meth:`ControlServer.broadcast` writes each event to
@@ -30,6 +33,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from ..core.records import record
 from ..protocol import MAX_LINE, ProtocolError, Request, encode, parse_request
 from ..runtime.fs import bind_unix
 from ..runtime.loop import Loop, Timer, accepted
@@ -44,7 +48,6 @@ if TYPE_CHECKING:
 
     Reply = Callable[[dict[str, Any]], None]
 
-GROUP = "kissbot"
 MAX_CLIENTS = 64
 MAX_SUBSCRIBERS = 32  # events streams: never all the slots
 MAX_PENDING_OUT = 16 * 1024 * 1024  # a client that never reads is dropped
@@ -52,20 +55,35 @@ IDLE_SEC = 60.0  # a connection with no request for this long is closed
 PER_TURN = 16  # requests of one connection answered in one turn of the loop
 
 
-def peer_allowed(uid: int, gid: int, own_uid: int) -> bool:
-    if uid in (0, own_uid):
-        return True
-    try:
-        group = grp.getgrnam(GROUP)
-    except KeyError:
-        return False
-    if gid == group.gr_gid:
-        return True
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return False
-    return user in group.gr_mem
+@record
+class Access:
+    """Who may use the socket: the operators' group, and the bots' identities, which
+    are refused whatever their groups (None: the bots run as the supervisor's user,
+    so there is no boundary between them to keep)."""
+
+    group: str
+    bots_uid: int | None = None
+    bots_gid: int | None = None
+
+    def refusal(self, uid: int, gid: int, own_uid: int) -> str | None:
+        """Why this peer may not talk to us, or None when it may."""
+        if uid in (0, own_uid) and uid != self.bots_uid:
+            return None
+        if uid == self.bots_uid or gid == self.bots_gid:
+            return "the bots' user or group may not drive the supervisor"
+        try:
+            group = grp.getgrnam(self.group)
+        except KeyError:
+            return f"you need to be root, the supervisor's user, or in group {self.group}"
+        if gid == group.gr_gid:
+            return None
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = None
+        if user is not None and user in group.gr_mem:
+            return None
+        return f"you need to be root, the supervisor's user, or in group {self.group}"
 
 
 def _discard_input(conn: socket.socket) -> None:
@@ -105,9 +123,11 @@ class ControlServer:
         path: Path,
         handler: Callable[[Request, Reply], None],
         log: Log,
+        access: Access | None = None,
     ) -> None:
         self.loop = loop
         self.path = path
+        self.access = access or Access("kissbot-operators")
         self._handler = handler
         self._log = log
         self._clients: dict[int, _Client] = {}
@@ -141,7 +161,7 @@ class ControlServer:
     def _bind(self, path: Path) -> None:
         """0660 with the operators' group when there is one (and we may give it), else 0600."""
         try:
-            gid: int | None = grp.getgrnam(GROUP).gr_gid
+            gid: int | None = grp.getgrnam(self.access.group).gr_gid
         except KeyError:
             gid = None
         if gid is None:
@@ -159,18 +179,13 @@ class ControlServer:
     def _accept(self) -> None:
         for conn in accepted(self.sock, self._accept_failed):
             pid, uid, gid = peer_credentials(conn)
-            if not peer_allowed(uid, gid, os.getuid()):
-                self._log.info("control", f"refused a client (PID {pid}, UID {uid}): not allowed")
+            why = self.access.refusal(uid, gid, os.getuid())
+            if why is not None:
+                self._log.info(
+                    "control", f"refused a client (PID {pid}, UID {uid}, GID {gid}): {why}"
+                )
                 with contextlib.suppress(OSError):
-                    conn.sendall(
-                        encode(
-                            {
-                                "ok": False,
-                                "error": "permission denied: you need to be "
-                                "root, the supervisor's user, or in group kissbot",
-                            }
-                        )
-                    )
+                    conn.sendall(encode({"ok": False, "error": f"permission denied: {why}"}))
                 _discard_input(conn)
                 conn.close()
                 continue

@@ -30,8 +30,8 @@ from ..runtime.reaper import Reaper
 from ..runtime.resources import raise_fd_limit, release_memory
 from ..runtime.selfnotify import SelfNotifier
 from ..tokens.gate import TokenGate
-from .control import ControlServer
-from .launch import LaunchOptions, read_config
+from .control import Access, ControlServer
+from .launch import LaunchOptions, StartupError, read_config
 from .requests import Requests
 from .status import build_status, summary
 
@@ -83,7 +83,9 @@ class Supervisor:
             self._metrics,  # the observer comes later: it needs the control socket
             self.reload,
         )
-        self.control = ControlServer(self.loop, self.control_path, self.requests.handle, self.log)
+        self.control = ControlServer(
+            self.loop, self.control_path, self.requests.handle, self.log, self._access(cfg)
+        )
         self.selfnotify = SelfNotifier(self.loop)
         # Events, metrics (command, log, HTTP) and the on_failure hook.
         self.observer = Observer(
@@ -111,6 +113,35 @@ class Supervisor:
         self.reaper = Reaper(self.loop, self.log, self._started_children)
         self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
+
+    def _access(self, cfg: Config) -> Access:
+        """The operators' group; and the bots' user and group, refused on the control
+        socket, when the bots run as another user than ours (systemd.user)."""
+        s = cfg.settings
+        if self.backend_kind != "systemd" or s.systemd_user is None:
+            return Access(s.control_group)
+        import grp
+        import pwd
+
+        def missing(key: str, what: str, name: str) -> StartupError:
+            return StartupError(
+                f"supervisor.{key}: there is no {what} {name!r} on this machine; create the "
+                "bots' user and group first (the Debian package's sysusers.d file does)"
+            )
+
+        name = s.systemd_user
+        try:
+            user = None if name.isdigit() else pwd.getpwnam(name)
+        except KeyError:
+            raise missing("systemd.user", "user", name) from None
+        uid, gid = (user.pw_uid, user.pw_gid) if user else (int(name), None)
+        if s.systemd_group is not None:
+            group = s.systemd_group
+            try:
+                gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise missing("systemd.group", "group", group) from None
+        return Access(s.control_group, uid, gid)
 
     def _policy(self, cfg: Config) -> core.Policy:
         return build_policy(cfg, backend_watchdog=self.backend_kind == "systemd")
