@@ -10,7 +10,8 @@ ENV_INPUTS := pyproject.toml requirements/build.txt requirements/dev.txt \
 	tools/make-venv tools/ensure-debian-deps
 DEMO := .demo
 
-.PHONY: run test test-latest test-debian lint typecheck unit docs lock bench soak clean
+.PHONY: run test test-latest test-debian lint typecheck unit docs lock bench soak clean deb \
+	package-tools
 
 $(STAMP): $(ENV_INPUTS)
 	PYTHON=$(PYTHON) tools/make-venv locked $(VENV)
@@ -28,8 +29,18 @@ define all_checks
 	$(1)/bin/pytest
 endef
 
+# Debian's packaging tools and nspawn: `make deb`, and the suite's end-to-end tests
+# of the package on a fresh Debian 12 (tests/debian/).
+package-tools:
+	tools/ensure-debian-deps package
+
+## deb: dist/kissbot-supervisor_VERSION_all.deb, built with debhelper and checked by lintian
+deb: package-tools
+	tools/build-deb
+	lintian --fail-on error,warning dist/kissbot-supervisor_*_all.deb
+
 ## test: linters, format and type checks, and the whole test suite, in the locked environment
-test: $(STAMP)
+test: $(STAMP) package-tools
 	$(call all_checks,$(VENV))
 
 ## test-latest: the same with the newest release of everything (may fail: see README)
@@ -38,7 +49,7 @@ test-latest:
 	$(call all_checks,.venv-latest)
 
 ## test-debian: the test suite on Debian 12's own python3-* packages (what the .deb runs on)
-test-debian: .venv-debian/.installed-stamp
+test-debian: .venv-debian/.installed-stamp package-tools
 	.venv-debian/bin/pytest
 
 .venv-debian/.installed-stamp: pyproject.toml requirements/debian-tools.txt \

@@ -114,6 +114,8 @@ def install_supervisor(sandbox: SystemdSandbox, workdir: Path) -> None:
     dropin = sandbox.units_dir / "kissbot-supervisor.service.d"
     dropin.mkdir(exist_ok=True)
     (dropin / "test.conf").write_text(
+        "[Unit]\n"
+        "ConditionPathExists=\n"
         "[Service]\n"
         "ExecStart=\n"
         f"ExecStart={BIN / 'kissbot-supervisor'} --backend systemd --non-interactive "

@@ -19,8 +19,10 @@ from pathlib import Path
 from .. import __version__, core
 from ..config.load import Config, ConfigError
 from ..config.paths import default_runtime_dir
+from ..config.settings import Settings
 from ..config.specs import build_policy, build_specs
 from ..kissbot.filecommands import FileInterfaces, bot_states
+from ..kissbot.names import KISSBOT_DIRS
 from ..observe.observer import Observer
 from ..protocol import ALARMS
 from ..runtime.fs import ensure_private_dir, make_dirs, read_regular, write_atomically
@@ -45,6 +47,35 @@ if TYPE_CHECKING:
     from ..status import Status
 
     Backend = NativeBackend | SystemdBackend
+
+
+def bots_owner(s: Settings) -> tuple[int, int] | None:
+    """The (UID, GID) the systemd units run as (``systemd.user``, ``systemd.group``),
+    or None when they run as the supervisor's user; StartupError when unknown."""
+    if s.systemd_user is None:
+        return None
+    import grp
+    import pwd
+
+    def missing(key: str, what: str, name: str) -> StartupError:
+        return StartupError(
+            f"supervisor.{key}: there is no {what} {name!r} on this machine; create the "
+            "bots' user and group first (the Debian package's sysusers.d file does)"
+        )
+
+    name = s.systemd_user
+    try:
+        user = None if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise missing("systemd.user", "user", name) from None
+    uid, gid = (user.pw_uid, user.pw_gid) if user else (int(name), int(name))
+    if s.systemd_group is not None:
+        group = s.systemd_group
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise missing("systemd.group", "group", group) from None
+    return uid, gid
 
 
 class Supervisor:
@@ -73,6 +104,18 @@ class Supervisor:
         )
         self.tokens = TokenGate(cfg, self.loop, self._on_token_change, self.log)
         self.backend_kind = backend_kind
+        # The bots' user and group when they are not ours: the owner of the directories
+        # KissBot needs, and refused on the control socket.
+        self.bots_owner = bots_owner(s) if backend_kind == "systemd" else None
+        for name in KISSBOT_DIRS:
+            # Made for the bots if missing (an existing one, or a symlink, is left as it
+            # is); one that cannot be made is said, and what needs it says so in turn.
+            try:
+                make_dirs(cfg.workdir / name, cfg.workdir, symlink_ok=True, owner=self.bots_owner)
+            except OSError as e:
+                self.log.warning(
+                    "supervisor", f"cannot make {cfg.workdir / name}/: {e.strerror or e}"
+                )
         self.core = core.Core(build_specs(cfg), self._policy(cfg))
         self.backend: Backend = self._make_backend()
         self.requests = Requests(
@@ -84,7 +127,11 @@ class Supervisor:
             self.reload,
         )
         self.control = ControlServer(
-            self.loop, self.control_path, self.requests.handle, self.log, self._access(cfg)
+            self.loop,
+            self.control_path,
+            self.requests.handle,
+            self.log,
+            Access(s.control_group, *(self.bots_owner or (None, None))),
         )
         self.selfnotify = SelfNotifier(self.loop)
         # Events, metrics (command, log, HTTP) and the on_failure hook.
@@ -113,35 +160,6 @@ class Supervisor:
         self.reaper = Reaper(self.loop, self.log, self._started_children)
         self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
-
-    def _access(self, cfg: Config) -> Access:
-        """The operators' group; and the bots' user and group, refused on the control
-        socket, when the bots run as another user than ours (systemd.user)."""
-        s = cfg.settings
-        if self.backend_kind != "systemd" or s.systemd_user is None:
-            return Access(s.control_group)
-        import grp
-        import pwd
-
-        def missing(key: str, what: str, name: str) -> StartupError:
-            return StartupError(
-                f"supervisor.{key}: there is no {what} {name!r} on this machine; create the "
-                "bots' user and group first (the Debian package's sysusers.d file does)"
-            )
-
-        name = s.systemd_user
-        try:
-            user = None if name.isdigit() else pwd.getpwnam(name)
-        except KeyError:
-            raise missing("systemd.user", "user", name) from None
-        uid, gid = (user.pw_uid, user.pw_gid) if user else (int(name), None)
-        if s.systemd_group is not None:
-            group = s.systemd_group
-            try:
-                gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-            except KeyError:
-                raise missing("systemd.group", "group", group) from None
-        return Access(s.control_group, uid, gid)
 
     def _policy(self, cfg: Config) -> core.Policy:
         return build_policy(cfg, backend_watchdog=self.backend_kind == "systemd")

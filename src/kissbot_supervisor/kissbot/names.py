@@ -20,6 +20,10 @@ LOGIN_RULE = "is not a Twitch login (4-25 of a-z, 0-9, _)"
 # KissBot's own default for bot.name.
 DEFAULT_BOT_LOGIN = "serda_bot"
 
+# Directories a KissBot checkout needs before its programs start (the hub dies at
+# import without logs/; the bots write pids/, logs/broadcast/CH/ and cache/).
+KISSBOT_DIRS = ("pids", "logs", "cache")
+
 # KissBot's YAML token mode: the texts under twitch.tokens.LOGIN.
 YAML_TOKEN_TEXTS = ("access_token", "refresh_token")
 

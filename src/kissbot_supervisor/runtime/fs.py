@@ -56,9 +56,16 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def open_dir(directory: Path, base: Path | None, *, create: bool = False) -> int:
+def open_dir(
+    directory: Path,
+    base: Path | None,
+    *,
+    create: bool = False,
+    owner: tuple[int, int] | None = None,
+) -> int:
     """A descriptor of ``directory``, reached from ``base`` without following a symlink;
-    ``create`` makes the missing directories on the way (0755), each below the last.
+    ``create`` makes the missing directories on the way (0755 whatever the umask,
+    and given to ``owner``, a (UID, GID), when set), each below the last.
 
     With no ``base``, or a ``directory`` outside it, the path is trusted as it is.
     Raises OSError (ELOOP or ENOTDIR when a component is a symlink or a file).
@@ -70,28 +77,44 @@ def open_dir(directory: Path, base: Path | None, *, create: bool = False) -> int
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in directory.relative_to(base).parts:
+            made = False
             if create:
                 # mkdirat below a descriptor: never in a directory a symlink points at
                 # (a bot's ``logs -> /etc`` would have root make ``/etc/supervisor``).
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.mkdir(part, 0o755, dir_fd=fd)
+                    made = True
+                except FileExistsError:
+                    pass
             child = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
+            if made:
+                # On the descriptor: whatever was swapped in meanwhile is a directory we
+                # reached without a symlink; an existing one is never changed.
+                os.fchmod(fd, 0o755)
+                if owner is not None:
+                    os.fchown(fd, *owner)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def make_dirs(directory: Path, base: Path | None, *, symlink_ok: bool = False) -> None:
+def make_dirs(
+    directory: Path,
+    base: Path | None,
+    *,
+    symlink_ok: bool = False,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """``mkdir -p directory`` by the module's rule (see :func:`open_dir`).
 
     ``symlink_ok``: a symlink on the way is left alone instead of an error (a
     caller whose every later use of the directory refuses it by the same rule).
     """
     try:
-        os.close(open_dir(directory, base, create=True))
+        os.close(open_dir(directory, base, create=True, owner=owner))
     except OSError as e:
         # O_NOFOLLOW | O_DIRECTORY says ENOTDIR (or ELOOP) for a symlink: which it was,
         # lstat tells, and only a symlink is let pass.
