@@ -50,6 +50,16 @@ def test_the_package_is_lintian_clean_and_depends_on_debians_packages(deb: Path)
 
 
 @pytest.fixture(scope="module")
+def newer_deb(deb: Path) -> Path:
+    """The next build of the same source (an upgrade)."""
+    result = subprocess.run(
+        [str(REPO / "tools" / "build-deb"), "+e2e2"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return REPO / result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
 def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DebianMachine]:
     why = unavailable_reason()
     if why is not None:
@@ -177,6 +187,34 @@ def test_operators_may_drive_the_fleet_and_the_bots_user_and_others_may_not(
         assert refused.returncode == 1, (user, refused.stdout, refused.stderr)
         assert "permission denied" in refused.stderr, (user, refused.stderr)
     assert all_running(m)  # their stops did nothing
+
+
+def test_reload_says_when_it_is_refused(fleet: DebianMachine) -> None:
+    m = fleet
+    config = "/srv/kissbot/config/config.yaml"
+    good = m.run("cat", config).stdout
+    m.run("runuser", "-u", "kissbot", "--", "sh", "-c", f"echo 'twitch: [' > {config}")
+    refused = m.run("systemctl", "reload", "kissbot-supervisor", check=False)
+    assert refused.returncode != 0
+    journal = m.run("journalctl", "-u", "kissbot-supervisor", "--no-pager", "-o", "cat").stdout
+    assert "reload refused, nothing changed: config/config.yaml" in journal
+    assert all_running(m)
+    m.run("runuser", "-u", "kissbot", "--", "tee", config, input=good)
+    assert m.run("systemctl", "reload", "kissbot-supervisor").returncode == 0
+
+
+def test_a_restart_and_an_upgrade_keep_the_fleet(fleet: DebianMachine, newer_deb: Path) -> None:
+    m = fleet
+    before = fleet_pids(m)
+    m.run("systemctl", "restart", "kissbot-supervisor")
+    wait_for(m, "the fleet adopted", lambda: all_running(m))
+    assert fleet_pids(m) == before
+    m.copy_in(newer_deb, f"/root/{newer_deb.name}")
+    m.run("apt-get", "install", "-y", f"/root/{newer_deb.name}", timeout=300)
+    version = m.run("dpkg-query", "-W", "-f", "${Version}", "kissbot-supervisor").stdout
+    assert version.endswith("+e2e2")
+    wait_for(m, "the fleet adopted after the upgrade", lambda: all_running(m))
+    assert fleet_pids(m) == before
 
 
 def test_the_fleet_comes_back_after_a_reboot_and_stops_with_the_service(

@@ -121,6 +121,8 @@ def install_supervisor(sandbox: SystemdSandbox, workdir: Path) -> None:
         f"ExecStart={BIN / 'kissbot-supervisor'} --backend systemd --non-interactive "
         f"--workdir {workdir}\n"
         f"WorkingDirectory={workdir}\n"
+        "ExecReload=\n"
+        f"ExecReload={BIN / 'kissbotctl'} reload\n"
         "ReadWritePaths=\n"
         f"ReadWritePaths={workdir}\n"
     )

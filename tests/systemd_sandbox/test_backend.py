@@ -256,3 +256,38 @@ def test_a_fleet_beyond_the_bus_reply_limit_starts_and_stops_whole(fleet: Fleet)
     assert "could not start" not in text
     assert len(re.findall(r"crowd_bot_\d+: stopped", text)) == len(channels)
     assert fleet.show("kissbot-supervisor.service", "Result")["Result"] == "success"
+
+
+def test_systemctl_restart_of_the_supervisor_keeps_the_fleet(fleet: Fleet) -> None:
+    # A package upgrade restarts the unit the same way (deb-systemd-invoke restart).
+    start(fleet, config(["lasting_bot", "lasting_two"]))
+    fleet.journal.wait_for(r"lasting_two: ready")
+    fleet.journal.wait_for(r"lasting_bot: ready")
+    before = {b["channel"]: b["pid"] for b in fleet.status()["bots"]}
+    hub_pid = fleet.status()["hub"]["pid"]
+    mark = fleet.journal.mark()
+    fleet.sandbox.systemctl("restart", "kissbot-supervisor")
+    fleet.journal.wait_for(r"supervisor: restarting \(a restart job of this unit\)", since=mark)
+    fleet.journal.wait_for(r"lasting_bot: adopted, already running", since=mark)
+    fleet.journal.wait_for(r"lasting_two: adopted, already running", since=mark)
+    assert {b["channel"]: b["pid"] for b in fleet.status()["bots"]} == before
+    assert fleet.status()["hub"]["pid"] == hub_pid
+    # Neither the hub nor a bot was stopped or started again.
+    assert not [
+        x for x in fleet.journal.lines[mark:] if re.search(r"(hub|_bot|_two): (started|stopped)", x)
+    ]
+
+
+def test_systemctl_reload_fails_when_the_reload_is_refused(fleet: Fleet) -> None:
+    doc = config(["reloaded_bot"], hub=False)
+    start(fleet, doc)
+    fleet.journal.wait_for(r"reloaded_bot: ready")
+    (fleet.workdir / "config" / "config.yaml").write_text("twitch: [unclosed\n")
+    refused = fleet.sandbox.run("systemctl", "reload", "kissbot-supervisor", check=False)
+    assert refused.returncode != 0
+    fleet.journal.wait_for(r"reload refused, nothing changed: config/config\.yaml")
+    assert fleet.bot("reloaded_bot")["state"] == "running"
+    doc["twitch"]["channels"] = ["reloaded_bot", "another_bot"]
+    fleet.write_config(doc)
+    assert fleet.sandbox.run("systemctl", "reload", "kissbot-supervisor").returncode == 0
+    fleet.journal.wait_for(r"another_bot: ready")

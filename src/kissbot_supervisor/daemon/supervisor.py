@@ -49,6 +49,10 @@ if TYPE_CHECKING:
     Backend = NativeBackend | SystemdBackend
 
 
+# The jobs of the supervisor's own unit that bring it back at once (see _on_stop_signal).
+RESTART_JOBS = frozenset({"restart", "try-restart", "reload-or-restart", "reload-or-try-restart"})
+
+
 def bots_owner(s: Settings) -> tuple[int, int] | None:
     """The (UID, GID) the systemd units run as (``systemd.user``, ``systemd.group``),
     or None when they run as the supervisor's user; StartupError when unknown."""
@@ -311,6 +315,17 @@ class Supervisor:
             self.loop.stop()
             return
         self.selfnotify.stopping()
+        if self.backend.own_job() in RESTART_JOBS:
+            # systemctl restart, or a package upgrade: a supervisor comes back at once
+            # and adopts the fleet, which keeps running meanwhile (its units are not in
+            # our cgroup). Only a stop stops it.
+            self.log.info(
+                "supervisor",
+                "restarting (a restart job of this unit): the hub and the bots keep running, "
+                "for the next supervisor to adopt",
+            )
+            self.loop.stop()
+            return
         self.feed(core.Shutdown())
 
     def _on_reload_signal(self) -> None:

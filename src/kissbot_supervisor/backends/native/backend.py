@@ -370,6 +370,10 @@ class NativeBackend:
         if n.fields.get("STOPPING") == "1":
             self._emit(core.Stopping(name))
 
+    def own_job(self) -> str | None:
+        """None: a native fleet lives in the supervisor's own cgroup and goes with it."""
+        return None
+
     def child_pids(self) -> set[int]:
         """The processes this backend started and will reap (see runtime/reaper.py)."""
         return {r.pid for r in self._running.values()}

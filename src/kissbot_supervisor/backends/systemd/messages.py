@@ -48,6 +48,7 @@ SYSTEMD_BUS_NAME = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER_INTERFACE = "org.freedesktop.systemd1.Manager"
 UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
+JOB_INTERFACE = "org.freedesktop.systemd1.Job"
 SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
 UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
@@ -173,6 +174,11 @@ def reset_failed_unit(name: str) -> Message:
 def get_unit(name: str) -> Message:
     """The unit's path if it is loaded; NoSuchUnit otherwise."""
     return new_method_call(MANAGER, "GetUnit", "s", (name,))
+
+
+def get_unit_by_pid(pid: int) -> Message:
+    """The path of the unit the process ``pid`` belongs to."""
+    return new_method_call(MANAGER, "GetUnitByPID", "u", (pid,))
 
 
 def load_unit(name: str) -> Message:
