@@ -182,6 +182,13 @@ def test_operators_may_drive_the_fleet_and_the_bots_user_and_others_may_not(
     assert m.run("kissbotctl", "restart", "demo_channel", user="alice").returncode == 0
     wait_for(m, "demo_channel back", lambda: all_running(m))
     assert fleet_pids(m)["demo_channel"] != pid
+    # The journal is not the operators' group's: kissbotctl says so, with the fix.
+    logs = m.run("kissbotctl", "logs", "el_serda", user="alice", check=False)
+    assert logs.returncode == 1
+    assert "usermod -aG systemd-journal" in logs.stderr
+    m.run("usermod", "-aG", "systemd-journal", "alice")
+    logs = m.run("kissbotctl", "logs", "el_serda", "-n", "5", user="alice")
+    assert len(logs.stdout.splitlines()) == 5, logs.stdout
     for user in ("kissbot", "bob"):
         refused = m.run("kissbotctl", "stop", "el_serda", user=user, check=False)
         assert refused.returncode == 1, (user, refused.stdout, refused.stderr)

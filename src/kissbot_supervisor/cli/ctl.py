@@ -477,13 +477,23 @@ def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
             assert source.logs_dir is not None
             log = FileLog(source.logs_dir, name)
             unknown = f"no log of {name!r} in {source.logs_dir} (no {name}.log there)"
+            unreadable = False
         else:
             log = JournalLog(unit_of(name), source.journal_dir)
-            hint = "" if os.geteuid() == 0 else " (root or group systemd-journal may read it)"
-            unknown = f"no journal entries for {unit_of(name)}{hint}"
+            unknown = f"no journal entries for {unit_of(name)}"
+            unreadable = source.journal_dir is None and not _may_read_system_journal()
+            if unreadable:
+                # journald shows a user only their own entries: the unit's are not among
+                # them, and an empty answer would look like a silent process.
+                unknown = (
+                    f"no journal entries for {unit_of(name)} that you may read: the system "
+                    "journal is for root and the groups systemd-journal and adm "
+                    "(usermod -aG systemd-journal USER, then log in again)"
+                )
         try:
             # Only the supervisor knows its processes; without it, no log = no such name.
-            if not source.confirmed and not log.exists():
+            # With it, a log nobody may read is said, not shown empty.
+            if not log.exists() and (not source.confirmed or unreadable):
                 raise LogError(unknown)
             emit(log.tail(args.lines))
             if args.follow:
@@ -493,6 +503,21 @@ def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     except LogError as exc:
         raise _Failure(exc.message, exc.code) from None
     return EXIT_OK
+
+
+def _may_read_system_journal() -> bool:
+    """Root, or a member of a group journald lets read every unit's entries."""
+    if os.geteuid() == 0:
+        return True
+    import grp
+
+    allowed = set()
+    for group in ("systemd-journal", "adm", "wheel"):
+        try:
+            allowed.add(grp.getgrnam(group).gr_gid)
+        except KeyError:
+            continue
+    return bool(allowed & {os.getegid(), *os.getgroups()})
 
 
 def _client(args: argparse.Namespace) -> Client:
