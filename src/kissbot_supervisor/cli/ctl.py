@@ -43,7 +43,13 @@ import sys
 
 from .. import __version__
 from ..config.paths import CONTROL_SOCKET_ENV, SYSTEM_RUNTIME_DIR, default_control_socket
-from ..protocol import EXIT_OK, ProtocolError, UnknownNameError, build_request
+from ..protocol import (
+    EXIT_NOT_ALL_RUNNING,
+    EXIT_OK,
+    ProtocolError,
+    UnknownNameError,
+    build_request,
+)
 from ..status import exit_code_for_status, filter_status
 from .client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
 from .render import format_event, render_status, use_color
@@ -130,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Control a running kissbot-supervisor over its control socket.",
         epilog="NAME is a channel login, 'hub' or 'all'. "
         "Exit status: 0 ok; 1 error or unreachable supervisor; 2 usage; "
-        "3 (status) a wanted process is not running; 130 (events, logs -f) ended by Ctrl-C.",
+        "3 (status) a wanted process, or the supervisor itself, is not running; "
+        "130 (events, logs -f) ended by Ctrl-C.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_global_options(parser, suppress=False)
@@ -142,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         return cmd
 
     status = add(
-        "status", "Show the supervisor, the hub and the bots (exit 3 if a wanted one is down)."
+        "status",
+        "Show the supervisor, the hub and the bots (exit 3 if a wanted one, or the "
+        "supervisor, is down).",
     )
     status.add_argument("names", nargs="*", metavar="NAME", help="show only these (default: all)")
     status.add_argument("--json", action="store_true", help="print the status object as JSON")
@@ -293,7 +302,9 @@ def _cmd_status_offline(args: argparse.Namespace, out: TextIO, down: ConnectErro
         status = read_status(args.timeout or DEFAULT_TIMEOUT)
     except OfflineError as exc:
         raise _Failure(f"{down.message}; systemd could not be read either: {exc.message}") from None
-    return _show_status(status, args, out)
+    # Whatever systemd still runs, nothing supervises it (and a channel whose unit
+    # is gone is not even listed): "not everything that should run is running".
+    return max(_show_status(status, args, out), EXIT_NOT_ALL_RUNNING)
 
 
 def _show_status(status: Mapping[str, Any], args: argparse.Namespace, out: TextIO) -> int:
