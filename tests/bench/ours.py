@@ -73,7 +73,8 @@ class Ours(Fleet):
         }
 
     def bot_settings(self, command: list[str]) -> dict[str, Any]:
-        bot: dict[str, Any] = {"ready": "notify", "command": command}
+        # Pacing off: the peer has none, and the demo bots log in nowhere.
+        bot: dict[str, Any] = {"ready": "notify", "command": command, "logins_per_10s": 0}
         if self.watchdog_sec > 0:
             bot["watchdog_sec"] = self.watchdog_sec
         return bot

@@ -159,7 +159,9 @@ class DebianMachine:
         deadline = time.monotonic() + BOOT_TIMEOUT
         while self.leader() in (old, None):
             if time.monotonic() > deadline:
-                raise MachineError("the container did not come back after a reboot")
+                raise MachineError(
+                    f"the container did not come back after a reboot:\n{self._log_tail()}"
+                )
             time.sleep(0.05)
         self.wait_booted()
 

@@ -41,7 +41,8 @@ def fleet_config(
     """A KissBot config dict running demo bots (per-channel flags via a wrapper map)."""
     sup: dict[str, Any] = {
         "backend": "native",
-        "bot": {"ready": "notify", "command": demo_bot_command(*bot_extra)},
+        # Pacing off: these fleets test other things (tests of pacing turn it on).
+        "bot": {"ready": "notify", "command": demo_bot_command(*bot_extra), "logins_per_10s": 0},
         "restart": {"delay_sec": 0.2, "max_delay_sec": 2, "give_up_after": 5},
         "stop_timeout_sec": 5,
     }

@@ -242,7 +242,7 @@ def test_bad_configs_on_reload_are_refused_and_change_nothing(
 
     cases: list[tuple[str, bytes, str]] = [
         ("cut", good[: good.index(b"steady_two") + 3], "twitch.channels[1]: 'ste'"),
-        ("cut-in-key", good[: len(good) // 2], "config/config.yaml"),
+        ("cut-in-key", good[: good.index(b"stop_timeout_sec") + 4], "config/config.yaml"),
         ("path", with_channels("steady_one", "../../etc"), "twitch.channels[1]: '../../etc'"),
         ("shell", with_channels("steady_one", "a;b$(id)`x`"), "twitch.channels[1]:"),
         ("unit", with_channels("steady_one", "bad@x.service"), "twitch.channels[1]:"),

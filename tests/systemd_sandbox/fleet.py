@@ -41,7 +41,8 @@ def config(
 ) -> dict[str, Any]:
     sup: dict[str, Any] = {
         "backend": "systemd",
-        "bot": {"ready": "notify", "command": bot_command or demo_bot()},
+        # Pacing off: these fleets test other things (tests of pacing turn it on).
+        "bot": {"ready": "notify", "command": bot_command or demo_bot(), "logins_per_10s": 0},
         "restart": {"delay_sec": 0.3, "max_delay_sec": 5, "give_up_after": 5},
         "stop_timeout_sec": 5,
         "systemd": {"hardening": True},

@@ -12,6 +12,8 @@ import signal
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kissbot_supervisor.core import (
     HUB,
@@ -41,6 +43,7 @@ from kissbot_supervisor.core import (
     Waiting,
     WatchdogPing,
 )
+from kissbot_supervisor.core.machine import LOGIN_WINDOW_SEC, TWITCH_LOGIN_WINDOW_SEC
 
 if TYPE_CHECKING:
     from kissbot_supervisor.core import ReadyMode
@@ -879,3 +882,100 @@ def test_exit_codes_outside_the_window_do_not_spoil_the_park_reason() -> None:
     f.spawned(A)
     (parked,) = notes(f.exited(A, code=1), "parked")
     assert parked.message.startswith("exited 1 3 times within 3.0 s at start-up; token revoked?")
+
+
+# --- login pacing (Twitch's limit) -------------------------------------------
+
+
+def _paced(names: list[str], limit: int = 3) -> Fleet:
+    return Fleet([spec(n) for n in names], Policy(logins_per_window=limit))
+
+
+def test_a_fleet_start_is_paced_by_the_login_window() -> None:
+    names = [f"paced_{i:02}" for i in range(7)]
+    f = _paced(names)
+    first = spawns(f.tick(0.0))
+    assert first == names[:3]
+    waiting = f.status(names[3])
+    assert waiting.state is Phase.STARTING
+    assert (
+        waiting.reason
+        == "waiting for a login slot (Twitch allows the bot account 3 logins per 10 s)"
+    )
+    for name in first:
+        f.spawned(name)
+    assert f.core.next_deadline() == LOGIN_WINDOW_SEC
+    assert spawns(f.tick(LOGIN_WINDOW_SEC - 0.01)) == []
+    assert spawns(f.tick(LOGIN_WINDOW_SEC)) == names[3:6]
+    for name in names[3:6]:
+        f.spawned(name)
+    assert spawns(f.tick(2 * LOGIN_WINDOW_SEC)) == names[6:]
+
+
+def test_pacing_off_starts_everything_at_once() -> None:
+    names = [f"unpaced_{i:02}" for i in range(30)]
+    assert spawns(_paced(names, limit=0).tick(0.0)) == names
+
+
+def test_the_hub_takes_no_login_slot() -> None:
+    f = Fleet([hub_spec(ready="none"), spec(A), spec(B)], Policy(logins_per_window=2))
+    f.tick(0.0)
+    assert spawns(f.spawned(HUB)) == [A, B]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(min_value=1, max_value=5),
+    steps=st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=4.0),
+            st.sampled_from(["crash", "restart", "stop", "start", "hub", "tick"]),
+            st.integers(min_value=0, max_value=5),
+        ),
+        max_size=60,
+    ),
+)
+def test_no_sliding_window_ever_holds_more_bot_starts_than_the_limit(
+    limit: int, steps: list[tuple[float, str, int]]
+) -> None:
+    bots = [f"window_{i}" for i in range(6)]
+    f = Fleet(
+        [hub_spec(ready="none"), *(spec(n) for n in bots)],
+        Policy(logins_per_window=limit, delay_sec=0.5, max_delay_sec=2.0, give_up_after=0),
+    )
+    starts: list[float] = []
+
+    def run(actions: list[Action]) -> None:
+        pending = list(actions)
+        while pending:
+            action = pending.pop(0)
+            if isinstance(action, Spawn):
+                if not action.spec.is_hub:
+                    starts.append(f.now)
+                pending += f.spawned(action.spec.name)
+            elif isinstance(action, Kill):
+                pending += f.exited(action.name, sig=int(action.signal))
+
+    run(f.tick(0.0))
+    for gap, what, which in steps:
+        at = f.now + gap
+        # Time passes: every deadline on the way is met first.
+        while (deadline := f.core.next_deadline()) is not None and deadline <= at:
+            run(f.tick(max(deadline, f.now)))
+        name = bots[which]
+        p = f.core.procs[name]
+        if what == "crash" and p.alive:
+            run(f.exited(name, code=1, at=at))
+        elif what == "restart":
+            run(f.send(Restart((name,)), at))
+        elif what == "stop":
+            run(f.send(Stop((name,)), at))
+        elif what == "start":
+            run(f.send(Start((name,)), at))
+        elif what == "hub" and f.core.procs[HUB].alive:
+            run(f.exited(HUB, code=1, at=at))
+        else:
+            run(f.tick(at))
+    for i, t in enumerate(starts):
+        in_window = [u for u in starts[i:] if u < t + TWITCH_LOGIN_WINDOW_SEC]
+        assert len(in_window) <= limit, (limit, starts)

@@ -271,5 +271,6 @@ def test_build_policy_maps_the_restart_settings(tmp_path: Path) -> None:
         stop_timeout_sec=4.0,
         restart_always=True,
         hub_restart_bots=False,
+        logins_per_window=20,  # bot.logins_per_10s's default: Twitch's limit
     )
-    assert build_policy(make_config(tmp_path)) == Policy()
+    assert build_policy(make_config(tmp_path)) == Policy(logins_per_window=20)

@@ -397,6 +397,17 @@ class Settings:
         "KissBot bots do), `notify` (it sends sd_notify READY=1), `none` (as soon as it runs).",
         "one of: " + ", ".join(READY_BOT),
     )
+    bot_logins_per_10s: int = setting(
+        "bot.logins_per_10s",
+        20,
+        integer(0, 10_000),
+        "Twitch's login limit for the bot account that every bot logs in with: 20 per 10 s, "
+        "200 for a verified bot. Bot starts (first starts, restarts after a crash or for a "
+        "new hub, operators' starts) are paced so that no 10 s holds more (counted over "
+        "12 s: a bot logs in a little after its start); a bot waiting for its turn shows "
+        '"waiting for a login slot". 0 turns pacing off.',
+        "count",
+    )
     bot_watchdog_sec: float = setting(
         "bot.watchdog_sec",
         0.0,

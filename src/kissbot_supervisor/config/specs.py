@@ -141,4 +141,5 @@ def build_policy(cfg: Config, *, backend_watchdog: bool = False) -> Policy:
         stop_timeout_sec=s.stop_timeout_sec,
         restart_always=s.restart_mode == "always",
         hub_restart_bots=s.hub_restart_bots,
+        logins_per_window=s.bot_logins_per_10s,
     )

@@ -29,6 +29,7 @@ it changes. Everything it returns and takes is a plain record defined here.
 from __future__ import annotations
 
 import signal as _signal
+from collections import deque
 from collections.abc import Iterable
 from enum import StrEnum
 
@@ -87,6 +88,8 @@ class Policy:
     hub_restart_bots: bool = True
     # systemd enforces WatchdogUSec itself and reports the kill as an exit.
     backend_watchdog: bool = False
+    # Bot starts allowed in any LOGIN_WINDOW_SEC (Twitch's login limit; 0: no pacing).
+    logins_per_window: int = 0
 
     def backoff(self, failures: int) -> float:
         """Delay before restart number ``failures`` (1-based) of a failing process."""
@@ -365,6 +368,15 @@ def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
 
 
+# Twitch allows a bot account N chat logins per 10 s (20, or 200 when verified), and
+# says nothing of when its count restarts: starts are paced by a sliding window,
+# which no burst can exceed (a token bucket's burst plus refill can). The window
+# is 2 s longer than Twitch's: a bot logs in a second or two after its start, and
+# not always after the same delay.
+TWITCH_LOGIN_WINDOW_SEC = 10.0
+LOGIN_WINDOW_SEC = TWITCH_LOGIN_WINDOW_SEC + 2.0
+
+
 class Core:
     """The fleet's state and every decision about it (see the module docstring)."""
 
@@ -374,6 +386,8 @@ class Core:
         self.shutting_down = False
         self.finished = False
         self.hub_generation = 0  # bumped each time the hub becomes ready
+        self.logins: deque[float] = deque()  # bot start times within LOGIN_WINDOW_SEC
+        self.login_free_at: float | None = None  # a bot waits for a login slot until then
         for spec in specs:
             self.procs[spec.name] = Proc(spec=spec)
 
@@ -412,7 +426,7 @@ class Core:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which a Tick would change something, or None."""
-        times = []
+        times = [] if self.login_free_at is None else [self.login_free_at]
         for p in self.procs.values():
             for t in (p.backoff_until, p.stop_deadline, p.start_deadline, p.watchdog_deadline):
                 if t is not None:
@@ -799,6 +813,7 @@ class Core:
         if self.shutting_down:
             self._reconcile_shutdown(now, out)
             return
+        self.login_free_at = None
         for name, p in list(self.procs.items()):
             if p.removed and not p.alive and not p.spawning:
                 # (With a spawn in flight, wait for Spawned and see the process out first.)
@@ -806,18 +821,18 @@ class Core:
                 out.append(Release(name))
                 continue
             if p.want and p.phase is Phase.STOPPED and not p.alive:
-                self._maybe_spawn(p, out)
+                self._maybe_spawn(p, now, out)
             elif not p.want and p.alive and p.stop_cause is None:
                 # Spawned after a stop was asked for (a backend that starts
                 # asynchronously), or announced STOPPING=1 itself: see it out.
                 self._begin_stop(p, now, "removed" if p.removed else "command", out)
 
-    def _maybe_spawn(self, p: Proc, out: list[Action]) -> None:
+    def _maybe_spawn(self, p: Proc, now: float, out: list[Action]) -> None:
         if p.blocked:
             p.reason = f"not started: {p.blocked}"
             return
         if not p.spec.is_hub:
-            wait = self._hub_gate()
+            wait = self._hub_gate() or self._login_gate(now)
             if wait:
                 p.reason = wait
                 return
@@ -827,6 +842,27 @@ class Core:
             p.restart_pending = False
             p.restarts += 1
         out.append(Spawn(p.spec, p.restarts))
+
+    def _login_gate(self, now: float) -> str | None:
+        """Why a bot must wait for a login slot now (and when one frees), or None; a
+        bot that may start takes its slot. Every bot start counts: a first start, a
+        restart after a crash, an operator's, a restart for a new hub."""
+        limit = self.policy.logins_per_window
+        if limit <= 0:
+            return None
+        while self.logins and self.logins[0] <= now - LOGIN_WINDOW_SEC:
+            self.logins.popleft()
+        if len(self.logins) >= limit:
+            free_at = self.logins[0] + LOGIN_WINDOW_SEC
+            self.login_free_at = (
+                free_at if self.login_free_at is None else min(self.login_free_at, free_at)
+            )
+            return (
+                f"waiting for a login slot (Twitch allows the bot account "
+                f"{limit} logins per {TWITCH_LOGIN_WINDOW_SEC:g} s)"
+            )
+        self.logins.append(now)
+        return None
 
     def _reconcile_shutdown(self, now: float, out: list[Action]) -> None:
         bots_alive = False
