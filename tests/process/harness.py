@@ -43,7 +43,13 @@ def fleet_config(
         "backend": "native",
         # Pacing off: these fleets test other things (tests of pacing turn it on).
         "bot": {"ready": "notify", "command": demo_bot_command(*bot_extra), "logins_per_10s": 0},
-        "restart": {"delay_sec": 0.2, "max_delay_sec": 2, "give_up_after": 5},
+        # No retries of parked processes: these fleets test other things.
+        "restart": {
+            "delay_sec": 0.2,
+            "max_delay_sec": 2,
+            "give_up_after": 5,
+            "retry_parked_sec": 0,
+        },
         "stop_timeout_sec": 5,
     }
     if per_channel:

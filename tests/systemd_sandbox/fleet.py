@@ -43,7 +43,13 @@ def config(
         "backend": "systemd",
         # Pacing off: these fleets test other things (tests of pacing turn it on).
         "bot": {"ready": "notify", "command": bot_command or demo_bot(), "logins_per_10s": 0},
-        "restart": {"delay_sec": 0.3, "max_delay_sec": 5, "give_up_after": 5},
+        # No retries of parked processes: these fleets test other things.
+        "restart": {
+            "delay_sec": 0.3,
+            "max_delay_sec": 5,
+            "give_up_after": 5,
+            "retry_parked_sec": 0,
+        },
         "stop_timeout_sec": 5,
         "systemd": {"hardening": True},
     }

@@ -979,3 +979,87 @@ def test_no_sliding_window_ever_holds_more_bot_starts_than_the_limit(
     for i, t in enumerate(starts):
         in_window = [u for u in starts[i:] if u < t + TWITCH_LOGIN_WINDOW_SEC]
         assert len(in_window) <= limit, (limit, starts)
+
+
+# --- parked processes tried again (a network outage heals by itself) ----------
+
+
+def _retrying() -> Fleet:
+    policy = Policy(
+        delay_sec=1.0, give_up_after=2, reset_after_sec=60.0,
+        retry_parked_sec=60.0, retry_parked_max_sec=200.0,
+    )  # fmt: skip
+    f = Fleet([spec(A)], policy)
+    assert spawns(f.tick(0.0)) == [A]
+    f.spawned(A)
+    return f
+
+
+def _park(f: Fleet) -> list[Action]:
+    return f.crash_until_parked(A, code=1, sig=None)
+
+
+def test_a_parked_process_is_tried_again_by_itself_at_a_slow_doubling_pace() -> None:
+    f = _retrying()
+    actions = _park(f)
+    parked_at = f.now
+    assert notes(actions, "parked")[0].message.endswith("trying again by itself in 60 s")
+    assert f.status(A).state is Phase.FAILED
+    f.tick(parked_at + 20.0)
+    reason = f.status(A).reason
+    assert reason is not None
+    assert reason.endswith("trying again by itself in 40 s")
+    assert f.core.next_deadline() == parked_at + 60.0
+    retry = f.tick(parked_at + 60.0)
+    assert spawns(retry) == [A]
+    assert notes(retry, "restarting")[0].message == "trying again after being parked"
+    assert f.status(A).restarts > 0
+    # One try: failing again parks it at once, for twice as long.
+    f.spawned(A)
+    again = f.exited(A, code=1)
+    assert notes(again, "parked")[0].message == (
+        "exited 1 again, when tried after being parked (see its log); "
+        "trying again by itself in 120 s"
+    )
+    assert f.core.next_deadline() == f.now + 120.0
+    # Capped.
+    assert spawns(f.tick(f.now + 120.0)) == [A]
+    f.spawned(A)
+    f.exited(A, code=1)
+    assert f.core.next_deadline() == f.now + 200.0
+
+
+def test_after_a_retry_that_runs_well_the_pace_starts_over() -> None:
+    f = _retrying()
+    _park(f)
+    assert spawns(f.tick(f.now + 60.0)) == [A]
+    f.spawned(A)
+    f.send(Ready(A))
+    f.tick(f.now + 61.0)  # healthy for longer than reset_after_sec
+    f.exited(A, code=1)  # one failure: a backoff, not a parking
+    assert f.status(A).state is Phase.BACKOFF
+    f.tick(f.core.next_deadline())
+    f.spawned(A)
+    actions = f.exited(A, code=1)
+    assert notes(actions, "parked")[0].message.endswith("trying again by itself in 60 s")
+
+
+def test_an_operator_stop_or_start_ends_the_retries() -> None:
+    f = _retrying()
+    _park(f)
+    f.send(Stop((A,)))
+    assert f.core.next_deadline() is None
+    assert spawns(f.tick(f.now + 600.0)) == []
+    f.send(Start((A,)))
+    assert f.status(A).state is Phase.STARTING
+
+
+def test_retries_off_keeps_a_parked_process_parked() -> None:
+    f = Fleet([spec(A)], Policy(give_up_after=2))
+    f.tick(0.0)
+    f.spawned(A)
+    f.crash_until_parked(A, code=1, sig=None)
+    assert f.core.next_deadline() is None
+    reason = f.status(A).reason
+    assert reason is not None
+    assert "trying again" not in reason

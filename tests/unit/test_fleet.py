@@ -271,6 +271,11 @@ def test_build_policy_maps_the_restart_settings(tmp_path: Path) -> None:
         stop_timeout_sec=4.0,
         restart_always=True,
         hub_restart_bots=False,
-        logins_per_window=20,  # bot.logins_per_10s's default: Twitch's limit
+        # The defaults of bot.logins_per_10s (Twitch's limit) and of the retries.
+        logins_per_window=20,
+        retry_parked_sec=120.0,
+        retry_parked_max_sec=900.0,
     )
-    assert build_policy(make_config(tmp_path)) == Policy(logins_per_window=20)
+    assert build_policy(make_config(tmp_path)) == Policy(
+        logins_per_window=20, retry_parked_sec=120.0, retry_parked_max_sec=900.0
+    )

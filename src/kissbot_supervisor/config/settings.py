@@ -516,9 +516,27 @@ class Settings:
         5,
         integer(0, 10_000),
         "Consecutive failures within `restart.reset_after_sec` after which the process is "
-        "parked as failed (with the reason in status) until an operator starts it; 0 never "
-        "gives up.",
+        "parked as failed (with the reason in status), until an operator starts it or "
+        "`restart.retry_parked_sec` tries it again; 0 never gives up.",
         "whole number",
+    )
+    restart_retry_parked_sec: float = setting(
+        "restart.retry_parked_sec",
+        120.0,
+        seconds(0, 86_400),
+        "A parked process (see `restart.give_up_after`) is tried again by itself after this "
+        "long, once; if that try fails it is parked again for twice as long, up to "
+        "`restart.retry_parked_max_sec`, for as long as it takes: a network outage heals by "
+        "itself. Not while its token is known bad (it starts once the DB is fixed). 0: "
+        "parked until an operator starts it.",
+        "seconds",
+    )
+    restart_retry_parked_max_sec: float = setting(
+        "restart.retry_parked_max_sec",
+        900.0,
+        seconds(0, 86_400),
+        "The longest wait between two tries of a parked process.",
+        "seconds",
     )
     logs_dir: str = setting(
         "logs.dir",

@@ -142,4 +142,6 @@ def build_policy(cfg: Config, *, backend_watchdog: bool = False) -> Policy:
         restart_always=s.restart_mode == "always",
         hub_restart_bots=s.hub_restart_bots,
         logins_per_window=s.bot_logins_per_10s,
+        retry_parked_sec=s.restart_retry_parked_sec,
+        retry_parked_max_sec=s.restart_retry_parked_max_sec,
     )

@@ -90,6 +90,15 @@ class Policy:
     backend_watchdog: bool = False
     # Bot starts allowed in any LOGIN_WINDOW_SEC (Twitch's login limit; 0: no pacing).
     logins_per_window: int = 0
+    # A parked process is tried again by itself after this long, doubling at each
+    # parking in a row up to the max (0: parked until an operator starts it).
+    retry_parked_sec: float = 0.0
+    retry_parked_max_sec: float = 0.0
+
+    def parked_retry_delay(self, parkings: int) -> float:
+        """Delay before the try after parking number ``parkings`` (1-based) in a row."""
+        delay = self.retry_parked_sec * 2.0 ** max(parkings - 1, 0)
+        return min(delay, max(self.retry_parked_max_sec, self.retry_parked_sec))
 
     def backoff(self, failures: int) -> float:
         """Delay before restart number ``failures`` (1-based) of a failing process."""
@@ -318,6 +327,9 @@ class Proc:
     token_state: str = "unchecked"
     blocked: str | None = None  # token problem that keeps it from starting
     backoff_until: float | None = None
+    retry_at: float | None = None  # parked: tried again by itself then
+    parkings: int = 0  # parkings in a row, each tried again later (the retry's pace)
+    probation: bool = False  # a retry after a parking: one more failure parks it again
     stop_deadline: float | None = None
     stop_cause: StopCause | None = None
     fault: str | None = None  # why the supervisor stopped it (start or watchdog timeout)
@@ -410,13 +422,18 @@ class Core:
                     uptime_s=None if p.started_at is None else max(0.0, now - p.started_at),
                     restarts=p.restarts,
                     last_exit=p.last_exit,
-                    reason=p.reason,
+                    reason=self._reason(p, now),
                     status_text=p.status_text,
                     token_state=p.token_state,
                     ready=p.phase is Phase.RUNNING,
                 )
             )
         return out
+
+    def _reason(self, p: Proc, now: float) -> str | None:
+        if p.retry_at is None or p.phase is not Phase.FAILED or p.reason is None:
+            return p.reason
+        return f"{p.reason}; trying again by itself in {_seconds(max(0.0, p.retry_at - now))}"
 
     def shown_state(self, p: Proc) -> Phase:
         """The state status and events show: a stopped process due to start is starting."""
@@ -428,7 +445,13 @@ class Core:
         """The earliest time at which a Tick would change something, or None."""
         times = [] if self.login_free_at is None else [self.login_free_at]
         for p in self.procs.values():
-            for t in (p.backoff_until, p.stop_deadline, p.start_deadline, p.watchdog_deadline):
+            for t in (
+                p.backoff_until,
+                p.retry_at,
+                p.stop_deadline,
+                p.start_deadline,
+                p.watchdog_deadline,
+            ):
                 if t is not None:
                     times.append(t)
         return min(times, default=None)
@@ -618,6 +641,8 @@ class Core:
         if was_ready and ran_for >= self.policy.reset_after_sec:
             p.failures.clear()
             p.startup_exits.clear()
+            p.probation = False  # it ran well after a retry: healthy again
+            p.parkings = 0
         clean = fault is None and (
             ev.code == 0 or (ev.signal is not None and ev.signal in CLEAN_SIGNALS)
         )
@@ -642,12 +667,24 @@ class Core:
         else:
             p.startup_exits = [*p.startup_exits, startup_code][-len(p.failures) :]
         n = len(p.failures)
-        if self.policy.give_up_after and n >= self.policy.give_up_after:
+        if p.probation or (self.policy.give_up_after and n >= self.policy.give_up_after):
             p.phase = Phase.FAILED
             p.backoff_until = None
             p.restart_pending = False
-            p.reason = self._park_reason(p, n, now - p.failures[0])
-            out.append(Note(p.spec.name, NoteKind.PARKED, p.reason))
+            if p.probation:
+                p.reason = f"{p.last_exit} again, when tried after being parked (see its log)"
+            else:
+                p.reason = self._park_reason(p, n, now - p.failures[0])
+            p.probation = False
+            note = p.reason
+            if self.policy.retry_parked_sec > 0:
+                # A network outage parks a whole fleet in seconds: try again by itself,
+                # slowly, for as long as it takes (an operator's start does it at once).
+                p.parkings += 1
+                delay = self.policy.parked_retry_delay(p.parkings)
+                p.retry_at = now + delay
+                note = f"{p.reason}; trying again by itself in {_seconds(delay)}"
+            out.append(Note(p.spec.name, NoteKind.PARKED, note))
             out.append(Hold(p.spec.name))
             return
         delay = self.policy.backoff(n)
@@ -711,6 +748,18 @@ class Core:
                 p.backoff_until = None
                 if p.phase is Phase.BACKOFF:
                     p.phase = Phase.STOPPED  # _reconcile starts it when it may
+            if p.retry_at is not None and now >= p.retry_at:
+                p.retry_at = None
+                if p.phase is Phase.FAILED and p.want and not self.shutting_down:
+                    # One try: a failure parks it again at once, for twice as long.
+                    p.phase = Phase.STOPPED
+                    p.probation = True
+                    p.restart_pending = True
+                    p.failures.clear()
+                    p.startup_exits.clear()
+                    out.append(
+                        Note(p.spec.name, NoteKind.RESTARTING, "trying again after being parked")
+                    )
 
     # -- commands ------------------------------------------------------------
 
@@ -724,6 +773,9 @@ class Core:
             # An operator's start is a fresh chance: forget the failures.
             p.phase = Phase.STOPPED
             p.backoff_until = None
+            p.retry_at = None
+            p.parkings = 0
+            p.probation = False
             p.failures.clear()
             p.startup_exits.clear()
             p.reason = None
@@ -737,6 +789,7 @@ class Core:
         if p.phase in (Phase.BACKOFF, Phase.FAILED):
             p.phase = Phase.STOPPED
             p.backoff_until = None
+            p.retry_at = None
             out.append(Hold(p.spec.name))
         if p.alive:
             self._begin_stop(p, now, "command", out)
