@@ -291,3 +291,28 @@ def test_systemctl_reload_fails_when_the_reload_is_refused(fleet: Fleet) -> None
     fleet.write_config(doc)
     assert fleet.sandbox.run("systemctl", "reload", "kissbot-supervisor").returncode == 0
     fleet.journal.wait_for(r"another_bot: ready")
+
+
+def test_a_bot_parked_by_an_outage_runs_again_by_itself(fleet: Fleet) -> None:
+    outage = fleet.workdir / "twitch-unreachable"
+    outage.touch()
+    script = f'if [ -e "{outage}" ]; then exit 1; fi; exec "$@"'
+    doc = config(
+        ["outage_bot"],
+        hub=False,
+        bot_command=["sh", "-c", script, "bot", *per_channel_bot({})],
+        supervisor={
+            "restart": {
+                "delay_sec": 0.1,
+                "give_up_after": 2,
+                "retry_parked_sec": 1,
+                "retry_parked_max_sec": 1,
+            },
+        },
+    )
+    start(fleet, doc)
+    fleet.journal.wait_for(r"outage_bot: exited 1 2 times .*; trying again by itself in 1\.0 s")
+    fleet.journal.wait_for(r"outage_bot: exited 1 again, when tried after being parked")
+    outage.unlink()  # Twitch is back
+    fleet.journal.wait_for(r"outage_bot: ready")
+    assert fleet.bot("outage_bot")["state"] == "running"
