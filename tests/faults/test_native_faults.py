@@ -152,13 +152,14 @@ def test_exit_1_at_start_is_parked_in_status_json_and_others_are_unaffected(
     )
     sup = native(doc)
     fine = {n: started_pid(sup, n) for n in ("fine_bot", "fine_two")}
-    sup.wait_for(r"revoked_bot: exited 1 3 times within .* at start-up; token revoked\?")
+    sup.wait_for(r"revoked_bot: exited 1 3 times within .* at start-up: ")
     result = sup.ctl("status", "--json")
     bots = {b["channel"]: b for b in json.loads(result.stdout)["bots"]}
     revoked = bots["revoked_bot"]
     assert (revoked["state"], revoked["pid"], revoked["last_exit"]) == ("failed", None, "exited 1")
     assert re.fullmatch(
-        r"exited 1 3 times within \S+ s at start-up; token revoked\? \(see its log\)",
+        r'exited 1 3 times within \S+ s at start-up: ".*ERROR: fatal start-up error '
+        r'\(demo --exit-code 1\)"',
         revoked["reason"],
     )
     for name, pid in fine.items():
@@ -265,7 +266,8 @@ def test_hub_socket_path_taken_by_a_leftover(
     sup.wait_for(r"hub: exited 1 3 times within .* at start-up")
     hub = sup.status()["hub"]
     assert hub["state"] == "failed"
-    assert "(see its log)" in hub["reason"]
+    # In its own words: its last line says what is wrong.
+    assert 'hub.sock exists and is not a socket; not removing it"' in hub["reason"]
     assert "hub.sock exists and is not a socket; not removing it" in hub_log.read_text()
     for name in ("patient_bot", "patient_two"):
         sup.wait_for(rf"{name}: ready")

@@ -74,10 +74,12 @@ def test_exit_1_at_start_is_parked_with_a_reason(start_fleet: StartFleet) -> Non
         supervisor={"restart": {"delay_sec": 0.05, "give_up_after": 3}},
     )
     sup = start_fleet(doc)
-    sup.wait_for(r"revoked_bot: exited 1 3 times within .* at start-up; token revoked\?")
+    # Why, in the bot's own words: its last line (the demo's fatal error).
+    sup.wait_for(r'revoked_bot: exited 1 3 times within .* at start-up: ".*fatal start-up error')
     bot = sup.bot("revoked_bot")
     assert bot["state"] == "failed"
-    assert "token revoked?" in bot["reason"]
+    assert "fatal start-up error (demo --exit-code 1)" in bot["reason"]
+    assert "token revoked?" not in bot["reason"]  # no guess where it said why
     assert sup.bot("fine_bot")["state"] in ("running", "starting")
     result = sup.ctl("status")
     assert result.returncode == 3, result

@@ -37,7 +37,11 @@ def test_bots_parked_by_an_outage_run_again_once_it_is_over(
     sup.wait_for(r"outage_two: .*trying again by itself")
     sup.wait_for(r"outage_one: trying again after being parked")
     sup.wait_for(r"outage_one: exited 1 again, when tried after being parked")
-    assert sup.bot("outage_one")["state"] == "failed"
+    parked = sup.bot("outage_one")
+    assert parked["state"] == "failed"
+    # Why, in the bot's own words (its last line), and when it is tried again.
+    assert '"Cannot connect to host irc.chat.twitch.tv"' in parked["reason"]
+    assert "trying again by itself in" in parked["reason"]
     outage.unlink()  # Twitch is back: nobody runs kissbotctl
     for name in ("outage_one", "outage_two"):
         wait_until(lambda n=name: sup.bot(n)["state"] == "running", what=f"{name} back")  # type: ignore[misc]

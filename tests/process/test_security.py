@@ -150,7 +150,7 @@ def test_tokens_reach_processes_only_through_their_credential_files(
 
 def _kissbot_group() -> int | None:
     with contextlib.suppress(KeyError):
-        return grp.getgrnam("kissbot").gr_gid
+        return grp.getgrnam("kissbot-operators").gr_gid
     return None
 
 

@@ -43,7 +43,7 @@ from kissbot_supervisor.core import (
     Waiting,
     WatchdogPing,
 )
-from kissbot_supervisor.core.machine import LOGIN_WINDOW_SEC, TWITCH_LOGIN_WINDOW_SEC
+from kissbot_supervisor.core.machine import LOGIN_WINDOW_SEC, MAX_WORDS, TWITCH_LOGIN_WINDOW_SEC
 
 if TYPE_CHECKING:
     from kissbot_supervisor.core import ReadyMode
@@ -947,7 +947,10 @@ def test_no_sliding_window_ever_holds_more_bot_starts_than_the_limit(
 
     def run(actions: list[Action]) -> None:
         pending = list(actions)
+        handled = 0
         while pending:
+            handled += 1
+            assert handled < 1000, f"the core keeps acting at {f.now} (a livelock): {pending}"
             action = pending.pop(0)
             if isinstance(action, Spawn):
                 if not action.spec.is_hub:
@@ -960,8 +963,21 @@ def test_no_sliding_window_ever_holds_more_bot_starts_than_the_limit(
     for gap, what, which in steps:
         at = f.now + gap
         # Time passes: every deadline on the way is met first.
-        while (deadline := f.core.next_deadline()) is not None and deadline <= at:
+        for _ in range(1000):
+            deadline = f.core.next_deadline()
+            if deadline is None or deadline > at:
+                break
             run(f.tick(max(deadline, f.now)))
+        else:
+            stuck = {
+                n: (q.phase, q.backoff_until, q.retry_at, q.stop_deadline, q.start_deadline,
+                    q.watchdog_deadline, q.alive)
+                for n, q in f.core.procs.items()
+            }  # fmt: skip
+            raise AssertionError(
+                f"a deadline that time does not clear, at {f.now}: "
+                f"{f.core.next_deadline()} {f.core.login_free_at} {stuck}"
+            )
         name = bots[which]
         p = f.core.procs[name]
         if what == "crash" and p.alive:
@@ -1063,3 +1079,45 @@ def test_retries_off_keeps_a_parked_process_parked() -> None:
     reason = f.status(A).reason
     assert reason is not None
     assert "trying again" not in reason
+
+
+# --- reasons in the process's own words ---------------------------------------------
+
+
+def _park_saying(lines: tuple[str, ...], token_state: str = "unchecked") -> str:
+    f = Fleet([spec(A, ready="file")], Policy(give_up_after=2))  # fails before ready
+    f.core.procs[A].token_state = token_state
+    f.tick(0.0)
+    f.spawned(A)
+    while True:
+        actions = f.send(Exited(A, f.pid[A], code=1, last_lines=lines))
+        parked = notes(actions, "parked")
+        if parked:
+            return parked[0].message
+        assert spawns(f.tick(f.core.next_deadline())) == [A]
+        f.spawned(A)
+
+
+def test_a_parked_reason_quotes_the_process_own_last_line() -> None:
+    line = (
+        "aiohttp.client_exceptions.ClientConnectorError: "
+        "Cannot connect to host irc.chat.twitch.tv:6697"
+    )
+    reason = _park_saying(("Traceback (most recent call last):", line))
+    assert reason == f'exited 1 2 times within 1.0 s at start-up: "{line}"'
+    assert "token" not in reason  # no guess where it said why
+
+
+def test_the_token_hint_only_where_the_token_may_be_the_cause() -> None:
+    assert "token revoked?" in _park_saying(())  # unchecked: it may be
+    silent_valid = _park_saying((), token_state="valid")
+    assert silent_valid == "exited 1 2 times within 1.0 s at start-up (see its log)"
+
+
+def test_a_process_line_is_sanitised_and_cut_in_a_reason() -> None:
+    reason = _park_saying(("\x1b[31mred\x1b[0m\tand   spaced" + "x" * 400,))
+    quoted = reason.split(": ", 1)[1]
+    assert "\x1b" not in quoted
+    assert quoted.startswith('"?[31mred?[0m and spaced')
+    assert len(quoted) == MAX_WORDS + 2  # the quotes
+    assert quoted.endswith('…"')

@@ -143,6 +143,8 @@ class Exited:
     code: int | None = None  # exit status, or None when killed by a signal
     signal: int | None = None
     reason: str | None = None  # what the backend knows beyond the status (systemd's Result)
+    # The process's own last output lines (its traceback's last line): why, in its words.
+    last_lines: tuple[str, ...] = ()
 
 
 @record
@@ -322,6 +324,7 @@ class Proc:
     failures: list[float] = field(factory=list)  # times of recent failures
     startup_exits: list[int | None] = field(factory=list)  # codes, for the reason
     last_exit: str | None = None
+    last_words: str | None = None  # its own last output line at its last exit, quoted
     reason: str | None = None
     status_text: str | None = None
     token_state: str = "unchecked"
@@ -378,6 +381,21 @@ def describe_exit(code: int | None, sig: int | None) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+MAX_WORDS = 160  # characters of a process's own line in a reason
+
+
+def _quoted(lines: tuple[str, ...]) -> str | None:
+    """A process's last output line, fit for a one-line reason: quoted, control
+    characters as ``?``, blanks folded, cut to MAX_WORDS. None when it said nothing."""
+    if not lines:
+        return None
+    text = " ".join(lines[-1].split())
+    text = "".join("?" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in text)
+    if len(text) > MAX_WORDS:
+        text = text[: MAX_WORDS - 1] + "…"
+    return f'"{text}"' if text else None
 
 
 # Twitch allows a bot account N chat logins per 10 s (20, or 200 when verified), and
@@ -628,6 +646,7 @@ class Core:
         p.stop_cause = None
         p.fault = None
         p.last_exit = how if fault is None else f"{how} ({fault})"
+        p.last_words = _quoted(ev.last_lines)
         if fault is not None and fault.startswith(WATCHDOG_FAULT):
             p.watchdog_timeouts += 1
         if cause in ("command", "shutdown", "removed"):
@@ -672,7 +691,8 @@ class Core:
             p.backoff_until = None
             p.restart_pending = False
             if p.probation:
-                p.reason = f"{p.last_exit} again, when tried after being parked (see its log)"
+                said = f": {p.last_words}" if p.last_words else " (see its log)"
+                p.reason = f"{p.last_exit} again, when tried after being parked{said}"
             else:
                 p.reason = self._park_reason(p, n, now - p.failures[0])
             p.probation = False
@@ -696,21 +716,25 @@ class Core:
 
     def _park_reason(self, p: Proc, n: int, span: float) -> str:
         within = f"{n} times within {_seconds(span)}"
+        # Its own last line says why (a DNS failure, a missing module, a bad token);
+        # without one, where to look, and a guess only where the guess may be true.
+        said = f": {p.last_words}" if p.last_words else " (see its log)"
         codes = set(p.startup_exits)
         if len(p.startup_exits) >= n and len(codes) == 1:
             (code,) = codes
-            if code == 1 and p.spec.is_hub:
+            if code == 1 and not p.last_words and p.spec.is_hub:
                 # The hub exits 1 for more than a token: its socket path taken by
                 # something that is not a socket, its DB or config unreadable.
                 return (
                     f"exited 1 {within} at start-up; its socket path, DB, config or token? "
                     "(see its log)"
                 )
-            if code == 1:
+            if code == 1 and not p.last_words and p.token_state not in ("valid", "expiring"):
                 return f"exited 1 {within} at start-up; token revoked? (see its log)"
             if code is not None and code >= 0:
-                return f"exited {code} {within} at start-up (see its log)"
-        return f"failed {within} (last: {p.last_exit}); start it again once fixed"
+                return f"exited {code} {within} at start-up{said}"
+        last = p.last_exit if not p.last_words else f"{p.last_exit}, {p.last_words}"
+        return f"failed {within} (last: {last}); start it again once fixed"
 
     def _on_tick(self, now: float, out: list[Action]) -> None:
         for p in self.procs.values():
@@ -903,7 +927,9 @@ class Core:
         limit = self.policy.logins_per_window
         if limit <= 0:
             return None
-        while self.logins and self.logins[0] <= now - LOGIN_WINDOW_SEC:
+        # The same sum as the deadline below (not now - window: floats round), so a
+        # tick at that deadline always frees the slot.
+        while self.logins and now >= self.logins[0] + LOGIN_WINDOW_SEC:
             self.logins.popleft()
         if len(self.logins) >= limit:
             free_at = self.logins[0] + LOGIN_WINDOW_SEC

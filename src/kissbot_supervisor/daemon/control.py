@@ -53,6 +53,8 @@ MAX_SUBSCRIBERS = 32  # events streams: never all the slots
 MAX_PENDING_OUT = 16 * 1024 * 1024  # a client that never reads is dropped
 IDLE_SEC = 60.0  # a connection with no request for this long is closed
 PER_TURN = 16  # requests of one connection answered in one turn of the loop
+REFUSED_LINGER_SEC = 2.0  # a refused peer's time to read its error line and hang up
+MAX_REFUSED = 16  # refused connections waiting for that at once; more are closed at once
 
 
 @record
@@ -86,16 +88,18 @@ class Access:
         return f"you need to be root, the supervisor's user, or in group {self.group}"
 
 
-def _discard_input(conn: socket.socket) -> None:
-    """Read and drop what a refused peer has already sent: closing a Unix socket
-    with unread input resets the connection, and the peer's recv() then fails
-    with ECONNRESET instead of returning the error line it was sent. Bounded,
-    non-blocking: a peer that keeps sending is cut off all the same."""
-    conn.setblocking(False)
-    with contextlib.suppress(OSError):
+def _discard_input(conn: socket.socket) -> bool:
+    """Read and drop what a refused peer has sent so far; whether it is done (EOF
+    or an error). Bounded and non-blocking: a peer that keeps sending is cut off."""
+    try:
         for _ in range(16):
             if not conn.recv(65536):
-                return
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return False
 
 
 class _Client:
@@ -131,6 +135,7 @@ class ControlServer:
         self._handler = handler
         self._log = log
         self._clients: dict[int, _Client] = {}
+        self._refused: dict[int, tuple[socket.socket, Timer]] = {}  # hanging up (_refuse)
         # Event subscribers; the daemon builds no event at all while this is empty.
         self.subscribers: list[_Client] = []
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,10 +189,7 @@ class ControlServer:
                 self._log.info(
                     "control", f"refused a client (PID {pid}, UID {uid}, GID {gid}): {why}"
                 )
-                with contextlib.suppress(OSError):
-                    conn.sendall(encode({"ok": False, "error": f"permission denied: {why}"}))
-                _discard_input(conn)
-                conn.close()
+                self._refuse(conn, f"permission denied: {why}")
                 continue
             if len(self._clients) >= MAX_CLIENTS and not self._make_room():
                 conn.close()
@@ -368,7 +370,40 @@ class ControlServer:
                 self.subscribers.remove(client)
         client.sock.close()
 
+    def _refuse(self, conn: socket.socket, error: str) -> None:
+        """Send the error line, then wait (briefly, in the loop) for the peer to hang
+        up, dropping what it sends: a Unix socket closed with unread input resets
+        the connection, and the peer's recv() would fail with ECONNRESET instead of
+        reading the line, if its request arrived after our answer."""
+        conn.setblocking(False)
+        with contextlib.suppress(OSError):
+            conn.send(encode({"ok": False, "error": error}))  # one short line: it fits
+            conn.shutdown(socket.SHUT_WR)
+        if _discard_input(conn) or len(self._refused) >= MAX_REFUSED:
+            conn.close()
+            return
+        fd = conn.fileno()
+
+        def end() -> None:
+            entry = self._refused.pop(fd, None)
+            if entry is not None:
+                self.loop.remove_reader(fd)
+                entry[1].cancel()
+                entry[0].close()
+
+        def readable() -> None:
+            if _discard_input(conn):
+                end()
+
+        self._refused[fd] = (conn, self.loop.call_later(REFUSED_LINGER_SEC, end))
+        self.loop.add_reader(fd, readable)
+
     def close(self) -> None:
+        for fd in list(self._refused):
+            conn, timer = self._refused.pop(fd)
+            self.loop.remove_reader(fd)
+            timer.cancel()
+            conn.close()
         for client in list(self._clients.values()):
             self._drop(client)
         self.loop.remove_reader(self.sock.fileno())

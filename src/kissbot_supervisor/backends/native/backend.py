@@ -73,6 +73,10 @@ class _Slot:
     outputs: list[Output] = field(factory=list)
 
 
+# Reads of a process's pipe at its exit, for its last words (64 KiB each).
+DRAIN_READS = 16
+
+
 class NativeBackend:
     name = "native"
 
@@ -164,7 +168,7 @@ class NativeBackend:
         self.loop.add_reader(pidfd, lambda: self._on_exit(name))
         out = Output(child.output_fd, slot.log)
         slot.outputs.append(out)
-        self.loop.add_reader(out.fd, lambda: self._on_output(slot, out))
+        self.loop.add_reader(out.fd, lambda: self._read_output(slot, out))
         slot.log.note(f"started (PID {child.pid}): {' '.join(spec.argv)}", self._wall())
         self._emit(core.Spawned(name, child.pid))
         self.readiness.watch(name, spec.ready, lambda: self._main_pid(name))
@@ -312,32 +316,51 @@ class NativeBackend:
             os.killpg(running.pid, signal.SIGKILL)
         self._remove_credential(name)
         code = os.waitstatus_to_exitcode(status)
+        slot = self._slots.get(name)
+        last_lines: tuple[str, ...] = ()
+        if slot is not None:
+            # What it wrote just before it exited may still be in the pipe.
+            for out in list(slot.outputs):
+                for _ in range(DRAIN_READS):
+                    if not self._on_output(slot, out):
+                        break
+            last_lines = tuple(line.decode("utf-8", "replace") for line in slot.log.last_lines)
+            slot.log.last_lines.clear()
         event = core.Exited(
             name,
             running.pid,
             code=code if code >= 0 else None,
             signal=-code if code < 0 else None,
             reason=running.exec_error,
+            last_lines=last_lines,
         )
-        slot = self._slots.get(name)
         if slot is not None:
             slot.log.note(core.describe_exit(event.code, event.signal), self._wall())
         self._emit(event)
 
-    def _on_output(self, slot: _Slot, out: Output) -> None:
+    def _read_output(self, slot: _Slot, out: Output) -> None:
+        self._on_output(slot, out)
+
+    def _on_output(self, slot: _Slot, out: Output) -> bool:
+        """Read what is there; whether more may be (False: nothing now, or the end)."""
+        if not any(o is out for o in slot.outputs):
+            # Drained to its end at the exit, in the same turn of the loop that found
+            # it readable: its descriptor is closed (and its number maybe reused).
+            return False
         try:
             data = os.read(out.fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if data:
             out.log.write_chunk(data, self._wall())
-            return
+            return True
         self.loop.remove_reader(out.fd)
         os.close(out.fd)
         out.log.flush(self._wall())
         slot.outputs.remove(out)
+        return False
 
     def _on_notify(self) -> None:
         self.notify.receive(self._deliver_notification)

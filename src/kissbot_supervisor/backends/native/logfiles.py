@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,10 @@ def timestamp(now: float) -> bytes:
     whole = int(now)
     ms = int((now - whole) * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(whole)).encode() + b".%03d" % ms
+
+
+LAST_LINES = 3  # the process's last output lines kept for its exit's reason
+MAX_LAST_LINE = 512
 
 
 class LogFile:
@@ -48,6 +53,9 @@ class LogFile:
         self._fd = -1
         self._size = 0
         self._partial = b""
+        # The process's own last lines (not the supervisor's notes): why it failed, in its
+        # own words, for its exit's reason. Kept even when the file cannot be written.
+        self.last_lines: deque[bytes] = deque(maxlen=LAST_LINES)
         self._failed_at: float | None = None  # when it last failed: the next retry after
         self._failing = False  # reported as failing, until a write succeeds again
         self.dropped_lines = 0
@@ -91,13 +99,20 @@ class LogFile:
             lines.append(self._partial)
             self._partial = b""
         if lines:
+            self._keep_last(lines)
             self._write_lines(lines, now)
 
     def flush(self, now: float) -> None:
         """The pipe closed: write what is left of an unterminated last line."""
         if self._partial:
+            self._keep_last([self._partial])
             self._write_lines([self._partial], now)
             self._partial = b""
+
+    def _keep_last(self, lines: list[bytes]) -> None:
+        for line in lines[-LAST_LINES:]:
+            if line.strip():
+                self.last_lines.append(line[:MAX_LAST_LINE])
 
     def note(self, message: str, now: float) -> None:
         """A line from the supervisor itself (start, exit), marked as such."""
