@@ -103,6 +103,7 @@ class NoteKind(StrEnum):
     STOPPED = "stopped"
     REMOVED = "removed"
     FINISHED = "finished"
+    FAILING_ALIKE = "failing-alike"
 
 
 # The kinds that need an operator's eye: logged as warnings, shown in red.
@@ -114,6 +115,7 @@ ALARMS = frozenset(
         NoteKind.SPAWN_FAILED,
         NoteKind.KILL,
         NoteKind.BLOCKED,
+        NoteKind.FAILING_ALIKE,
     }
 )
 _KEYS = ("cmd", "names")

@@ -17,7 +17,8 @@ def test_bots_parked_by_an_outage_run_again_once_it_is_over(
 ) -> None:
     # Like the real bot: exit 1 at start-up while "Twitch" cannot be reached.
     outage = tmp_path / "twitch-unreachable"
-    doc = fleet_config(["outage_one", "outage_two"])
+    names = ["outage_one", "outage_two", "outage_three"]
+    doc = fleet_config(names)
     bot = doc["supervisor"]["bot"]
     script = (
         f'if [ -e "{outage}" ]; then echo "Cannot connect to host irc.chat.twitch.tv" >&2; '
@@ -28,11 +29,15 @@ def test_bots_parked_by_an_outage_run_again_once_it_is_over(
         {"give_up_after": 2, "retry_parked_sec": 1, "retry_parked_max_sec": 2}
     )
     sup = start_fleet(doc)
-    sup.wait_for(r"outage_one: ready")
-    sup.wait_for(r"outage_two: ready")
+    for name in names:
+        sup.wait_for(rf"{name}: ready")
     outage.touch()
-    for name in ("outage_one", "outage_two"):
+    for name in names:
         os.kill(sup.bot(name)["pid"], signal.SIGKILL)
+    # Said once for the fleet, in the bots' own words.
+    sup.wait_for(
+        r'supervisor: 3 bots failing alike: "Cannot connect to host irc\.chat\.twitch\.tv"'
+    )
     sup.wait_for(r"outage_one: failed 2 times within .*; trying again by itself in 1\.0 s")
     sup.wait_for(r"outage_two: .*trying again by itself")
     sup.wait_for(r"outage_one: trying again after being parked")
@@ -42,6 +47,10 @@ def test_bots_parked_by_an_outage_run_again_once_it_is_over(
     # Why, in the bot's own words (its last line), and when it is tried again.
     assert '"Cannot connect to host irc.chat.twitch.tv"' in parked["reason"]
     assert "trying again by itself in" in parked["reason"]
+    wait_until(
+        lambda: "3 failing alike" in sup.status()["supervisor"]["summary"],
+        what="the fleet's summary",  # (a bot being tried is briefly not counted)
+    )
     outage.unlink()  # Twitch is back: nobody runs kissbotctl
-    for name in ("outage_one", "outage_two"):
+    for name in names:
         wait_until(lambda n=name: sup.bot(n)["state"] == "running", what=f"{name} back")  # type: ignore[misc]

@@ -1121,3 +1121,20 @@ def test_a_process_line_is_sanitised_and_cut_in_a_reason() -> None:
     assert quoted.startswith('"?[31mred?[0m and spaced')
     assert len(quoted) == MAX_WORDS + 2  # the quotes
     assert quoted.endswith('…"')
+
+
+def test_many_bots_failing_alike_is_said_once_for_the_fleet() -> None:
+    names = [f"alike_{i}" for i in range(8)]
+    f = Fleet([spec(n) for n in names], Policy(give_up_after=0))
+    f.tick(0.0)
+    for n in names:
+        f.spawned(n)
+    words = ("socket.gaierror: [Errno -3] Temporary failure in name resolution",)
+    said = []
+    for i, n in enumerate(names):
+        actions = f.send(Exited(n, f.pid[n], code=1, last_lines=words), at=float(i) * 0.01)
+        said += [x.message for x in notes(actions, "failing-alike")]
+    quoted = f'"{words[0]}"'
+    # At 3, then each time it doubles: not once per bot.
+    assert said == [f"3 bots failing alike: {quoted}", f"6 bots failing alike: {quoted}"]
+    assert f.core.failing_alike() == (8, quoted)

@@ -384,6 +384,7 @@ def _seconds(value: float) -> str:
 
 
 MAX_WORDS = 160  # characters of a process's own line in a reason
+FAILING_ALIKE_MIN = 3  # bots down for the same words: said once for the fleet
 
 
 def _quoted(lines: tuple[str, ...]) -> str | None:
@@ -418,6 +419,7 @@ class Core:
         self.hub_generation = 0  # bumped each time the hub becomes ready
         self.logins: deque[float] = deque()  # bot start times within LOGIN_WINDOW_SEC
         self.login_free_at: float | None = None  # a bot waits for a login slot until then
+        self.alike_said = 0  # bots failing alike when that was last said (see _failing_alike)
         for spec in specs:
             self.procs[spec.name] = Proc(spec=spec)
 
@@ -452,6 +454,31 @@ class Core:
         if p.retry_at is None or p.phase is not Phase.FAILED or p.reason is None:
             return p.reason
         return f"{p.reason}; trying again by itself in {_seconds(max(0.0, p.retry_at - now))}"
+
+    def failing_alike(self) -> tuple[int, str] | None:
+        """The most bots down (backing off or parked) for the same last words, and those
+        words, when they are at least FAILING_ALIKE_MIN: an outage, not one bad bot."""
+        counts: dict[str, int] = {}
+        for p in self._bots():
+            if p.last_words and p.phase in (Phase.BACKOFF, Phase.FAILED) and not p.removed:
+                counts[p.last_words] = counts.get(p.last_words, 0) + 1
+        if not counts:
+            return None
+        words, n = max(counts.items(), key=lambda item: item[1])
+        return (n, words) if n >= FAILING_ALIKE_MIN else None
+
+    def _say_failing_alike(self, out: list[Action]) -> None:
+        """Said once for the fleet when it starts, and again each time it doubles."""
+        alike = self.failing_alike()
+        if alike is None:
+            self.alike_said = 0
+            return
+        n, words = alike
+        if n >= max(FAILING_ALIKE_MIN, 2 * self.alike_said):
+            self.alike_said = n
+            out.append(
+                Note("supervisor", NoteKind.FAILING_ALIKE, f"{n} bots failing alike: {words}")
+            )
 
     def shown_state(self, p: Proc) -> Phase:
         """The state status and events show: a stopped process due to start is starting."""
@@ -674,6 +701,8 @@ class Core:
         if not p.want:
             return
         self._count_failure(p, now, None if was_ready else (ev.code if fault is None else -1), out)
+        if not p.spec.is_hub:
+            self._say_failing_alike(out)
 
     def _count_failure(
         self, p: Proc, now: float, startup_code: int | None, out: list[Action]

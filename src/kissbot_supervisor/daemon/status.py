@@ -24,6 +24,9 @@ def summary(fleet: core.Core) -> str:
     hub = fleet.procs.get(core.HUB)
     if hub is not None:
         text += ", hub ready" if hub.phase is core.Phase.RUNNING else f", hub {hub.phase}"
+    alike = fleet.failing_alike()
+    if alike is not None:
+        text += f"; {alike[0]} failing alike: {alike[1]}"
     if fleet.shutting_down:
         text = "stopping: " + text
     return text
