@@ -1,0 +1,32 @@
+"""The supervisor parses KissBot's config in a child of its own (config/yamlparse.py):
+Python modules the bots' user drops in the checkout are never imported there, as root."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from process.harness import SUPERVISOR, TIMEOUT, fleet_config
+
+from .conftest import StartFleet, as_bots_user
+
+PLANT = "import pathlib; pathlib.Path({marker!r}).write_text('imported as root')\n"
+
+
+def test_modules_planted_in_the_checkout_are_not_imported(
+    start_fleet: StartFleet, workdir: Path
+) -> None:
+    marker = workdir / "pwned"
+    sup = start_fleet(fleet_config(["plant_chan"]))
+    sup.wait_for(r"plant_chan: ready")
+    # The names the YAML child imports (directly or through the standard library),
+    # dropped where `python -m` would have looked first: the cwd, the checkout.
+    for module in ("yaml", "json", "kissbot_supervisor", "encodings"):
+        as_bots_user(f"cat > {module}.py <<'EOF'\n{PLANT.format(marker=str(marker))}EOF", workdir)
+    assert sup.request({"cmd": "reload"})["ok"] is True  # the config is parsed again
+    check = subprocess.run(
+        [SUPERVISOR, "--workdir", str(workdir), "--check-config", *sup.extra_args],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False, cwd=workdir,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert not marker.exists()
