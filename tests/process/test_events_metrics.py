@@ -280,6 +280,12 @@ def test_on_failure_hook_runs_with_its_environment_and_no_secret(
     assert env["KISSBOT_RESTARTS"] == "0"
     assert env["KISSBOT_REASON"].startswith("killed by SIGKILL; restarting in")
     assert env["KISSBOT_LAST_EXIT"] == "killed by SIGKILL"
+    # Its own last output line, quoted, as in the log file the supervisor keeps of it.
+    last_line = env["KISSBOT_LAST_LINE"]
+    assert last_line.startswith('"'), last_line
+    assert last_line.endswith('"'), last_line
+    log = (tmp_path / "logs" / "supervisor" / "hooked_bot.log").read_text()
+    assert last_line.strip('"') in log
     assert Path(env["KISSBOT_WORKDIR"]) == tmp_path.resolve()
     assert env["PATH"]
     # Built from scratch: nothing of the supervisor's own environment but PATH and LANG.

@@ -71,6 +71,8 @@ def hook_environment(
         "KISSBOT_PID": "" if proc is None or proc.last_pid is None else str(proc.last_pid),
         "KISSBOT_RESTARTS": "0" if proc is None else str(proc.restarts),
         "KISSBOT_LAST_EXIT": "" if proc is None else proc.last_exit or "",
+        # Its own last output line at that exit, quoted (native backend; else empty).
+        "KISSBOT_LAST_LINE": "" if proc is None else proc.last_words or "",
         "KISSBOT_WORKDIR": str(workdir),
     }
     # A NUL cannot be passed to exec; messages are ours, but the exit text quotes errors.
