@@ -226,6 +226,7 @@ def test_hook_environment_describes_the_failure_and_nothing_else() -> None:
         "KISSBOT_PID": "100",
         "KISSBOT_RESTARTS": "0",
         "KISSBOT_LAST_EXIT": "killed by SIGKILL",
+        "KISSBOT_LAST_LINE": "",
         "KISSBOT_WORKDIR": "/srv/kb",
     }
     hub = hook_environment(core, HUB, "parked", "x", Path("/srv/kb"), {})
