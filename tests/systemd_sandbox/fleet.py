@@ -98,6 +98,11 @@ class Fleet:
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.sandbox.run(str(BIN / "kissbotctl"), *args, check=False)
 
+    def pids(self) -> dict[str, int | None]:
+        """Every process's PID, the hub's under ``hub``: what an adoption must keep."""
+        status = self.status()
+        return {"hub": status["hub"]["pid"], **{b["channel"]: b["pid"] for b in status["bots"]}}
+
     def status(self) -> dict[str, Any]:
         result = self.ctl("status", "--json")
         status: dict[str, Any] = json.loads(result.stdout)

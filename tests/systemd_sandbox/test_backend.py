@@ -263,15 +263,13 @@ def test_systemctl_restart_of_the_supervisor_keeps_the_fleet(fleet: Fleet) -> No
     start(fleet, config(["lasting_bot", "lasting_two"]))
     fleet.journal.wait_for(r"lasting_two: ready")
     fleet.journal.wait_for(r"lasting_bot: ready")
-    before = {b["channel"]: b["pid"] for b in fleet.status()["bots"]}
-    hub_pid = fleet.status()["hub"]["pid"]
+    before = fleet.pids()
     mark = fleet.journal.mark()
     fleet.sandbox.systemctl("restart", "kissbot-supervisor")
     fleet.journal.wait_for(r"supervisor: restarting \(a restart job of this unit\)", since=mark)
     fleet.journal.wait_for(r"lasting_bot: adopted, already running", since=mark)
     fleet.journal.wait_for(r"lasting_two: adopted, already running", since=mark)
-    assert {b["channel"]: b["pid"] for b in fleet.status()["bots"]} == before
-    assert fleet.status()["hub"]["pid"] == hub_pid
+    assert fleet.pids() == before
     # Neither the hub nor a bot was stopped or started again.
     assert not [
         x for x in fleet.journal.lines[mark:] if re.search(r"(hub|_bot|_two): (started|stopped)", x)

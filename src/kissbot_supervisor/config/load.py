@@ -20,6 +20,7 @@ names and file paths, so every name is checked here) and ``bot.name`` /
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -113,7 +114,13 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a KissBot config is a few KiB
 @record
 class YamlFile:
     document: Mapping[str, Any]
-    writable_by_others: str | None  # why someone else could change it (see others_can_write)
+    path: Path
+    stat: os.stat_result  # of the very file that was read
+
+    def writable_by_others(self) -> str | None:
+        """Why someone else could change it (see others_can_write); walked only when
+        asked: only a file that holds the settings needs it."""
+        return others_can_write(self.path, self.stat)
 
 
 def load_yaml(
@@ -155,7 +162,7 @@ def load_yaml(
         document = {}
     if not isinstance(document, Mapping):
         raise ConfigError(shown, None, f"expected a mapping at the top, got {_describe(document)}")
-    return YamlFile(document, others_can_write(path, st))
+    return YamlFile(document, path, st)
 
 
 def _read_channels(document: Mapping[str, Any], source: str) -> tuple[str, ...]:
@@ -257,9 +264,8 @@ def load_config(
     """
     workdir = workdir.resolve()
     config_path = Path(config_path)
-    file = config_path if config_path.is_absolute() else workdir / config_path
     shown = str(config_path)
-    kissbot = load_yaml(file, shown, isolate=isolate, base=base_of(file, workdir))
+    kissbot = load_kissbot_yaml(workdir, config_path, isolate=isolate)
     document = kissbot.document
     settings_source, notes = _settings_source(kissbot, shown, settings_file, isolate=isolate)
     channels = _read_channels(document, shown)
@@ -284,6 +290,12 @@ def load_config(
         settings_file=settings_file,
         notes=notes,
     )
+
+
+def load_kissbot_yaml(workdir: Path, config_path: Path, *, isolate: bool) -> YamlFile:
+    """KissBot's config file, read by fs.py's rule when it is in the (bots') workdir."""
+    file = config_path if config_path.is_absolute() else workdir / config_path
+    return load_yaml(file, str(config_path), isolate=isolate, base=base_of(file, workdir))
 
 
 SETTINGS_KEY = "supervisor"
@@ -332,11 +344,12 @@ def _settings_source(
         trusted = load_yaml(
             settings_file, str(settings_file), isolate=isolate, what="settings file"
         )
-        if trusted.writable_by_others is not None:
+        writers = trusted.writable_by_others()
+        if writers is not None:
             raise ConfigError(
                 str(settings_file),
                 None,
-                f"not used: {trusted.writable_by_others}, and these settings choose what "
+                f"not used: {writers}, and these settings choose what "
                 "runs and as whom; make the file and its directories root's, not writable "
                 "by group or others",
             )
@@ -354,11 +367,12 @@ def _settings_source(
                 f"from {settings_file}; move what it holds there",
             )
         return (trusted.document, str(settings_file)), notes
-    if has_section and kissbot.writable_by_others is not None:
+    writers = kissbot.writable_by_others() if has_section else None
+    if writers is not None:
         raise ConfigError(
             shown,
             SETTINGS_KEY,
-            f"not used: {kissbot.writable_by_others}, and these settings choose what runs "
+            f"not used: {writers}, and these settings choose what runs "
             f"and as whom; put them in {SETTINGS_FILE} (root's), or pass --settings FILE",
         )
     return (kissbot.document, shown), ()

@@ -20,19 +20,18 @@ can hold those (the systemd backend's units are cgroups).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 
 from .log import Log
 from .loop import Loop
 from .procinfo import command_line, own_children
+from .resources import PR_SET_CHILD_SUBREAPER, prctl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-PR_SET_CHILD_SUBREAPER = 36
 SWEEP_EVERY_SEC = 10.0
 
 
@@ -46,9 +45,8 @@ class Reaper:
         self.killed = 0  # orphans ended since the start (for tests and metrics)
 
     def start(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            err = ctypes.get_errno()
+        err = prctl(PR_SET_CHILD_SUBREAPER, 1)
+        if err:
             self.log.warning(
                 "supervisor",
                 f"cannot become the subreaper of the bots' processes ({os.strerror(err)}): "

@@ -27,13 +27,20 @@ def raise_fd_limit() -> None:
 
 
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def prctl(option: int, value: int) -> int:
+    """``prctl(option, value)`` on this process: 0, or the errno of its failure."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # libc is loaded: no find_library
+    return 0 if libc.prctl(option, value, 0, 0, 0) == 0 else ctypes.get_errno()
 
 
 def make_undumpable() -> None:
     """No core dump, and no ptrace by the same user: the daemon holds tokens (the
     YAML config, a decrypted token on its way to a credential file) and the
     Fernet key. The flag is reset at exec, so the bots are not affected."""
-    import ctypes
-
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        prctl(PR_SET_DUMPABLE, 0)

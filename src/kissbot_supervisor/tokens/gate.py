@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..config.load import Config, ConfigError, load_yaml
+from ..config.load import Config, ConfigError, load_kissbot_yaml
 from ..core import HUB
-from ..runtime.fs import base_of
 from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Subscription
 from ..runtime.loop import Loop, Timer
 from .states import (
@@ -251,11 +250,9 @@ class TokenGate:
         """The token text, read from the config file again (the loaded config holds
         none: config/load.py), kept only until the current burst of starts is over."""
         if self._yaml_tokens is None:
-            cfg = self.cfg
-            file = cfg.config_file
             try:
-                document = load_yaml(
-                    file, str(cfg.config_path), isolate=True, base=base_of(file, cfg.workdir)
+                document = load_kissbot_yaml(
+                    self.cfg.workdir, self.cfg.config_path, isolate=True
                 ).document
             except ConfigError as e:
                 raise TokenError(f"the token cannot be read again: {e}") from None
