@@ -45,8 +45,8 @@ class ReadinessWatcher:
         pids_dir: Path,
         hub_socket: Path,
         on_ready: Callable[[str], None],
-        log: Log | None = None,
-        on_waiting: Callable[[str, str], None] = lambda _name, _why: None,
+        log: Log,
+        on_waiting: Callable[[str, str], None],
     ) -> None:
         self.loop = loop
         self.pids_dir = pids_dir
@@ -115,12 +115,11 @@ class ReadinessWatcher:
             return
         if listener is not None and owner is not None and self._squatters.get(name) != listener:
             self._squatters[name] = listener
-            if self._log is not None:
-                self._log.warning(
-                    name,
-                    f"{self.hub_socket} answers, but from PID {listener}, not from this "
-                    "process: another process holds its socket path; waiting for its own",
-                )
+            self._log.warning(
+                name,
+                f"{self.hub_socket} answers, but from PID {listener}, not from this "
+                "process: another process holds its socket path; waiting for its own",
+            )
             self._on_waiting(
                 name,
                 f"not ready: {self.hub_socket} is held by PID {listener}, another process; "
