@@ -104,6 +104,7 @@ class NoteKind(StrEnum):
     REMOVED = "removed"
     FINISHED = "finished"
     FAILING_ALIKE = "failing-alike"
+    STALLED = "stalled"
 
 
 # The kinds that need an operator's eye: logged as warnings, shown in red.
@@ -116,6 +117,7 @@ ALARMS = frozenset(
         NoteKind.KILL,
         NoteKind.BLOCKED,
         NoteKind.FAILING_ALIKE,
+        NoteKind.STALLED,
     }
 )
 _KEYS = ("cmd", "names")

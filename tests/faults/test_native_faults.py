@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -391,3 +392,25 @@ def test_200_commands_from_10_concurrent_clients(native: StartNative, tmp_path: 
     found = bots_by_channel(processes_in(tmp_path))
     assert {k: len(v) for k, v in found.items()} == dict.fromkeys(channels, 1)
     assert not sup.seen(r"internal error|Traceback")
+
+
+@pytest.mark.parametrize("pause_sec", [6.0])
+def test_a_paused_supervisor_kills_no_healthy_bot(native: StartNative, pause_sec: float) -> None:
+    # Ctrl-Z then fg, a debugger, a VM pause: the supervisor is not running for a
+    # while, its bots are. Their silence in that time is no evidence against them:
+    # the pings they sent are read before any watchdog deadline is acted upon.
+    channels = [f"paused_{i:02d}" for i in range(30)]
+    doc = fleet_config(channels, supervisor={"bot": {"watchdog_sec": 2}})
+    sup = native(doc)
+    for name in channels:
+        sup.wait_for(rf"{name}: ready")
+    before = {b["channel"]: b["pid"] for b in sup.status()["bots"]}
+    sup.signal(signal.SIGSTOP)
+    wait_until(lambda: state_letter(sup.proc.pid) == "T", what="the supervisor stopped")
+    time.sleep(pause_sec)  # the fault itself: a pause longer than the watchdog
+    sup.signal(signal.SIGCONT)
+    wait_until(lambda: state_letter(sup.proc.pid) != "T", what="the supervisor running")
+    status = sup.status()  # answered after the first turn of the loop since SIGCONT
+    assert {b["channel"]: b["pid"] for b in status["bots"]} == before
+    assert [b["restarts"] for b in status["bots"]] == [0] * len(channels)
+    assert not sup.log.seen(r"watchdog timeout")

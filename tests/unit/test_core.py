@@ -37,6 +37,7 @@ from kissbot_supervisor.core import (
     Spawn,
     Spawned,
     SpawnFailed,
+    Stalled,
     Start,
     Stop,
     Tick,
@@ -570,6 +571,30 @@ def test_watchdog_ping_pushes_the_deadline_and_a_miss_kills_the_group() -> None:
     assert f.core.procs[A].watchdog_timeouts == 1
     assert f.core.procs[A].last_pid == pid
     assert f.core.procs[A].pid is None
+
+
+def test_a_stall_of_the_supervisor_restarts_the_watch_instead_of_killing() -> None:
+    # The supervisor was paused from 5 to 30: the bots' silence then is no evidence.
+    f = Fleet([spec(A, watchdog=10.0), spec(B, ready="notify", start_timeout=20.0)])
+    f.tick(0.0)
+    f.spawned(A)
+    f.spawned(B)
+    actions = f.send(Stalled(20.0), at=30.0)
+    assert notes(actions, "stalled")
+    assert kills(actions + f.tick(30.0)) == []
+    assert f.core.procs[A].watchdog_deadline == 40.0  # a full period, from now
+    assert f.core.procs[B].start_deadline == 50.0  # the 20 s it was denied
+    # Then the watch is as strict as ever: a hung bot is still killed.
+    assert kills(f.tick(40.0)) == [(A, KILL, True)]
+    f.send(Ready(B), at=41.0)
+    assert f.core.procs[B].start_deadline is None
+
+
+def test_a_stall_with_nothing_watched_says_nothing() -> None:
+    f = Fleet([spec(A)])
+    f.tick(0.0)
+    f.spawned(A)
+    assert f.send(Stalled(20.0), at=30.0) == []
 
 
 def test_a_backend_watchdog_exit_is_counted_and_other_exits_are_not() -> None:

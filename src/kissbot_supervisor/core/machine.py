@@ -229,6 +229,18 @@ class Tick:
     """Time passed; sent when :meth:`Core.next_deadline` is reached."""
 
 
+@record
+class Stalled:
+    """The supervisor itself did not run for ``seconds`` (paused, swapped out, busy).
+
+    Sent before the Tick that comes late. The processes' silence in that time is
+    no evidence against them (their pings may have been lost on a full queue):
+    every deadline that watches them starts again from now.
+    """
+
+    seconds: float
+
+
 Event = (
     Adopted
     | Spawned
@@ -247,6 +259,7 @@ Event = (
     | Reload
     | Shutdown
     | Tick
+    | Stalled
     | Batch
 )
 
@@ -554,6 +567,8 @@ class Core:
                 # All at once, so that no process starts between two of them.
                 for gate in gates:
                     self._gate(gate, out)
+            case Stalled(seconds):
+                self._after_stall(seconds, now, out)
             case Reload(specs, policy, gates):
                 self._reload(specs, policy, now, out)
                 for gate in gates:
@@ -813,6 +828,29 @@ class Core:
                     out.append(
                         Note(p.spec.name, NoteKind.RESTARTING, "trying again after being parked")
                     )
+
+    def _after_stall(self, seconds: float, now: float, out: list[Action]) -> None:
+        watched = 0
+        for p in self.procs.values():
+            if not p.alive or p.phase is Phase.STOPPING:
+                continue
+            if p.watchdog_deadline is not None:
+                # A full period of silence seen by a running supervisor, from now.
+                p.watchdog_deadline = max(p.watchdog_deadline, now + p.spec.watchdog_sec)
+                watched += 1
+            if p.start_deadline is not None:
+                # The time it was denied; its READY may have been lost meanwhile.
+                p.start_deadline = max(p.start_deadline, now) + seconds
+                watched += 1
+        if watched:
+            out.append(
+                Note(
+                    "supervisor",
+                    NoteKind.STALLED,
+                    f"was not running for {_seconds(seconds)} (paused or starved); "
+                    "the start and watchdog deadlines of the processes count again from now",
+                )
+            )
 
     # -- commands ------------------------------------------------------------
 

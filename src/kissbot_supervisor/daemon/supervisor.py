@@ -94,6 +94,7 @@ class Supervisor:
         self.cfg = cfg
         self.log = log or Log()
         self.loop = Loop()
+        self.loop.on_late = self._on_late
         self.started_at = time.time()
         self._queue: deque[core.Event] = deque()
         self._feeding = False
@@ -263,6 +264,12 @@ class Supervisor:
         self._timer = None
         self._timer_at = None
         self.feed(core.Tick())
+
+    def _on_late(self, seconds: float) -> None:
+        # The loop was not running when it should have been (SIGSTOP, swap, a long
+        # burst of work). Said to the core before any deadline is acted upon, so
+        # that the bots are not blamed for the supervisor's own absence.
+        self.feed(core.Stalled(seconds))
 
     def _on_token_change(self) -> None:
         gates = [core.Gate(name, *self.tokens.gate(name)) for name in self.core.names()]

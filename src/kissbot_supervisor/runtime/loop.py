@@ -25,6 +25,14 @@ if TYPE_CHECKING:
 
 Callback = Callable[[], None]
 
+# Rounds of input read without blocking before due timers run (see run_once).
+# Bounded, so that a flood on one descriptor cannot hold the timers off for good.
+DRAIN_ROUNDS = 8
+# A turn that ends this much later than the timer it waited for means the loop
+# was not running (SIGSTOP, a debugger, swap, a long burst of work): far beyond
+# the milliseconds of a busy turn.
+LATE_SEC = 1.0
+
 
 class Timer:
     """A one-shot timer; ordered by deadline (then creation) in the loop's heap."""
@@ -58,6 +66,8 @@ class Loop:
         self._stopped = False
         self._watches: DirectoryWatches | None = None
         self.wakeups = 0  # returns from epoll_wait, for the benchmarks
+        # Told how late a turn was (more than LATE_SEC), before its timers run.
+        self.on_late: Callable[[float], None] | None = None
 
     @staticmethod
     def now() -> float:
@@ -140,16 +150,37 @@ class Loop:
             heapq.heappop(self._timers)
         if self._timers:
             timeout = max(0.0, self._timers[0].when - self.now())
-        events = self._selector.select(timeout)
+        self._dispatch(self._selector.select(timeout))
         self.wakeups += 1
-        for key, _mask in events:
-            callback: Callback = key.data
-            callback()
         now = self.now()
-        while self._timers and (self._timers[0].cancelled or self._timers[0].when <= now):
+        if not self._due(now):
+            return
+        late = now - self._timers[0].when
+        if late > LATE_SEC and self.on_late is not None:
+            self.on_late(late)
+        # A deadline is about to be acted upon. When the loop ran late (it was
+        # paused by SIGSTOP or a debugger, or busy), input that came meanwhile may
+        # cancel it: a watchdog ping, an exit. Read all of it first; epoll may
+        # report only part of it, or nothing, on the turn that ends a long pause.
+        for _ in range(DRAIN_ROUNDS):
+            events = self._selector.select(0)
+            if not events:
+                break
+            self._dispatch(events)
+        now = self.now()
+        while self._due(now):
             timer = heapq.heappop(self._timers)
             if not timer.cancelled:
                 timer.callback()
+
+    def _due(self, now: float) -> bool:
+        return bool(self._timers) and (self._timers[0].cancelled or self._timers[0].when <= now)
+
+    @staticmethod
+    def _dispatch(events: list[tuple[selectors.SelectorKey, int]]) -> None:
+        for key, _mask in events:
+            callback: Callback = key.data
+            callback()
 
     def close(self) -> None:
         if self._watches is not None:
