@@ -75,9 +75,11 @@ docs: $(STAMP)
 	$(BIN)/python -m kissbot_supervisor.config.docgen > docs/configuration.md
 
 ## soak: random faults on a native fleet for an hour (KISSBOT_SOAK_SECONDS shortens it,
-## KISSBOT_SOAK_SEED replays a run); not part of `make test`
+## KISSBOT_SOAK_SEED replays a run), then 1,000 bots (KISSBOT_SCALE_BOTS; figures in
+## docs/scale.md); not part of `make test`
 soak: $(STAMP)
 	$(BIN)/pytest -m soak -s tests/faults/test_soak.py
+	KISSBOT_SCALE_REPORT=docs/scale.md $(BIN)/pytest -m scale -s tests/faults/test_scale.py
 
 ## bench: the benchmarks (figures go to docs/benchmarks.md)
 bench: $(STAMP)

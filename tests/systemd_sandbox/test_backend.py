@@ -22,8 +22,13 @@ def test_systemctl_start_brings_up_the_hub_then_the_bots(fleet: Fleet) -> None:
     status = fleet.status()
     assert status["backend"] == "systemd"
     assert [b["state"] for b in status["bots"]] == ["running", "running"]
-    unit = fleet.show("kissbot-bot@alpha_bot.service", "ActiveState", "After", "Slice", "Type")
+    unit = fleet.show(
+        "kissbot-bot@alpha_bot.service", "ActiveState", "After", "Slice", "Type", "OOMScoreAdjust"
+    )
     assert unit["ActiveState"] == "active"
+    # When memory runs out, a bot goes before the hub, and both before the supervisor.
+    assert unit["OOMScoreAdjust"] == "500"
+    assert fleet.show("kissbot-hub.service", "OOMScoreAdjust") == {"OOMScoreAdjust": "200"}
     assert "kissbot-hub.service" in unit["After"]
     assert unit["Slice"] == "kissbot.slice"
     assert unit["Type"] == "notify"

@@ -80,6 +80,7 @@ SYSTEMD_252_TYPES = {
     "ProcSubset": "s",
     "DevicePolicy": "s",
     "MemoryAccounting": "b",
+    "OOMScoreAdjust": "i",
     "TasksAccounting": "b",
     "MemoryMax": "t",
     "TasksMax": "t",

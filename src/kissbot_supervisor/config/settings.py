@@ -416,6 +416,15 @@ class Settings:
         "this long is killed and restarted; it gets WATCHDOG_USEC in its environment.",
         "seconds",
     )
+    bot_oom_score_adjust: int = setting(
+        "bot.oom_score_adjust",
+        500,
+        integer(-1000, 1000),
+        "The kernel's OOM score adjustment of each bot (-1000 to 1000; higher is killed "
+        "first when memory runs out). The supervisor sets its own to -900: it is the "
+        "largest process of a small fleet, and its death would take a native fleet with it.",
+        "integer",
+    )
     bot_start_timeout_sec: float = setting(
         "bot.start_timeout_sec",
         120.0,
@@ -464,6 +473,13 @@ class Settings:
         seconds(0, 3600),
         "Like `bot.watchdog_sec`, for the hub.",
         "seconds",
+    )
+    hub_oom_score_adjust: int = setting(
+        "hub.oom_score_adjust",
+        200,
+        integer(-1000, 1000),
+        "Like `bot.oom_score_adjust`, for the hub: below the bots, since every bot needs it.",
+        "integer",
     )
     hub_start_timeout_sec: float = setting(
         "hub.start_timeout_sec",

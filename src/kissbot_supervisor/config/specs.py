@@ -110,6 +110,7 @@ def build_specs(cfg: Config, python: str | None = None) -> tuple[ProcessSpec, ..
                 ready=hub_ready,
                 watchdog_sec=s.hub_watchdog_sec,
                 start_timeout_sec=s.hub_start_timeout_sec,
+                oom_score_adjust=s.hub_oom_score_adjust,
             )
         )
     bot_template = s.bot_command or upstream_bot_argv(cfg)
@@ -125,6 +126,7 @@ def build_specs(cfg: Config, python: str | None = None) -> tuple[ProcessSpec, ..
                 ready=bot_ready,
                 watchdog_sec=s.bot_watchdog_sec,
                 start_timeout_sec=s.bot_start_timeout_sec,
+                oom_score_adjust=s.bot_oom_score_adjust,
             )
         )
     return tuple(specs)

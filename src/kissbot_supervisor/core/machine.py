@@ -71,6 +71,7 @@ class ProcessSpec:
     ready: ReadyMode
     watchdog_sec: float = 0.0
     start_timeout_sec: float = 0.0
+    oom_score_adjust: int = 0  # the kernel's /proc/PID/oom_score_adj
 
     @property
     def is_hub(self) -> bool:

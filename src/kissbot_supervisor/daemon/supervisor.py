@@ -29,7 +29,7 @@ from ..runtime.fs import ensure_private_dir, make_dirs, read_regular, write_atom
 from ..runtime.log import Log
 from ..runtime.loop import Loop, Timer
 from ..runtime.reaper import Reaper
-from ..runtime.resources import raise_fd_limit, release_memory
+from ..runtime.resources import protect_from_oom, raise_fd_limit, release_memory
 from ..runtime.selfnotify import SelfNotifier
 from ..tokens.gate import TokenGate
 from .control import Access, ControlServer
@@ -290,6 +290,7 @@ class Supervisor:
         self.reaper.start()
         self._write_pidfile()
         raise_fd_limit()
+        oom_note = protect_from_oom()
         self.log.info(
             "supervisor",
             f"kissbot-supervisor {__version__} ({self.backend.name} backend) "
@@ -301,6 +302,8 @@ class Supervisor:
         )
         for note in self.cfg.notes:
             self.log.warning("supervisor", note)
+        if oom_note is not None:
+            self.log.info("supervisor", oom_note)
         # One batch, so nothing starts before every adoption and token gate is known.
         specs = {spec.name: spec for spec in build_specs(self.cfg)}
         adopted = self.backend.adopt(specs, self.loop.now())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 
 def release_memory() -> None:
@@ -24,6 +25,33 @@ def raise_fd_limit() -> None:
     if hard == resource.RLIM_INFINITY or soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# The supervisor's own OOM score adjustment: kept alive before any bot. The
+# processes get theirs from the settings (bot.oom_score_adjust, hub.oom_score_adjust).
+SUPERVISOR_OOM_SCORE_ADJUST = -900
+
+
+def set_oom_score_adjust(value: int) -> None:
+    """This process's ``oom_score_adj``; lowering it needs CAP_SYS_RESOURCE (OSError)."""
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(value).encode())
+    finally:
+        os.close(fd)
+
+
+def protect_from_oom() -> str | None:
+    """Make the OOM killer pass over the supervisor; why not, when it cannot."""
+    try:
+        set_oom_score_adjust(SUPERVISOR_OOM_SCORE_ADJUST)
+    except OSError as e:
+        return (
+            f"kept its OOM score adjustment (setting {SUPERVISOR_OOM_SCORE_ADJUST}: "
+            f"{e.strerror}); the processes' own (bot.oom_score_adjust) still make the "
+            "OOM killer pick them before the supervisor"
+        )
+    return None
 
 
 PR_SET_DUMPABLE = 4

@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import signal
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ...core.records import field, record
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...protocol import NoteKind
 from ...runtime.fs import base_of, make_dirs, open_regular, read_regular
-from ...runtime.loop import Loop
+from ...runtime.loop import Loop, Timer
 from ...tokens.states import TokenError
 from .logfiles import LogFile
 from .notifyserver import Notification, NotifyServer
@@ -75,6 +76,11 @@ class _Slot:
 
 # Reads of a process's pipe at its exit, for its last words (64 KiB each).
 DRAIN_READS = 16
+# Longest run of spawns in one turn of the loop. A fleet's start is hundreds of
+# forks (20 ms each with their files and locks on two cores): done in one call,
+# the notify socket's queue (512 datagrams) overflowed, READY=1 was lost and
+# healthy bots were killed as not ready; in slices, the loop reads between them.
+SPAWN_SLICE_SEC = 0.05
 
 
 class NativeBackend:
@@ -97,6 +103,8 @@ class NativeBackend:
         self._running: dict[str, Running] = {}
         self._by_pid: dict[int, str] = {}
         self._slots: dict[str, _Slot] = {}
+        self._to_spawn: deque[core.ProcessSpec] = deque()
+        self._spawn_timer: Timer | None = None
         self._ignored_said_at: float | None = None
         self._ignored_since = 0
         self.pids_dir = options.workdir / "pids"
@@ -120,7 +128,9 @@ class NativeBackend:
     def execute(self, action: core.Action) -> None:
         match action:
             case core.Spawn(spec):
-                self._spawn(spec)
+                self._to_spawn.append(spec)
+                if self._spawn_timer is None:
+                    self._spawn_timer = self.loop.call_later(0.0, self._spawn_some)
             case core.Kill(name, pid, sig, group):
                 self._kill(name, pid, sig, group)
             case core.Release(name):
@@ -141,6 +151,17 @@ class NativeBackend:
             slot = self._slots[name] = _Slot(log=log)
         return slot
 
+    def _spawn_some(self) -> None:
+        """Spawn what is waiting for up to SPAWN_SLICE_SEC, then let the loop read."""
+        self._spawn_timer = None
+        until = self.loop.now() + SPAWN_SLICE_SEC
+        while self._to_spawn:
+            self._spawn(self._to_spawn.popleft())
+            if self.loop.now() >= until:
+                break
+        if self._to_spawn:
+            self._spawn_timer = self.loop.call_later(0.0, self._spawn_some)
+
     def _spawn(self, spec: core.ProcessSpec) -> None:
         name = spec.name
         try:
@@ -155,6 +176,7 @@ class NativeBackend:
                 env=env,
                 pass_fds=self._lock_fds(name),
                 watchdog_pid=spec.watchdog_sec > 0,
+                oom_score_adjust=spec.oom_score_adjust,
             )
         except (SpawnError, OSError, TokenError) as e:
             self._remove_credential(name)
@@ -426,6 +448,9 @@ class NativeBackend:
         ``all_stopped`` (the core saw every process stop) changes nothing here: a
         process's token file goes when its exit is reaped.
         """
+        if self._spawn_timer is not None:
+            self._spawn_timer.cancel()
+        self._to_spawn.clear()
         for r in list(self._running.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(r.pid, signal.SIGKILL)

@@ -21,6 +21,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 
 from ...core.records import record
+from ...runtime.resources import set_oom_score_adjust
 
 PR_SET_PDEATHSIG = 1
 
@@ -86,6 +87,7 @@ class Spawner:
         env: Mapping[str, str],
         pass_fds: Sequence[int] = (),
         watchdog_pid: bool = False,
+        oom_score_adjust: int | None = None,
     ) -> Child:
         if not argv:
             raise SpawnError("empty command")
@@ -108,7 +110,9 @@ class Spawner:
                 os.close(fd)
             raise SpawnError(f"fork failed: {e.strerror}") from None
         if pid == 0:  # pragma: no cover - the child; covered by every process test
-            self._exec_child(argv, cwd, env, keep, out_w, err_w, parent, watchdog_pid)
+            self._exec_child(
+                argv, cwd, env, keep, out_w, err_w, parent, watchdog_pid, oom_score_adjust
+            )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(out_w)
         os.close(err_w)
@@ -126,6 +130,7 @@ class Spawner:
         err_w: int,
         parent: int,
         watchdog_pid: bool,
+        oom_score_adjust: int | None,
     ) -> None:
         """Runs in the forked child: set up, exec, or report why not and exit 127."""
         stage = "set up"
@@ -156,6 +161,9 @@ class Spawner:
                 os.closerange(low, fd)
                 low = fd + 1
             os.closerange(low, self._nofile[1] if self._nofile[1] > 0 else 1 << 20)
+            if oom_score_adjust is not None:
+                stage = "set its OOM score adjustment"
+                set_oom_score_adjust(oom_score_adjust)
             stage = f"change directory to {cwd}"
             os.chdir(cwd)
             if watchdog_pid:

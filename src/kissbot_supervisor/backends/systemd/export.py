@@ -142,6 +142,8 @@ def render_value(name: str, sig: str, value: object, channel: str | None = None)
         return [f"{key}={value:04o}" if name == "UMask" else f"{key}={value}"]
     if sig == "i" and name == "SystemCallErrorNumber" and isinstance(value, int):
         return [f"{key}={errno.errorcode[value]}"]
+    if sig == "i" and name == "OOMScoreAdjust" and isinstance(value, int):
+        return [f"{key}={value}"]
     if sig == "as" and isinstance(value, list):
         return [f"{key}={_path_list(value)}"]
     if sig == "(bas)" and isinstance(value, tuple):

@@ -339,6 +339,7 @@ def transient_properties(
         ("LogExtraFields", ("aay", journal_fields(spec.name))),
         ("Slice", ("s", opts.slice)),
         ("MemoryAccounting", ("b", True)),
+        ("OOMScoreAdjust", ("i", spec.oom_score_adjust)),
     ]
     if spec.name != HUB and opts.hub_enabled:
         props += [("After", ("as", [HUB_UNIT])), ("Wants", ("as", [HUB_UNIT]))]
