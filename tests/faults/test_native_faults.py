@@ -8,6 +8,7 @@ on shutdown, and the PID check after the supervisor is SIGKILLed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -21,7 +22,7 @@ import pytest
 
 from kissbot_supervisor.backends.native.logfiles import RETRY_AFTER
 from linewatch import wait_until
-from process.harness import Supervisor, fleet_config, pid_alive
+from process.harness import Supervisor, fleet_config, pid_alive, write_config
 
 from .conftest import (
     StartNative,
@@ -414,3 +415,38 @@ def test_a_paused_supervisor_kills_no_healthy_bot(native: StartNative, pause_sec
     assert {b["channel"]: b["pid"] for b in status["bots"]} == before
     assert [b["restarts"] for b in status["bots"]] == [0] * len(channels)
     assert not sup.log.seen(r"watchdog timeout")
+
+
+def open_log_files(pid: int) -> int:
+    """The supervisor's descriptors on process log files (``logs/supervisor/*.log``)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".log"):
+                count += 1
+    return count
+
+
+def test_a_bot_removed_while_its_pipe_is_held_open_leaks_no_log_file(
+    native: StartNative, tmp_path: Path
+) -> None:
+    # A removed bot's output pipe can outlive it (a daemonised child of its own
+    # holds it; here this test does): its log file must stay open until the
+    # pipe's end has been read, take what comes meanwhile, then be closed.
+    sup = native(fleet_config(["kept_one", "kept_two", "gone_bot"]))
+    for name in ("kept_one", "kept_two", "gone_bot"):
+        sup.wait_for(rf"{name}: ready")
+    assert open_log_files(sup.proc.pid) == 3
+    holder = os.open(f"/proc/{sup.bot('gone_bot')['pid']}/fd/1", os.O_WRONLY)
+    try:
+        mark = sup.mark()
+        write_config(tmp_path, fleet_config(["kept_one", "kept_two"]))
+        assert sup.request({"cmd": "reload"})["ok"]
+        sup.wait_for(r"gone_bot: stopped", since=mark)
+        wait_until(lambda: len(sup.status()["bots"]) == 2, what="gone_bot out of the fleet")
+        os.write(holder, b"late words from a descendant\n")
+    finally:
+        os.close(holder)
+    wait_until(lambda: open_log_files(sup.proc.pid) == 2, what="gone_bot's log file closed")
+    log = (tmp_path / "logs" / "supervisor" / "gone_bot.log").read_text()
+    assert "late words from a descendant" in log

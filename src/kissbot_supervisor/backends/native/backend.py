@@ -72,6 +72,9 @@ class _Slot:
     log: LogFile
     lock_fd: int | None = None
     outputs: list[Output] = field(factory=list)
+    # Its process is gone for good (a reload removed it): the log file closes once
+    # the last output pipe, which a descendant may hold open, has been read to its end.
+    released: bool = False
 
 
 # Reads of a process's pipe at its exit, for its last words (64 KiB each).
@@ -103,6 +106,7 @@ class NativeBackend:
         self._running: dict[str, Running] = {}
         self._by_pid: dict[int, str] = {}
         self._slots: dict[str, _Slot] = {}
+        self._draining: list[_Slot] = []  # released, an output pipe still open
         self._to_spawn: deque[core.ProcessSpec] = deque()
         self._spawn_timer: Timer | None = None
         self._ignored_said_at: float | None = None
@@ -300,7 +304,10 @@ class NativeBackend:
             return
         if slot.lock_fd is not None:
             os.close(slot.lock_fd)
-        if not slot.outputs:
+        slot.released = True
+        if slot.outputs:
+            self._draining.append(slot)
+        else:
             slot.log.close()
 
     # -- events from the world -------------------------------------------
@@ -382,6 +389,9 @@ class NativeBackend:
         os.close(out.fd)
         out.log.flush(self._wall())
         slot.outputs.remove(out)
+        if slot.released and not slot.outputs:
+            slot.log.close()
+            self._draining.remove(slot)
         return False
 
     def _on_notify(self) -> None:
@@ -461,7 +471,7 @@ class NativeBackend:
                 os.close(r.report_fd)
             self._remove_credential(r.name)
         self._running.clear()
-        for slot in self._slots.values():
+        for slot in [*self._slots.values(), *self._draining]:
             for out in slot.outputs:
                 self.loop.remove_reader(out.fd)
                 os.close(out.fd)
@@ -469,6 +479,7 @@ class NativeBackend:
             if slot.lock_fd is not None:
                 os.close(slot.lock_fd)
         self._slots.clear()
+        self._draining.clear()
         self.readiness.close()
         self.loop.remove_reader(self.notify.fileno())
         self.notify.close()
