@@ -450,3 +450,26 @@ def test_a_bot_removed_while_its_pipe_is_held_open_leaks_no_log_file(
     wait_until(lambda: open_log_files(sup.proc.pid) == 2, what="gone_bot's log file closed")
     log = (tmp_path / "logs" / "supervisor" / "gone_bot.log").read_text()
     assert "late words from a descendant" in log
+
+
+def test_a_sighup_storm_is_merged_and_starves_nothing(native: StartNative) -> None:
+    # 100 SIGHUPs a second (a broken logrotate, a script in a loop): each reload
+    # re-reads the config in a child process; run one by one they starved the loop,
+    # status timed out and healthy bots missed their watchdog.
+    channels = [f"stormy_{i}" for i in range(5)]
+    sup = native(fleet_config(channels, supervisor={"bot": {"watchdog_sec": 3}}))
+    for name in channels:
+        sup.wait_for(rf"{name}: ready")
+    pids = {b["channel"]: b["pid"] for b in sup.status()["bots"]}
+    mark = sup.mark()
+    began = time.monotonic()
+    for _ in range(300):
+        sup.signal(signal.SIGHUP)
+        time.sleep(0.01)  # the storm's pace, not a synchronisation
+    storm_sec = time.monotonic() - began
+    assert {b["channel"]: b["pid"] for b in sup.status()["bots"]} == pids
+    sup.wait_for(r"supervisor: one reload for \d+ SIGHUPs", since=mark)
+    reloads = len([line for line in sup.lines[mark:] if "supervisor: reloaded:" in line])
+    # At most one per second of storm, and the one after it.
+    assert 1 <= reloads <= storm_sec + 2, (reloads, storm_sec)
+    assert not sup.log.seen(r"watchdog timeout")

@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 
 # The jobs of the supervisor's own unit that bring it back at once (see _on_stop_signal).
+# SIGHUPs closer together than this are merged into one reload.
+RELOAD_GAP_SEC = 1.0
+
 RESTART_JOBS = frozenset({"restart", "try-restart", "reload-or-restart", "reload-or-try-restart"})
 
 
@@ -97,6 +100,9 @@ class Supervisor:
         self.loop.on_late = self._on_late
         self.started_at = time.time()
         self._queue: deque[core.Event] = deque()
+        self._hups = 0  # SIGHUPs since the last reload they asked for
+        self._reload_timer: Timer | None = None
+        self._last_hup_reload = -RELOAD_GAP_SEC
         self._feeding = False
         self._timer: Timer | None = None
         self._timer_at: float | None = None
@@ -339,7 +345,23 @@ class Supervisor:
         self.feed(core.Shutdown())
 
     def _on_reload_signal(self) -> None:
+        # A reload re-reads the whole config (a child process parses the YAML):
+        # SIGHUPs that come faster than RELOAD_GAP_SEC apart are one reload, run
+        # when the gap is over, so that a storm of them cannot starve the loop.
+        self._hups += 1
+        if self._reload_timer is None:
+            when = max(self.loop.now(), self._last_hup_reload + RELOAD_GAP_SEC)
+            self._reload_timer = self.loop.call_at(when, self._reload_on_signal)
+
+    def _reload_on_signal(self) -> None:
+        self._reload_timer = None
+        merged, self._hups = self._hups, 0
+        if self.core.shutting_down:
+            return
+        if merged > 1:
+            self.log.info("supervisor", f"one reload for {merged} SIGHUPs")
         self.reload()
+        self._last_hup_reload = self.loop.now()
 
     def _started_children(self) -> set[int]:
         return self.backend.child_pids() | self.observer.child_pids() | self.helpers
