@@ -499,9 +499,11 @@ def test_restart_command_terms_then_spawns_at_once() -> None:
     actions = f.exited(A, sig=TERM, at=11.0)
     assert spawns(actions) == [A]  # no backoff
     assert not notes(actions, "backoff")
-    assert f.status(A).restarts == 1
     # The Spawn carries the count, for a backend that must keep it across our restart.
     assert [a.restarts for a in actions if isinstance(a, Spawn)] == [1]
+    assert f.status(A).restarts == 0  # counted once it runs
+    f.spawned(A)
+    assert f.status(A).restarts == 1
     assert f.status(B).restarts == 0
     f.spawned(A)
     assert f.pid[A] != old
@@ -595,6 +597,23 @@ def test_a_stall_with_nothing_watched_says_nothing() -> None:
     f.tick(0.0)
     f.spawned(A)
     assert f.send(Stalled(20.0), at=30.0) == []
+
+
+def test_starts_that_never_ran_are_failures_not_restarts() -> None:
+    # A fork refused, a lock held by a copy started elsewhere: nothing ran, so
+    # nothing restarted; each is a failure with its own reason, and backs off.
+    f = Fleet([spec(A)])
+    f.tick(0.0)
+    f.send(SpawnFailed(A, "fork failed: Resource temporarily unavailable"))
+    assert f.status(A).restarts == 0
+    assert f.status(A).last_exit == "could not start: fork failed: Resource temporarily unavailable"
+    assert spawns(f.tick(5.0)) == [A]
+    f.send(SpawnFailed(A, "another copy is already running (PID 4242)"))
+    assert spawns(f.tick(10.0)) == [A]
+    assert f.status(A).restarts == 0
+    f.spawned(A)
+    assert f.status(A).restarts == 1  # the one start that ran after the first try
+    assert f.status(A).state is Phase.RUNNING  # ready: none
 
 
 def test_a_backend_watchdog_exit_is_counted_and_other_exits_are_not() -> None:
@@ -711,6 +730,7 @@ def test_bots_reconnect_after_the_hub_restarts() -> None:
     actions = f.exited(A, sig=TERM, at=53.0)
     assert spawns(actions) == [A]  # at once: the hub is ready
     assert not notes(actions, "backoff")
+    f.spawned(A)
     assert f.status(A).restarts == 1
 
 

@@ -594,6 +594,9 @@ class Core:
                 out.append(Note(gate.name, NoteKind.BLOCKED, f"not started: {gate.blocked}"))
 
     def _on_spawned(self, p: Proc, pid: int, now: float, out: list[Action]) -> None:
+        if p.restart_pending:
+            p.restart_pending = False
+            p.restarts += 1
         p.pid = pid
         p.last_pid = pid
         p.phase = Phase.STARTING
@@ -696,7 +699,7 @@ class Core:
             out.append(Note(p.spec.name, NoteKind.STOPPED, f"stopped ({how})"))
             return
         if cause in ("restart", "hub-restart"):
-            p.restarts += 1
+            p.restart_pending = True
             out.append(Note(p.spec.name, NoteKind.EXITED, f"{how}; starting again"))
             return
         # Nobody asked for this exit (or the supervisor stopped it for a fault).
@@ -983,10 +986,9 @@ class Core:
                 return
         p.phase = Phase.STARTING
         p.reason = None
-        if p.restart_pending:
-            p.restart_pending = False
-            p.restarts += 1
-        out.append(Spawn(p.spec, p.restarts))
+        # Counted once it runs (Spawned): a start refused by fork or a held lock
+        # is a failure with its own reason, not a restart.
+        out.append(Spawn(p.spec, p.restarts + p.restart_pending))
 
     def _login_gate(self, now: float) -> str | None:
         """Why a bot must wait for a login slot now (and when one frees), or None; a
