@@ -473,3 +473,88 @@ def test_a_sighup_storm_is_merged_and_starves_nothing(native: StartNative) -> No
     # At most one per second of storm, and the one after it.
     assert 1 <= reloads <= storm_sec + 2, (reloads, storm_sec)
     assert not sup.log.seen(r"watchdog timeout")
+
+
+def _hard_limit_can_be_raised() -> bool:
+    """Whether a process here may raise its hard descriptor limit (CAP_SYS_RESOURCE)."""
+    import subprocess
+    import sys
+
+    probe = "import resource as r; r.setrlimit(r.RLIMIT_NOFILE, (4096, 4096))"
+    wrapped = ["prlimit", "--nofile=1024:1024", "--", sys.executable, "-c", probe]
+    return subprocess.run(wrapped, capture_output=True, check=False).returncode == 0
+
+
+def test_a_fleet_too_big_for_the_descriptor_limit_is_refused_at_start_and_at_reload(
+    native: StartNative, tmp_path: Path
+) -> None:
+    # 300 bots under a hard limit of 1024 died of EMFILE halfway through their
+    # start. 5 descriptors per process and 160 for the supervisor: they need 1660.
+    if _hard_limit_can_be_raised():
+        pytest.skip("this process may raise its hard limit: the supervisor would raise it")
+    limit = ["prlimit", "--nofile=1024:1024", "--"]
+    sup = native(fleet_config([f"many_{i:03d}" for i in range(300)]), wrapper=limit)
+    assert sup.proc.wait(timeout=20) == 2
+    sup.wait_for(
+        r"300 processes need about 1660 open files on the native backend .* may open only "
+        r"1024 \(RLIMIT_NOFILE, hard limit 1024\); raise the limit .* or run at most 172 "
+    )
+    assert not sup.log.seen(r"started \(PID")
+    # A fleet that fits starts; a reload that would not fit changes nothing.
+    sup = native(fleet_config([f"few_{i}" for i in range(10)]), wrapper=limit)
+    sup.wait_for(r"few_9: ready")
+    pids = {b["channel"]: b["pid"] for b in sup.status()["bots"]}
+    write_config(tmp_path, fleet_config([f"few_{i}" for i in range(300)]))
+    answer = sup.request({"cmd": "reload"})
+    assert not answer["ok"]
+    assert "reload refused, nothing changed" in answer["error"]
+    assert "twitch.channels: 300 processes need about 1660 open files" in answer["error"]
+    assert {b["channel"]: b["pid"] for b in sup.status()["bots"]} == pids
+
+
+def test_a_spawn_out_of_descriptors_is_a_failure_not_a_crash(tmp_path: Path) -> None:
+    # In this process: the native backend, its loop, and a descriptor limit just
+    # above what is open. The spawn fails (EMFILE), and so does the clean-up after
+    # it (scandir needs a descriptor too); neither may escape as an exception.
+    import resource
+
+    from kissbot_supervisor import core
+    from kissbot_supervisor.backends.native.backend import NativeBackend, NativeOptions
+    from kissbot_supervisor.runtime.log import Log
+    from kissbot_supervisor.runtime.loop import Loop
+
+    loop = Loop()
+    events: list[core.Event] = []
+    options = NativeOptions(
+        workdir=tmp_path,
+        runtime_dir=tmp_path / "run",
+        logs_dir=tmp_path / "logs",
+        log_max_bytes=1 << 20,
+        log_backups=1,
+        hub_socket=tmp_path / "hub.sock",
+    )
+    backend = NativeBackend(loop, options, events.append, Log(), lambda name: None)
+    spec = core.ProcessSpec(name="starved_bot", argv=("true",), ready="none")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    fillers: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 8, hard))
+        with contextlib.suppress(OSError):
+            while True:  # every free slot taken...
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        os.close(fillers.pop())  # ...but one: the lock file gets it, the pipes none
+        backend.execute(core.Spawn(spec))
+        while not events:
+            loop.run_once()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        backend.close()
+        loop.close()
+    assert len(events) == 1
+    failed = events[0]
+    assert isinstance(failed, core.SpawnFailed)
+    assert failed.name == "starved_bot"
+    assert failed.error.startswith("Too many open files")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import selectors
 import socket
 
+import pytest
+
 from kissbot_supervisor.runtime.loop import LATE_SEC, Loop
 
 
@@ -73,4 +75,35 @@ def test_a_turn_on_time_is_not_reported() -> None:
     loop.clock = 101.0 + LATE_SEC / 2
     loop.run_once()
     assert order == ["deadline"]
+    loop.close()
+
+
+def test_a_failing_callback_is_reported_and_the_loop_goes_on() -> None:
+    loop = FakeClockLoop()
+    errors: list[Exception] = []
+    loop.on_error = errors.append
+    ran: list[str] = []
+
+    def fails() -> None:
+        raise OSError(24, "Too many open files")
+
+    loop.call_at(101.0, fails)
+    loop.call_at(101.0, lambda: ran.append("next"))
+    loop.clock = 101.0
+    loop.run_once()
+    assert [type(e) for e in errors] == [OSError]
+    assert ran == ["next"]
+    loop.close()
+
+
+def test_without_a_handler_a_failing_callback_ends_the_run() -> None:
+    loop = FakeClockLoop()
+
+    def fails() -> None:
+        raise ValueError("a bug")
+
+    loop.call_at(101.0, fails)
+    loop.clock = 101.0
+    with pytest.raises(ValueError, match="a bug"):
+        loop.run_once()
     loop.close()

@@ -29,7 +29,12 @@ from ..runtime.fs import ensure_private_dir, make_dirs, read_regular, write_atom
 from ..runtime.log import Log
 from ..runtime.loop import Loop, Timer
 from ..runtime.reaper import Reaper
-from ..runtime.resources import protect_from_oom, raise_fd_limit, release_memory
+from ..runtime.resources import (
+    descriptor_shortfall,
+    protect_from_oom,
+    raise_fd_limit,
+    release_memory,
+)
 from ..runtime.selfnotify import SelfNotifier
 from ..tokens.gate import TokenGate
 from .control import Access, ControlServer
@@ -98,6 +103,7 @@ class Supervisor:
         self.log = log or Log()
         self.loop = Loop()
         self.loop.on_late = self._on_late
+        self.loop.on_error = self._on_internal_error
         self.started_at = time.time()
         self._queue: deque[core.Event] = deque()
         self._hups = 0  # SIGHUPs since the last reload they asked for
@@ -127,7 +133,14 @@ class Supervisor:
                 self.log.warning(
                     "supervisor", f"cannot make {cfg.workdir / name}/: {e.strerror or e}"
                 )
-        self.core = core.Core(build_specs(cfg), self._policy(cfg))
+        specs = build_specs(cfg)
+        if backend_kind == "native":
+            # Refused whole, with the way out, rather than a fleet that dies of
+            # EMFILE halfway through its start.
+            shortfall = descriptor_shortfall(len(specs))
+            if shortfall is not None:
+                raise StartupError(shortfall)
+        self.core = core.Core(specs, self._policy(cfg))
         self.backend: Backend = self._make_backend()
         self.requests = Requests(
             self.loop,
@@ -271,6 +284,15 @@ class Supervisor:
         self._timer_at = None
         self.feed(core.Tick())
 
+    def _on_internal_error(self, e: Exception) -> None:
+        import traceback
+
+        where = "".join(traceback.format_exception(e)).rstrip().replace("\n", " | ")
+        self.log.error(
+            "supervisor",
+            f"internal error, carrying on (please report it): {where}",
+        )
+
     def _on_late(self, seconds: float) -> None:
         # The loop was not running when it should have been (SIGSTOP, swap, a long
         # burst of work). Said to the core before any deadline is acted upon, so
@@ -413,6 +435,10 @@ class Supervisor:
             specs = build_specs(cfg)
             policy = self._policy(cfg)
             self.tokens.check_config(cfg)
+            if self.backend.name == "native":
+                shortfall = descriptor_shortfall(len(specs))
+                if shortfall is not None:
+                    raise ConfigError(str(cfg.config_path), "twitch.channels", shortfall)
         except ConfigError as e:
             self.log.error("supervisor", f"reload refused, nothing changed: {e}")
             return {"ok": False, "error": f"reload refused, nothing changed: {e}"}

@@ -68,6 +68,10 @@ class Loop:
         self.wakeups = 0  # returns from epoll_wait, for the benchmarks
         # Told how late a turn was (more than LATE_SEC), before its timers run.
         self.on_late: Callable[[float], None] | None = None
+        # Told of an exception a callback raised (a bug, or a resource run out):
+        # one failed callback must not end the supervision of the whole fleet.
+        # Unset, the exception ends run().
+        self.on_error: Callable[[Exception], None] | None = None
 
     @staticmethod
     def now() -> float:
@@ -171,16 +175,22 @@ class Loop:
         while self._due(now):
             timer = heapq.heappop(self._timers)
             if not timer.cancelled:
-                timer.callback()
+                self._call(timer.callback)
 
     def _due(self, now: float) -> bool:
         return bool(self._timers) and (self._timers[0].cancelled or self._timers[0].when <= now)
 
-    @staticmethod
-    def _dispatch(events: list[tuple[selectors.SelectorKey, int]]) -> None:
+    def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
         for key, _mask in events:
-            callback: Callback = key.data
+            self._call(key.data)
+
+    def _call(self, callback: Callback) -> None:
+        try:
             callback()
+        except Exception as e:
+            if self.on_error is None:
+                raise
+            self.on_error(e)
 
     def close(self) -> None:
         if self._watches is not None:

@@ -86,6 +86,13 @@ DRAIN_READS = 16
 SPAWN_SLICE_SEC = 0.05
 
 
+def _words(e: Exception) -> str:
+    """An exception as words: ``Too many open files: /path``, not ``[Errno 24] ...``."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return str(e)
+
+
 class NativeBackend:
     name = "native"
 
@@ -183,11 +190,21 @@ class NativeBackend:
                 oom_score_adjust=spec.oom_score_adjust,
             )
         except (SpawnError, OSError, TokenError) as e:
-            self._remove_credential(name)
-            self._emit(core.SpawnFailed(name, str(e)))
+            self._spawn_failed(name, _words(e))
             return
         slot = self._slot(name)
-        pidfd = os.pidfd_open(child.pid)
+        try:
+            pidfd = os.pidfd_open(child.pid)
+        except OSError as e:
+            # It runs, but could not be watched: end it rather than lose sight of it.
+            with contextlib.suppress(OSError):
+                os.killpg(child.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child.pid, 0)
+            for fd in (child.output_fd, child.report_fd):
+                os.close(fd)
+            self._spawn_failed(name, f"cannot watch it: {_words(e)}")
+            return
         running = self._running[name] = Running(name, child.pid, pidfd, spec, child.report_fd)
         self.loop.add_reader(child.report_fd, lambda: self._on_report(running))
         self._by_pid[child.pid] = name
@@ -198,6 +215,12 @@ class NativeBackend:
         slot.log.note(f"started (PID {child.pid}): {' '.join(spec.argv)}", self._wall())
         self._emit(core.Spawned(name, child.pid))
         self.readiness.watch(name, spec.ready, lambda: self._main_pid(name))
+
+    def _spawn_failed(self, name: str, why: str) -> None:
+        # Out of descriptors, even the clean-up may fail: the failure is what matters.
+        with contextlib.suppress(OSError):
+            self._remove_credential(name)
+        self._emit(core.SpawnFailed(name, why))
 
     def _main_pid(self, name: str) -> int | None:
         running = self._running.get(name)
