@@ -105,7 +105,9 @@ def supervisor_page() -> str:
         "The control socket (root, the supervisor's user, the operators' group).",
         ".SH SIGNALS",
         "SIGTERM and SIGINT stop the fleet (bots first, then the hub) and exit; a second one "
-        "kills what is left. SIGHUP re\\-reads the config; a broken one changes nothing.",
+        "kills what is left. While the interactive prompt runs, SIGINT (the terminal's "
+        "Ctrl\\-C) is the prompt's: it clears the line or ends the running command, and "
+        "\\fBquit\\fR stops the fleet. SIGHUP re\\-reads the config; a broken one changes nothing.",
         ".SH EXIT STATUS",
         "0 after a clean stop; 1 on an error while running; 2 for a config that cannot "
         "be used (the message names the file, the key and what was expected).",

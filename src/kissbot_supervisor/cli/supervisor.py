@@ -146,14 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"kissbot-supervisor: {e}", file=sys.stderr)
         return 1
-    prompt = start_prompt(supervisor.control_path) if launch.interactive else None
+    pid = start_prompt(supervisor.control_path) if launch.interactive else None
+    prompt = Prompt(pid, supervisor.helpers) if pid is not None else None
     if prompt is not None:
-        supervisor.helpers.add(prompt)  # ours: not an orphan to end (runtime/reaper.py)
+        supervisor.helpers.add(prompt.pid)  # ours: not an orphan to end (runtime/reaper.py)
+        supervisor.interrupt_is_for_prompt = prompt.alive
     try:
         return supervisor.run()
     finally:
         if prompt is not None:
-            end_prompt(prompt)
+            prompt.end()
 
 
 # --- the interactive prompt ---------------------------------------------------
@@ -162,11 +164,15 @@ def main(argv: list[str] | None = None) -> int:
 # stopped while it waited (fault 4). Here the prompt is a child process,
 # `kissbotctl shell` on this terminal, talking to the control socket like any
 # kissbotctl; the daemon never reads stdin. The child stays in the daemon's
-# process group, so Ctrl-C still reaches the daemon and stops the fleet, as it
-# does without a prompt (the prompt itself only clears its line). Its `quit`
-# sends SIGTERM here. It dies with the daemon (PR_SET_PDEATHSIG, set by itself),
-# and is ended and reaped before the daemon exits so that it restores the
-# terminal before the operator's shell takes the terminal back.
+# process group (the operator's shell, and make, wait for that job), so the
+# terminal's Ctrl-C reaches the daemon too: while the prompt lives, the daemon
+# leaves that SIGINT to it (it ends the running command or clears the line, as
+# in any shell), and stopping the fleet is the prompt's explicit `quit`, which
+# sends SIGTERM here. Without a prompt (no terminal, --non-interactive, the
+# prompt gone) SIGINT stops the fleet as before. The prompt dies with the daemon
+# (PR_SET_PDEATHSIG, set by itself), and is ended and reaped before the daemon
+# exits so that it restores the terminal before the operator's shell takes the
+# terminal back.
 PROMPT_CODE = "import sys; from kissbot_supervisor.cli.ctl import main; sys.exit(main())"
 PROMPT_END_WAIT = 5.0  # seconds; readline restores the terminal in far less
 
@@ -188,22 +194,45 @@ def start_prompt(control: Path) -> int | None:
         return None
 
 
-def end_prompt(pid: int) -> None:
-    """SIGTERM the prompt (it leaves through readline's clean-up) and reap it."""
-    import signal
-    import time
+class Prompt:
+    """The prompt child, reaped here once it has ended (then never signalled: its PID
+    may belong to another process by then)."""
 
-    try:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + PROMPT_END_WAIT
-        while os.waitpid(pid, os.WNOHANG) == (0, 0):
-            if time.monotonic() > deadline:  # stuck (stopped?): the terminal may need `reset`
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return
-            time.sleep(0.02)
-    except (ProcessLookupError, ChildProcessError):
-        pass  # already gone and reaped
+    def __init__(self, pid: int, helpers: set[int]) -> None:
+        self.pid = pid
+        self._helpers = helpers
+        self._reaped = False
+
+    def alive(self) -> bool:
+        """Whether it still runs; one that has ended is reaped (no zombie) and forgotten."""
+        if not self._reaped:
+            try:
+                self._reaped = os.waitpid(self.pid, os.WNOHANG) != (0, 0)
+            except ChildProcessError:
+                self._reaped = True
+            if self._reaped:
+                self._helpers.discard(self.pid)
+        return not self._reaped
+
+    def end(self) -> None:
+        """SIGTERM it (it leaves through readline's clean-up) and reap it."""
+        import signal
+        import time
+
+        if not self.alive():
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + PROMPT_END_WAIT
+            while os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:  # stuck (stopped?): the terminal may need `reset`
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                    break
+                time.sleep(0.02)
+        except (ProcessLookupError, ChildProcessError):
+            pass  # already gone and reaped
+        self._reaped = True
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from .status import build_status, summary
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ..backends.native.backend import NativeBackend
@@ -161,6 +162,11 @@ class Supervisor:
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
         # Orphans among the fleet's processes are handed to us and ended (runtime/reaper.py).
         self.helpers: set[int] = set()  # children started outside the daemon (the prompt)
+        # Whether a SIGINT is the operator's Ctrl-C meant for our prompt (cli/supervisor.py
+        # says, while one runs): the terminal sends it to its whole foreground process
+        # group, this process included, and it must end the prompt's command or clear
+        # its line, not stop the fleet. quit, SIGTERM and a SIGINT without a prompt do.
+        self.interrupt_is_for_prompt: Callable[[], bool] = lambda: False
         self.reaper = Reaper(self.loop, self.log, self._started_children)
         self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
@@ -278,7 +284,7 @@ class Supervisor:
             # late signal (an impatient caller) must not turn the clean exit into a kill.
             signal.signal(sig, signal.SIG_IGN)
         self.loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
-        self.loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        self.loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
         self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         self.reaper.start()
         self._write_pidfile()
@@ -307,6 +313,10 @@ class Supervisor:
         finally:
             self.close()
         return 0
+
+    def _on_interrupt(self) -> None:
+        if not self.interrupt_is_for_prompt():
+            self._on_stop_signal()
 
     def _on_stop_signal(self) -> None:
         if self.core.shutting_down:
