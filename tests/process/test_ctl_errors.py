@@ -384,7 +384,7 @@ def test_error_response_exits_1(serve: Callable[[dict[str, bytes]], CannedServer
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert one_error_line(proc) == f"kissbotctl: {error}"
-    assert server.requests == [{"cmd": "start", "names": ["nobody"]}]
+    assert server.requests == [{"cmd": "start", "names": ["nobody"], "progress": True}]
 
     proc = run_ctl("--socket", str(server.path), "reload")
     assert proc.returncode == 1
@@ -482,7 +482,20 @@ def test_start_prints_one_line_per_result(
         "el_serda: started (PID 1234)",
         "hub: already running (PID 99): nothing to do",
     ]
-    assert server.requests == [{"cmd": "start", "names": ["el_serda", "hub"]}]
+    assert server.requests == [{"cmd": "start", "names": ["el_serda", "hub"], "progress": True}]
+
+
+def test_a_supervisor_that_breaks_its_word_on_the_wait_is_one_line_and_exit_1(
+    serve: Callable[[dict[str, bytes]], CannedServer],
+) -> None:
+    # It says it answers within 0.5 s, then never does: given up 0.5 + 1 s later.
+    progress = {"progress": {"wait_sec": 0.5, "waiting": ["el_serda"], "done": []}}
+    server = serve({"start": _line(progress)})
+    proc = run_ctl("--socket", str(server.path), "--timeout", "1", "start", "el_serda")
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert "it said it would answer within 0.5 s, and 1 s more have passed" in line
+    assert proc.stdout == ""
 
 
 @pytest.mark.parametrize("command", ["stop", "restart"])
@@ -512,7 +525,7 @@ def test_a_failed_result_exits_1(
     proc = run_ctl("--socket", str(server.path), command, "all")
     assert proc.returncode == 1
     assert proc.stdout.splitlines() == ["el_serda: stopped", "morthy: failed: token revoked"]
-    assert server.requests == [{"cmd": command, "names": ["all"]}]
+    assert server.requests == [{"cmd": command, "names": ["all"], "progress": True}]
 
 
 def test_reload_prints_the_changes(serve: Callable[[dict[str, bytes]], CannedServer]) -> None:

@@ -24,8 +24,10 @@ from kissbot_supervisor.protocol import (
     build_request,
     encode,
     error_response,
+    is_progress,
     parse_request,
     parse_response,
+    progress_message,
 )
 from kissbot_supervisor.status import exit_code_for_status, filter_status
 
@@ -207,6 +209,42 @@ def test_parse_response() -> None:
     ]:
         with pytest.raises(ProtocolError, match=fragment):
             parse_response(bad)
+
+
+def test_progress_is_asked_for_by_named_commands_only() -> None:
+    line = b'{"cmd":"restart","names":["a_bot"],"progress":true}'
+    assert parse_request(line) == Request("restart", ["a_bot"], progress=True)
+    assert parse_request(line).progress is True
+    assert parse_request(b'{"cmd":"restart","names":["a_bot"]}').progress is False
+    assert build_request("stop", ["a_bot"], progress=True) == {
+        "cmd": "stop",
+        "names": ["a_bot"],
+        "progress": True,
+    }
+    assert build_request("stop", ["a_bot"]) == {"cmd": "stop", "names": ["a_bot"]}
+    with pytest.raises(ProtocolError, match='"progress" must be true or false; got a string'):
+        parse_request(b'{"cmd":"start","names":["a_bot"],"progress":"yes"}')
+    with pytest.raises(ProtocolError, match="'status' takes no \"progress\""):
+        parse_request(b'{"cmd":"status","progress":true}')
+
+
+def test_progress_lines_come_back_only_when_asked_for() -> None:
+    line = encode(progress_message(64.5, ["slow_bot"], [{"name": "quick_bot", "ok": True}]))
+    got = parse_response(line, progress=True)
+    assert is_progress(got)
+    assert got["progress"] == {
+        "wait_sec": 64.5,
+        "waiting": ["slow_bot"],
+        "done": [{"name": "quick_bot", "ok": True}],
+    }
+    answer = parse_response(b'{"ok":true,"results":[]}', progress=True)
+    assert not is_progress(answer)
+    # A client that did not ask takes such a line for a broken answer.
+    with pytest.raises(ProtocolError, match='no boolean "ok"'):
+        parse_response(line)
+    for bad in (b'{"progress":1}', b'{"progress":{"wait_sec":"x","waiting":[],"done":[]}}'):
+        with pytest.raises(ProtocolError, match="progress line without a number wait_sec"):
+            parse_response(bad, progress=True)
 
 
 # --- STATUS objects -----------------------------------------------------------

@@ -13,6 +13,7 @@ from kissbot_supervisor.cli.render import (
     format_bytes,
     format_event,
     format_uptime,
+    progress_text,
     render_status,
     truncate,
     use_color,
@@ -385,3 +386,23 @@ def test_terminal_escapes_from_a_process_never_reach_the_terminal() -> None:
     event = {"time": 0, "name": "el_serda", "kind": "exited", "message": hostile}
     line = format_event(event, color=False)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line)
+
+
+def test_progress_text_names_what_is_waited_for_within_the_width() -> None:
+    one = progress_text("start", ["el_serda"], 1, 12.4, 65, 80)
+    assert one == "start: waiting for el_serda to be ready... 12 s (max 65 s)"
+    many = [f"channel_{i:03}" for i in range(60)]
+    text = progress_text("restart", many[57:], 60, 3, 70, 120)
+    assert text == (
+        "restart: 57/60 done, waiting for channel_057, channel_058, channel_059 "
+        "to be ready... 3 s (max 70 s)"
+    )
+    squeezed = progress_text("restart", many[57:], 60, 3, 70, 80)
+    assert squeezed == "restart: 57/60 done, waiting for 3 to be ready... 3 s (max 70 s)"
+    for width in (40, 60, 80, 120):
+        line = progress_text("restart", many, 60, 3, 70, width)
+        assert len(line) < width  # never wraps: it is redrawn in place
+        assert line.startswith("restart: 0/60 done")
+    assert " and 7 more to be ready" in progress_text("restart", many[:9], 60, 0, 70, 100)
+    stop = progress_text("stop", ["el_serda"], 1, 0, 10, 80)
+    assert stop == "stop: waiting for el_serda to stop... 0 s (max 10 s)"

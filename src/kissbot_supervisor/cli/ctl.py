@@ -52,7 +52,7 @@ from ..protocol import (
 )
 from ..status import exit_code_for_status, filter_status
 from .client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
-from .render import format_event, render_status, use_color
+from .render import format_event, progress_text, render_status, use_color
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
@@ -125,7 +125,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         metavar="SEC",
         type=_seconds,
         default=default,
-        help=f"give up on an answer after SEC seconds (default: {DEFAULT_TIMEOUT:g})",
+        help=f"give up on an answer after SEC seconds (default: {DEFAULT_TIMEOUT:g}); start, "
+        "stop and restart wait as long as the supervisor says it will, plus SEC",
     )
 
 
@@ -156,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("names", nargs="*", metavar="NAME", help="show only these (default: all)")
     status.add_argument("--json", action="store_true", help="print the status object as JSON")
     for name, verb in (("start", "Start"), ("stop", "Stop"), ("restart", "Restart")):
-        cmd = add(name, f"{verb} bots or the hub; wait for the outcome (exit 1 if one failed).")
+        cmd = add(
+            name,
+            f"{verb} bots or the hub; wait for each one's outcome as long as the supervisor "
+            "says it will (a bot's start timeout), with progress on a terminal; exit 1 if "
+            "one failed.",
+        )
         cmd.add_argument("names", nargs="+", metavar="NAME", help="channel login, 'hub' or 'all'")
         cmd.add_argument("--json", action="store_true", help="print the results as JSON")
     reload = add(
@@ -347,12 +353,57 @@ def _json_result(result: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
+class _Progress:
+    """The line ``start``/``stop``/``restart`` redraw on a terminal while the supervisor
+    works; on anything else (a pipe, a log) nothing: scripts read the results."""
+
+    def __init__(self, cmd: str, err: TextIO) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.cmd = cmd
+        self.err = err
+        self.shown = err.isatty()
+        self.started = self._clock()
+        self.limit = 0.0  # seconds from the start the supervisor waits at most
+        self.waiting: list[str] = []
+        self.total = 0
+
+    def __call__(self, progress: Mapping[str, Any] | None) -> None:
+        now = self._clock()
+        if progress is not None:
+            self.waiting = [str(n) for n in progress.get("waiting") or []]
+            self.total = max(self.total, len(self.waiting))
+            self.limit = now - self.started + float(progress.get("wait_sec") or 0)
+        if self.shown and self.waiting:
+            width = _terminal_width(self.err, os.environ)
+            line = progress_text(
+                self.cmd, self.waiting, self.total, now - self.started, self.limit, width
+            )
+            self.err.write("\r\x1b[K" + line)
+            self.err.flush()
+
+    def clear(self) -> None:
+        if self.shown and self.total:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+
+
 def _cmd_named(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     try:
-        request = build_request(args.command, args.names)
+        request = build_request(args.command, args.names, progress=True)
     except ProtocolError as exc:
         raise _Failure(exc.message, EXIT_USAGE) from None
-    results = _ask(client, request).get("results")
+    # The supervisor says how long it will wait (a bot's start timeout, not our
+    # --timeout): the client waits that long, and shows it on a terminal.
+    progress = _Progress(args.command, sys.stderr)
+    try:
+        response = client.request(request, progress)
+    finally:
+        progress.clear()
+    if response.get("ok") is not True:
+        raise _Failure(str(response.get("error") or "the supervisor refused the request"))
+    results = response.get("results")
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
         raise _Failure("the supervisor's answer has no list of results")
     ok = bool(results) and all(_result_ok(r) for r in results)

@@ -22,7 +22,8 @@ A STATUS object that ``kissbotctl`` read from systemd itself (``"source":
 "systemd"``, the supervisor down) starts with the line :data:`OFFLINE_HEADLINE`
 and names the supervisor's unit state instead of its PID.
 
-:func:`format_event` renders one line of ``kissbotctl events``.
+:func:`format_event` renders one line of ``kissbotctl events``;
+:func:`progress_text` the line ``start``/``stop``/``restart`` redraw while they wait.
 
 Imports only ``os``, ``textwrap`` and ``time``: ``kissbotctl`` imports this module.
 """
@@ -47,6 +48,7 @@ __all__ = [
     "format_bytes",
     "format_event",
     "format_uptime",
+    "progress_text",
     "render_status",
     "truncate",
     "use_color",
@@ -391,6 +393,28 @@ _EVENT_COLORS: dict[str, str] = {
     **dict.fromkeys(ALARMS, "\x1b[31m"),
     **dict.fromkeys((NoteKind.STOPPED, NoteKind.REMOVED, NoteKind.FINISHED), "\x1b[2m"),
 }
+
+
+_GOALS = {"start": "to be ready", "restart": "to be ready", "stop": "to stop"}
+
+
+def progress_text(
+    cmd: str, waiting: Sequence[str], total: int, elapsed: float, limit: float, width: int
+) -> str:
+    """``restart: 57/60 done, waiting for el_serda and 2 more to be ready... 12 s (max 65 s)``:
+    as many names as fit in ``width`` columns (less one: the cursor stays on the line,
+    which must not wrap to be redrawn in place)."""
+    goal = _GOALS.get(cmd, "to settle")
+    head = f"{cmd}: {total - len(waiting)}/{total} done, " if total > 1 else f"{cmd}: "
+    tail = f" {goal}... {elapsed:.0f} s (max {limit:.0f} s)"
+    for shown in range(len(waiting), 0, -1):
+        names = ", ".join(waiting[:shown])
+        if shown < len(waiting):
+            names += f" and {len(waiting) - shown} more"
+        text = f"{head}waiting for {names}{tail}"
+        if len(text) < width:
+            return text
+    return truncate(f"{head}waiting for {len(waiting)}{tail}", width - 1)
 
 
 def format_event(event: Mapping[str, Any], *, color: bool) -> str:
