@@ -56,6 +56,8 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 
+from .kissbot.names import process_name, unknown_names_text
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
     from collections.abc import Iterable, Mapping, Sequence
@@ -161,14 +163,13 @@ class UnknownNameError(ValueError):
     def __init__(self, unknown: Sequence[str], known: Sequence[str]) -> None:
         self.unknown = tuple(unknown)
         self.known = tuple(known)
-        listed = ", ".join(repr(n) for n in self.unknown)
-        noun = "channel" if len(self.unknown) == 1 else "channels"
-        known_text = ", ".join(self.known) if self.known else "none"
-        super().__init__(f"unknown {noun} {listed} (known: {known_text})")
+        super().__init__(unknown_names_text(self.unknown, self.known))
 
 
 class Request:
-    """One parsed, valid request. ``names`` is empty for ``status`` and ``reload``.
+    """One parsed, valid request. ``names`` is empty for ``status`` and ``reload``; they
+    are the processes' own (``El_Serda`` becomes ``el_serda``: Twitch logins are
+    case-insensitive), whoever builds the request (the socket, KissBot's files).
 
     ``progress``: the client wants progress lines before the answer (start,
     stop, restart only).
@@ -185,7 +186,7 @@ class Request:
 
     def __init__(self, cmd: str, names: Iterable[str] = (), progress: bool = False) -> None:
         object.__setattr__(self, "cmd", cmd)
-        object.__setattr__(self, "names", tuple(names))
+        object.__setattr__(self, "names", tuple(process_name(n) for n in names))
         object.__setattr__(self, "progress", progress)
 
     def __setattr__(self, name: str, value: object) -> None:

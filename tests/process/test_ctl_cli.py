@@ -193,6 +193,30 @@ def test_unknown_channel_is_one_line_and_exit_1(fleet: Supervisor, args: list[st
     assert "el_serda" in line  # the known ones are listed
 
 
+def test_names_are_case_insensitive_in_every_command(fleet: Supervisor) -> None:
+    # Twitch logins are case-insensitive: El_Serda is el_serda for start as for status.
+    stop = ctl(fleet, "stop", "El_Serda")
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout.startswith("el_serda: stopped")
+    start = ctl(fleet, "start", "EL_SERDA", "Hub")
+    assert start.returncode == 0, start.stderr
+    assert re.fullmatch(
+        r"el_serda: started \(PID \d+\)\nhub: already running \(PID \d+\)\n", start.stdout
+    )
+    restart = ctl(fleet, "restart", "Morthy", "--json")
+    assert json.loads(restart.stdout)["results"][0]["name"] == "morthy"
+    assert ctl(fleet, "status", "El_Serda").returncode == 0
+    logs = ctl(fleet, "logs", "El_Serda", "-n", "1")
+    assert logs.returncode == 0, logs.stderr
+
+
+@pytest.mark.parametrize("command", ["start", "restart", "stop", "status", "events"])
+def test_a_typo_gets_the_closest_name(fleet: Supervisor, command: str) -> None:
+    result = ctl(fleet, command, "el_sreda")
+    assert result.returncode == 1
+    assert "unknown channel 'el_sreda' (did you mean el_serda?)" in one_error_line(result)
+
+
 # --- metrics and events -----------------------------------------------------------
 
 

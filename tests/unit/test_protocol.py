@@ -15,6 +15,7 @@ from kissbot_supervisor.config.paths import (
     fstype_of,
     is_tmpfs,
 )
+from kissbot_supervisor.kissbot.names import unknown_names_text
 from kissbot_supervisor.protocol import (
     MAX_LINE,
     MAX_NAMES,
@@ -307,6 +308,43 @@ def test_filter_status() -> None:
         filter_status(status, ["el_serda", "nobody", "ghost"])
     assert info.value.unknown == ("nobody", "ghost")
     assert str(info.value) == "unknown channels 'nobody', 'ghost' (known: el_serda, morthy)"
+
+
+def test_names_are_matched_case_insensitively_as_twitch_does() -> None:
+    assert Request("start", ["El_Serda", "HUB", "All"]).names == ("el_serda", "hub", "all")
+    assert parse_request(b'{"cmd":"stop","names":["MORTHY"]}').names == ("morthy",)
+    # Only ASCII is folded: KELVIN SIGN lowercases to "k" and must not become a login.
+    assert Request("stop", ["\u212aissbot"]).names == ("\u212aissbot",)
+    status = _status(None, _proc("el_serda", "running", True))
+    assert [b["channel"] for b in filter_status(status, ["EL_SERDA"])["bots"]] == ["el_serda"]
+
+
+def test_a_typo_gets_the_closest_names_not_the_whole_fleet() -> None:
+    fleet = [f"streamer_{i:03}" for i in range(300)] + ["el_serda"]
+    status = _status(None, *(_proc(n, "running", True) for n in fleet))
+    with pytest.raises(UnknownNameError) as info:
+        filter_status(status, ["el_sreda"])
+    assert str(info.value) == "unknown channel 'el_sreda' (did you mean el_serda?)"
+    with pytest.raises(UnknownNameError) as info:
+        filter_status(status, ["zzzz_qqqq"])
+    text = str(info.value)
+    assert text == (
+        "unknown channel 'zzzz_qqqq': no close name among the 301 channels "
+        "(kissbotctl status lists them)"
+    )
+    assert "streamer_000" not in text
+
+
+def test_unknown_names_text() -> None:
+    assert unknown_names_text(["hub"], ["el_serda"]) == (
+        "unknown channel 'hub' (this fleet runs no hub)"
+    )
+    assert unknown_names_text(["El_Sreda"], ["el_serda", "hub"]) == (
+        "unknown channel 'El_Sreda' (did you mean el_serda?)"
+    )
+    assert unknown_names_text(["ghost"], ["el_serda", "hub"]) == (
+        "unknown channel 'ghost' (known: el_serda)"
+    )
 
 
 # --- paths: where the control socket lives (shared by the daemon and kissbotctl) ---

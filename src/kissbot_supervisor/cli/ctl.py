@@ -43,6 +43,7 @@ import sys
 
 from .. import __version__
 from ..config.paths import CONTROL_SOCKET_ENV, SYSTEM_RUNTIME_DIR, default_control_socket
+from ..kissbot.names import process_name
 from ..protocol import (
     EXIT_NOT_ALL_RUNNING,
     EXIT_OK,
@@ -132,7 +133,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
 
 def build_parser() -> argparse.ArgumentParser:
     """kissbotctl's whole command line (the completion scripts are generated from it)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Control a running kissbot-supervisor over its control socket.",
         epilog="NAME is a channel login, 'hub' or 'all'. "
@@ -215,11 +216,35 @@ def build_parser() -> argparse.ArgumentParser:
         "(kissbotctl completion bash > /etc/bash_completion.d/kissbotctl).",
     )
     completion.add_argument("shell_name", metavar="SHELL", choices=("bash", "zsh"))
-    # No help=: hidden from the list. Prints the names a completion may offer.
-    names = sub.add_parser(COMPLETE_NAMES)
-    _add_global_options(names, suppress=True)
-    names.add_argument("for_command", nargs="?", default="status", metavar="COMMAND")
     return parser
+
+
+def _complete_names_parser() -> argparse.ArgumentParser:
+    """``kissbotctl [--socket PATH] __complete-names [COMMAND]``: the names a completion
+    script may offer. A parser of its own, not a subcommand: argparse would offer
+    a hidden subcommand among the choices of a mistyped one."""
+    parser = argparse.ArgumentParser(prog=PROG, add_help=False)
+    _add_global_options(parser, suppress=False)
+    parser.add_argument("command", choices=(COMPLETE_NAMES,))
+    parser.add_argument("for_command", nargs="?", default="status", metavar="COMMAND")
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An unknown subcommand is answered with the closest ones, not the whole list."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's own hook for a value outside `choices` (the subcommand's name).
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            import difflib
+
+            commands = list(action.choices)
+            close = difflib.get_close_matches(str(value), commands, n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise argparse.ArgumentError(
+                action, f"unknown command {value!r}{hint} (commands: {', '.join(commands)})"
+            )
+        super()._check_value(action, value)
 
 
 def _line_count(text: str) -> int | None:
@@ -439,16 +464,17 @@ def _cmd_events(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     from ..protocol import parse_event
 
     wanted: set[str] = set()
-    if args.names and "all" not in (n.lower() for n in args.names):
+    names = [process_name(n) for n in args.names]
+    if names and "all" not in names:
         # Names are checked against the fleet now (a typo is an error, not silence).
         # 'supervisor' names the supervisor's own events.
-        check = [n for n in args.names if n.lower() != "supervisor"]
+        check = [n for n in names if n != "supervisor"]
         if check:
             try:
                 filter_status(_status_object(_ask(client, build_request("status"))), check)
             except UnknownNameError as exc:
                 raise _Failure(str(exc)) from None
-        wanted = {n.lower() for n in args.names}
+        wanted = set(names)
     _ask(client, build_request("events"))
     color = not args.json and use_color(out, os.environ)
     while True:
@@ -459,7 +485,7 @@ def _cmd_events(client: Client, args: argparse.Namespace, out: TextIO) -> int:
             event = parse_event(line)
         except ProtocolError as exc:
             raise _Failure(exc.message) from None
-        if wanted and str(event.get("name", "")).lower() not in wanted:
+        if wanted and process_name(str(event.get("name", ""))) not in wanted:
             continue
         if args.json:
             out.write(json.dumps(event, ensure_ascii=False) + "\n")
@@ -623,8 +649,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run kissbotctl with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _complete_names_parser() if COMPLETE_NAMES in argv else build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors: argparse printed them
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from .. import core
 from ..core.commands import Before, result, settled, wait_limit
 from ..core.records import field, record
+from ..kissbot.names import unknown_names_text
 from ..protocol import progress_message
 from ..runtime.loop import Loop, Timer
 
@@ -112,15 +113,20 @@ class Requests:
         return result(w.cmd, name, self.core.procs.get(name), w.before[name])
 
     def _resolve(self, names: tuple[str, ...]) -> list[str] | str:
+        """The processes named (``all`` for every one), or the error text for unknown names.
+
+        The names are the processes' own already (protocol.Request folds case)."""
         known = self.core.names()
         out: list[str] = []
+        unknown: list[str] = []
         for name in names:
             if name == "all":
                 out.extend(n for n in known if n not in out)
             elif name in self.core.procs and not self.core.procs[name].removed:
                 if name not in out:
                     out.append(name)
-            else:
-                listed = ", ".join(known) or "none"
-                return f"unknown process {name!r} (known: {listed}, or all)"
+            elif name not in unknown:
+                unknown.append(name)
+        if unknown:
+            return unknown_names_text(unknown, known)
         return out
