@@ -55,7 +55,7 @@ def _header(name: str, section: int, summary: str) -> list[str]:
 
 
 def supervisor_page() -> str:
-    from .supervisor import build_parser
+    from .supervisor import EXPORT_UNITS, EXPORT_UNITS_HELP, build_parser
 
     parser = build_parser()
     lines = _header("kissbot-supervisor", 8, "supervise a KissBot Twitch bot fleet")
@@ -70,6 +70,10 @@ def supervisor_page() -> str:
         roff(parser.description or ""),
         "Channels come from KissBot's config file. It restarts what fails with a backoff, "
         "parks what keeps failing, and answers \\fBkissbotctl\\fR(1) on its control socket.",
+        ".SH COMMANDS",
+        ".TP",
+        f"\\fB{roff(EXPORT_UNITS)}\\fR \\fIDIR\\fR [\\fIOPTIONS\\fR]",
+        roff(EXPORT_UNITS_HELP[0].upper() + EXPORT_UNITS_HELP[1:] + "."),
         ".SH OPTIONS",
     ]
     for group in parser._action_groups:

@@ -41,14 +41,39 @@ def _metavar(kind: str) -> str:
     return kind.upper().replace(" ", "_")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        formatter_class=_formatter,
-        prog="kissbot-supervisor",
-        description="Supervise a KissBot fleet: the EventSub hub first, then one bot per channel.",
-        epilog="Every setting can also live under 'supervisor:' in the settings file; flags win. "
-        "See docs/configuration.md and docs/security.md.",
-    )
+PROG = "kissbot-supervisor"
+EXPORT_UNITS = "export-units"
+# The one description of the subcommand: --help, its own --help and the man page.
+EXPORT_UNITS_HELP = (
+    "write the same fleet as static systemd unit files (kissbot.slice, "
+    "kissbot-hub.service, the template kissbot-bot@.service, kissbot.target) into DIR, "
+    "for running without a resident supervisor, and exit"
+)
+
+
+def build_parser(export: bool = False) -> argparse.ArgumentParser:
+    """The daemon's command line; ``export``: that of ``kissbot-supervisor export-units``."""
+    if export:
+        parser = argparse.ArgumentParser(
+            formatter_class=_formatter,
+            prog=f"{PROG} {EXPORT_UNITS}",
+            usage="%(prog)s DIR [OPTIONS]",
+            description=EXPORT_UNITS_HELP[0].upper() + EXPORT_UNITS_HELP[1:] + ".",
+            epilog="The options are the supervisor's: the units run the fleet as it would. "
+            "Static units or the supervisor's, never both: see 'In production, under "
+            "systemd' in docs/operations.md.",
+        )
+        parser.add_argument("dir", metavar="DIR", help="where to write the unit files")
+    else:
+        parser = argparse.ArgumentParser(
+            formatter_class=_formatter,
+            prog=PROG,
+            usage=f"%(prog)s [OPTIONS]\n       %(prog)s {EXPORT_UNITS} DIR [OPTIONS]",
+            description="Supervise a KissBot fleet: the EventSub hub first, then one bot per "
+            f"channel. '{EXPORT_UNITS} DIR': {EXPORT_UNITS_HELP} ({EXPORT_UNITS} --help).",
+            epilog="Every setting can also live under 'supervisor:' in the settings file; "
+            "flags win. See docs/configuration.md and docs/security.md.",
+        )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--config",
@@ -102,13 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     export_dir = None
-    if argv[:1] == ["export-units"]:
+    if argv[:1] == [EXPORT_UNITS]:
         # `kissbot-supervisor export-units DIR [flags]`: the same config, as static units.
-        if len(argv) < 2 or argv[1].startswith("-"):
-            print("usage: kissbot-supervisor export-units DIR [flags]", file=sys.stderr)
-            return 2
-        export_dir, argv = Path(argv[1]), argv[2:]
-    args = build_parser().parse_args(argv)
+        args = build_parser(export=True).parse_args(argv[1:])
+        export_dir = Path(args.dir)
+    else:
+        args = build_parser().parse_args(argv)
     flags: dict[str, Any] = {
         dest: getattr(args, dest) for dest, *_ in setting_flags() if getattr(args, dest) is not None
     }

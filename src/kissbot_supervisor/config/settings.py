@@ -85,7 +85,8 @@ def setting(
     """Declare one setting as a dataclass field (see the module docstring)."""
     flags: tuple[str, ...] = ()
     if flag:
-        flags = (_flag_for(key), *aliases)
+        # An alias may be the derived flag itself (--hub-socket): listed once.
+        flags = tuple(dict.fromkeys((_flag_for(key), *aliases)))
     meta = SettingMeta(
         key=key,
         parse=parse,
