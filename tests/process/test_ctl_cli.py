@@ -372,14 +372,35 @@ def test_an_unsized_terminal_gets_80_columns(fleet: Supervisor) -> None:
     assert re.search(r"^el_serda +running +\d+ ", plain(raw), re.M), lines
 
 
-def test_a_long_channel_name_still_fits_80_columns(fleet: Supervisor) -> None:
+def test_a_long_channel_name_and_pids_are_never_cut(fleet: Supervisor) -> None:
     long_name = "a_very_long_channel_name1"  # 25: the longest Twitch login
     write_config(fleet.workdir, fleet_config(["el_serda", "morthy", long_name], hub=True))
     assert ctl(fleet, "reload").returncode == 0
     fleet.wait_for(rf"{long_name}: ready")
-    human = ctl(fleet, "status", COLUMNS="80")
-    assert re.search(r"^a_very_long_channel_n\S* +running ", human.stdout, re.M)  # maybe cut: …
-    assert all(len(line) <= 80 for line in human.stdout.splitlines())
+    pids = [str(b["pid"]) for b in fleet.status()["bots"]]
+    for columns in (60, 80, 120):
+        # Less needed columns make room: the channel name and the PID are never cut.
+        human = ctl(fleet, "status", COLUMNS=str(columns))
+        assert re.search(rf"^{long_name} +running +\d+", human.stdout, re.M), human.stdout
+        assert all(pid in human.stdout for pid in pids)
+        assert "…" not in human.stdout.split("CHANNEL", 1)[1]
+        assert all(len(line) <= columns for line in human.stdout.splitlines())
+
+
+@pytest.mark.parametrize(("encoding", "dot"), [("latin-1", "·"), ("ascii", "|")])
+def test_a_terminal_that_is_not_utf8_gets_ascii(fleet: Supervisor, encoding: str, dot: str) -> None:
+    human = subprocess.run(
+        [KISSBOTCTL, "--socket", str(fleet.control), "status"],
+        env=ctl_env(PYTHONIOENCODING=encoding),
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert human.returncode == 0, human.stderr
+    assert human.stderr == b""
+    out = human.stdout.decode(encoding)
+    assert out.startswith("== KissBot supervisor ==")  # what the encoding lacks, as ASCII
+    assert re.search(rf"^backend native \{dot} PID \d+", out, re.M)  # what it has, as is
 
 
 # --- help and completion ------------------------------------------------------------

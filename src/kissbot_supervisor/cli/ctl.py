@@ -53,7 +53,7 @@ from ..protocol import (
 )
 from ..status import exit_code_for_status, filter_status
 from .client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
-from .render import format_event, progress_text, render_status, use_color
+from .render import fit_stream, format_event, progress_text, render_status, use_color
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
@@ -650,6 +650,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run kissbotctl with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    for stream in (sys.stdout, sys.stderr):
+        fit_stream(stream)  # a terminal that is not UTF-8 gets ASCII, not a traceback
     parser = _complete_names_parser() if COMPLETE_NAMES in argv else build_parser()
     try:
         args = parser.parse_args(argv)

@@ -19,7 +19,8 @@ HUB = "hub"
 
 # Twitch logins: 4 to 25 of a-z, 0-9 and underscore. Twitch treats them
 # case-insensitively and KissBot stores them lowercased.
-LOGIN_RE = re.compile(r"[a-z0-9_]{4,25}")
+LOGIN_MAX = 25
+LOGIN_RE = re.compile(rf"[a-z0-9_]{{4,{LOGIN_MAX}}}")
 LOGIN_RULE = "is not a Twitch login (4-25 of a-z, 0-9, _)"
 # KissBot's own default for bot.name.
 DEFAULT_BOT_LOGIN = "serda_bot"
