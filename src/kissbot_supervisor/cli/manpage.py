@@ -114,7 +114,11 @@ def supervisor_page() -> str:
         "\\fBquit\\fR stops the fleet. SIGHUP re\\-reads the config; a broken one changes nothing.",
         ".SH EXIT STATUS",
         "0 after a clean stop; 1 on an error while running; 2 for a config that cannot "
-        "be used (the message names the file, the key and what was expected).",
+        "be used (the message names the file, the key and what was expected). "
+        "With \\fB\\-\\-check\\-config\\fR: 0 when everything would start, 1 when "
+        "something would fail here (a missing program or script, a directory the bots "
+        "cannot write, a token that blocks a start: one line each on stderr), 2 for a "
+        "config that cannot be used.",
         ".SH SEE ALSO",
         "\\fBkissbotctl\\fR(1), \\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1)",
     ]

@@ -105,7 +105,10 @@ def build_parser(export: bool = False) -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="check the config file and the token source, print the fleet, and exit",
+        help="check the config file, the token source and what a start needs here (the "
+        "programs, the directories the bots write, the tokens), print the fleet, and exit: "
+        "0 when everything would start, 1 when something would fail (said on stderr), 2 "
+        "for a config that cannot be used",
     )
     group = parser.add_argument_group("settings (see docs/configuration.md)")
     for dest, flags, boolean, kind, help_text in setting_flags():
@@ -155,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_config:
             from ..daemon.startup import check_config
 
-            print(check_config(launch))
-            return 0
+            text, problems = check_config(launch)
+            print(text)
+            for problem in problems:
+                print(f"kissbot-supervisor: would fail: {problem}", file=sys.stderr)
+            return 1 if problems else 0
         if export_dir is not None:
             from ..daemon.startup import export_static_units
 

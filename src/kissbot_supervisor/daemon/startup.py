@@ -16,15 +16,21 @@ from .launch import LaunchOptions, StartupError, load_launch
 from .supervisor import Supervisor
 
 
-def check_config(launch: LaunchOptions) -> str:
-    """``--check-config``: what would run, or StartupError."""
+def check_config(launch: LaunchOptions) -> tuple[str, list[str]]:
+    """``--check-config``: what would run, and what of it would fail here (see
+    :mod:`.preflight`); StartupError for a config that cannot be used at all."""
+    from .preflight import preflight
+    from .supervisor import bots_owner
+
     cfg, specs = load_launch(launch)
     lines = [f"{cfg.config_file}: OK, {len(cfg.channels)} channels"]
     if cfg.settings_file is not None:
         lines.append(f"{cfg.settings_file}: OK, the supervisor's settings")
-    lines += [f"note: {note}" for note in cfg.notes]
+    owner = None if cfg.settings.backend == "native" else bots_owner(cfg.settings)
+    problems, notes = preflight(cfg, specs, owner)
+    lines += [f"note: {note}" for note in (*cfg.notes, *notes)]
     lines += [f"  {spec.name}: {' '.join(spec.argv)}" for spec in specs]
-    return "\n".join(lines)
+    return "\n".join(lines), problems
 
 
 def choose_backend(wanted: str, log: Log) -> str:
