@@ -288,6 +288,22 @@ def test_ctrl_c_in_the_supervisors_prompt_leaves_the_fleet_running(
     wait_until(lambda: not any(pid_alive(p) for p in pids), what="the fleet gone")
 
 
+def test_a_prompt_that_ends_is_reaped_and_ctrl_c_stops_again(
+    tmp_path: Path, terminals: list[PtyProgram]
+) -> None:
+    term, control = supervisor_on_a_terminal(tmp_path, terminals, ["only_bot"])
+    prompt = prompt_of(term.proc.pid)
+    os.kill(prompt, signal.SIGHUP)  # what a closed terminal sends it
+    # Reaped by the supervisor, not left a zombie for its whole life.
+    wait_until(lambda: not Path(f"/proc/{prompt}").exists(), what="the prompt reaped")
+    assert pids_of(status_of(control))  # the fleet goes on
+    # No prompt to leave it to any more: Ctrl-C stops the supervisor, as without one.
+    mark = term.mark()
+    term.send(CTRL_C)
+    term.expect(r"supervisor: stopped", since=mark)
+    assert term.wait() == 0
+
+
 def test_ctrl_c_without_a_prompt_stops_the_supervisor(
     tmp_path: Path, terminals: list[PtyProgram]
 ) -> None:

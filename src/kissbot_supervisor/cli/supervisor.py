@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     prompt = Prompt(pid, supervisor.helpers) if pid is not None else None
     if prompt is not None:
         supervisor.helpers.add(prompt.pid)  # ours: not an orphan to end (runtime/reaper.py)
-        supervisor.interrupt_is_for_prompt = prompt.alive
+        supervisor.prompt_alive = prompt.alive
     try:
         return supervisor.run()
     finally:

@@ -162,11 +162,13 @@ class Supervisor:
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
         # Orphans among the fleet's processes are handed to us and ended (runtime/reaper.py).
         self.helpers: set[int] = set()  # children started outside the daemon (the prompt)
-        # Whether a SIGINT is the operator's Ctrl-C meant for our prompt (cli/supervisor.py
-        # says, while one runs): the terminal sends it to its whole foreground process
-        # group, this process included, and it must end the prompt's command or clear
-        # its line, not stop the fleet. quit, SIGTERM and a SIGINT without a prompt do.
-        self.interrupt_is_for_prompt: Callable[[], bool] = lambda: False
+        # Whether our prompt child still runs (cli/supervisor.py sets it when there is
+        # one; asking reaps a prompt that has ended). While it runs, a SIGINT is the
+        # operator's Ctrl-C meant for it: the terminal sends it to its whole foreground
+        # process group, this process included, and it must end the prompt's command or
+        # clear its line, not stop the fleet. quit, SIGTERM and a SIGINT without a
+        # prompt do.
+        self.prompt_alive: Callable[[], bool] = lambda: False
         self.reaper = Reaper(self.loop, self.log, self._started_children)
         self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
@@ -315,7 +317,7 @@ class Supervisor:
         return 0
 
     def _on_interrupt(self) -> None:
-        if not self.interrupt_is_for_prompt():
+        if not self.prompt_alive():
             self._on_stop_signal()
 
     def _on_stop_signal(self) -> None:
@@ -342,6 +344,9 @@ class Supervisor:
         self.reload()
 
     def _started_children(self) -> set[int]:
+        # Asked at every SIGCHLD (the reaper's sweep): a prompt that has ended (its
+        # terminal closed) is reaped then, not left a zombie for the daemon's life.
+        self.prompt_alive()
         return self.backend.child_pids() | self.observer.child_pids() | self.helpers
 
     def close(self) -> None:
