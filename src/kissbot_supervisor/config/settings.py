@@ -543,7 +543,8 @@ class Settings:
         "logs.dir",
         "logs/supervisor",
         path_text,
-        "Where the native backend writes one log file per process, relative to the workdir.",
+        "Where the native backend writes one log file per process, and the supervisor's "
+        "own (kissbot-supervisor.log), relative to the workdir.",
         "path",
     )
     logs_max_bytes: int = setting(

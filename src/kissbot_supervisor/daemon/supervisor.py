@@ -25,7 +25,7 @@ from ..kissbot.filecommands import FileInterfaces, bot_states
 from ..kissbot.names import KISSBOT_DIRS
 from ..observe.observer import Observer
 from ..protocol import ALARMS
-from ..runtime.fs import ensure_private_dir, make_dirs, read_regular, write_atomically
+from ..runtime.fs import base_of, ensure_private_dir, make_dirs, read_regular, write_atomically
 from ..runtime.log import Log
 from ..runtime.loop import Loop, Timer
 from ..runtime.reaper import Reaper
@@ -44,12 +44,15 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..backends.native.backend import NativeBackend
+    from ..backends.native.logfiles import LogFile
     from ..backends.systemd.backend import SystemdBackend
     from ..status import Status
 
     Backend = NativeBackend | SystemdBackend
 
 
+# The supervisor's own log file in the processes' logs directory (native backend).
+SUPERVISOR_LOG = "kissbot-supervisor.log"
 # The jobs of the supervisor's own unit that bring it back at once (see _on_stop_signal).
 RESTART_JOBS = frozenset({"restart", "try-restart", "reload-or-restart", "reload-or-try-restart"})
 
@@ -123,6 +126,7 @@ class Supervisor:
                 )
         self.core = core.Core(build_specs(cfg), self._policy(cfg))
         self.backend: Backend = self._make_backend()
+        self._log_file = self._keep_own_log() if backend_kind == "native" else None
         self.requests = Requests(
             self.loop,
             self.core,
@@ -172,6 +176,24 @@ class Supervisor:
         self.reaper = Reaper(self.loop, self.log, self._started_children)
         self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
+
+    def _keep_own_log(self) -> LogFile:
+        """Our own log, also in a file next to the processes' logs (native backend: a
+        background run's stderr goes nowhere; under systemd journald keeps it), rotated
+        as they are. Its name cannot be a channel's: a login has no '-'."""
+        from ..backends.native.logfiles import LogFile
+
+        s = self.cfg.settings
+        logs_dir = self.cfg.resolve(s.logs_dir)
+        file = LogFile(
+            logs_dir / SUPERVISOR_LOG,
+            s.logs_max_bytes,
+            s.logs_backups,
+            lambda message: self.log.warning("supervisor", message),
+            base=base_of(logs_dir, self.cfg.workdir),
+        )
+        self.log.add_sink(lambda line: file.write_chunk(line.encode() + b"\n", time.time()))
+        return file
 
     def _policy(self, cfg: Config) -> core.Policy:
         return build_policy(cfg, backend_watchdog=self.backend_kind == "systemd")
@@ -367,6 +389,8 @@ class Supervisor:
         except OSError:
             pass
         self.log.info("supervisor", "stopped")
+        if self._log_file is not None:
+            self._log_file.close()
 
     def _write_pidfile(self) -> None:
         try:
