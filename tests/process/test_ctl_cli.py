@@ -458,6 +458,7 @@ def test_bash_completion(fleet: Supervisor) -> None:
         "--help",
         "--version",
         "--socket",
+        "--workdir",
         "--timeout",
     ]
     assert bash_complete(script, [KISSBOTCTL, "restart", ""], env) == [
@@ -523,10 +524,10 @@ def test_zsh_completion(fleet: Supervisor) -> None:
         "-h",
         "--help",
         "--socket",
+        "--workdir",
         "--timeout",
         "-n",
         "--lines",
         "-f",
         "--follow",
-        "--workdir",
     ]

@@ -13,6 +13,8 @@ from kissbot_supervisor.config.paths import (
     default_control_socket,
     default_runtime_dir,
     fstype_of,
+    instance_name,
+    instance_runtime_dir,
     is_tmpfs,
 )
 from kissbot_supervisor.kissbot.names import unknown_names_text
@@ -420,6 +422,21 @@ def test_default_control_socket() -> None:
     )
     env["KISSBOT_CONTROL_SOCKET"] = "/srv/kb/ctl.sock"
     assert default_control_socket(env, 1000) == Path("/srv/kb/ctl.sock")
+
+
+def test_each_workdir_has_its_own_runtime_dir_but_a_service_keeps_systemds() -> None:
+    env = {"XDG_RUNTIME_DIR": "/run/user/1000"}
+    first = instance_runtime_dir(Path("/home/ops/kissbot"), env, 1000)
+    second = instance_runtime_dir(Path("/srv/kissbot"), env, 1000)
+    assert first.parent == second.parent == Path("/run/user/1000/kissbot-supervisor")
+    assert first.name.startswith("kissbot-")  # readable in ls
+    assert first != second  # two checkouts named alike differ
+    assert first == instance_runtime_dir(Path("/home/ops/kissbot"), env, 1000)  # stable
+    assert instance_name(Path("/srv/Kiss bot")).startswith("Kiss_bot-")  # a plain file name
+    assert len(instance_name(Path("/" + "x" * 300))) == 32 + 9
+    # One service, one supervisor: systemd's RuntimeDirectory= as it is.
+    service = {"RUNTIME_DIRECTORY": "/run/kissbot-supervisor"}
+    assert instance_runtime_dir(Path("/srv/kissbot"), service, 0) == Path("/run/kissbot-supervisor")
 
 
 def test_encode_of_a_status_is_one_line_json() -> None:

@@ -42,7 +42,13 @@ import os
 import sys
 
 from .. import __version__
-from ..config.paths import CONTROL_SOCKET_ENV, SYSTEM_RUNTIME_DIR, default_control_socket
+from ..config.paths import (
+    CONTROL_SOCKET_ENV,
+    SYSTEM_RUNTIME_DIR,
+    default_control_socket,
+    instance_name,
+    instance_sockets,
+)
 from ..kissbot.names import process_name
 from ..protocol import (
     EXIT_NOT_ALL_RUNNING,
@@ -122,6 +128,14 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         help=f"control socket (default: ${CONTROL_SOCKET_ENV}, else RUNTIME_DIR/control.sock)",
     )
     parser.add_argument(
+        "--workdir",
+        metavar="DIR",
+        default=default,
+        help="the KissBot root whose supervisor to talk to, when several run on this host "
+        "(default: the current directory, else the only one running); logs reads its log "
+        "files when no supervisor runs",
+    )
+    parser.add_argument(
         "--timeout",
         metavar="SEC",
         type=_seconds,
@@ -188,11 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument(
         "-f", "--follow", action="store_true", help="then print new lines as they come (Ctrl-C)"
     )
-    logs.add_argument(
-        "--workdir",
-        metavar="DIR",
-        help="the KissBot root whose log files to read when the supervisor is not running",
-    )
     # Journal files of another system (journalctl -D): for tests run from the host.
     logs.add_argument("--journal-dir", metavar="DIR", help=argparse.SUPPRESS)
     events = add(
@@ -256,21 +265,58 @@ def _line_count(text: str) -> int | None:
     return int(text)
 
 
-def _default_socket(env: Mapping[str, str]) -> str:
+def _default_socket(env: Mapping[str, str], workdir: str | None = None) -> str:
     """The socket when --socket is not given.
 
-    A user other than root gets a path under their own runtime directory, but
-    a system supervisor (run by systemd as root) listens under /run. When the
-    user's path does not exist and the system one does, use the system one.
+    ``$KISSBOT_CONTROL_SOCKET``; else the supervisor of ``workdir`` (default: the
+    current directory or one above it), which has a runtime directory of its own
+    named after it (config/paths.py); else the one supervisor that answers here,
+    in a directory of its own or a service's (``/run/kissbot-supervisor``: a user
+    other than root looks there too); several are an error that names them.
     """
+    from pathlib import Path
+
     explicit = env.get(CONTROL_SOCKET_ENV)
     if explicit:
         return explicit
     primary = default_control_socket(env)
-    system = SYSTEM_RUNTIME_DIR / primary.name
-    if primary != system and not _exists(str(primary)) and _exists(str(system)):
-        return str(system)
+    shared = [primary.parent]
+    if primary.parent != SYSTEM_RUNTIME_DIR:
+        shared.append(SYSTEM_RUNTIME_DIR)
+    start = Path(workdir or os.getcwd()).resolve()
+    for directory in [start] if workdir else [start, *start.parents]:
+        for base in shared:
+            mine = base / instance_name(directory) / primary.name
+            if _exists(str(mine)):
+                return str(mine)
+    candidates = [base / primary.name for base in shared]
+    candidates += [s for base in shared for s in instance_sockets(base)]
+    live = [str(c) for c in candidates if _answers(str(c))]
+    if len(live) == 1:
+        return live[0]
+    if len(live) > 1:
+        raise _Failure(
+            f"{len(live)} supervisors run on this host ({', '.join(live)}) and none for "
+            f"{start}; say which: --workdir DIR (its KissBot root) or --socket PATH"
+        )
     return str(primary)
+
+
+def _answers(path: str) -> bool:
+    """Whether a supervisor listens there (a stale socket file refuses at once)."""
+    import socket
+
+    if not _exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(COMPLETE_TIMEOUT)
+        try:
+            probe.connect(path)
+        except PermissionError:
+            return True  # there, but ours to be refused when we talk to it
+        except OSError:
+            return False
+    return True
 
 
 def _exists(path: str) -> bool:
@@ -499,8 +545,8 @@ def _cmd_complete_names(args: argparse.Namespace, out: TextIO) -> int:
     extra = NAME_COMMANDS.get(args.for_command)
     if extra is None:
         return EXIT_OK
-    client = Client(args.socket or _default_socket(os.environ), COMPLETE_TIMEOUT)
     try:
+        client = Client(args.socket or _default_socket(os.environ, args.workdir), COMPLETE_TIMEOUT)
         with client:
             status = _status_object(_ask(client, build_request("status")))
     except (ControlError, _Failure):
@@ -609,7 +655,7 @@ def _may_read_system_journal() -> bool:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    socket_path = args.socket or _default_socket(os.environ)
+    socket_path = args.socket or _default_socket(os.environ, args.workdir)
     return Client(socket_path, args.timeout or DEFAULT_TIMEOUT)
 
 
@@ -626,7 +672,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "shell":
         from .shell import run_shell
 
-        socket_path = args.socket or _default_socket(os.environ)
+        socket_path = args.socket or _default_socket(os.environ, args.workdir)
         return run_shell(socket_path, args.timeout, args.supervisor_pid)
     client = _client(args)
     try:

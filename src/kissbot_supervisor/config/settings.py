@@ -356,8 +356,10 @@ class Settings:
         None,
         optional_path,
         "Directory for the notify socket, the control socket and credential files; it "
-        "should be on tmpfs. Default: `$RUNTIME_DIRECTORY`, else `/run/kissbot-supervisor` "
-        "for root when /run is tmpfs, else `$XDG_RUNTIME_DIR/kissbot-supervisor`, else "
+        "should be on tmpfs, and one supervisor holds it at a time. Default: "
+        "`$RUNTIME_DIRECTORY` (under systemd), else a directory of this workdir's own "
+        "(named after it) in `/run/kissbot-supervisor` for root when /run is tmpfs, else "
+        "in `$XDG_RUNTIME_DIR/kissbot-supervisor`, else in "
         "`/dev/shm/kissbot-supervisor-UID`.",
         "path",
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import __version__, core
 from ..config.load import Config, ConfigError
-from ..config.paths import default_runtime_dir
+from ..config.paths import default_runtime_dir, instance_runtime_dir
 from ..config.settings import Settings
 from ..config.specs import build_policy, build_specs
 from ..kissbot.filecommands import FileInterfaces, bot_states
@@ -26,6 +26,7 @@ from ..kissbot.names import KISSBOT_DIRS
 from ..observe.observer import Observer
 from ..protocol import ALARMS
 from ..runtime.fs import base_of, ensure_private_dir, make_dirs, read_regular, write_atomically
+from ..runtime.instance import claim_runtime_dir
 from ..runtime.log import Log
 from ..runtime.loop import Loop, Timer
 from ..runtime.reaper import Reaper
@@ -104,9 +105,18 @@ class Supervisor:
         self._timer: Timer | None = None
         self._timer_at: float | None = None
         s = cfg.settings
-        self.runtime_dir = Path(s.runtime_dir) if s.runtime_dir else default_runtime_dir()
-        self.runtime_dir = cfg.resolve(self.runtime_dir)
+        if s.runtime_dir:
+            self.runtime_dir = cfg.resolve(Path(s.runtime_dir))
+        else:  # the workdir's own, inside the shared one (config/paths.py)
+            shared = default_runtime_dir()
+            self.runtime_dir = instance_runtime_dir(cfg.workdir)
+            if self.runtime_dir != shared:
+                # The shared one too: whoever owns it could swap ours inside it.
+                ensure_private_dir(shared)
         ensure_private_dir(self.runtime_dir)  # ours alone, or no start (runtime/fs.py)
+        # And ours only while we run: never a second supervisor's (runtime/instance.py).
+        # The descriptor stays open for the process's life; the kernel frees the lock.
+        self._instance_lock = claim_runtime_dir(self.runtime_dir, cfg.workdir)
         self.control_path = (
             cfg.resolve(s.control_socket) if s.control_socket else self.runtime_dir / "control.sock"
         )
