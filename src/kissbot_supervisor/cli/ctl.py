@@ -438,12 +438,14 @@ class _Progress:
         self.started = self._clock()
         self.limit = 0.0  # seconds from the start the supervisor waits at most
         self.waiting: list[str] = []
+        self.done: list[Mapping[str, Any]] = []  # results said so far, in order
         self.total = 0
 
     def __call__(self, progress: Mapping[str, Any] | None) -> None:
         now = self._clock()
         if progress is not None:
             self.waiting = [str(n) for n in progress.get("waiting") or []]
+            self.done += [r for r in progress.get("done") or [] if isinstance(r, dict)]
             self.total = max(self.total, len(self.waiting))
             self.limit = now - self.started + float(progress.get("wait_sec") or 0)
         if self.shown and self.waiting:
@@ -470,6 +472,15 @@ def _cmd_named(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     progress = _Progress(args.command, sys.stderr)
     try:
         response = client.request(request, progress)
+    except ControlError as exc:
+        if not progress.total:
+            raise
+        # The outcomes said before the supervisor went quiet are known: each one, then
+        # which are not.
+        if not args.json:
+            out.write("".join(_result_line(r) + "\n" for r in progress.done))
+        waiting = ", ".join(progress.waiting) or "none"
+        raise _Failure(f"{exc.message}; no outcome for: {waiting}") from None
     finally:
         progress.clear()
     if response.get("ok") is not True:
