@@ -125,7 +125,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         "--socket",
         metavar="PATH",
         default=default,
-        help=f"control socket (default: ${CONTROL_SOCKET_ENV}, else RUNTIME_DIR/control.sock)",
+        help=f"control socket (default: ${CONTROL_SOCKET_ENV}, else that of the supervisor "
+        "of --workdir, else the only one running)",
     )
     parser.add_argument(
         "--workdir",
