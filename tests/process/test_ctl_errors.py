@@ -121,7 +121,10 @@ class CannedServer:
                 line, buffer = buffer.split(b"\n", 1)
                 request = json.loads(line)
                 self.requests.append(request)
-                answer = self.answers.get(request.get("cmd"), CLOSE)
+                cmd = request.get("cmd")
+                # "CMD+progress": the answer to a request that asks for progress lines.
+                answer = self.answers.get(f"{cmd}+progress" if request.get("progress") else "")
+                answer = answer or self.answers.get(cmd, CLOSE)
                 if answer == CLOSE:
                     return
                 if answer == HANG:
@@ -505,6 +508,22 @@ def test_a_supervisor_that_breaks_its_word_on_the_wait_is_one_line_and_exit_1(
     assert "it said it would answer within 0.4 s, and 1 s more have passed" in line
     assert line.endswith("; no outcome for: morthy")
     assert proc.stdout == "el_serda: started (PID 7)\n"  # what was said is not lost
+
+
+def test_a_supervisor_that_knows_no_progress_is_asked_again_without(
+    serve: Callable[[dict[str, bytes]], CannedServer],
+) -> None:
+    # What an older supervisor (mid-upgrade) says to the key it does not know.
+    refusal = {"ok": False, "error": "unknown key 'progress' in the request (allowed: cmd, names)"}
+    result = {"name": "el_serda", "result": "started", "pid": 3, "state": "running"}
+    server = serve({"start+progress": _line(refusal), "start": _results(result)})
+    proc = run_ctl("--socket", str(server.path), "start", "el_serda")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "el_serda: started (PID 3)\n"
+    assert server.requests == [
+        {"cmd": "start", "names": ["el_serda"], "progress": True},
+        {"cmd": "start", "names": ["el_serda"]},
+    ]
 
 
 @pytest.mark.parametrize("command", ["stop", "restart"])

@@ -53,6 +53,7 @@ from ..kissbot.names import process_name
 from ..protocol import (
     EXIT_NOT_ALL_RUNNING,
     EXIT_OK,
+    PROGRESS,
     ProtocolError,
     UnknownNameError,
     build_request,
@@ -484,6 +485,10 @@ def _cmd_named(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         raise _Failure(f"{exc.message}; no outcome for: {waiting}") from None
     finally:
         progress.clear()
+    if str(response.get("error", "")).startswith(f"unknown key {PROGRESS!r}"):
+        # A supervisor older than this kissbotctl (an upgrade under way) knows no
+        # progress lines: asked as it understands, within --timeout as it used to be.
+        response = client.request(build_request(args.command, args.names))
     if response.get("ok") is not True:
         raise _Failure(str(response.get("error") or "the supervisor refused the request"))
     results = response.get("results")
