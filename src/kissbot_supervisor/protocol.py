@@ -7,12 +7,27 @@ requests.
 Requests::
 
     {"cmd": "status"}
-    {"cmd": "start" | "stop" | "restart", "names": [NAME, ...]}
+    {"cmd": "start" | "stop" | "restart", "names": [NAME, ...], "progress": BOOL}
     {"cmd": "reload"}
     {"cmd": "metrics"}
     {"cmd": "events"}
 
-A NAME is a channel login, ``hub`` or ``all``.
+A NAME is a channel login, ``hub`` or ``all``; the supervisor matches
+channels case-insensitively, as Twitch does.
+
+``start``, ``stop`` and ``restart`` are answered once the named processes
+have settled, which may take a while (a bot's ``start_timeout_sec``). With
+``"progress": true`` (optional, default false) the supervisor first says how
+long it will wait, then reports each process as it settles, in lines of their
+own before the response::
+
+    {"progress": {"wait_sec": SECONDS, "waiting": [NAME, ...], "done": [RESULT, ...]}}
+
+``wait_sec`` is how long from now the supervisor may still wait before it
+answers with the state so far: a client waits that long (plus its own margin
+for the answer to travel), not a guess of its own. ``waiting`` lists the names
+not settled yet, ``done`` the results that settled since the last such line
+(the first one's is empty), shaped like the entries of the final ``results``.
 
 Responses are ``{"ok": true, ...}`` (``status``; ``results``; ``changes``;
 ``metrics``, the Prometheus text exposition as one string) or
@@ -41,6 +56,8 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 
+from .kissbot.names import process_name, unknown_names_text
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
     from collections.abc import Iterable, Mapping, Sequence
@@ -56,6 +73,7 @@ __all__ = [
     "MAX_NAMES",
     "MAX_RESPONSE",
     "NAMED_COMMANDS",
+    "PROGRESS",
     "NoteKind",
     "ProtocolError",
     "Request",
@@ -63,9 +81,11 @@ __all__ = [
     "build_request",
     "encode",
     "error_response",
+    "is_progress",
     "parse_event",
     "parse_request",
     "parse_response",
+    "progress_message",
 ]
 
 # A request line, newline included, is at most this many bytes.
@@ -120,7 +140,9 @@ ALARMS = frozenset(
         NoteKind.STALLED,
     }
 )
-_KEYS = ("cmd", "names")
+_KEYS = ("cmd", "names", "progress")
+# The key of the lines that come before the answer of a command that waits.
+PROGRESS = "progress"
 _EXPECTED_CMD = "one of: " + ", ".join(COMMANDS)
 _NAMES_RULE = "a list of channel logins, 'hub' or 'all'"
 
@@ -143,27 +165,31 @@ class UnknownNameError(ValueError):
     def __init__(self, unknown: Sequence[str], known: Sequence[str]) -> None:
         self.unknown = tuple(unknown)
         self.known = tuple(known)
-        listed = ", ".join(repr(n) for n in self.unknown)
-        noun = "channel" if len(self.unknown) == 1 else "channels"
-        known_text = ", ".join(self.known) if self.known else "none"
-        super().__init__(f"unknown {noun} {listed} (known: {known_text})")
+        super().__init__(unknown_names_text(self.unknown, self.known))
 
 
 class Request:
-    """One parsed, valid request. ``names`` is empty for ``status`` and ``reload``.
+    """One parsed, valid request. ``names`` is empty for ``status`` and ``reload``; they
+    are the processes' own (``El_Serda`` becomes ``el_serda``: Twitch logins are
+    case-insensitive), whoever builds the request (the socket, KissBot's files).
+
+    ``progress``: the client wants progress lines before the answer (start,
+    stop, restart only).
 
     A small hand-written value class rather than a dataclass: ``dataclasses``
     pulls in ``inspect``, which would double kissbotctl's import time.
     """
 
-    __slots__ = ("cmd", "names")
+    __slots__ = ("cmd", "names", "progress")
 
     cmd: str
     names: tuple[str, ...]
+    progress: bool
 
-    def __init__(self, cmd: str, names: Iterable[str] = ()) -> None:
+    def __init__(self, cmd: str, names: Iterable[str] = (), progress: bool = False) -> None:
         object.__setattr__(self, "cmd", cmd)
-        object.__setattr__(self, "names", tuple(names))
+        object.__setattr__(self, "names", tuple(process_name(n) for n in names))
+        object.__setattr__(self, "progress", progress)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Request is immutable (cannot set {name!r})")
@@ -171,18 +197,22 @@ class Request:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
             return NotImplemented
-        return (self.cmd, self.names) == (other.cmd, other.names)
+        return (self.cmd, self.names, self.progress) == (other.cmd, other.names, other.progress)
 
     def __hash__(self) -> int:
-        return hash((self.cmd, self.names))
+        return hash((self.cmd, self.names, self.progress))
 
     def __repr__(self) -> str:
-        return f"Request(cmd={self.cmd!r}, names={self.names!r})"
+        extra = ", progress=True" if self.progress else ""
+        return f"Request(cmd={self.cmd!r}, names={self.names!r}{extra})"
 
     def to_obj(self) -> dict[str, Any]:
         """The request as the JSON object sent on the wire."""
         if self.cmd in NAMED_COMMANDS:
-            return {"cmd": self.cmd, "names": list(self.names)}
+            obj: dict[str, Any] = {"cmd": self.cmd, "names": list(self.names)}
+            if self.progress:
+                obj[PROGRESS] = True
+            return obj
         return {"cmd": self.cmd}
 
 
@@ -219,9 +249,13 @@ def _validate(obj: object) -> Request:
     if cmd not in COMMANDS:
         raise ProtocolError(f"unknown command {cmd!r} (expected {_EXPECTED_CMD})")
     if cmd not in NAMED_COMMANDS:
-        if "names" in obj:
-            raise ProtocolError(f'{cmd!r} takes no "names"')
+        for key in ("names", PROGRESS):
+            if key in obj:
+                raise ProtocolError(f'{cmd!r} takes no "{key}"')
         return Request(cmd)
+    progress = obj.get(PROGRESS, False)
+    if not isinstance(progress, bool):
+        raise ProtocolError(f'"{PROGRESS}" must be true or false; got {_type_name(progress)}')
     if "names" not in obj:
         raise ProtocolError(f'{cmd!r} needs "names": {_NAMES_RULE}')
     names = obj["names"]
@@ -235,7 +269,7 @@ def _validate(obj: object) -> Request:
         if not isinstance(name, str) or not name:
             got = "an empty string" if name == "" else _type_name(name)
             raise ProtocolError(f'"names"[{index}] must be a non-empty string; got {got}')
-    return Request(cmd, names)
+    return Request(cmd, names, progress)
 
 
 def parse_request(line: bytes) -> Request:
@@ -266,12 +300,28 @@ def parse_request(line: bytes) -> Request:
     return _validate(obj)
 
 
-def build_request(cmd: str, names: Sequence[str] = ()) -> dict[str, Any]:
+def build_request(cmd: str, names: Sequence[str] = (), progress: bool = False) -> dict[str, Any]:
     """The wire object for a request, checked by the same rules the daemon applies."""
     obj: dict[str, Any] = {"cmd": cmd}
     if cmd in NAMED_COMMANDS or names:
         obj["names"] = list(names)
+    if progress:
+        obj[PROGRESS] = True
     return _validate(obj).to_obj()
+
+
+def progress_message(
+    wait_sec: float, waiting: Sequence[str], done: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """A progress line's object (see the module's documentation)."""
+    return {
+        PROGRESS: {"wait_sec": round(wait_sec, 3), "waiting": list(waiting), "done": list(done)}
+    }
+
+
+def is_progress(message: Mapping[str, Any]) -> bool:
+    """Whether a message is a progress line, not the answer itself."""
+    return PROGRESS in message and "ok" not in message
 
 
 def encode(obj: Mapping[str, Any]) -> bytes:
@@ -284,10 +334,12 @@ def error_response(message: str) -> dict[str, Any]:
     return {"ok": False, "error": message}
 
 
-def parse_response(line: bytes) -> dict[str, Any]:
+def parse_response(line: bytes, *, progress: bool = False) -> dict[str, Any]:
     """Decode one response line; raise :class:`ProtocolError` unless it is an object with ``ok``.
 
     An ``ok: false`` response is returned, not raised: it is a valid answer.
+    With ``progress`` (a request that asked for it), a progress line is returned
+    too, once checked (:func:`is_progress` tells it from the answer).
     """
     try:
         obj = json.loads(line.decode("utf-8"))
@@ -301,10 +353,30 @@ def parse_response(line: bytes) -> dict[str, Any]:
         raise ProtocolError("the supervisor's answer is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"the supervisor's answer is {_type_name(obj)}, not a JSON object")
+    if progress and is_progress(obj):
+        return _checked_progress(obj)
     if not isinstance(obj.get("ok"), bool):
         raise ProtocolError('the supervisor\'s answer has no boolean "ok"')
     if obj["ok"] is False and not isinstance(obj.get("error"), str):
         raise ProtocolError('the supervisor\'s error answer has no "error" text')
+    return obj
+
+
+def _checked_progress(obj: dict[str, Any]) -> dict[str, Any]:
+    body = obj[PROGRESS]
+    ok = (
+        isinstance(body, dict)
+        and isinstance(body.get("wait_sec"), (int, float))
+        and not isinstance(body.get("wait_sec"), bool)
+        and isinstance(body.get("waiting"), list)
+        and isinstance(body.get("done"), list)
+        and all(isinstance(r, dict) for r in body["done"])
+    )
+    if not ok:
+        raise ProtocolError(
+            "the supervisor sent a progress line without a number wait_sec and the lists "
+            "waiting and done"
+        )
     return obj
 
 

@@ -11,7 +11,7 @@ readers (:func:`exit_code_for_status`, :func:`filter_status`) serve kissbotctl.
 
 from __future__ import annotations
 
-from .kissbot.names import HUB
+from .kissbot.names import HUB, process_name
 from .protocol import ALL, EXIT_NOT_ALL_RUNNING, EXIT_OK, UnknownNameError
 
 TYPE_CHECKING = False
@@ -109,7 +109,7 @@ def _bot_keys(bot: Mapping[str, Any]) -> set[str]:
     for field in ("name", "channel"):
         value = bot.get(field)
         if isinstance(value, str):
-            keys.add(value.lower())
+            keys.add(process_name(value))
     return keys
 
 
@@ -125,7 +125,7 @@ def filter_status(status: Mapping[str, Any], names: Sequence[str]) -> dict[str, 
     match nothing.
     """
     result = dict(status)
-    wanted = [n.lower() for n in names]
+    wanted = [process_name(n) for n in names]
     if not wanted or ALL in wanted:
         return result
     bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]

@@ -193,6 +193,30 @@ def test_unknown_channel_is_one_line_and_exit_1(fleet: Supervisor, args: list[st
     assert "el_serda" in line  # the known ones are listed
 
 
+def test_names_are_case_insensitive_in_every_command(fleet: Supervisor) -> None:
+    # Twitch logins are case-insensitive: El_Serda is el_serda for start as for status.
+    stop = ctl(fleet, "stop", "El_Serda")
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout.startswith("el_serda: stopped")
+    start = ctl(fleet, "start", "EL_SERDA", "Hub")
+    assert start.returncode == 0, start.stderr
+    assert re.fullmatch(
+        r"el_serda: started \(PID \d+\)\nhub: already running \(PID \d+\)\n", start.stdout
+    )
+    restart = ctl(fleet, "restart", "Morthy", "--json")
+    assert json.loads(restart.stdout)["results"][0]["name"] == "morthy"
+    assert ctl(fleet, "status", "El_Serda").returncode == 0
+    logs = ctl(fleet, "logs", "El_Serda", "-n", "1")
+    assert logs.returncode == 0, logs.stderr
+
+
+@pytest.mark.parametrize("command", ["start", "restart", "stop", "status", "events"])
+def test_a_typo_gets_the_closest_name(fleet: Supervisor, command: str) -> None:
+    result = ctl(fleet, command, "el_sreda")
+    assert result.returncode == 1
+    assert "unknown channel 'el_sreda' (did you mean el_serda?)" in one_error_line(result)
+
+
 # --- metrics and events -----------------------------------------------------------
 
 
@@ -348,14 +372,35 @@ def test_an_unsized_terminal_gets_80_columns(fleet: Supervisor) -> None:
     assert re.search(r"^el_serda +running +\d+ ", plain(raw), re.M), lines
 
 
-def test_a_long_channel_name_still_fits_80_columns(fleet: Supervisor) -> None:
+def test_a_long_channel_name_and_pids_are_never_cut(fleet: Supervisor) -> None:
     long_name = "a_very_long_channel_name1"  # 25: the longest Twitch login
     write_config(fleet.workdir, fleet_config(["el_serda", "morthy", long_name], hub=True))
     assert ctl(fleet, "reload").returncode == 0
     fleet.wait_for(rf"{long_name}: ready")
-    human = ctl(fleet, "status", COLUMNS="80")
-    assert re.search(r"^a_very_long_channel_n\S* +running ", human.stdout, re.M)  # maybe cut: …
-    assert all(len(line) <= 80 for line in human.stdout.splitlines())
+    pids = [str(b["pid"]) for b in fleet.status()["bots"]]
+    for columns in (60, 80, 120):
+        # Less needed columns make room: the channel name and the PID are never cut.
+        human = ctl(fleet, "status", COLUMNS=str(columns))
+        assert re.search(rf"^{long_name} +running +\d+", human.stdout, re.M), human.stdout
+        assert all(pid in human.stdout for pid in pids)
+        assert "…" not in human.stdout.split("CHANNEL", 1)[1]
+        assert all(len(line) <= columns for line in human.stdout.splitlines())
+
+
+@pytest.mark.parametrize(("encoding", "dot"), [("latin-1", "·"), ("ascii", "|")])
+def test_a_terminal_that_is_not_utf8_gets_ascii(fleet: Supervisor, encoding: str, dot: str) -> None:
+    human = subprocess.run(
+        [KISSBOTCTL, "--socket", str(fleet.control), "status"],
+        env=ctl_env(PYTHONIOENCODING=encoding),
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert human.returncode == 0, human.stderr
+    assert human.stderr == b""
+    out = human.stdout.decode(encoding)
+    assert out.startswith("== KissBot supervisor ==")  # what the encoding lacks, as ASCII
+    assert re.search(rf"^backend native \{dot} PID \d+", out, re.M)  # what it has, as is
 
 
 # --- help and completion ------------------------------------------------------------
@@ -413,6 +458,7 @@ def test_bash_completion(fleet: Supervisor) -> None:
         "--help",
         "--version",
         "--socket",
+        "--workdir",
         "--timeout",
     ]
     assert bash_complete(script, [KISSBOTCTL, "restart", ""], env) == [
@@ -478,10 +524,10 @@ def test_zsh_completion(fleet: Supervisor) -> None:
         "-h",
         "--help",
         "--socket",
+        "--workdir",
         "--timeout",
         "-n",
         "--lines",
         "-f",
         "--follow",
-        "--workdir",
     ]

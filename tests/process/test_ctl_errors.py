@@ -121,7 +121,10 @@ class CannedServer:
                 line, buffer = buffer.split(b"\n", 1)
                 request = json.loads(line)
                 self.requests.append(request)
-                answer = self.answers.get(request.get("cmd"), CLOSE)
+                cmd = request.get("cmd")
+                # "CMD+progress": the answer to a request that asks for progress lines.
+                answer = self.answers.get(f"{cmd}+progress" if request.get("progress") else "")
+                answer = answer or self.answers.get(cmd, CLOSE)
                 if answer == CLOSE:
                     return
                 if answer == HANG:
@@ -384,7 +387,7 @@ def test_error_response_exits_1(serve: Callable[[dict[str, bytes]], CannedServer
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert one_error_line(proc) == f"kissbotctl: {error}"
-    assert server.requests == [{"cmd": "start", "names": ["nobody"]}]
+    assert server.requests == [{"cmd": "start", "names": ["nobody"], "progress": True}]
 
     proc = run_ctl("--socket", str(server.path), "reload")
     assert proc.returncode == 1
@@ -482,7 +485,45 @@ def test_start_prints_one_line_per_result(
         "el_serda: started (PID 1234)",
         "hub: already running (PID 99): nothing to do",
     ]
-    assert server.requests == [{"cmd": "start", "names": ["el_serda", "hub"]}]
+    assert server.requests == [{"cmd": "start", "names": ["el_serda", "hub"], "progress": True}]
+
+
+def test_a_supervisor_that_breaks_its_word_on_the_wait_is_one_line_and_exit_1(
+    serve: Callable[[dict[str, bytes]], CannedServer],
+) -> None:
+    # It says it answers within 0.4 s (one of two settled), then never does: given up
+    # 0.4 + 1 s later, with the outcome it did say.
+    progress = {"progress": {"wait_sec": 0.5, "waiting": ["el_serda", "morthy"], "done": []}}
+    settled = {
+        "progress": {
+            "wait_sec": 0.4,
+            "waiting": ["morthy"],
+            "done": [{"name": "el_serda", "ok": True, "result": "started", "pid": 7}],
+        }
+    }
+    server = serve({"start": _line(progress) + _line(settled)})
+    proc = run_ctl("--socket", str(server.path), "--timeout", "1", "start", "el_serda", "morthy")
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert "it said it would answer within 0.4 s, and 1 s more have passed" in line
+    assert line.endswith("; no outcome for: morthy")
+    assert proc.stdout == "el_serda: started (PID 7)\n"  # what was said is not lost
+
+
+def test_a_supervisor_that_knows_no_progress_is_asked_again_without(
+    serve: Callable[[dict[str, bytes]], CannedServer],
+) -> None:
+    # What an older supervisor (mid-upgrade) says to the key it does not know.
+    refusal = {"ok": False, "error": "unknown key 'progress' in the request (allowed: cmd, names)"}
+    result = {"name": "el_serda", "result": "started", "pid": 3, "state": "running"}
+    server = serve({"start+progress": _line(refusal), "start": _results(result)})
+    proc = run_ctl("--socket", str(server.path), "start", "el_serda")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "el_serda: started (PID 3)\n"
+    assert server.requests == [
+        {"cmd": "start", "names": ["el_serda"], "progress": True},
+        {"cmd": "start", "names": ["el_serda"]},
+    ]
 
 
 @pytest.mark.parametrize("command", ["stop", "restart"])
@@ -512,7 +553,7 @@ def test_a_failed_result_exits_1(
     proc = run_ctl("--socket", str(server.path), command, "all")
     assert proc.returncode == 1
     assert proc.stdout.splitlines() == ["el_serda: stopped", "morthy: failed: token revoked"]
-    assert server.requests == [{"cmd": command, "names": ["all"]}]
+    assert server.requests == [{"cmd": command, "names": ["all"], "progress": True}]
 
 
 def test_reload_prints_the_changes(serve: Callable[[dict[str, bytes]], CannedServer]) -> None:

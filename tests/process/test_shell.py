@@ -8,6 +8,7 @@ the pty without ``--non-interactive``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from .harness import (
     SUPERVISOR,
     TIMEOUT,
     Supervisor,
+    children_of,
     fleet_config,
     pid_alive,
     write_config,
@@ -233,17 +235,98 @@ def test_the_supervisors_own_prompt(tmp_path: Path, terminals: list[PtyProgram])
     assert not control.exists()
 
 
-def test_ctrl_c_in_the_supervisors_prompt_stops_it(
+def prompt_of(supervisor_pid: int) -> int:
+    """The PID of the supervisor's prompt: its child running ``kissbotctl shell``."""
+    for pid in children_of(supervisor_pid):
+        with contextlib.suppress(OSError):
+            if b"shell" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                return pid
+    raise AssertionError(f"no prompt among the children of PID {supervisor_pid}")
+
+
+def test_ctrl_c_in_the_supervisors_prompt_leaves_the_fleet_running(
     tmp_path: Path, terminals: list[PtyProgram]
 ) -> None:
     term, control = supervisor_on_a_terminal(tmp_path, terminals, ["only_bot"])
     pids = pids_of(status_of(control))
+    prompt = prompt_of(term.proc.pid)
+    start = term.mark()
+
+    # Ctrl-C on a half-typed line clears it. The terminal sends it to its whole
+    # foreground group, the supervisor included: the fleet goes on.
     mark = term.mark()
-    term.send(CTRL_C)  # to the terminal's whole foreground group: the supervisor stops
+    term.send("garbage")
+    term.expect("garbage", since=mark)
+    waiting_for_keys(prompt)
+    term.send(CTRL_C)
+    term.expect(SUPERVISOR_PROMPT, since=mark + len("garbage"))
+    out = run(term, "status\r", r"1/1 bot running", SUPERVISOR_PROMPT)
+    assert "garbage" not in out
+
+    # At an empty line, it says how to stop the fleet instead.
+    mark = term.mark()
+    waiting_for_keys(prompt)
+    term.send(CTRL_C)
+    term.expect(r"type quit to stop the supervisor and every process", since=mark)
+    term.expect(SUPERVISOR_PROMPT, since=mark)
+
+    # It ends a command that runs until Ctrl-C (its help says so), back to the prompt.
+    mark = term.mark()
+    term.send("events\r")
+    term.expect("events\n", since=mark)
+    term.send(CTRL_C)
+    term.expect(SUPERVISOR_PROMPT, since=mark + len("events"))
+    run(term, "status\r", r"1/1 bot running", SUPERVISOR_PROMPT)
+    assert pids_of(status_of(control)) == pids
+    assert "stopping bots" not in term.text[start:]
+
+    # quit is the one way to stop the fleet from the prompt.
+    mark = term.mark()
+    term.send("quit\r")
+    term.expect(r"supervisor: stopping bots, then the hub", since=mark)
+    assert term.wait() == 0
+    wait_until(lambda: not any(pid_alive(p) for p in pids), what="the fleet gone")
+
+
+def test_a_prompt_that_ends_is_reaped_and_ctrl_c_stops_again(
+    tmp_path: Path, terminals: list[PtyProgram]
+) -> None:
+    term, control = supervisor_on_a_terminal(tmp_path, terminals, ["only_bot"])
+    prompt = prompt_of(term.proc.pid)
+    os.kill(prompt, signal.SIGHUP)  # what a closed terminal sends it
+    # Reaped by the supervisor, not left a zombie for its whole life.
+    wait_until(lambda: not Path(f"/proc/{prompt}").exists(), what="the prompt reaped")
+    assert pids_of(status_of(control))  # the fleet goes on
+    # No prompt to leave it to any more: Ctrl-C stops the supervisor, as without one.
+    mark = term.mark()
+    term.send(CTRL_C)
+    term.expect(r"supervisor: stopped", since=mark)
+    assert term.wait() == 0
+
+
+def test_ctrl_c_without_a_prompt_stops_the_supervisor(
+    tmp_path: Path, terminals: list[PtyProgram]
+) -> None:
+    write_config(tmp_path, fleet_config(["quiet_bot"]))
+    argv = [
+        SUPERVISOR,
+        "--workdir",
+        str(tmp_path),
+        "--config",
+        "config/config.yaml",
+        "--runtime-dir",
+        str(tmp_path / "run"),
+        "--non-interactive",
+    ]
+    term = PtyProgram(argv, term_env(tmp_path))
+    terminals.append(term)
+    term.expect(r"quiet_bot: ready")
+    mark = term.mark()
+    term.send(CTRL_C)  # no prompt to leave it to: the operator stops the supervisor
     term.expect(r"supervisor: stopping bots, then the hub", since=mark)
     term.expect(r"supervisor: stopped", since=mark)
     assert term.wait() == 0
-    wait_until(lambda: not any(pid_alive(p) for p in pids), what="the fleet gone")
+    assert SUPERVISOR_PROMPT not in term.text
 
 
 def test_no_prompt_with_non_interactive(tmp_path: Path, terminals: list[PtyProgram]) -> None:

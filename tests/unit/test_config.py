@@ -164,7 +164,7 @@ def test_names_that_are_not_logins_are_rejected(tmp_path: Path, name: str) -> No
     assert message.endswith("is not a Twitch login (4-25 of a-z, 0-9, _)")
 
 
-@pytest.mark.parametrize("value", [12345678, 1.5, True, None, ["el_serda"], {"a": "el_serda"}])
+@pytest.mark.parametrize("value", [12345678, 1.5, True, ["el_serda"], {"a": "el_serda"}])
 def test_channels_that_are_not_strings_are_rejected(tmp_path: Path, value: object) -> None:
     write_doc(tmp_path, doc(("first_ch", value)))
     message = error_of(tmp_path)
@@ -255,13 +255,11 @@ def test_an_unknown_key_with_nothing_close_has_no_hint(tmp_path: Path) -> None:
         ),
         (
             {"stop_timeout_sec": 0},
-            "supervisor.stop_timeout_sec: 0 is out of range (expected seconds from 0.1 to 3600) "
-            "(seconds expected)",
+            "supervisor.stop_timeout_sec: 0 is out of range (expected seconds from 0.1 to 3600)",
         ),
         (
             {"use_db": "maybe"},
-            "supervisor.use_db: 'maybe' is not a boolean (expected true or false) "
-            "(boolean expected)",
+            "supervisor.use_db: 'maybe' is not a boolean (expected true or false)",
         ),
         (
             {"bot": {"ready": "sometimes"}},
@@ -271,7 +269,7 @@ def test_an_unknown_key_with_nothing_close_has_no_hint(tmp_path: Path) -> None:
             {"bot": {"command": "python3 main.py"}},
             "supervisor.bot.command: 'python3 main.py' is a string (expected a list of arguments",
         ),
-        ({"db": ""}, "supervisor.db: '' is empty (expected a file path) (path expected)"),
+        ({"db": ""}, "supervisor.db: '' is empty (expected a file path)"),
         ({"restart": 5}, "supervisor.restart: expected a mapping, got int"),
     ],
 )
@@ -279,7 +277,72 @@ def test_a_bad_value_names_the_key_the_value_and_the_kind(
     tmp_path: Path, section: dict[str, Any], expected: str
 ) -> None:
     write_doc(tmp_path, doc(supervisor=section))
-    assert error_of(tmp_path).startswith("config/config.yaml: " + expected)
+    message = error_of(tmp_path)
+    assert message.startswith("config/config.yaml: " + expected)
+    assert message.count("expected") == 1  # said once, not again in other words
+
+
+def test_a_channel_taken_for_a_comment_gets_a_hint(tmp_path: Path) -> None:
+    write(tmp_path, "twitch:\n  channels:\n    - el_serda\n    - #morthy\n")
+    assert error_of(tmp_path) == (
+        "config/config.yaml: twitch.channels[1]: is empty; if it reads '- #name', YAML took "
+        "'#name' for a comment: write the login without '#' (- el_serda)"
+    )
+
+
+def test_a_key_written_twice_is_an_error_not_silence(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "twitch:\n  channels: [el_serda]\nsupervisor:\n  hub:\n    enabled: true\n"
+        "supervisor:\n  stop_timeout_sec: 3\n",
+    )
+    assert error_of(tmp_path) == (
+        "config/config.yaml: line 6, column 1: invalid YAML: the key 'supervisor' is written "
+        "twice in one mapping (first on line 3); YAML would keep only the second and drop "
+        "the first without a word: merge them into one"
+    )
+    # A merge key (<<) may be overridden: that is what it is for.
+    write(
+        tmp_path,
+        "base: &b {delay_sec: 1}\ntwitch:\n  channels: [el_serda]\n"
+        "supervisor:\n  restart:\n    <<: *b\n    delay_sec: 2\n",
+    )
+    assert load_config(tmp_path, CONFIG).settings.restart_delay_sec == 2
+
+
+def test_settings_at_the_top_level_are_said_not_ignored(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "twitch:\n  channels: [el_serda]\nbot:\n  name: serda_bot\n"
+        "stop_timeout_sec: 3\nrestart:\n  delay_sec: 2\n",
+    )
+    cfg = load_config(tmp_path, CONFIG)
+    assert cfg.notes == (
+        "config/config.yaml: 'stop_timeout_sec' at the top level is not read: the "
+        "supervisor's settings go under 'supervisor:' (supervisor.stop_timeout_sec)",
+        "config/config.yaml: 'restart' at the top level is not read: the supervisor's "
+        "settings go under 'supervisor:' (supervisor.restart)",
+    )
+    assert cfg.settings.stop_timeout_sec != 3
+
+
+def test_each_flag_is_listed_once() -> None:
+    from kissbot_supervisor.cli.supervisor import build_parser
+    from kissbot_supervisor.config.settings import declarations
+
+    for _name, _default, meta in declarations():
+        assert len(set(meta.flags)) == len(meta.flags), meta.flags
+    assert build_parser().format_help().count("--hub-socket PATH") == 1
+
+
+def test_export_units_is_in_the_help_and_has_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    from kissbot_supervisor.cli.supervisor import build_parser, main
+
+    assert "export-units DIR" in build_parser().format_help()
+    with pytest.raises(SystemExit) as info:
+        main(["export-units", "--help"])
+    assert info.value.code == 0
+    assert "static systemd unit files" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_supervisor_section_that_is_not_a_mapping(tmp_path: Path) -> None:

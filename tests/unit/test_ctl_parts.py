@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kissbot_supervisor.cli.completion import completion_script, describe
-from kissbot_supervisor.cli.ctl import NAME_COMMANDS, build_parser
+from kissbot_supervisor.cli.ctl import COMPLETE_NAMES, NAME_COMMANDS, build_parser, main
 from kissbot_supervisor.cli.render import format_event
 from kissbot_supervisor.cli.shell import history_path, translate
 
@@ -102,3 +102,24 @@ def test_completion_follows_the_parser() -> None:
         script = completion_script(shell, build_parser())
         assert "__complete-names" in script
         assert "--follow" in script
+
+
+def test_a_mistyped_command_gets_the_closest_and_no_hidden_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["stats"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'stats'; did you mean status" in err
+    assert COMPLETE_NAMES not in err
+    assert main(["--help"]) == 0
+    assert COMPLETE_NAMES not in capsys.readouterr().out
+    _top, commands = describe(build_parser())
+    assert COMPLETE_NAMES not in [c.name for c in commands]
+
+
+def test_the_completion_scripts_names_command_still_parses(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # No supervisor there: quiet and successful, as completion needs.
+    assert main(["--socket", str(tmp_path / "none.sock"), COMPLETE_NAMES, "start"]) == 0
+    assert capsys.readouterr() == ("", "")

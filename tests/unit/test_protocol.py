@@ -13,8 +13,11 @@ from kissbot_supervisor.config.paths import (
     default_control_socket,
     default_runtime_dir,
     fstype_of,
+    instance_name,
+    instance_runtime_dir,
     is_tmpfs,
 )
+from kissbot_supervisor.kissbot.names import unknown_names_text
 from kissbot_supervisor.protocol import (
     MAX_LINE,
     MAX_NAMES,
@@ -24,8 +27,10 @@ from kissbot_supervisor.protocol import (
     build_request,
     encode,
     error_response,
+    is_progress,
     parse_request,
     parse_response,
+    progress_message,
 )
 from kissbot_supervisor.status import exit_code_for_status, filter_status
 
@@ -209,6 +214,42 @@ def test_parse_response() -> None:
             parse_response(bad)
 
 
+def test_progress_is_asked_for_by_named_commands_only() -> None:
+    line = b'{"cmd":"restart","names":["a_bot"],"progress":true}'
+    assert parse_request(line) == Request("restart", ["a_bot"], progress=True)
+    assert parse_request(line).progress is True
+    assert parse_request(b'{"cmd":"restart","names":["a_bot"]}').progress is False
+    assert build_request("stop", ["a_bot"], progress=True) == {
+        "cmd": "stop",
+        "names": ["a_bot"],
+        "progress": True,
+    }
+    assert build_request("stop", ["a_bot"]) == {"cmd": "stop", "names": ["a_bot"]}
+    with pytest.raises(ProtocolError, match='"progress" must be true or false; got a string'):
+        parse_request(b'{"cmd":"start","names":["a_bot"],"progress":"yes"}')
+    with pytest.raises(ProtocolError, match="'status' takes no \"progress\""):
+        parse_request(b'{"cmd":"status","progress":true}')
+
+
+def test_progress_lines_come_back_only_when_asked_for() -> None:
+    line = encode(progress_message(64.5, ["slow_bot"], [{"name": "quick_bot", "ok": True}]))
+    got = parse_response(line, progress=True)
+    assert is_progress(got)
+    assert got["progress"] == {
+        "wait_sec": 64.5,
+        "waiting": ["slow_bot"],
+        "done": [{"name": "quick_bot", "ok": True}],
+    }
+    answer = parse_response(b'{"ok":true,"results":[]}', progress=True)
+    assert not is_progress(answer)
+    # A client that did not ask takes such a line for a broken answer.
+    with pytest.raises(ProtocolError, match='no boolean "ok"'):
+        parse_response(line)
+    for bad in (b'{"progress":1}', b'{"progress":{"wait_sec":"x","waiting":[],"done":[]}}'):
+        with pytest.raises(ProtocolError, match="progress line without a number wait_sec"):
+            parse_response(bad, progress=True)
+
+
 # --- STATUS objects -----------------------------------------------------------
 
 
@@ -269,6 +310,43 @@ def test_filter_status() -> None:
         filter_status(status, ["el_serda", "nobody", "ghost"])
     assert info.value.unknown == ("nobody", "ghost")
     assert str(info.value) == "unknown channels 'nobody', 'ghost' (known: el_serda, morthy)"
+
+
+def test_names_are_matched_case_insensitively_as_twitch_does() -> None:
+    assert Request("start", ["El_Serda", "HUB", "All"]).names == ("el_serda", "hub", "all")
+    assert parse_request(b'{"cmd":"stop","names":["MORTHY"]}').names == ("morthy",)
+    # Only ASCII is folded: KELVIN SIGN lowercases to "k" and must not become a login.
+    assert Request("stop", ["\u212aissbot"]).names == ("\u212aissbot",)
+    status = _status(None, _proc("el_serda", "running", True))
+    assert [b["channel"] for b in filter_status(status, ["EL_SERDA"])["bots"]] == ["el_serda"]
+
+
+def test_a_typo_gets_the_closest_names_not_the_whole_fleet() -> None:
+    fleet = [f"streamer_{i:03}" for i in range(300)] + ["el_serda"]
+    status = _status(None, *(_proc(n, "running", True) for n in fleet))
+    with pytest.raises(UnknownNameError) as info:
+        filter_status(status, ["el_sreda"])
+    assert str(info.value) == "unknown channel 'el_sreda' (did you mean el_serda?)"
+    with pytest.raises(UnknownNameError) as info:
+        filter_status(status, ["zzzz_qqqq"])
+    text = str(info.value)
+    assert text == (
+        "unknown channel 'zzzz_qqqq': no close name among the 301 channels "
+        "(kissbotctl status lists them)"
+    )
+    assert "streamer_000" not in text
+
+
+def test_unknown_names_text() -> None:
+    assert unknown_names_text(["hub"], ["el_serda"]) == (
+        "unknown channel 'hub' (this fleet runs no hub)"
+    )
+    assert unknown_names_text(["El_Sreda"], ["el_serda", "hub"]) == (
+        "unknown channel 'El_Sreda' (did you mean el_serda?)"
+    )
+    assert unknown_names_text(["ghost"], ["el_serda", "hub"]) == (
+        "unknown channel 'ghost' (known: el_serda)"
+    )
 
 
 # --- paths: where the control socket lives (shared by the daemon and kissbotctl) ---
@@ -344,6 +422,21 @@ def test_default_control_socket() -> None:
     )
     env["KISSBOT_CONTROL_SOCKET"] = "/srv/kb/ctl.sock"
     assert default_control_socket(env, 1000) == Path("/srv/kb/ctl.sock")
+
+
+def test_each_workdir_has_its_own_runtime_dir_but_a_service_keeps_systemds() -> None:
+    env = {"XDG_RUNTIME_DIR": "/run/user/1000"}
+    first = instance_runtime_dir(Path("/home/ops/kissbot"), env, 1000)
+    second = instance_runtime_dir(Path("/srv/kissbot"), env, 1000)
+    assert first.parent == second.parent == Path("/run/user/1000/kissbot-supervisor")
+    assert first.name.startswith("kissbot-")  # readable in ls
+    assert first != second  # two checkouts named alike differ
+    assert first == instance_runtime_dir(Path("/home/ops/kissbot"), env, 1000)  # stable
+    assert instance_name(Path("/srv/Kiss bot")).startswith("Kiss_bot-")  # a plain file name
+    assert len(instance_name(Path("/" + "x" * 300))) == 32 + 9
+    # One service, one supervisor: systemd's RuntimeDirectory= as it is.
+    service = {"RUNTIME_DIRECTORY": "/run/kissbot-supervisor"}
+    assert instance_runtime_dir(Path("/srv/kissbot"), service, 0) == Path("/run/kissbot-supervisor")
 
 
 def test_encode_of_a_status_is_one_line_json() -> None:

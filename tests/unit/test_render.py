@@ -10,9 +10,11 @@ import pytest
 
 from kissbot_supervisor.cli.render import (
     ELLIPSIS,
+    fit_stream,
     format_bytes,
     format_event,
     format_uptime,
+    progress_text,
     render_status,
     truncate,
     use_color,
@@ -271,9 +273,23 @@ def test_long_fields_fit_the_width(width: int) -> None:
     lines = _lines(text)
     assert all(len(line) <= width for line in lines), [ln for ln in lines if len(ln) > width]
     header = next(line for line in lines if line.startswith("CHANNEL"))
-    assert "LAST EXIT" in header
-    assert "TOKEN" in header  # headers are never cut
+    shown = header.replace("LAST EXIT", "LAST_EXIT").split()
+    # headers are never cut; those left out are said
+    assert set(shown) <= {
+        "CHANNEL",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "MEM",
+        "LAST_EXIT",
+        "TOKEN",
+    }
+    assert shown[:3] == ["CHANNEL", "STATE", "PID"]
+    if len(shown) < 8:
+        assert any("no room at" in line for line in lines)
     assert any(line.startswith("averyve") for line in lines)
+    assert any("4194304" in line for line in lines)  # a PID is never cut
     assert any(line.startswith("xxxx") and ELLIPSIS in line for line in lines)
     # the colour codes must not change the visible width either
     colored = render_status(status, color=True, width=width)
@@ -385,3 +401,57 @@ def test_terminal_escapes_from_a_process_never_reach_the_terminal() -> None:
     event = {"time": 0, "name": "el_serda", "kind": "exited", "message": hostile}
     line = format_event(event, color=False)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line)
+
+
+def test_progress_text_names_what_is_waited_for_within_the_width() -> None:
+    one = progress_text("start", ["el_serda"], 1, 12.4, 65, 80)
+    assert one == "start: waiting for el_serda to be ready... 12 s (max 65 s)"
+    many = [f"channel_{i:03}" for i in range(60)]
+    text = progress_text("restart", many[57:], 60, 3, 70, 120)
+    assert text == (
+        "restart: 57/60 done, waiting for channel_057, channel_058, channel_059 "
+        "to be ready... 3 s (max 70 s)"
+    )
+    squeezed = progress_text("restart", many[57:], 60, 3, 70, 80)
+    assert squeezed == "restart: 57/60 done, waiting for 3 to be ready... 3 s (max 70 s)"
+    for width in (40, 60, 80, 120):
+        line = progress_text("restart", many, 60, 3, 70, width)
+        assert len(line) < width  # never wraps: it is redrawn in place
+        assert line.startswith("restart: 0/60 done")
+    assert " and 7 more to be ready" in progress_text("restart", many[:9], 60, 0, 70, 100)
+    stop = progress_text("stop", ["el_serda"], 1, 0, 10, 80)
+    assert stop == "stop: waiting for el_serda to stop... 0 s (max 10 s)"
+
+
+def test_narrow_terminals_leave_columns_out_before_cutting_names_or_pids() -> None:
+    bots = [
+        _proc("a_pretty_long_channel_nm", "running", pid=1654321, token_state="valid"),
+        _proc("el_serda", "failed", pid=None, last_exit="killed by SIGKILL", restarts=7),
+    ]
+    for width in (42, 60, 80, 120):
+        text = render_status(_status(_hub(), bots), color=False, width=width)
+        table = text.split("CHANNEL", 1)[1]
+        assert all(len(line) <= width for line in _lines(text)), width
+        assert "a_pretty_long_channel_nm running 1654321" in " ".join(table.split())
+        assert ELLIPSIS not in table
+    narrow = render_status(_status(_hub(), bots), color=False, width=60)
+    assert "(UPTIME, MEM, LAST EXIT: no room at 60 columns;" in narrow
+    wide = render_status(_status(_hub(), bots), color=False, width=120)
+    assert "no room" not in wide
+
+
+def test_a_terminal_without_utf8_gets_ascii_of_the_same_width() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="latin-1")
+    fit_stream(stream)
+    status = _status(_hub(reason="token revoked"), [_proc("x" * 30, "running")])
+    text = render_status(status, color=False, width=60)
+    stream.write(text + "émile ✓\n")
+    stream.flush()
+    written = raw.getvalue().decode("latin-1")
+    assert written.startswith("== KissBot supervisor ==")
+    # latin-1 has "·": kept; the others become ASCII of the same width.
+    assert written.splitlines()[:-1] == [
+        line.replace("═", "=").replace("…", "~").replace("↳", ">") for line in text.splitlines()
+    ]
+    assert written.endswith("émile ?\n")  # latin-1 has é, not ✓

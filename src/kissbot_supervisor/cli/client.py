@@ -4,7 +4,10 @@ Used by ``kissbotctl`` and its interactive shell. Every socket call of a
 request runs under one deadline (``timeout`` seconds), so a stuck or
 trickling supervisor can never hang the caller; only the lines of an
 open-ended stream (``events``, :meth:`Client.read_stream_line`) are awaited
-without a deadline. Failures raise
+without a deadline. A command that waits for its outcome (``start``) and asks
+for progress gets the supervisor's own word on how long it will wait: each
+progress line moves the deadline to that, plus ``timeout`` for the answer to
+travel. Failures raise
 :class:`ControlError` whose message is one sentence fit for the user.
 
 Imports only ``socket``, ``os``, ``errno`` and :mod:`.protocol` (itself only
@@ -18,17 +21,18 @@ import os
 import socket
 import time
 
-from ..protocol import MAX_RESPONSE, ProtocolError, encode, parse_response
+from ..protocol import MAX_RESPONSE, PROGRESS, ProtocolError, encode, is_progress, parse_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from types import TracebackType
     from typing import Any, Self
 
 __all__ = ["Client", "ConnectError", "ControlError"]
 
 DEFAULT_TIMEOUT = 10.0
+TICK_SEC = 1.0  # while progress is shown, it is redrawn this often (the seconds count)
 _ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR})
 _PERMISSION_HINT = (
     "you need to be root, the supervisor's user, or in its operators' group "
@@ -123,18 +127,33 @@ class Client:
         if sock is not None:
             sock.close()
 
-    def request(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def request(
+        self,
+        obj: Mapping[str, Any],
+        on_progress: Callable[[dict[str, Any] | None], None] | None = None,
+    ) -> dict[str, Any]:
         """Send one request and return its response object, ``ok: false`` ones included.
 
+        ``on_progress`` (for a request that asks for progress) gets each progress
+        line's object as it comes, and None every :data:`TICK_SEC` in between.
         Raises :class:`ControlError` when the exchange fails (the connection is
         then closed) or the answer breaks the protocol.
         """
         self.connect()
         assert self._sock is not None
         deadline = time.monotonic() + self.timeout
+        promised: float | None = None  # the supervisor's own word on its wait
         try:
             self._send(self._sock, encode(obj), deadline)
-            line = self._read_line(self._sock, deadline)
+            while True:
+                tick = None if on_progress is None or promised is None else TICK_SEC
+                line = self._read_line(self._sock, deadline, tick, on_progress)
+                response = parse_response(line, progress=on_progress is not None)
+                if on_progress is None or not is_progress(response):
+                    return response
+                promised = float(response[PROGRESS]["wait_sec"])
+                deadline = time.monotonic() + max(promised, 0.0) + self.timeout
+                on_progress(response[PROGRESS])
         except ControlError:
             self.close()
             raise
@@ -143,6 +162,12 @@ class Client:
             raise ControlError("the supervisor closed the connection without an answer") from exc
         except TimeoutError as exc:
             self.close()
+            if promised is not None:
+                raise ControlError(
+                    f"no answer from the supervisor at {self.path}: it said it would answer "
+                    f"within {promised:g} s, and {self.timeout:g} s more have passed "
+                    "(kissbotctl status shows where things stand)"
+                ) from exc
             raise ControlError(
                 f"no answer from the supervisor at {self.path} within {self.timeout:g} s"
             ) from exc
@@ -152,8 +177,6 @@ class Client:
             raise ControlError(
                 f"talking to the supervisor at {self.path} failed ({reason})"
             ) from exc
-        try:
-            return parse_response(line)
         except ProtocolError as exc:
             self.close()
             raise ControlError(exc.message) from exc
@@ -224,7 +247,14 @@ class Client:
         del self._buffer[: newline + 1]
         return line, 0
 
-    def _read_line(self, sock: socket.socket, deadline: float) -> bytes:
+    def _read_line(
+        self,
+        sock: socket.socket,
+        deadline: float,
+        tick: float | None = None,
+        on_tick: Callable[[None], None] | None = None,
+    ) -> bytes:
+        """The next line before ``deadline``; ``on_tick(None)`` every ``tick`` s meanwhile."""
         scanned = 0
         while True:
             line, scanned = self._take_line(scanned)
@@ -235,7 +265,17 @@ class Client:
                     f"the supervisor's answer is longer than {MAX_RESPONSE} bytes; giving up"
                 )
             self._remaining(sock, deadline)
-            chunk = sock.recv(256 * 1024)
+            if tick is not None and on_tick is not None:
+                sock.settimeout(max(0.001, min(tick, deadline - time.monotonic())))
+                try:
+                    chunk = sock.recv(256 * 1024)
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    on_tick(None)
+                    continue
+            else:
+                chunk = sock.recv(256 * 1024)
             if not chunk:
                 raise ControlError("the supervisor closed the connection without an answer")
             self._buffer += chunk

@@ -4,7 +4,7 @@ The subcommands, their options and the fixed choices come from the argparse
 parser itself, so a new option is completed without touching this module.
 Channel names are asked of kissbotctl at Tab time (``kissbotctl
 __complete-names COMMAND``, which prints nothing when no supervisor answers
-within a second), with the ``--socket`` given on the command line, if any.
+within a second), with the ``--socket`` or ``--workdir`` given on the command line, if any.
 
 Install::
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["completion_script", "describe"]
 
+# Options passed on to the name lookup: they say which supervisor to ask.
+_PASSED_ON = frozenset({"--socket", "--workdir"})
 # Option values that are paths (metavar): completed as files.
 _PATH_METAVARS = frozenset({"PATH", "DIR"})
 
@@ -94,8 +96,8 @@ _{PROG}() {{
     prev="${{COMP_WORDS[COMP_CWORD-1]}}"
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${{COMP_WORDS[i]}}" in
-            --socket) socket=(--socket "${{COMP_WORDS[i+1]}}"); ((i++)) ;;
-            {"|".join(o for o in (*all_paths, *all_values) if o != "--socket")}) ((i++)) ;;
+            --socket|--workdir) socket+=("${{COMP_WORDS[i]}}" "${{COMP_WORDS[i+1]}}"); ((i++)) ;;
+            {"|".join(o for o in (*all_paths, *all_values) if o not in _PASSED_ON)}) ((i++)) ;;
             -*) ;;
             *) [[ -z $cmd ]] && cmd="${{COMP_WORDS[i]}}" ;;
         esac
@@ -165,8 +167,8 @@ _{PROG}() {{
     )
     for (( i = 2; i < CURRENT; i++ )); do
         case ${{words[i]}} in
-            --socket) socket=(--socket ${{words[i+1]}}); (( i++ )) ;;
-            {"|".join(o for o in (*all_paths, *all_values) if o != "--socket")}) (( i++ )) ;;
+            --socket|--workdir) socket+=(${{words[i]}} ${{words[i+1]}}); (( i++ )) ;;
+            {"|".join(o for o in (*all_paths, *all_values) if o not in _PASSED_ON)}) (( i++ )) ;;
             -*) ;;
             *) [[ -z $cmd ]] && cmd=${{words[i]}} ;;
         esac

@@ -42,17 +42,25 @@ import os
 import sys
 
 from .. import __version__
-from ..config.paths import CONTROL_SOCKET_ENV, SYSTEM_RUNTIME_DIR, default_control_socket
+from ..config.paths import (
+    CONTROL_SOCKET_ENV,
+    SYSTEM_RUNTIME_DIR,
+    default_control_socket,
+    instance_name,
+    instance_sockets,
+)
+from ..kissbot.names import process_name
 from ..protocol import (
     EXIT_NOT_ALL_RUNNING,
     EXIT_OK,
+    PROGRESS,
     ProtocolError,
     UnknownNameError,
     build_request,
 )
 from ..status import exit_code_for_status, filter_status
 from .client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
-from .render import format_event, render_status, use_color
+from .render import fit_stream, format_event, progress_text, render_status, use_color
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
@@ -118,20 +126,30 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         "--socket",
         metavar="PATH",
         default=default,
-        help=f"control socket (default: ${CONTROL_SOCKET_ENV}, else RUNTIME_DIR/control.sock)",
+        help=f"control socket (default: ${CONTROL_SOCKET_ENV}, else that of the supervisor "
+        "of --workdir, else the only one running)",
+    )
+    parser.add_argument(
+        "--workdir",
+        metavar="DIR",
+        default=default,
+        help="the KissBot root whose supervisor to talk to, when several run on this host "
+        "(default: the current directory, else the only one running); logs reads its log "
+        "files when no supervisor runs",
     )
     parser.add_argument(
         "--timeout",
         metavar="SEC",
         type=_seconds,
         default=default,
-        help=f"give up on an answer after SEC seconds (default: {DEFAULT_TIMEOUT:g})",
+        help=f"give up on an answer after SEC seconds (default: {DEFAULT_TIMEOUT:g}); start, "
+        "stop and restart wait as long as the supervisor says it will, plus SEC",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """kissbotctl's whole command line (the completion scripts are generated from it)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Control a running kissbot-supervisor over its control socket.",
         epilog="NAME is a channel login, 'hub' or 'all'. "
@@ -156,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("names", nargs="*", metavar="NAME", help="show only these (default: all)")
     status.add_argument("--json", action="store_true", help="print the status object as JSON")
     for name, verb in (("start", "Start"), ("stop", "Stop"), ("restart", "Restart")):
-        cmd = add(name, f"{verb} bots or the hub; wait for the outcome (exit 1 if one failed).")
+        cmd = add(
+            name,
+            f"{verb} bots or the hub; wait for each one's outcome as long as the supervisor "
+            "says it will (a bot's start timeout), with progress on a terminal; exit 1 if "
+            "one failed.",
+        )
         cmd.add_argument("names", nargs="+", metavar="NAME", help="channel login, 'hub' or 'all'")
         cmd.add_argument("--json", action="store_true", help="print the results as JSON")
     reload = add(
@@ -181,11 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument(
         "-f", "--follow", action="store_true", help="then print new lines as they come (Ctrl-C)"
     )
-    logs.add_argument(
-        "--workdir",
-        metavar="DIR",
-        help="the KissBot root whose log files to read when the supervisor is not running",
-    )
     # Journal files of another system (journalctl -D): for tests run from the host.
     logs.add_argument("--journal-dir", metavar="DIR", help=argparse.SUPPRESS)
     events = add(
@@ -209,11 +227,35 @@ def build_parser() -> argparse.ArgumentParser:
         "(kissbotctl completion bash > /etc/bash_completion.d/kissbotctl).",
     )
     completion.add_argument("shell_name", metavar="SHELL", choices=("bash", "zsh"))
-    # No help=: hidden from the list. Prints the names a completion may offer.
-    names = sub.add_parser(COMPLETE_NAMES)
-    _add_global_options(names, suppress=True)
-    names.add_argument("for_command", nargs="?", default="status", metavar="COMMAND")
     return parser
+
+
+def _complete_names_parser() -> argparse.ArgumentParser:
+    """``kissbotctl [--socket PATH] __complete-names [COMMAND]``: the names a completion
+    script may offer. A parser of its own, not a subcommand: argparse would offer
+    a hidden subcommand among the choices of a mistyped one."""
+    parser = argparse.ArgumentParser(prog=PROG, add_help=False)
+    _add_global_options(parser, suppress=False)
+    parser.add_argument("command", choices=(COMPLETE_NAMES,))
+    parser.add_argument("for_command", nargs="?", default="status", metavar="COMMAND")
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An unknown subcommand is answered with the closest ones, not the whole list."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's own hook for a value outside `choices` (the subcommand's name).
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            import difflib
+
+            commands = list(action.choices)
+            close = difflib.get_close_matches(str(value), commands, n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise argparse.ArgumentError(
+                action, f"unknown command {value!r}{hint} (commands: {', '.join(commands)})"
+            )
+        super()._check_value(action, value)
 
 
 def _line_count(text: str) -> int | None:
@@ -225,21 +267,58 @@ def _line_count(text: str) -> int | None:
     return int(text)
 
 
-def _default_socket(env: Mapping[str, str]) -> str:
+def _default_socket(env: Mapping[str, str], workdir: str | None = None) -> str:
     """The socket when --socket is not given.
 
-    A user other than root gets a path under their own runtime directory, but
-    a system supervisor (run by systemd as root) listens under /run. When the
-    user's path does not exist and the system one does, use the system one.
+    ``$KISSBOT_CONTROL_SOCKET``; else the supervisor of ``workdir`` (default: the
+    current directory or one above it), which has a runtime directory of its own
+    named after it (config/paths.py); else the one supervisor that answers here,
+    in a directory of its own or a service's (``/run/kissbot-supervisor``: a user
+    other than root looks there too); several are an error that names them.
     """
+    from pathlib import Path
+
     explicit = env.get(CONTROL_SOCKET_ENV)
     if explicit:
         return explicit
     primary = default_control_socket(env)
-    system = SYSTEM_RUNTIME_DIR / primary.name
-    if primary != system and not _exists(str(primary)) and _exists(str(system)):
-        return str(system)
+    shared = [primary.parent]
+    if primary.parent != SYSTEM_RUNTIME_DIR:
+        shared.append(SYSTEM_RUNTIME_DIR)
+    start = Path(workdir or os.getcwd()).resolve()
+    for directory in [start] if workdir else [start, *start.parents]:
+        for base in shared:
+            mine = base / instance_name(directory) / primary.name
+            if _exists(str(mine)):
+                return str(mine)
+    candidates = [base / primary.name for base in shared]
+    candidates += [s for base in shared for s in instance_sockets(base)]
+    live = [str(c) for c in candidates if _answers(str(c))]
+    if len(live) == 1:
+        return live[0]
+    if len(live) > 1:
+        raise _Failure(
+            f"{len(live)} supervisors run on this host ({', '.join(live)}) and none for "
+            f"{start}; say which: --workdir DIR (its KissBot root) or --socket PATH"
+        )
     return str(primary)
+
+
+def _answers(path: str) -> bool:
+    """Whether a supervisor listens there (a stale socket file refuses at once)."""
+    import socket
+
+    if not _exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(COMPLETE_TIMEOUT)
+        try:
+            probe.connect(path)
+        except PermissionError:
+            return True  # there, but ours to be refused when we talk to it
+        except OSError:
+            return False
+    return True
 
 
 def _exists(path: str) -> bool:
@@ -347,12 +426,72 @@ def _json_result(result: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
+class _Progress:
+    """The line ``start``/``stop``/``restart`` redraw on a terminal while the supervisor
+    works; on anything else (a pipe, a log) nothing: scripts read the results."""
+
+    def __init__(self, cmd: str, err: TextIO) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.cmd = cmd
+        self.err = err
+        self.shown = err.isatty()
+        self.started = self._clock()
+        self.limit = 0.0  # seconds from the start the supervisor waits at most
+        self.waiting: list[str] = []
+        self.done: list[Mapping[str, Any]] = []  # results said so far, in order
+        self.total = 0
+
+    def __call__(self, progress: Mapping[str, Any] | None) -> None:
+        now = self._clock()
+        if progress is not None:
+            self.waiting = [str(n) for n in progress.get("waiting") or []]
+            self.done += [r for r in progress.get("done") or [] if isinstance(r, dict)]
+            self.total = max(self.total, len(self.waiting))
+            self.limit = now - self.started + float(progress.get("wait_sec") or 0)
+        if self.shown and self.waiting:
+            width = _terminal_width(self.err, os.environ)
+            line = progress_text(
+                self.cmd, self.waiting, self.total, now - self.started, self.limit, width
+            )
+            self.err.write("\r\x1b[K" + line)
+            self.err.flush()
+
+    def clear(self) -> None:
+        if self.shown and self.total:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+
+
 def _cmd_named(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     try:
-        request = build_request(args.command, args.names)
+        request = build_request(args.command, args.names, progress=True)
     except ProtocolError as exc:
         raise _Failure(exc.message, EXIT_USAGE) from None
-    results = _ask(client, request).get("results")
+    # The supervisor says how long it will wait (a bot's start timeout, not our
+    # --timeout): the client waits that long, and shows it on a terminal.
+    progress = _Progress(args.command, sys.stderr)
+    try:
+        response = client.request(request, progress)
+    except ControlError as exc:
+        if not progress.total:
+            raise
+        # The outcomes said before the supervisor went quiet are known: each one, then
+        # which are not.
+        if not args.json:
+            out.write("".join(_result_line(r) + "\n" for r in progress.done))
+        waiting = ", ".join(progress.waiting) or "none"
+        raise _Failure(f"{exc.message}; no outcome for: {waiting}") from None
+    finally:
+        progress.clear()
+    if str(response.get("error", "")).startswith(f"unknown key {PROGRESS!r}"):
+        # A supervisor older than this kissbotctl (an upgrade under way) knows no
+        # progress lines: asked as it understands, within --timeout as it used to be.
+        response = client.request(build_request(args.command, args.names))
+    if response.get("ok") is not True:
+        raise _Failure(str(response.get("error") or "the supervisor refused the request"))
+    results = response.get("results")
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
         raise _Failure("the supervisor's answer has no list of results")
     ok = bool(results) and all(_result_ok(r) for r in results)
@@ -388,16 +527,17 @@ def _cmd_events(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     from ..protocol import parse_event
 
     wanted: set[str] = set()
-    if args.names and "all" not in (n.lower() for n in args.names):
+    names = [process_name(n) for n in args.names]
+    if names and "all" not in names:
         # Names are checked against the fleet now (a typo is an error, not silence).
         # 'supervisor' names the supervisor's own events.
-        check = [n for n in args.names if n.lower() != "supervisor"]
+        check = [n for n in names if n != "supervisor"]
         if check:
             try:
                 filter_status(_status_object(_ask(client, build_request("status"))), check)
             except UnknownNameError as exc:
                 raise _Failure(str(exc)) from None
-        wanted = {n.lower() for n in args.names}
+        wanted = set(names)
     _ask(client, build_request("events"))
     color = not args.json and use_color(out, os.environ)
     while True:
@@ -408,7 +548,7 @@ def _cmd_events(client: Client, args: argparse.Namespace, out: TextIO) -> int:
             event = parse_event(line)
         except ProtocolError as exc:
             raise _Failure(exc.message) from None
-        if wanted and str(event.get("name", "")).lower() not in wanted:
+        if wanted and process_name(str(event.get("name", ""))) not in wanted:
             continue
         if args.json:
             out.write(json.dumps(event, ensure_ascii=False) + "\n")
@@ -422,8 +562,8 @@ def _cmd_complete_names(args: argparse.Namespace, out: TextIO) -> int:
     extra = NAME_COMMANDS.get(args.for_command)
     if extra is None:
         return EXIT_OK
-    client = Client(args.socket or _default_socket(os.environ), COMPLETE_TIMEOUT)
     try:
+        client = Client(args.socket or _default_socket(os.environ, args.workdir), COMPLETE_TIMEOUT)
         with client:
             status = _status_object(_ask(client, build_request("status")))
     except (ControlError, _Failure):
@@ -532,7 +672,7 @@ def _may_read_system_journal() -> bool:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    socket_path = args.socket or _default_socket(os.environ)
+    socket_path = args.socket or _default_socket(os.environ, args.workdir)
     return Client(socket_path, args.timeout or DEFAULT_TIMEOUT)
 
 
@@ -549,7 +689,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "shell":
         from .shell import run_shell
 
-        socket_path = args.socket or _default_socket(os.environ)
+        socket_path = args.socket or _default_socket(os.environ, args.workdir)
         return run_shell(socket_path, args.timeout, args.supervisor_pid)
     client = _client(args)
     try:
@@ -572,8 +712,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run kissbotctl with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for stream in (sys.stdout, sys.stderr):
+        fit_stream(stream)  # a terminal that is not UTF-8 gets ASCII, not a traceback
+    parser = _complete_names_parser() if COMPLETE_NAMES in argv else build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors: argparse printed them
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:

@@ -29,7 +29,7 @@ import select
 import time
 from pathlib import Path
 
-from ..kissbot.names import HUB, login_of
+from ..kissbot.names import HUB, login_of, process_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def check_name(name: str) -> str:
 
     Checked before the name goes into a path or a unit name.
     """
-    if name.lower() == HUB:
+    if process_name(name) == HUB:
         return HUB
     login = login_of(name)
     if login is None:

@@ -55,7 +55,7 @@ def _header(name: str, section: int, summary: str) -> list[str]:
 
 
 def supervisor_page() -> str:
-    from .supervisor import build_parser
+    from .supervisor import EXPORT_UNITS, EXPORT_UNITS_HELP, build_parser
 
     parser = build_parser()
     lines = _header("kissbot-supervisor", 8, "supervise a KissBot Twitch bot fleet")
@@ -70,6 +70,10 @@ def supervisor_page() -> str:
         roff(parser.description or ""),
         "Channels come from KissBot's config file. It restarts what fails with a backoff, "
         "parks what keeps failing, and answers \\fBkissbotctl\\fR(1) on its control socket.",
+        ".SH COMMANDS",
+        ".TP",
+        f"\\fB{roff(EXPORT_UNITS)}\\fR \\fIDIR\\fR [\\fIOPTIONS\\fR]",
+        roff(EXPORT_UNITS_HELP[0].upper() + EXPORT_UNITS_HELP[1:] + "."),
         ".SH OPTIONS",
     ]
     for group in parser._action_groups:
@@ -105,10 +109,16 @@ def supervisor_page() -> str:
         "The control socket (root, the supervisor's user, the operators' group).",
         ".SH SIGNALS",
         "SIGTERM and SIGINT stop the fleet (bots first, then the hub) and exit; a second one "
-        "kills what is left. SIGHUP re\\-reads the config; a broken one changes nothing.",
+        "kills what is left. While the interactive prompt runs, SIGINT (the terminal's "
+        "Ctrl\\-C) is the prompt's: it clears the line or ends the running command, and "
+        "\\fBquit\\fR stops the fleet. SIGHUP re\\-reads the config; a broken one changes nothing.",
         ".SH EXIT STATUS",
         "0 after a clean stop; 1 on an error while running; 2 for a config that cannot "
-        "be used (the message names the file, the key and what was expected).",
+        "be used (the message names the file, the key and what was expected). "
+        "With \\fB\\-\\-check\\-config\\fR: 0 when everything would start, 1 when "
+        "something would fail here (a missing program or script, a directory the bots "
+        "cannot write, a token that blocks a start: one line each on stderr), 2 for a "
+        "config that cannot be used.",
         ".SH SEE ALSO",
         "\\fBkissbotctl\\fR(1), \\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1)",
     ]

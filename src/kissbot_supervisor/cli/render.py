@@ -14,7 +14,9 @@ Layout (the old KissBot supervisor's, fitted to 80 columns)::
         ↳ token revoked: re-authorise with kissbot's oauth script
 
 Columns take the width their content needs; when a row would pass ``width``,
-CHANNEL, LAST EXIT and TOKEN shrink and long values end in ``…``. Colour
+LAST EXIT shrinks (long values end in ``…``), then the least needed
+columns are left out (a line below the table says which), so that channel
+names and PIDs are shown whole down to about 42 columns. Colour
 (ANSI SGR) is added only when asked for, and only around the STATE text, so
 it never changes the visible width.
 
@@ -22,7 +24,8 @@ A STATUS object that ``kissbotctl`` read from systemd itself (``"source":
 "systemd"``, the supervisor down) starts with the line :data:`OFFLINE_HEADLINE`
 and names the supervisor's unit state instead of its PID.
 
-:func:`format_event` renders one line of ``kissbotctl events``.
+:func:`format_event` renders one line of ``kissbotctl events``;
+:func:`progress_text` the line ``start``/``stop``/``restart`` redraw while they wait.
 
 Imports only ``os``, ``textwrap`` and ``time``: ``kissbotctl`` imports this module.
 """
@@ -33,6 +36,7 @@ import os
 import textwrap
 import time
 
+from ..kissbot.names import LOGIN_MAX
 from ..protocol import ALARMS, NoteKind
 from ..status import OFFLINE_SOURCE
 
@@ -44,9 +48,11 @@ if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cos
 __all__ = [
     "ELLIPSIS",
     "OFFLINE_HEADLINE",
+    "fit_stream",
     "format_bytes",
     "format_event",
     "format_uptime",
+    "progress_text",
     "render_status",
     "truncate",
     "use_color",
@@ -72,6 +78,35 @@ _STATE_COLORS = {
     "failed": "\x1b[31m",  # red
     "stopped": "\x1b[2m",  # dim
 }
+
+
+# On a terminal whose encoding lacks them (PYTHONIOENCODING=latin-1, an old
+# serial console), our few drawing characters become ASCII of the same width,
+# so that the table stays aligned; anything else that cannot be written (a
+# bot's message) becomes "?". Never a traceback for an encoding.
+_ASCII_FALLBACK = {"═": "=", "·": "|", "…": "~", "↳": ">"}
+_FALLBACK_ERRORS = "kissbot-ascii"
+
+
+def _fallback(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return "".join(_ASCII_FALLBACK.get(c, "?") for c in bad), exc.end
+
+
+def fit_stream(stream: TextIO) -> None:
+    """Make ``stream`` write what its encoding cannot hold as ASCII (see above)."""
+    import codecs
+
+    encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("_", "-")
+    if encoding.startswith("utf") or not hasattr(stream, "reconfigure"):
+        return
+    try:
+        codecs.lookup_error(_FALLBACK_ERRORS)
+    except LookupError:
+        codecs.register_error(_FALLBACK_ERRORS, _fallback)
+    stream.reconfigure(errors=_FALLBACK_ERRORS)
 
 
 def use_color(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
@@ -289,12 +324,18 @@ _COLUMNS: tuple[tuple[str, bool], ...] = (
     ("TOKEN", False),
 )
 _GAP = " "  # as ps(1): 80 columns are tight for eight columns
-# When a row is too wide, shrink (column, down to width) in this order: LAST
-# EXIT first (the reason line usually says more), then TOKEN to 7 (enough for
-# "valid", "expired", "revoked"), then CHANNEL (logins are at most 25), then
-# the rest. The fixed columns only hold short values from a sane daemon, but a
-# bad value must not overflow. Never narrower than a header.
-_SHRINK_STEPS = ((6, 9), (7, 7), (0, 8), (7, 5), (1, 8), (3, 8), (2, 3), (5, 3), (4, 8))
+# When a row is too wide: first the free-text column is cut to what still says
+# something, (column, down to width): LAST EXIT to 9 (the reason line usually
+# says more).
+_SHRINK_FIRST = ((6, 9),)
+# Then whole columns are left out, the least needed first (LAST EXIT, MEM,
+# UPTIME, TOKEN, RESTARTS): a cut channel name or PID is of no use to anyone,
+# a missing column is said below the table.
+_DROP_ORDER = (6, 5, 3, 7, 4)
+# Only when CHANNEL, STATE and PID alone are too wide (about 42 columns, or a bad
+# value from a broken daemon) are they cut, the channel last; never narrower
+# than a header.
+_SHRINK_LAST = ((1, 5), (2, 3), (0, 7))
 
 
 def _bot_cells(bot: Mapping[str, Any]) -> list[str]:
@@ -311,22 +352,30 @@ def _bot_cells(bot: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _fit_widths(natural: list[int], width: int) -> list[int]:
-    widths = list(natural)
-    excess = sum(widths) + len(_GAP) * (len(widths) - 1) - width
-    for index, minimum in _SHRINK_STEPS:
-        if excess <= 0:
+def _layout(natural: list[int], width: int) -> list[tuple[int, int]]:
+    """The columns shown, as (column index, width), for rows of ``width`` columns."""
+    widths = dict(enumerate(natural))
+
+    def excess() -> int:
+        return sum(widths.values()) + len(_GAP) * (len(widths) - 1) - width
+
+    for index, minimum in _SHRINK_FIRST:
+        widths[index] -= min(max(0, excess()), max(0, widths[index] - minimum))
+    for index in _DROP_ORDER:
+        if excess() <= 0:
             break
-        take = min(excess, max(0, widths[index] - minimum))
-        widths[index] -= take
-        excess -= take
-    return widths
+        del widths[index]
+    for index, minimum in _SHRINK_LAST:
+        widths[index] -= min(max(0, excess()), max(0, widths[index] - minimum))
+    return sorted(widths.items())
 
 
-def _row(cells: Sequence[str], widths: Sequence[int], state: str | None, color: bool) -> str:
+def _row(
+    cells: Sequence[str], layout: Sequence[tuple[int, int]], state: str | None, color: bool
+) -> str:
     parts: list[str] = []
-    for index, (cell, col_width) in enumerate(zip(cells, widths, strict=True)):
-        text = truncate(cell, col_width)
+    for index, col_width in layout:
+        text = truncate(cells[index], col_width)
         padded = text.rjust(col_width) if _COLUMNS[index][1] else text.ljust(col_width)
         if index == 1 and state is not None:
             padded = _paint(text, state, color) + " " * (col_width - len(text))
@@ -340,11 +389,23 @@ def _bot_table(bots: Sequence[Mapping[str, Any]], width: int, color: bool) -> li
     rows = [_bot_cells(b) for b in bots]
     headers = [c[0] for c in _COLUMNS]
     natural = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))]
-    widths = _fit_widths(natural, width)
-    lines = [_row(headers, widths, None, False)]
+    # A login is at most LOGIN_MAX long: a longer value (a broken daemon) is cut, and
+    # does not push every other column out.
+    natural[0] = min(natural[0], LOGIN_MAX)
+    layout = _layout(natural, width)
+    lines = [_row(headers, layout, None, False)]
     for bot, cells in zip(bots, rows, strict=True):
-        lines.append(_row(cells, widths, cells[1], color))
+        lines.append(_row(cells, layout, cells[1], color))
         lines.extend(_reason_lines(bot.get("reason"), width, 4))
+    left_out = [headers[i] for i in range(len(headers)) if i not in dict(layout)]
+    if left_out:
+        lines.extend(
+            textwrap.wrap(
+                f"({', '.join(left_out)}: no room at {width} columns; a wider terminal "
+                "or --json shows them)",
+                width=max(width, 20),
+            )
+        )
     return lines
 
 
@@ -352,8 +413,8 @@ def render_status(status: Mapping[str, Any], *, color: bool, width: int = 80) ->
     """The status table, lines joined with newlines and a final newline.
 
     Every line fits ``width`` columns (visible characters; colour codes do not
-    count) for any ``width`` of 70 or more: values are cut with ``…``. Below
-    that the column minimums win and rows may overflow.
+    count) for any ``width`` of 40 or more: columns are left out, then values
+    cut with ``…``. Below that the column minimums win and rows may overflow.
     """
     status = clean(status)
     bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
@@ -391,6 +452,28 @@ _EVENT_COLORS: dict[str, str] = {
     **dict.fromkeys(ALARMS, "\x1b[31m"),
     **dict.fromkeys((NoteKind.STOPPED, NoteKind.REMOVED, NoteKind.FINISHED), "\x1b[2m"),
 }
+
+
+_GOALS = {"start": "to be ready", "restart": "to be ready", "stop": "to stop"}
+
+
+def progress_text(
+    cmd: str, waiting: Sequence[str], total: int, elapsed: float, limit: float, width: int
+) -> str:
+    """``restart: 57/60 done, waiting for el_serda and 2 more to be ready... 12 s (max 65 s)``:
+    as many names as fit in ``width`` columns (less one: the cursor stays on the line,
+    which must not wrap to be redrawn in place)."""
+    goal = _GOALS.get(cmd, "to settle")
+    head = f"{cmd}: {total - len(waiting)}/{total} done, " if total > 1 else f"{cmd}: "
+    tail = f" {goal}... {elapsed:.0f} s (max {limit:.0f} s)"
+    for shown in range(len(waiting), 0, -1):
+        names = ", ".join(waiting[:shown])
+        if shown < len(waiting):
+            names += f" and {len(waiting) - shown} more"
+        text = f"{head}waiting for {names}{tail}"
+        if len(text) < width:
+            return text
+    return truncate(f"{head}waiting for {len(waiting)}{tail}", width - 1)
 
 
 def format_event(event: Mapping[str, Any], *, color: bool) -> str:

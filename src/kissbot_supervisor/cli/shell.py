@@ -18,7 +18,10 @@ Ctrl-C clears the line (and ends a running command), as in bash; Ctrl-D,
 Started by kissbot-supervisor (``--supervisor-pid``, see cli/supervisor.py)
 the prompt belongs to that supervisor: ``quit``, ``exit`` and Ctrl-D stop it
 and every process (SIGTERM to it, as the old supervisor's ``quit`` did), and
-the prompt ends when the supervisor does (``PR_SET_PDEATHSIG``). The
+the prompt ends when the supervisor does (``PR_SET_PDEATHSIG``). Ctrl-C there
+is what it is in ``kissbotctl shell`` (the supervisor leaves its own SIGINT to
+the prompt while the prompt runs); at an empty line it says how to stop the
+fleet, since an operator used to the old prompt may expect it to. The
 supervisor's log lines share the terminal with it: each arrives wherever the
 cursor is, so after each event (whose log line the supervisor has written just
 before sending it) the prompt and the line being typed are drawn again below
@@ -206,7 +209,7 @@ def _help(supervisor_pid: int | None) -> str:
         "Ctrl-C clears the line or ends a running command.",
     ]
     if supervisor_pid is not None:
-        lines[-1] = "Ctrl-C stops the supervisor (as it does without this prompt); Ctrl-U clears."
+        lines[-1] += " It never stops the fleet here: quit does."
     return "\n".join(lines) + "\n"
 
 
@@ -276,6 +279,19 @@ def _redraw_after_events(socket_path: str, waiting: threading.Event) -> None:
         return  # the supervisor is going: nothing more to redraw for
     finally:
         client.close()
+
+
+QUIT_HINT = (
+    "(Ctrl-C does not stop the fleet here: type quit to stop the supervisor and every process)"
+)
+
+
+def _line_typed() -> bool:
+    """Whether the line that a Ctrl-C has just abandoned held anything."""
+    import readline
+
+    # readline still holds the abandoned line until the next input() starts a new one.
+    return bool(readline.get_line_buffer().strip())
 
 
 def _on_term(signum: int, frame: object) -> None:
@@ -353,6 +369,8 @@ def run_shell(socket_path: str, timeout: float | None, supervisor_pid: int | Non
             break
         except KeyboardInterrupt:  # Ctrl-C: a fresh, empty line, as in bash
             print()
+            if supervisor_pid is not None and interactive and not _line_typed():
+                print(QUIT_HINT)
             continue
         finally:
             waiting.clear()

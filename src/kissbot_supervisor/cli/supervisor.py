@@ -41,14 +41,39 @@ def _metavar(kind: str) -> str:
     return kind.upper().replace(" ", "_")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        formatter_class=_formatter,
-        prog="kissbot-supervisor",
-        description="Supervise a KissBot fleet: the EventSub hub first, then one bot per channel.",
-        epilog="Every setting can also live under 'supervisor:' in the settings file; flags win. "
-        "See docs/configuration.md and docs/security.md.",
-    )
+PROG = "kissbot-supervisor"
+EXPORT_UNITS = "export-units"
+# The one description of the subcommand: --help, its own --help and the man page.
+EXPORT_UNITS_HELP = (
+    "write the same fleet as static systemd unit files (kissbot.slice, "
+    "kissbot-hub.service, the template kissbot-bot@.service, kissbot.target) into DIR, "
+    "for running without a resident supervisor, and exit"
+)
+
+
+def build_parser(export: bool = False) -> argparse.ArgumentParser:
+    """The daemon's command line; ``export``: that of ``kissbot-supervisor export-units``."""
+    if export:
+        parser = argparse.ArgumentParser(
+            formatter_class=_formatter,
+            prog=f"{PROG} {EXPORT_UNITS}",
+            usage="%(prog)s DIR [OPTIONS]",
+            description=EXPORT_UNITS_HELP[0].upper() + EXPORT_UNITS_HELP[1:] + ".",
+            epilog="The options are the supervisor's: the units run the fleet as it would. "
+            "Static units or the supervisor's, never both: see 'In production, under "
+            "systemd' in docs/operations.md.",
+        )
+        parser.add_argument("dir", metavar="DIR", help="where to write the unit files")
+    else:
+        parser = argparse.ArgumentParser(
+            formatter_class=_formatter,
+            prog=PROG,
+            usage=f"%(prog)s [OPTIONS]\n       %(prog)s {EXPORT_UNITS} DIR [OPTIONS]",
+            description="Supervise a KissBot fleet: the EventSub hub first, then one bot per "
+            f"channel. '{EXPORT_UNITS} DIR': {EXPORT_UNITS_HELP} ({EXPORT_UNITS} --help).",
+            epilog="Every setting can also live under 'supervisor:' in the settings file; "
+            "flags win. See docs/configuration.md and docs/security.md.",
+        )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--config",
@@ -80,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="check the config file and the token source, print the fleet, and exit",
+        help="check the config file, the token source and what a start needs here (the "
+        "programs, the directories the bots write, the tokens), print the fleet, and exit: "
+        "0 when everything would start, 1 when something would fail (said on stderr), 2 "
+        "for a config that cannot be used",
     )
     group = parser.add_argument_group("settings (see docs/configuration.md)")
     for dest, flags, boolean, kind, help_text in setting_flags():
@@ -102,13 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     export_dir = None
-    if argv[:1] == ["export-units"]:
+    if argv[:1] == [EXPORT_UNITS]:
         # `kissbot-supervisor export-units DIR [flags]`: the same config, as static units.
-        if len(argv) < 2 or argv[1].startswith("-"):
-            print("usage: kissbot-supervisor export-units DIR [flags]", file=sys.stderr)
-            return 2
-        export_dir, argv = Path(argv[1]), argv[2:]
-    args = build_parser().parse_args(argv)
+        args = build_parser(export=True).parse_args(argv[1:])
+        export_dir = Path(args.dir)
+    else:
+        args = build_parser().parse_args(argv)
     flags: dict[str, Any] = {
         dest: getattr(args, dest) for dest, *_ in setting_flags() if getattr(args, dest) is not None
     }
@@ -131,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_config:
             from ..daemon.startup import check_config
 
-            print(check_config(launch))
-            return 0
+            text, problems = check_config(launch)
+            print(text)
+            for problem in problems:
+                print(f"kissbot-supervisor: would fail: {problem}", file=sys.stderr)
+            return 1 if problems else 0
         if export_dir is not None:
             from ..daemon.startup import export_static_units
 
@@ -146,14 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"kissbot-supervisor: {e}", file=sys.stderr)
         return 1
-    prompt = start_prompt(supervisor.control_path) if launch.interactive else None
+    pid = start_prompt(supervisor.control_path) if launch.interactive else None
+    prompt = Prompt(pid, supervisor.helpers) if pid is not None else None
     if prompt is not None:
-        supervisor.helpers.add(prompt)  # ours: not an orphan to end (runtime/reaper.py)
+        supervisor.helpers.add(prompt.pid)  # ours: not an orphan to end (runtime/reaper.py)
+        supervisor.prompt_alive = prompt.alive
     try:
         return supervisor.run()
     finally:
         if prompt is not None:
-            end_prompt(prompt)
+            prompt.end()
 
 
 # --- the interactive prompt ---------------------------------------------------
@@ -162,11 +194,15 @@ def main(argv: list[str] | None = None) -> int:
 # stopped while it waited (fault 4). Here the prompt is a child process,
 # `kissbotctl shell` on this terminal, talking to the control socket like any
 # kissbotctl; the daemon never reads stdin. The child stays in the daemon's
-# process group, so Ctrl-C still reaches the daemon and stops the fleet, as it
-# does without a prompt (the prompt itself only clears its line). Its `quit`
-# sends SIGTERM here. It dies with the daemon (PR_SET_PDEATHSIG, set by itself),
-# and is ended and reaped before the daemon exits so that it restores the
-# terminal before the operator's shell takes the terminal back.
+# process group (the operator's shell, and make, wait for that job), so the
+# terminal's Ctrl-C reaches the daemon too: while the prompt lives, the daemon
+# leaves that SIGINT to it (it ends the running command or clears the line, as
+# in any shell), and stopping the fleet is the prompt's explicit `quit`, which
+# sends SIGTERM here. Without a prompt (no terminal, --non-interactive, the
+# prompt gone) SIGINT stops the fleet as before. The prompt dies with the daemon
+# (PR_SET_PDEATHSIG, set by itself), and is ended and reaped before the daemon
+# exits so that it restores the terminal before the operator's shell takes the
+# terminal back.
 PROMPT_CODE = "import sys; from kissbot_supervisor.cli.ctl import main; sys.exit(main())"
 PROMPT_END_WAIT = 5.0  # seconds; readline restores the terminal in far less
 
@@ -188,22 +224,45 @@ def start_prompt(control: Path) -> int | None:
         return None
 
 
-def end_prompt(pid: int) -> None:
-    """SIGTERM the prompt (it leaves through readline's clean-up) and reap it."""
-    import signal
-    import time
+class Prompt:
+    """The prompt child, reaped here once it has ended (then never signalled: its PID
+    may belong to another process by then)."""
 
-    try:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + PROMPT_END_WAIT
-        while os.waitpid(pid, os.WNOHANG) == (0, 0):
-            if time.monotonic() > deadline:  # stuck (stopped?): the terminal may need `reset`
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return
-            time.sleep(0.02)
-    except (ProcessLookupError, ChildProcessError):
-        pass  # already gone and reaped
+    def __init__(self, pid: int, helpers: set[int]) -> None:
+        self.pid = pid
+        self._helpers = helpers
+        self._reaped = False
+
+    def alive(self) -> bool:
+        """Whether it still runs; one that has ended is reaped (no zombie) and forgotten."""
+        if not self._reaped:
+            try:
+                self._reaped = os.waitpid(self.pid, os.WNOHANG) != (0, 0)
+            except ChildProcessError:
+                self._reaped = True
+            if self._reaped:
+                self._helpers.discard(self.pid)
+        return not self._reaped
+
+    def end(self) -> None:
+        """SIGTERM it (it leaves through readline's clean-up) and reap it."""
+        import signal
+        import time
+
+        if not self.alive():
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + PROMPT_END_WAIT
+            while os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:  # stuck (stopped?): the terminal may need `reset`
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                    break
+                time.sleep(0.02)
+        except (ProcessLookupError, ChildProcessError):
+            pass  # already gone and reaped
+        self._reaped = True
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ commands root runs; see docs/security.md). With a settings file, a
 Every setting also has a command-line flag; flags win over the file, the
 file over the defaults. A wrong value is reported with the file, the key
 path, the value and what was expected, and on reload it changes nothing.
+A key written twice in one mapping (two `supervisor:` sections) is an error,
+not the second silently replacing the first; a setting written at the top
+level of KissBot's config, outside `supervisor:`, is reported as not read. In
+a YAML list, `- #el_serda` is an empty item (`#` starts a comment): write the
+login alone.
 
 The old supervisor's flags are all accepted: `--config`, `--use-db`, `--db`,
 `--enable-hub`, `--hub-socket`, `--non-interactive`; plus `--workdir DIR`,

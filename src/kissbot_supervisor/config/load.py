@@ -179,6 +179,14 @@ def _read_channels(document: Mapping[str, Any], source: str) -> tuple[str, ...]:
     out: list[str] = []
     for i, name in enumerate(channels):
         key = f"twitch.channels[{i}]"
+        if name is None:
+            # `- #el_serda`: YAML reads what follows '#' as a comment, and the item is empty.
+            raise ConfigError(
+                source,
+                key,
+                "is empty; if it reads '- #name', YAML took '#name' for a comment: "
+                "write the login without '#' (- el_serda)",
+            )
         try:
             login = check_login(name)
         except SettingValueError as e:
@@ -236,7 +244,9 @@ def read_settings(
         try:
             values[name] = meta.parse(raw)
         except SettingValueError as e:
-            raise ConfigError(where, origin, f"{e} ({meta.kind} expected)") from None
+            # A rule that says what it expects is not followed by the kind again.
+            expected = "" if "expected" in e.rule else f" ({meta.kind} expected)"
+            raise ConfigError(where, origin, f"{e}{expected}") from None
     settings = Settings(**values)
     if settings.restart_max_delay_sec < settings.restart_delay_sec:
         raise ConfigError(
@@ -268,6 +278,7 @@ def load_config(
     kissbot = load_kissbot_yaml(workdir, config_path, isolate=isolate)
     document = kissbot.document
     settings_source, notes = _settings_source(kissbot, shown, settings_file, isolate=isolate)
+    notes += _stray_settings(document, shown)
     channels = _read_channels(document, shown)
     bot_section = _mapping(document.get("bot"), shown, "bot")
     bot_name = bot_section.get("name", DEFAULT_BOT_LOGIN)
@@ -376,6 +387,23 @@ def _settings_source(
             f"and as whom; put them in {SETTINGS_FILE} (root's), or pass --settings FILE",
         )
     return (kissbot.document, shown), ()
+
+
+# KissBot's own top-level sections (docs: kissbot-interfaces), never settings of ours.
+KISSBOT_SECTIONS = frozenset({"twitch", "bot", "timeouts", "announcements", "eventsub"})
+
+
+def _stray_settings(document: Mapping[str, Any], shown: str) -> tuple[str, ...]:
+    """Notes for settings written at the top level of KissBot's config, where nothing
+    reads them (they belong under 'supervisor:'), rather than silence."""
+    known_keys = {meta.key for _, _, meta in declarations()}
+    names = known_keys | {k.split(".", 1)[0] for k in known_keys}
+    stray = [k for k in document if isinstance(k, str) and k in names - KISSBOT_SECTIONS]
+    return tuple(
+        f"{shown}: '{key}' at the top level is not read: the supervisor's settings go "
+        f"under '{SETTINGS_KEY}:' ({SETTINGS_KEY}.{key})"
+        for key in stray
+    )
 
 
 def _shown_key(key: str) -> str:

@@ -11,6 +11,13 @@ flags and no environment they agree on one path. The rules, in order:
 4. ``/dev/shm/kissbot-supervisor-UID`` (tmpfs nearly everywhere, world-writable,
    so the daemon must create the directory itself with mode 0700).
 
+That is the shared runtime directory. A daemon started by systemd uses
+``$RUNTIME_DIRECTORY`` as it is (one service, one supervisor); any other takes a
+directory of its own inside the shared one, named after its workdir
+(:func:`instance_runtime_dir`), so that two supervisors of two KissBot
+checkouts never share a socket. ``kissbotctl`` finds that one from the
+current directory or ``--workdir`` (:func:`instance_sockets`).
+
 Only the standard library, and only ``os`` and ``pathlib``: ``kissbotctl``
 imports this module and must start fast.
 """
@@ -33,6 +40,9 @@ __all__ = [
     "default_control_socket",
     "default_runtime_dir",
     "fstype_of",
+    "instance_name",
+    "instance_runtime_dir",
+    "instance_sockets",
     "is_tmpfs",
 ]
 
@@ -154,3 +164,48 @@ def default_control_socket(
     if explicit is not None:
         return Path(explicit)
     return default_runtime_dir(env, uid, mountinfo=mountinfo) / CONTROL_SOCKET_NAME
+
+
+def instance_name(workdir: Path) -> str:
+    """The name of a workdir's own runtime directory: its last part (to be read in
+    ``ls``) and a checksum of the whole path (two checkouts named alike differ)."""
+    import zlib
+
+    path = os.fspath(workdir)
+    tail = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in workdir.name)
+    return f"{tail[:32] or 'root'}-{zlib.crc32(path.encode('utf-8', 'surrogateescape')):08x}"
+
+
+def instance_runtime_dir(
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    uid: int | None = None,
+    *,
+    mountinfo: str | None = None,
+) -> Path:
+    """The daemon's runtime directory when none is given: ``$RUNTIME_DIRECTORY`` as it
+    is, else its workdir's own inside the shared one (see the module docstring)."""
+    if env is None:
+        env = os.environ
+    shared = default_runtime_dir(env, uid, mountinfo=mountinfo)
+    if _env_path(env, "RUNTIME_DIRECTORY") is not None:
+        return shared
+    return shared / instance_name(workdir)
+
+
+def instance_sockets(shared: Path) -> list[Path]:
+    """The control sockets of the supervisors that have a directory of their own in
+    ``shared`` (running or not: the caller tries them), by name."""
+    try:
+        entries = sorted(os.scandir(shared), key=lambda e: e.name)
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        socket_path = Path(entry.path) / CONTROL_SOCKET_NAME
+        try:
+            if entry.is_dir(follow_symlinks=False) and socket_path.is_socket():
+                found.append(socket_path)
+        except OSError:
+            continue
+    return found

@@ -85,7 +85,8 @@ def setting(
     """Declare one setting as a dataclass field (see the module docstring)."""
     flags: tuple[str, ...] = ()
     if flag:
-        flags = (_flag_for(key), *aliases)
+        # An alias may be the derived flag itself (--hub-socket): listed once.
+        flags = tuple(dict.fromkeys((_flag_for(key), *aliases)))
     meta = SettingMeta(
         key=key,
         parse=parse,
@@ -355,8 +356,10 @@ class Settings:
         None,
         optional_path,
         "Directory for the notify socket, the control socket and credential files; it "
-        "should be on tmpfs. Default: `$RUNTIME_DIRECTORY`, else `/run/kissbot-supervisor` "
-        "for root when /run is tmpfs, else `$XDG_RUNTIME_DIR/kissbot-supervisor`, else "
+        "should be on tmpfs, and one supervisor holds it at a time. Default: "
+        "`$RUNTIME_DIRECTORY` (under systemd), else a directory of this workdir's own "
+        "(named after it) in `/run/kissbot-supervisor` for root when /run is tmpfs, else "
+        "in `$XDG_RUNTIME_DIR/kissbot-supervisor`, else in "
         "`/dev/shm/kissbot-supervisor-UID`.",
         "path",
     )
@@ -558,7 +561,8 @@ class Settings:
         "logs.dir",
         "logs/supervisor",
         path_text,
-        "Where the native backend writes one log file per process, relative to the workdir.",
+        "Where the native backend writes one log file per process, and the supervisor's "
+        "own (kissbot-supervisor.log), relative to the workdir.",
         "path",
     )
     logs_max_bytes: int = setting(

@@ -78,11 +78,40 @@ def _shape_problem(document: object) -> str | None:
     return None
 
 
+def _unique_keys_loader(yaml: Any, base: Any) -> Any:
+    """``base`` that refuses a key written twice in one mapping.
+
+    PyYAML keeps the last of two equal keys without a word: a second
+    ``supervisor:`` section silently replaced the first. The keys compared are
+    the scalars as written (``<<`` merge keys aside, whose keys may be overridden).
+    """
+
+    class UniqueKeyLoader(base):  # type: ignore[misc]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[str, Any] = {}
+            for key_node, _value in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                first = seen.setdefault(key_node.value, key_node)
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"the key {key_node.value!r} is written twice in one mapping (first on "
+                        f"line {first.start_mark.line + 1}); YAML would keep only the second "
+                        "and drop the first without a word: merge them into one",
+                        key_node.start_mark,
+                    )
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def parse_here(raw: bytes) -> dict[str, Any]:
     """The child's work, also usable in-process: document or error, as a dict."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = _unique_keys_loader(yaml, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     try:
         too_deep = _depth_error(raw, yaml, loader)
         if too_deep is not None:

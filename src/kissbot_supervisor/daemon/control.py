@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..core.records import record
-from ..protocol import MAX_LINE, ProtocolError, Request, encode, parse_request
+from ..protocol import MAX_LINE, ProtocolError, Request, encode, is_progress, parse_request
 from ..runtime.fs import bind_unix
 from ..runtime.loop import Loop, Timer, accepted
 from ..runtime.procinfo import peer_credentials
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
     from ..runtime.log import Log
 
+    # Called once with the answer; before it, with the progress lines the request
+    # asked for, if any (protocol.is_progress tells them apart).
     Reply = Callable[[dict[str, Any]], None]
 
 MAX_CLIENTS = 64
@@ -304,6 +306,11 @@ class ControlServer:
         def reply(response: dict[str, Any]) -> None:
             # Commands that wait (start, stop) answer later; the client may be gone.
             nonlocal answered
+            if is_progress(response):
+                # A line before the answer (asked for by the client): still owed one.
+                if not answered and client.sock.fileno() >= 0:
+                    self._reply(client, response)
+                return
             if not answered:
                 answered = True
                 client.waiting = False

@@ -3,7 +3,9 @@
 ``status``, ``metrics`` and ``reload`` are answered at once. ``start``,
 ``stop`` and ``restart`` become core events; like ``systemctl start`` they are
 answered when every named process has settled (``core/commands.py`` says
-when, and what the result is) or when the wait limit runs out.
+when, and what the result is) or when the wait limit runs out. A request that
+asks for progress is told that limit at once and each process's result as it
+settles (protocol.py), so that a client never gives up before we answer.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from collections.abc import Callable
 
 from .. import core
 from ..core.commands import Before, result, settled, wait_limit
-from ..core.records import record
+from ..core.records import field, record
+from ..kissbot.names import unknown_names_text
+from ..protocol import progress_message
 from ..runtime.loop import Loop, Timer
 
 TYPE_CHECKING = False
@@ -29,7 +33,9 @@ class _Waiter:
     cmd: str
     before: dict[str, Before]
     reply: Reply
+    progress: bool = False  # progress lines asked for
     timer: Timer | None = None
+    reported: set[str] = field(factory=set)  # names whose result a progress line gave
 
 
 class Requests:
@@ -73,16 +79,27 @@ class Requests:
         else:
             event = core.Restart(tuple(names))
         limit = max(wait_limit(request.cmd, self.core.procs[n], self.core.policy) for n in names)
-        waiter = _Waiter(request.cmd, before, reply)
+        waiter = _Waiter(request.cmd, before, reply, request.progress)
         waiter.timer = self.loop.call_later(limit, lambda: self._answer(waiter))
         self._waiters.append(waiter)
+        if request.progress:  # before the event: a command settled at once answers in it
+            reply(progress_message(limit, names))
         self._feed(event)
 
     def check_waiters(self) -> None:
-        """After the core has moved: answer every request whose outcome is settled."""
+        """After the core has moved: answer every request whose outcome is settled,
+        and tell those that asked for progress what has settled meanwhile."""
         for w in list(self._waiters):
-            if all(settled(w.cmd, self.core.procs.get(n), b) for n, b in w.before.items()):
+            done = [n for n, b in w.before.items() if settled(w.cmd, self.core.procs.get(n), b)]
+            if len(done) == len(w.before):
                 self._answer(w)
+            elif w.progress and w.timer is not None:
+                new = [n for n in done if n not in w.reported]
+                if new:
+                    w.reported.update(new)
+                    results = [self._result(w, n) for n in new]
+                    waiting = [n for n in w.before if n not in done]
+                    w.reply(progress_message(w.timer.when - self.loop.now(), waiting, results))
 
     def _answer(self, w: _Waiter) -> None:
         if w not in self._waiters:
@@ -90,19 +107,26 @@ class Requests:
         self._waiters.remove(w)
         if w.timer is not None:
             w.timer.cancel()
-        results = [result(w.cmd, n, self.core.procs.get(n), b) for n, b in w.before.items()]
-        w.reply({"ok": True, "results": results})
+        w.reply({"ok": True, "results": [self._result(w, n) for n in w.before]})
+
+    def _result(self, w: _Waiter, name: str) -> dict[str, Any]:
+        return result(w.cmd, name, self.core.procs.get(name), w.before[name])
 
     def _resolve(self, names: tuple[str, ...]) -> list[str] | str:
+        """The processes named (``all`` for every one), or the error text for unknown names.
+
+        The names are the processes' own already (protocol.Request folds case)."""
         known = self.core.names()
         out: list[str] = []
+        unknown: list[str] = []
         for name in names:
             if name == "all":
                 out.extend(n for n in known if n not in out)
             elif name in self.core.procs and not self.core.procs[name].removed:
                 if name not in out:
                     out.append(name)
-            else:
-                listed = ", ".join(known) or "none"
-                return f"unknown process {name!r} (known: {listed}, or all)"
+            elif name not in unknown:
+                unknown.append(name)
+        if unknown:
+            return unknown_names_text(unknown, known)
         return out

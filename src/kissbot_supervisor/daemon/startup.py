@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config.settings import Settings
 from ..config.specs import build_policy
 from ..runtime.log import Log
 from ..runtime.resources import make_undumpable
@@ -16,15 +17,34 @@ from .launch import LaunchOptions, StartupError, load_launch
 from .supervisor import Supervisor
 
 
-def check_config(launch: LaunchOptions) -> str:
-    """``--check-config``: what would run, or StartupError."""
+def check_config(launch: LaunchOptions) -> tuple[str, list[str]]:
+    """``--check-config``: what would run, and what of it would fail here (see
+    :mod:`.preflight`); StartupError for a config that cannot be used at all."""
+    from .preflight import preflight
+
     cfg, specs = load_launch(launch)
     lines = [f"{cfg.config_file}: OK, {len(cfg.channels)} channels"]
     if cfg.settings_file is not None:
         lines.append(f"{cfg.settings_file}: OK, the supervisor's settings")
-    lines += [f"note: {note}" for note in cfg.notes]
+    problems, notes = preflight(cfg, specs, _bots_owner_if_systemd(cfg.settings))
+    lines += [f"note: {note}" for note in (*cfg.notes, *notes)]
     lines += [f"  {spec.name}: {' '.join(spec.argv)}" for spec in specs]
-    return "\n".join(lines)
+    return "\n".join(lines), problems
+
+
+def _bots_owner_if_systemd(s: Settings) -> tuple[int, int] | None:
+    """The bots' (UID, GID) when the systemd backend would run them as systemd.user;
+    None when they would run as this user (the native backend, chosen or fallen back to)."""
+    if s.backend == "native" or s.systemd_user is None:
+        return None
+    if s.backend == "auto":
+        from ..backends.systemd.backend import systemd_available
+
+        if systemd_available() is not None:
+            return None  # auto falls back to native here
+    from .supervisor import bots_owner
+
+    return bots_owner(s)
 
 
 def choose_backend(wanted: str, log: Log) -> str:

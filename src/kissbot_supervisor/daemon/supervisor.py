@@ -18,14 +18,15 @@ from pathlib import Path
 
 from .. import __version__, core
 from ..config.load import Config, ConfigError
-from ..config.paths import default_runtime_dir
+from ..config.paths import default_runtime_dir, instance_runtime_dir
 from ..config.settings import Settings
 from ..config.specs import build_policy, build_specs
 from ..kissbot.filecommands import FileInterfaces, bot_states
 from ..kissbot.names import KISSBOT_DIRS
 from ..observe.observer import Observer
 from ..protocol import ALARMS
-from ..runtime.fs import ensure_private_dir, make_dirs, read_regular, write_atomically
+from ..runtime.fs import base_of, ensure_private_dir, make_dirs, read_regular, write_atomically
+from ..runtime.instance import claim_runtime_dir
 from ..runtime.log import Log
 from ..runtime.loop import Loop, Timer
 from ..runtime.reaper import Reaper
@@ -45,15 +46,19 @@ from .status import build_status, summary
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ..backends.native.backend import NativeBackend
+    from ..backends.native.logfiles import LogFile
     from ..backends.systemd.backend import SystemdBackend
     from ..status import Status
 
     Backend = NativeBackend | SystemdBackend
 
 
+# The supervisor's own log file in the processes' logs directory (native backend).
+SUPERVISOR_LOG = "kissbot-supervisor.log"
 # The jobs of the supervisor's own unit that bring it back at once (see _on_stop_signal).
 # SIGHUPs closer together than this are merged into one reload.
 RELOAD_GAP_SEC = 1.0
@@ -113,9 +118,18 @@ class Supervisor:
         self._timer: Timer | None = None
         self._timer_at: float | None = None
         s = cfg.settings
-        self.runtime_dir = Path(s.runtime_dir) if s.runtime_dir else default_runtime_dir()
-        self.runtime_dir = cfg.resolve(self.runtime_dir)
+        if s.runtime_dir:
+            self.runtime_dir = cfg.resolve(Path(s.runtime_dir))
+        else:  # the workdir's own, inside the shared one (config/paths.py)
+            shared = default_runtime_dir()
+            self.runtime_dir = instance_runtime_dir(cfg.workdir)
+            if self.runtime_dir != shared:
+                # The shared one too: whoever owns it could swap ours inside it.
+                ensure_private_dir(shared)
         ensure_private_dir(self.runtime_dir)  # ours alone, or no start (runtime/fs.py)
+        # And ours only while we run: never a second supervisor's (runtime/instance.py).
+        # The descriptor stays open for the process's life; the kernel frees the lock.
+        self._instance_lock = claim_runtime_dir(self.runtime_dir, cfg.workdir)
         self.control_path = (
             cfg.resolve(s.control_socket) if s.control_socket else self.runtime_dir / "control.sock"
         )
@@ -142,6 +156,7 @@ class Supervisor:
                 raise StartupError(shortfall)
         self.core = core.Core(specs, self._policy(cfg))
         self.backend: Backend = self._make_backend()
+        self._log_file = self._keep_own_log() if backend_kind == "native" else None
         self.requests = Requests(
             self.loop,
             self.core,
@@ -181,9 +196,34 @@ class Supervisor:
         self.files.configure(cfg.settings.file_commands, cfg.settings.broadcast_relay)
         # Orphans among the fleet's processes are handed to us and ended (runtime/reaper.py).
         self.helpers: set[int] = set()  # children started outside the daemon (the prompt)
+        # Whether our prompt child still runs (cli/supervisor.py sets it when there is
+        # one; asking reaps a prompt that has ended). While it runs, a SIGINT is the
+        # operator's Ctrl-C meant for it: the terminal sends it to its whole foreground
+        # process group, this process included, and it must end the prompt's command or
+        # clear its line, not stop the fleet. quit, SIGTERM and a SIGINT without a
+        # prompt do.
+        self.prompt_alive: Callable[[], bool] = lambda: False
         self.reaper = Reaper(self.loop, self.log, self._started_children)
         self._trim_when_settled = True  # see feed(): a trim once the start is over
         self._finished = False  # the core saw every process stop (a completed shutdown)
+
+    def _keep_own_log(self) -> LogFile:
+        """Our own log, also in a file next to the processes' logs (native backend: a
+        background run's stderr goes nowhere; under systemd journald keeps it), rotated
+        as they are. Its name cannot be a channel's: a login has no '-'."""
+        from ..backends.native.logfiles import LogFile
+
+        s = self.cfg.settings
+        logs_dir = self.cfg.resolve(s.logs_dir)
+        file = LogFile(
+            logs_dir / SUPERVISOR_LOG,
+            s.logs_max_bytes,
+            s.logs_backups,
+            lambda message: self.log.warning("supervisor", message),
+            base=base_of(logs_dir, self.cfg.workdir),
+        )
+        self.log.add_sink(lambda line: file.write_chunk(line.encode() + b"\n", time.time()))
+        return file
 
     def _policy(self, cfg: Config) -> core.Policy:
         return build_policy(cfg, backend_watchdog=self.backend_kind == "systemd")
@@ -313,7 +353,7 @@ class Supervisor:
             # late signal (an impatient caller) must not turn the clean exit into a kill.
             signal.signal(sig, signal.SIG_IGN)
         self.loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
-        self.loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+        self.loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
         self.loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         self.reaper.start()
         self._write_pidfile()
@@ -345,6 +385,10 @@ class Supervisor:
         finally:
             self.close()
         return 0
+
+    def _on_interrupt(self) -> None:
+        if not self.prompt_alive():
+            self._on_stop_signal()
 
     def _on_stop_signal(self) -> None:
         if self.core.shutting_down:
@@ -386,6 +430,9 @@ class Supervisor:
         self._last_hup_reload = self.loop.now()
 
     def _started_children(self) -> set[int]:
+        # Asked at every SIGCHLD (the reaper's sweep): a prompt that has ended (its
+        # terminal closed) is reaped then, not left a zombie for the daemon's life.
+        self.prompt_alive()
         return self.backend.child_pids() | self.observer.child_pids() | self.helpers
 
     def close(self) -> None:
@@ -406,6 +453,8 @@ class Supervisor:
         except OSError:
             pass
         self.log.info("supervisor", "stopped")
+        if self._log_file is not None:
+            self._log_file.close()
 
     def _write_pidfile(self) -> None:
         try:

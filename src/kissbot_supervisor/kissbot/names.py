@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import re
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
+    from collections.abc import Sequence
+
 # The one process that is not a channel; every other process name is a login.
 HUB = "hub"
 
 # Twitch logins: 4 to 25 of a-z, 0-9 and underscore. Twitch treats them
 # case-insensitively and KissBot stores them lowercased.
-LOGIN_RE = re.compile(r"[a-z0-9_]{4,25}")
+LOGIN_MAX = 25
+LOGIN_RE = re.compile(rf"[a-z0-9_]{{4,{LOGIN_MAX}}}")
 LOGIN_RULE = "is not a Twitch login (4-25 of a-z, 0-9, _)"
 # KissBot's own default for bot.name.
 DEFAULT_BOT_LOGIN = "serda_bot"
@@ -46,6 +51,46 @@ def login_of(name: str) -> str | None:
     if name.isascii() and LOGIN_RE.fullmatch(lowered):
         return lowered
     return None
+
+
+def process_name(text: str) -> str:
+    """The process a name typed by an operator means: ``El_Serda`` is ``el_serda``.
+
+    The one rule for names coming in (control requests, kissbotctl): Twitch
+    logins are case-insensitive, and ``hub`` and ``all`` are matched the same
+    way. Only ASCII is folded, for the reason :func:`login_of` gives.
+    """
+    return text.lower() if text.isascii() else text
+
+
+# Up to this many names, an unknown one is answered with the whole list; beyond, with
+# the closest names only (300 channels are 8 KB: no help on one line).
+LIST_ALL_UP_TO = 10
+
+
+def unknown_names_text(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """One line for names that match no process: the closest known names for each."""
+    import difflib  # only a typo needs it
+
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(process_name(name), known, n=3, cutoff=0.6)
+        if close:
+            parts.append(f"{name!r} (did you mean {' or '.join(close)}?)")
+        elif process_name(name) == HUB:
+            parts.append(f"{name!r} (this fleet runs no hub)")
+        else:
+            parts.append(repr(name))
+    noun = "channel" if len(unknown) == 1 else "channels"
+    text = f"unknown {noun} {', '.join(parts)}"
+    if any("(" in part for part in parts):
+        return text
+    channels = [n for n in known if n != HUB]
+    if len(channels) <= LIST_ALL_UP_TO:
+        return f"{text} (known: {', '.join(channels) or 'none'})"
+    return (
+        f"{text}: no close name among the {len(channels)} channels (kissbotctl status lists them)"
+    )
 
 
 def bot_unit(channel: str) -> str:
