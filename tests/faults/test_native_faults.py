@@ -418,11 +418,13 @@ def test_a_paused_supervisor_kills_no_healthy_bot(native: StartNative, pause_sec
 
 
 def open_log_files(pid: int) -> int:
-    """The supervisor's descriptors on process log files (``logs/supervisor/*.log``)."""
+    """The supervisor's descriptors on process log files (``logs/supervisor/CH.log``;
+    not its own, ``kissbot-supervisor.log``)."""
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
         with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".log"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.endswith(".log") and not target.endswith("/kissbot-supervisor.log"):
                 count += 1
     return count
 

@@ -32,6 +32,7 @@ from ..runtime.loop import Loop, Timer
 from ..runtime.reaper import Reaper
 from ..runtime.resources import (
     descriptor_shortfall,
+    given_fd_limit,
     protect_from_oom,
     raise_fd_limit,
     release_memory,
@@ -148,6 +149,7 @@ class Supervisor:
                     "supervisor", f"cannot make {cfg.workdir / name}/: {e.strerror or e}"
                 )
         specs = build_specs(cfg)
+        self._given_nofile = given_fd_limit()  # for the children, before it is raised
         if backend_kind == "native":
             # Refused whole, with the way out, rather than a fleet that dies of
             # EMFILE halfway through its start.
@@ -261,6 +263,7 @@ class Supervisor:
                 log_max_bytes=s.logs_max_bytes,
                 log_backups=s.logs_backups,
                 hub_socket=cfg.resolve(s.hub_socket),
+                child_nofile=self._given_nofile,
             ),
             self.feed,
             self.log,

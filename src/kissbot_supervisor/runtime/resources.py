@@ -25,6 +25,13 @@ FDS_PER_PROCESS = 5
 FDS_RESERVED = 160
 
 
+def given_fd_limit() -> tuple[int, int]:
+    """The descriptor limits (soft, hard) in force now."""
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
 def raise_fd_limit(wanted: int = 0) -> tuple[int, int]:
     """Raise the soft descriptor limit to the hard one, and the hard one to ``wanted``
     where allowed (CAP_SYS_RESOURCE); the limits then in force."""

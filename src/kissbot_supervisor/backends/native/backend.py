@@ -47,6 +47,9 @@ class NativeOptions:
     log_max_bytes: int
     log_backups: int
     hub_socket: Path
+    # The descriptor limit the supervisor was given, before it raised its own:
+    # what the children get (None: the one in force).
+    child_nofile: tuple[int, int] | None = None
 
 
 @record(frozen=False)
@@ -109,7 +112,7 @@ class NativeBackend:
         self._emit = emit
         self._log = log  # the supervisor-level log lines
         self._credential = credential
-        self._spawner = Spawner()
+        self._spawner = Spawner(options.child_nofile)
         self._running: dict[str, Running] = {}
         self._by_pid: dict[int, str] = {}
         self._slots: dict[str, _Slot] = {}

@@ -69,12 +69,12 @@ def _prctl() -> Callable[[int, int], int]:
 class Spawner:
     """Starts children; create one per supervisor (it holds /dev/null and libc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, nofile: tuple[int, int] | None = None) -> None:
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._prctl = _prctl()
         # The supervisor raises its own descriptor limit; children get the one it
         # was given (programs using select() break above 1024).
-        self._nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self._nofile = nofile or resource.getrlimit(resource.RLIMIT_NOFILE)
 
     def close(self) -> None:
         os.close(self._devnull)
