@@ -124,6 +124,10 @@ class Adopted:
 class Spawned:
     name: str
     pid: int
+    # Started by the service manager without the supervisor asking: an
+    # administrator's `systemctl start` or `restart` of the unit. Respected: the
+    # process is wanted from then on.
+    outside: bool = False
 
 
 @record
@@ -146,6 +150,10 @@ class Exited:
     reason: str | None = None  # what the backend knows beyond the status (systemd's Result)
     # The process's own last output lines (its traceback's last line): why, in its words.
     last_lines: tuple[str, ...] = ()
+    # A stop or restart the supervisor did not ask for was under way in the service
+    # manager (an administrator's `systemctl stop` or `restart`): respected, and
+    # neither a failure nor an exit "by itself".
+    external: bool = False
 
 
 @record
@@ -530,8 +538,8 @@ class Core:
                     self._apply(inner, now, out)
             case Adopted():
                 self._on_adopted(event, now, out)
-            case Spawned(name, pid):
-                self._on_spawned(self.procs[name], pid, now, out)
+            case Spawned(name, pid, outside):
+                self._on_spawned(self.procs[name], pid, now, out, outside)
             case SpawnFailed(name, error):
                 self._on_spawn_failed(self.procs[name], error, now, out)
             case Ready(name):
@@ -593,7 +601,22 @@ class Core:
             if gate.blocked and not p.alive and p.want:
                 out.append(Note(gate.name, NoteKind.BLOCKED, f"not started: {gate.blocked}"))
 
-    def _on_spawned(self, p: Proc, pid: int, now: float, out: list[Action]) -> None:
+    def _on_spawned(
+        self, p: Proc, pid: int, now: float, out: list[Action], outside: bool = False
+    ) -> None:
+        if outside and not p.want and not self.shutting_down and not p.removed:
+            # An administrator's systemctl start or restart: theirs to decide.
+            p.want = True
+            p.reason = None
+            p.failures.clear()
+            p.startup_exits.clear()
+            out.append(
+                Note(
+                    p.spec.name,
+                    NoteKind.COMMAND,
+                    "started by the service manager (systemctl start or restart)",
+                )
+            )
         if p.restart_pending:
             p.restart_pending = False
             p.restarts += 1
@@ -701,6 +724,14 @@ class Core:
         if cause in ("restart", "hub-restart"):
             p.restart_pending = True
             out.append(Note(p.spec.name, NoteKind.EXITED, f"{how}; starting again"))
+            return
+        if cause is None and ev.external:
+            # Neither ours nor its own doing: the service manager was asked to stop
+            # or restart it. A restart brings it back by itself (Spawned outside).
+            p.want = False
+            p.restart_pending = True  # counted if it comes back
+            p.reason = "stopped by the service manager (systemctl stop or restart)"
+            out.append(Note(p.spec.name, NoteKind.STOPPED, f"{p.reason}; {how}"))
             return
         # Nobody asked for this exit (or the supervisor stopped it for a fault).
         if was_ready and ran_for >= self.policy.reset_after_sec:

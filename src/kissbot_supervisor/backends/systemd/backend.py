@@ -89,7 +89,7 @@ TELLING_RESULTS = {
 # their values; only the exec command lists (Service) and Conditions/Asserts (Unit)
 # come as invalidated, on every signal, and those are not ours to fetch.
 WANTED = {
-    UNIT_INTERFACE: ("ActiveState", "SubState"),
+    UNIT_INTERFACE: ("ActiveState", "SubState", "Job"),
     SERVICE_INTERFACE: ("MainPID", "ExecMainCode", "ExecMainStatus", "Result"),
 }
 # Error replies that only say the unit is already gone: nothing left to stop or reset.
@@ -132,6 +132,7 @@ class Track:
     sub: str = ""
     ready_sent: bool = False
     starting: bool = False  # a start job is under way
+    job: str | None = None  # the path of the unit's job in progress, whoever asked
 
 
 def fingerprint(props: list[Property]) -> int:
@@ -534,6 +535,9 @@ class SystemdBackend:
         if track is None:
             return
         if interface == UNIT_INTERFACE:
+            job = props.get("Job")
+            if isinstance(job, tuple) and len(job) == 2:
+                track.job = str(job[1]) if job[0] else None
             track.active = str(props.get("ActiveState", track.active))
             track.sub = str(props.get("SubState", track.sub))
             if track.active == "active" and track.pid and track.spec.ready in ("notify", "none"):
@@ -551,8 +555,10 @@ class SystemdBackend:
             self._exited(track, props)
         if pid and pid != track.pid:
             track.pid = pid
-            track.starting = False
-            self._emit(core.Spawned(name, pid))
+            # Not a start of ours: an administrator's systemctl start or restart, or
+            # systemd's own restart after a crash (the core tells them apart).
+            outside, track.starting = not track.starting, False
+            self._emit(core.Spawned(name, pid, outside=outside))
             self.readiness.watch(name, track.spec.ready, functools.partial(self._main_pid, name))
 
     def _main_pid(self, name: str) -> int | None:
@@ -567,10 +573,14 @@ class SystemdBackend:
         code_kind = int(props.get("ExecMainCode", CLD_EXITED))  # type: ignore[call-overload]
         status = int(props.get("ExecMainStatus", 0))  # type: ignore[call-overload]
         result = str(props.get("Result", ""))
+        # A job on the unit at its exit that the core did not ask for is an
+        # administrator's stop or restart (the core's own stops take precedence).
+        external = track.job is not None
+        reason = TELLING_RESULTS.get(result)
         if code_kind in (CLD_KILLED, CLD_DUMPED):
-            event = core.Exited(track.name, pid, signal=status, reason=TELLING_RESULTS.get(result))
+            event = core.Exited(track.name, pid, signal=status, reason=reason, external=external)
         else:
-            event = core.Exited(track.name, pid, code=status, reason=TELLING_RESULTS.get(result))
+            event = core.Exited(track.name, pid, code=status, reason=reason, external=external)
         self._emit(event)
 
     def _ready(self, name: str) -> None:
