@@ -319,3 +319,41 @@ def test_a_bot_parked_by_an_outage_runs_again_by_itself(fleet: Fleet) -> None:
     outage.unlink()  # Twitch is back
     fleet.journal.wait_for(r"outage_bot: ready")
     assert fleet.bot("outage_bot")["state"] == "running"
+
+
+def test_an_administrators_systemctl_restart_and_stop_of_a_bot_are_respected(
+    fleet: Fleet,
+) -> None:
+    # systemctl restart of a bot's unit used to leave it stopped ("Job canceled",
+    # wanted false, "killed by SIGTERM by itself"): the supervisor took the stop
+    # half for the bot's own exit and cancelled the start half.
+    start(fleet, config(["admin_bot", "other_bot"], hub=False))
+    fleet.journal.wait_for(r"admin_bot: ready")
+    fleet.journal.wait_for(r"other_bot: ready")
+    unit = "kissbot-bot@admin_bot.service"
+    old = fleet.bot("admin_bot")["pid"]
+    mark = fleet.journal.mark()
+    fleet.sandbox.systemctl("restart", unit)  # fails if the job is cancelled
+    fleet.journal.wait_for(r"admin_bot: stopped by the service manager", since=mark)
+    fleet.journal.wait_for(r"admin_bot: started by the service manager", since=mark)
+    fleet.journal.wait_for(r"admin_bot: ready", since=mark)
+    bot = fleet.bot("admin_bot")
+    assert bot["state"] == "running"
+    assert bot["pid"] not in (None, old)
+    assert bot["restarts"] == 1
+    assert not fleet.journal.seen(r"admin_bot: .*by itself")
+
+    mark = fleet.journal.mark()
+    fleet.sandbox.systemctl("stop", unit)
+    fleet.journal.wait_for(r"admin_bot: stopped by the service manager", since=mark)
+    bot = fleet.bot("admin_bot")
+    assert (bot["state"], bot["pid"]) == ("stopped", None)
+    assert "stopped by the service manager" in (bot["reason"] or "")
+    assert fleet.show(unit, "ActiveState")["ActiveState"] in ("inactive", "")
+    # A stopped transient unit is gone from systemd (nothing to systemctl start):
+    # kissbotctl start makes it afresh.
+    mark = fleet.journal.mark()
+    assert fleet.ctl("start", "admin_bot").returncode == 0
+    fleet.journal.wait_for(r"admin_bot: ready", since=mark)
+    assert fleet.bot("admin_bot")["state"] == "running"
+    assert fleet.bot("other_bot")["pid"] is not None

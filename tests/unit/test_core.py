@@ -616,6 +616,38 @@ def test_starts_that_never_ran_are_failures_not_restarts() -> None:
     assert f.status(A).state is Phase.RUNNING  # ready: none
 
 
+def test_an_administrators_restart_is_respected_and_counted() -> None:
+    # systemctl restart: the manager stops the unit (a job the core did not ask
+    # for), then starts it by itself. Neither a failure nor an exit by itself.
+    f = Fleet([spec(A)])
+    f.boot()
+    old = f.pid[A]
+    actions = f.send(Exited(A, old, signal=TERM, external=True), at=10.0)
+    assert spawns(actions) == []
+    assert kills(actions) == []
+    assert notes(actions, "stopped")
+    status = f.status(A)
+    assert (status.state, status.want) == (Phase.STOPPED, False)
+    assert "service manager" in (status.reason or "")
+    actions = f.send(Spawned(A, 4242, outside=True), at=10.5)
+    assert kills(actions) == []  # not stopped again: the administrator wants it
+    status = f.status(A)
+    assert (status.want, status.pid, status.restarts) == (True, 4242, 1)
+    assert status.reason is None
+
+
+def test_an_administrators_stop_is_sticky_and_a_stop_of_ours_is_ours() -> None:
+    f = Fleet([spec(A), spec(B)])
+    f.boot()
+    f.send(Exited(A, f.pid[A], signal=TERM, external=True), at=10.0)
+    assert spawns(f.tick(100.0)) == []  # stays stopped, no backoff, no retry
+    assert f.status(A).want is False
+    # The core's own stop, with the manager's job under way too: still the core's.
+    f.send(Stop((B,)), at=101.0)
+    actions = f.send(Exited(B, f.pid[B], signal=TERM, external=True), at=101.5)
+    assert [n.message for n in notes(actions, "stopped")] == ["stopped (killed by SIGTERM)"]
+
+
 def test_a_backend_watchdog_exit_is_counted_and_other_exits_are_not() -> None:
     f = Fleet([spec(A, watchdog=10.0)], Policy(backend_watchdog=True))
     f.boot()
