@@ -224,6 +224,31 @@ def test_a_restart_and_an_upgrade_keep_the_fleet(fleet: DebianMachine, newer_deb
     assert fleet_pids(m) == before
 
 
+def n_restarts(m: DebianMachine) -> int:
+    out = m.run("systemctl", "show", "kissbot-supervisor", "-p", "NRestarts", "--value")
+    return int(out.stdout.strip() or 0)
+
+
+def test_restarts_in_a_row_and_a_bus_outage_never_end_supervision(fleet: DebianMachine) -> None:
+    # With systemd's default start limit (5 in 10 s), these ended in
+    # start-limit-hit, and the bots ran unsupervised from then on.
+    m = fleet
+    before = fleet_pids(m)
+    for _ in range(7):
+        m.run("systemctl", "restart", "kissbot-supervisor")
+    wait_for(m, "the fleet adopted after 7 restarts", lambda: all_running(m))
+    assert fleet_pids(m) == before
+    # D-Bus goes away: the supervisor exits to be restarted, again and again.
+    restarts = n_restarts(m)
+    m.run("systemctl", "stop", "dbus.socket", "dbus.service")
+    wait_for(m, "6 restarts without the bus", lambda: n_restarts(m) >= restarts + 6, timeout=60)
+    m.run("systemctl", "start", "dbus.socket", "dbus.service")
+    wait_for(m, "the fleet adopted once the bus is back", lambda: all_running(m), timeout=60)
+    assert fleet_pids(m) == before
+    state = m.run("systemctl", "is-active", "kissbot-supervisor", check=False).stdout.strip()
+    assert state == "active"
+
+
 def test_the_fleet_comes_back_after_a_reboot_and_stops_with_the_service(
     fleet: DebianMachine,
 ) -> None:
