@@ -133,6 +133,8 @@ def install_supervisor(sandbox: SystemdSandbox, workdir: Path) -> None:
         f"ExecStart={BIN / 'kissbot-supervisor'} --backend systemd --non-interactive "
         f"--workdir {workdir}\n"
         f"WorkingDirectory={workdir}\n"
+        "ExecStopPost=\n"
+        f"ExecStopPost={BIN / 'kissbot-supervisor'} stop-leftovers\n"
         "ExecReload=\n"
         f"ExecReload={BIN / 'kissbotctl'} reload\n"
         "ReadWritePaths=\n"

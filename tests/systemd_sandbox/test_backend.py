@@ -357,3 +357,38 @@ def test_an_administrators_systemctl_restart_and_stop_of_a_bot_are_respected(
     fleet.journal.wait_for(r"admin_bot: ready", since=mark)
     assert fleet.bot("admin_bot")["state"] == "running"
     assert fleet.bot("other_bot")["pid"] is not None
+
+
+def test_a_supervisor_killed_while_it_stops_the_fleet_leaves_nothing_running(
+    fleet: Fleet,
+) -> None:
+    # systemctl stop, and the supervisor dies before it has stopped its fleet
+    # (SIGKILL at TimeoutStopSec=, the OOM killer): the stop used to report
+    # success with bots and the hub still running. A bot that ignores SIGTERM
+    # holds the supervisor's stop (its stop timeout) while it is killed.
+    doc = config(
+        ["stubborn_bot", "meek_bot"],
+        bot_command=per_channel_bot({"stubborn_bot": ["--ignore-sigterm"]}),
+        supervisor={"stop_timeout_sec": 5},
+    )
+    start(fleet, doc)
+    fleet.journal.wait_for(r"stubborn_bot: ready")
+    fleet.journal.wait_for(r"meek_bot: ready")
+    mark = fleet.journal.mark()
+    fleet.sandbox.systemctl("stop", "--no-block", "kissbot-supervisor")
+    fleet.journal.wait_for(r"meek_bot: stopped", since=mark)  # stubborn_bot holds it now
+    fleet.sandbox.systemctl("kill", "-s", "KILL", "kissbot-supervisor")
+    deadline = time.monotonic() + 30
+    while fleet.show("kissbot-supervisor.service", "ActiveState")["ActiveState"] not in (
+        "inactive",
+        "failed",  # killed: the stop says so
+    ):
+        assert time.monotonic() < deadline, "the supervisor's unit never stopped"
+        time.sleep(0.2)  # a state of systemd's, polled: no event reaches the test
+    units = fleet.sandbox.systemctl(
+        "list-units", "--no-legend", "--plain", "--state=active,activating,deactivating",
+        "kissbot-bot@*", "kissbot-hub.service",
+    ).stdout  # fmt: skip
+    assert units.strip() == "", units
+    journal = fleet.sandbox.journal("kissbot-supervisor.service")
+    assert "stop-leftovers: the supervisor had left 2 units running" in journal, journal

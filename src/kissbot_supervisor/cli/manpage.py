@@ -55,7 +55,13 @@ def _header(name: str, section: int, summary: str) -> list[str]:
 
 
 def supervisor_page() -> str:
-    from .supervisor import EXPORT_UNITS, EXPORT_UNITS_HELP, build_parser
+    from .supervisor import (
+        EXPORT_UNITS,
+        EXPORT_UNITS_HELP,
+        STOP_LEFTOVERS,
+        STOP_LEFTOVERS_HELP,
+        build_parser,
+    )
 
     parser = build_parser()
     lines = _header("kissbot-supervisor", 8, "supervise a KissBot Twitch bot fleet")
@@ -66,6 +72,8 @@ def supervisor_page() -> str:
         ".br",
         ".B kissbot\\-supervisor export\\-units",
         "\\fIDIR\\fR [\\fIOPTIONS\\fR]",
+        ".br",
+        ".B kissbot\\-supervisor stop\\-leftovers",
         ".SH DESCRIPTION",
         roff(parser.description or ""),
         "Channels come from KissBot's config file. It restarts what fails with a backoff, "
@@ -74,6 +82,9 @@ def supervisor_page() -> str:
         ".TP",
         f"\\fB{roff(EXPORT_UNITS)}\\fR \\fIDIR\\fR [\\fIOPTIONS\\fR]",
         roff(EXPORT_UNITS_HELP[0].upper() + EXPORT_UNITS_HELP[1:] + "."),
+        ".TP",
+        f"\\fB{roff(STOP_LEFTOVERS)}\\fR",
+        roff(STOP_LEFTOVERS_HELP[0].upper() + STOP_LEFTOVERS_HELP[1:] + "."),
         ".SH OPTIONS",
     ]
     for group in parser._action_groups:

@@ -51,6 +51,32 @@ EXPORT_UNITS_HELP = (
 )
 
 
+STOP_LEFTOVERS = "stop-leftovers"
+STOP_LEFTOVERS_HELP = (
+    "run by the systemd unit's ExecStopPost=: when the unit is being stopped (not "
+    "restarted) and the supervisor died before it had stopped the whole fleet, stop the "
+    "hub's and the bots' units that are left, and wait for them"
+)
+STOP_LEFTOVERS_WAIT_SEC = 240.0  # below the unit's TimeoutStopSec=5min
+
+
+def stop_leftovers_main() -> int:
+    from ..backends.systemd.backend import system_bus_address
+    from ..backends.systemd.bus import BusError
+    from ..backends.systemd.leftovers import LeftoversError, stop_leftovers
+    from ..backends.systemd.messages import SystemdError
+
+    try:
+        print(
+            f"{PROG} {STOP_LEFTOVERS}: "
+            + stop_leftovers(system_bus_address(), STOP_LEFTOVERS_WAIT_SEC)
+        )
+    except (BusError, SystemdError, LeftoversError) as e:
+        print(f"{PROG} {STOP_LEFTOVERS}: the fleet may still run: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser(export: bool = False) -> argparse.ArgumentParser:
     """The daemon's command line; ``export``: that of ``kissbot-supervisor export-units``."""
     if export:
@@ -68,9 +94,11 @@ def build_parser(export: bool = False) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(
             formatter_class=_formatter,
             prog=PROG,
-            usage=f"%(prog)s [OPTIONS]\n       %(prog)s {EXPORT_UNITS} DIR [OPTIONS]",
+            usage=f"%(prog)s [OPTIONS]\n       %(prog)s {EXPORT_UNITS} DIR [OPTIONS]"
+            f"\n       %(prog)s {STOP_LEFTOVERS}",
             description="Supervise a KissBot fleet: the EventSub hub first, then one bot per "
-            f"channel. '{EXPORT_UNITS} DIR': {EXPORT_UNITS_HELP} ({EXPORT_UNITS} --help).",
+            f"channel. '{EXPORT_UNITS} DIR': {EXPORT_UNITS_HELP} ({EXPORT_UNITS} --help). "
+            f"'{STOP_LEFTOVERS}': {STOP_LEFTOVERS_HELP}.",
             epilog="Every setting can also live under 'supervisor:' in the settings file; "
             "flags win. See docs/configuration.md and docs/security.md.",
         )
@@ -130,6 +158,8 @@ def build_parser(export: bool = False) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     export_dir = None
+    if argv[:1] == [STOP_LEFTOVERS]:
+        return stop_leftovers_main()
     if argv[:1] == [EXPORT_UNITS]:
         # `kissbot-supervisor export-units DIR [flags]`: the same config, as static units.
         args = build_parser(export=True).parse_args(argv[1:])

@@ -34,25 +34,21 @@ from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...runtime.fs import make_dirs
 from ...runtime.loop import Loop
 from .bus import BusConnection, BusError
+from .leftovers import own_job_type
 from .messages import (
     ERROR_UNIT_EXISTS,
-    JOB_INTERFACE,
     SERVICE_INTERFACE,
     UNIT_INTERFACE,
     SystemdError,
     add_match,
     check_reply,
     get_all_properties,
-    get_property,
-    get_unit_by_pid,
     kill_unit,
     list_units_by_patterns,
     manager_version,
     match_properties_changed,
-    parse_get,
     parse_get_all,
     parse_list_units,
-    parse_object_path,
     parse_properties_changed,
     parse_version,
     reset_failed_unit,
@@ -630,19 +626,7 @@ class SystemdBackend:
         back at once (``systemctl restart``, a package upgrade), in which case
         the fleet is left running for the next supervisor to adopt.
         """
-        try:
-            unit = parse_object_path(self.bus.call_sync(get_unit_by_pid(os.getpid())))
-            job_id, job_path = parse_get(
-                self.bus.call_sync(get_property(unit, UNIT_INTERFACE, "Job"))
-            )
-            if not job_id:
-                return None
-            job_type = parse_get(
-                self.bus.call_sync(get_property(job_path, JOB_INTERFACE, "JobType"))
-            )
-        except (BusError, SystemdError, ValueError, TypeError):
-            return None
-        return job_type if isinstance(job_type, str) else None
+        return own_job_type(self.bus, os.getpid())
 
     def close(self, all_stopped: bool = False) -> None:
         """Free everything; ``all_stopped``: the core saw every process stop (a shutdown).
