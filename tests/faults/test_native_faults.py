@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from demo_argv import demo_bot_command
 from kissbot_supervisor.backends.native.logfiles import RETRY_AFTER
 from linewatch import wait_until
 from process.harness import Supervisor, fleet_config, pid_alive, write_config
@@ -560,3 +561,27 @@ def test_a_spawn_out_of_descriptors_is_a_failure_not_a_crash(tmp_path: Path) -> 
     assert isinstance(failed, core.SpawnFailed)
     assert failed.name == "starved_bot"
     assert failed.error.startswith("Too many open files")
+
+
+def test_a_new_supervisor_ends_what_a_killed_one_left_holding_the_locks(
+    native: StartNative, tmp_path: Path
+) -> None:
+    # kill -9 of the supervisor: its bots die with it (PR_SET_PDEATHSIG), but a
+    # bot's own child lives on, holding pids/CH.lock, and the next supervisor
+    # parked the channel as "another copy ... already running".
+    holder = ["sh", "-c", 'setsid sleep 300 & exec "$@"', "sh", *demo_bot_command()]
+    doc = fleet_config(["left_bot", "plain_bot"], supervisor={"bot": {"command": holder}})
+    first = native(doc)
+    first.wait_for(r"left_bot: ready")
+    first.wait_for(r"plain_bot: ready")
+    os.kill(first.proc.pid, signal.SIGKILL)
+    assert first.stop() == -signal.SIGKILL
+    sleepers = [p for p in processes_in(tmp_path) if "sleep" in Path(f"/proc/{p}/comm").read_text()]
+    assert len(sleepers) == 2  # one per bot, orphans now
+    second = native(doc)
+    second.wait_for(r"supervisor: killed 2 processes a previous supervisor of this workdir left")
+    second.wait_for(r"left_bot: ready")
+    second.wait_for(r"plain_bot: ready")
+    assert not second.seen(r"already running|could not start")
+    assert not any(pid_alive(p) for p in sleepers)
+    assert [b["state"] for b in second.status()["bots"]] == ["running", "running"]

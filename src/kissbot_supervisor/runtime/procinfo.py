@@ -89,3 +89,24 @@ def command_line(pid: int, limit: int = 120) -> str:
     # Its argv is the process's to choose: no line breaks or escapes in our log.
     text = "".join("?" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """The live processes (but this one) whose environment holds ``key=value``.
+
+    An environment is readable by the process's owner and root only: others'
+    processes are not seen, which is what a supervisor may kill anyway.
+    """
+    wanted = f"{key}={value}".encode()
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if wanted in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue  # gone, a kernel thread, or not ours to read
+    return found

@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...protocol import NoteKind
 from ...runtime.fs import base_of, make_dirs, open_regular, read_regular
 from ...runtime.loop import Loop, Timer
+from ...runtime.procinfo import command_line, processes_with_env
 from ...tokens.states import TokenError
 from .logfiles import LogFile
 from .notifyserver import Notification, NotifyServer
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 
 IGNORED_LOG_SEC = 10.0  # at most one 'ignored a message' line this often
+LEFTOVER_WAIT_SEC = 2.0  # for a predecessor's leftovers to die, at start
 
 
 @record
@@ -89,6 +92,15 @@ DRAIN_READS = 16
 SPAWN_SLICE_SEC = 0.05
 
 
+def _alive(pid: int) -> bool:
+    """Running (not a zombie, whose locks are already released)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _words(e: Exception) -> str:
     """An exception as words: ``Too many open files: /path``, not ``[Errno 24] ...``."""
     if isinstance(e, OSError) and e.strerror:
@@ -125,6 +137,7 @@ class NativeBackend:
         make_dirs(self.pids_dir, options.workdir, symlink_ok=True)
         options.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._remove_leftover_credentials()
+        self._end_leftover_processes(options.runtime_dir / "notify.sock")
         self.notify = NotifyServer(options.runtime_dir / "notify.sock")
         loop.add_reader(self.notify.fileno(), self._on_notify)
         self.readiness = ReadinessWatcher(
@@ -250,6 +263,29 @@ class NativeBackend:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 remove_credentials(Path(entry.path))
+
+    def _end_leftover_processes(self, notify_path: Path) -> None:
+        """Kill what a predecessor killed with SIGKILL left running: its bots died
+        with it (PR_SET_PDEATHSIG), but not their own children, which keep the
+        channel's lock (inherited) and would park the channel as "already
+        running". Every process of a fleet carries this supervisor's notify socket
+        (the same path: the runtime directory is this workdir's) in its environment."""
+        pids = processes_with_env("NOTIFY_SOCKET", str(notify_path))
+        if not pids:
+            return
+        said = ", ".join(f"{pid} ({command_line(pid, 60)})" for pid in pids[:10])
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self._log.warning(
+            "supervisor",
+            f"killed {len(pids)} processes a previous supervisor of this workdir left "
+            f"running (they held its channels' locks): {said}",
+        )
+        # Their locks go with them: wait (briefly) for the kernel to be done.
+        deadline = self.loop.now() + LEFTOVER_WAIT_SEC
+        while any(_alive(pid) for pid in pids) and self.loop.now() < deadline:
+            time.sleep(0.01)  # start-up only; a SIGKILLed process is gone in ms
 
     def _credentials_dir(self, name: str) -> Path:
         return self.opt.runtime_dir / "credentials" / name
