@@ -392,3 +392,24 @@ def test_a_supervisor_killed_while_it_stops_the_fleet_leaves_nothing_running(
     assert units.strip() == "", units
     journal = fleet.sandbox.journal("kissbot-supervisor.service")
     assert "stop-leftovers: the supervisor had left 2 units running" in journal, journal
+
+
+def test_a_unit_systemd_could_not_set_up_says_so_in_words(fleet: Fleet) -> None:
+    # An executable whose #! names no interpreter: systemd's child exits 203
+    # (EXEC) and the program never runs. "exited 203" sent operators looking
+    # for a bug in the bot.
+    script = fleet.workdir / "broken_bot.sh"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    doc = config(
+        ["unset_bot"],
+        hub=False,
+        bot_command=[str(script), "{channel}"],
+        supervisor={"restart": {"delay_sec": 0.1, "give_up_after": 2}},
+    )
+    start(fleet, doc)
+    fleet.journal.wait_for(r"unset_bot: exited 203 \(203/EXEC: the unit was not set up, systemd")
+    bot = fleet.bot("unset_bot")
+    assert "203/EXEC: the unit was not set up, systemd could not execute the program" in (
+        bot["last_exit"] or ""
+    )

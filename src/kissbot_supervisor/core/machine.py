@@ -725,7 +725,7 @@ class Core:
             p.restart_pending = True
             out.append(Note(p.spec.name, NoteKind.EXITED, f"{how}; starting again"))
             return
-        if cause is None and ev.external:
+        if cause is None and fault is None and ev.external:
             # Neither ours nor its own doing: the service manager was asked to stop
             # or restart it. A restart brings it back by itself (Spawned outside).
             p.want = False

@@ -34,6 +34,7 @@ from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...runtime.fs import make_dirs
 from ...runtime.loop import Loop
 from .bus import BusConnection, BusError
+from .exitcodes import setup_failure
 from .leftovers import own_job_type
 from .messages import (
     ERROR_UNIT_EXISTS,
@@ -569,10 +570,14 @@ class SystemdBackend:
         code_kind = int(props.get("ExecMainCode", CLD_EXITED))  # type: ignore[call-overload]
         status = int(props.get("ExecMainStatus", 0))  # type: ignore[call-overload]
         result = str(props.get("Result", ""))
-        # A job on the unit at its exit that the core did not ask for is an
-        # administrator's stop or restart (the core's own stops take precedence).
-        external = track.job is not None
+        # Stopped by a job (not a crash, not its own start job failing: those find
+        # the unit active or activating), which the core did not ask for if it has
+        # no stop of its own under way: an administrator's stop or restart.
+        external = track.job is not None and track.active == "deactivating"
         reason = TELLING_RESULTS.get(result)
+        if code_kind == CLD_EXITED and result == "exit-code" and reason is None:
+            # The program never ran: systemd could not set the process up.
+            reason = setup_failure(status)
         if code_kind in (CLD_KILLED, CLD_DUMPED):
             event = core.Exited(track.name, pid, signal=status, reason=reason, external=external)
         else:
