@@ -74,12 +74,15 @@ lock:
 docs: $(STAMP)
 	$(BIN)/python -m kissbot_supervisor.config.docgen > docs/configuration.md
 
-## soak: random faults on a native fleet for an hour (KISSBOT_SOAK_SECONDS shortens it,
-## KISSBOT_SOAK_SEED replays a run), then 1,000 bots (KISSBOT_SCALE_BOTS; figures in
-## docs/scale.md); not part of `make test`
+## soak: random faults for an hour on a native fleet, then on a systemd one
+## (KISSBOT_SOAK_SECONDS shortens it, KISSBOT_SOAK_SEED replays a run), then 1,000 native
+## bots (KISSBOT_SCALE_BOTS; figures in docs/scale.md) and 500 units (KISSBOT_SCALE_UNITS);
+## not part of `make test`
 soak: $(STAMP)
-	$(BIN)/pytest -m soak -s tests/faults/test_soak.py
+	$(BIN)/pytest -m soak -s tests/faults/test_soak.py tests/systemd_sandbox/test_soak_systemd.py
 	KISSBOT_SCALE_REPORT=docs/scale.md $(BIN)/pytest -m scale -s tests/faults/test_scale.py
+	KISSBOT_SCALE_REPORT=docs/scale.md $(BIN)/pytest -m scale -s \
+		tests/systemd_sandbox/test_soak_systemd.py
 
 ## bench: the benchmarks (figures go to docs/benchmarks.md)
 bench: $(STAMP)
