@@ -82,7 +82,7 @@ def test_hub_mode_argv_for_the_hub_and_the_bots(tmp_path: Path) -> None:
         "--socket",
         "/tmp/kissbot_hub.sock",
     )
-    assert (hub.ready, hub.start_timeout_sec) == ("socket", 30.0)
+    assert (hub.ready, hub.start_timeout_sec) == ("protocol", 30.0)
     assert specs[1].argv == bot_argv(
         "el_serda", "--eventsub", "hub", "--hub-socket", "/tmp/kissbot_hub.sock"
     )

@@ -318,7 +318,7 @@ def optional_listen(value: object) -> str | None:
 # --- the table -------------------------------------------------------------
 
 READY_BOT = ("file", "notify", "none")
-READY_HUB = ("socket", "notify", "none")
+READY_HUB = ("protocol", "db", "socket", "notify", "none")
 
 
 @record
@@ -464,10 +464,18 @@ class Settings:
     )
     hub_ready: str = setting(
         "hub.ready",
-        "socket",
+        "protocol",
         choice(*READY_HUB),
-        "When the hub counts as ready: `socket` (its socket accepts a connection), `notify` "
-        "(sd_notify READY=1), `none`.",
+        "When the hub counts as ready, so that the bots start: `protocol` (a hello + ping "
+        "on its socket gets its pong, exactly what a bot needs of it), `db` (its socket "
+        "accepts and `hub_state.ws_state` is `connected` in the token DB, read-only), "
+        "`socket` (its socket accepts a connection), `notify` (sd_notify READY=1), `none`. "
+        "`protocol` is the default because it is the only one that proves the hub serves "
+        "bots: the real hub binds its socket before it connects to Twitch, and without "
+        "Twitch it accepts connections but answers nothing, so `socket` would call it "
+        "ready; `db` needs the DB and can be fooled by a `connected` left behind by a "
+        "killed hub until the new one writes `connecting`. A hub that does not become "
+        "ready stays starting, with the reason in status, until `hub.start_timeout_sec`.",
         "one of: " + ", ".join(READY_HUB),
     )
     hub_watchdog_sec: float = setting(

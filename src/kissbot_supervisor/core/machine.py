@@ -42,7 +42,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Literal
 
-    ReadyMode = Literal["none", "notify", "file", "socket"]
+    ReadyMode = Literal["none", "notify", "file", "socket", "protocol", "db"]
     StopCause = Literal["command", "restart", "hub-restart", "shutdown", "removed", "fault"]
 
 # How both backends describe a watchdog kill: the native fault text starts with it,

@@ -248,6 +248,7 @@ class Supervisor:
                 self.feed,
                 self.log,
                 self.tokens.secret_for,
+                cfg.resolve(s.db),
             )
         # Each backend is imported only when chosen: neither is resident in the other's daemon.
         from ..backends.native.backend import NativeBackend, NativeOptions
@@ -261,6 +262,7 @@ class Supervisor:
                 log_max_bytes=s.logs_max_bytes,
                 log_backups=s.logs_backups,
                 hub_socket=cfg.resolve(s.hub_socket),
+                hub_db=cfg.resolve(s.db),
             ),
             self.feed,
             self.log,

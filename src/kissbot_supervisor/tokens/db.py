@@ -18,17 +18,16 @@ Nothing here decrypts: :func:`read_db_tokens` reads states only, and
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Literal, TypeVar  # at run time: DB mode only, loaded lazily
-from urllib.parse import quote
 
 from ..core.records import record
-from ..runtime.fs import NotRegularFile, open_regular, read_fd
+from ..runtime.fs import NotRegularFile
+from ..runtime.sqlite_ro import connect_read_only, header
 from .states import (
     DbTokens,
     TokenDbBusy,
@@ -103,46 +102,21 @@ def _is_busy(error: sqlite3.Error) -> bool:
     return "database is locked" in text or "busy" in text
 
 
-def _header(db_path: Path) -> bytes:
-    """The file's first bytes, read by runtime/fs.py's rule: a FIFO or a symlink a
-    bot planted as kissbot.db is refused here, before SQLite opens it by name
-    (which would block on a FIFO; a swap between the two is left to the
-    short-lived reader of the real-fleets work)."""
+def _connect(db_path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """runtime/sqlite_ro.py's read-only connection, its failures as TokenDbError: a
+    FIFO or a symlink a bot planted as kissbot.db is refused before SQLite opens it
+    by name (a swap between the two is left to the short-lived reader of the
+    real-fleets work); a WAL database nobody has open is read as immutable, and
+    inotify has the token gate read again once a writer appears."""
     try:
-        fd = open_regular(db_path)
+        head = header(db_path)
     except FileNotFoundError:
         raise TokenDbNotFound(db_path) from None
     except NotRegularFile as e:
         raise TokenDbError(db_path, f"{e.strerror}; expected an SQLite database file") from None
     except OSError as e:
         raise TokenDbError(db_path, f"cannot be opened ({e.strerror})") from None
-    try:
-        return read_fd(fd, 19)
-    finally:
-        os.close(fd)
-
-
-def _wal_without_writer(db_path: Path, header: bytes) -> bool:
-    """A WAL-mode database (header bytes 18-19 are 2) without a DB-wal file."""
-    wal = header[:16] == b"SQLite format 3\0" and header[18:20] == b"\x02\x02"
-    return wal and not db_path.with_name(db_path.name + "-wal").exists()
-
-
-def _connect(db_path: Path, busy_timeout: float) -> sqlite3.Connection:
-    header = _header(db_path)
-    # mode=ro: SQLite refuses to create a missing file and to write, whatever
-    # the file permissions allow. quote() keeps '?', '#' and '%' in names literal.
-    uri = f"file:{quote(str(db_path.absolute()))}?mode=ro"
-    if _wal_without_writer(db_path, header):
-        # Even read-only, SQLite creates DB-wal and DB-shm for a WAL database that
-        # has none (nobody has it open) and cannot remove them: files owned by the
-        # supervisor's user (root, under systemd) that KissBot then cannot write.
-        # With no DB-wal every committed row is in the main file, which only a
-        # checkpoint rewrites; a writer that appears meanwhile changes DB-wal,
-        # and inotify has the token gate read again a second later.
-        uri += "&immutable=1"
-    # timeout= is SQLite's busy timeout: how long one statement waits for a lock.
-    return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+    return connect_read_only(db_path, head, busy_timeout)
 
 
 def _read(

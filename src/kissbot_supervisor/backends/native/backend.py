@@ -47,6 +47,7 @@ class NativeOptions:
     log_max_bytes: int
     log_backups: int
     hub_socket: Path
+    hub_db: Path | None = None  # where hub.ready: db reads hub_state
 
 
 @record(frozen=False)
@@ -131,6 +132,7 @@ class NativeBackend:
             lambda name: self._emit(core.Ready(name)),
             log,
             lambda name, why: self._emit(core.Waiting(name, why)),
+            options.hub_db,
         )
         self.base_env = dict(os.environ)
 

@@ -243,6 +243,7 @@ class SystemdBackend:
         emit: Callable[[core.Event], None],
         log: Log,
         credential: Callable[[str], str | None],
+        hub_db: Path | None = None,
     ) -> None:
         self.loop = loop
         self._unit_options = unit_options  # credential path -> options (built from config)
@@ -273,6 +274,7 @@ class SystemdBackend:
             self._ready,
             log,
             lambda name, why: self._emit(core.Waiting(name, why)),
+            hub_db,
         )
 
     # -- start-up: adopt what survived us -------------------------------------
