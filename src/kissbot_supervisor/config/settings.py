@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 
 from ..core.records import field, fields, record
+from ..kissbot.names import LOGIN_RULE, login_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -168,6 +169,18 @@ def text(value: object) -> str:
     if "\0" in value:
         raise SettingValueError(value, "contains a NUL byte")
     return value
+
+
+def twitch_login(value: object) -> str:
+    """A Twitch login, lowercased (Twitch logins are case-insensitive and KissBot
+    stores them lowercased, so ``El_Serda`` is ``el_serda``; the rule:
+    :func:`.names.login_of`)."""
+    if not isinstance(value, str):
+        raise SettingValueError(value, "is not a string (expected a Twitch login)")
+    login = login_of(value)
+    if login is None:
+        raise SettingValueError(value, LOGIN_RULE)
+    return login
 
 
 def path_text(value: object) -> str:
@@ -477,6 +490,17 @@ class Settings:
         "killed hub until the new one writes `connecting`. A hub that does not become "
         "ready stays starting, with the reason in status, until `hub.start_timeout_sec`.",
         "one of: " + ", ".join(READY_HUB),
+    )
+    hub_token_login: str = setting(
+        "hub.token_login",
+        "el_serda",
+        twitch_login,
+        "The login whose `broadcaster` token the hub loads: KissBot's hub hard-codes "
+        '`el_serda`, whatever the config says, and exits 1 without that token ("No '
+        'broadcaster token found for el_serda"). The token gate checks this token for '
+        "the hub, in the token DB, which the hub reads in YAML token mode too. Change it "
+        "only for a hub patched to load another login's token.",
+        "Twitch login",
     )
     hub_watchdog_sec: float = setting(
         "hub.watchdog_sec",
