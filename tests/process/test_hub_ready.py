@@ -53,6 +53,7 @@ class Watched:
         (tmp_path / "pids").mkdir(exist_ok=True)
         self.ready: list[str] = []
         self.waiting: list[str] = []
+        self.alive: list[str] = []
         self.watcher = ReadinessWatcher(
             self.loop,
             tmp_path / "pids",
@@ -61,6 +62,7 @@ class Watched:
             Log(),
             lambda _name, why: self.waiting.append(why),
             tmp_path / "kissbot.db",
+            self.alive.append,
         )
 
     def run_until(self, done: Callable[[], bool]) -> None:
@@ -146,6 +148,23 @@ def test_db_without_the_db_says_so(demo_hub: DemoHub, watched: Watched, tmp_path
     assert watched.ready == []
 
 
+def test_liveness_repeats_the_check_until_the_hub_stops_answering(
+    demo_hub: DemoHub, watched: Watched
+) -> None:
+    # The demo hub serves, then hangs (no pong, socket still bound) 3 s after ready.
+    hub = demo_hub("--hang-after", "3")
+    watched.watcher.watch("hub", "protocol", lambda: hub.pid, every=0.5)
+    watched.run_until(lambda: watched.ready == ["hub"])
+    watched.run_until(lambda: len(watched.alive) >= 3)  # checked again and again
+    assert watched.ready == ["hub"]  # ready once
+    watched.run_until(lambda: bool(watched.waiting))
+    assert watched.waiting[0].startswith("liveness check failed: the hub accepts connections")
+    alive = len(watched.alive)
+    later = watched.loop.now() + 3  # several more checks, none passing
+    watched.run_until(lambda: watched.loop.now() > later)
+    assert len(watched.alive) == alive
+
+
 # -- the whole supervisor -----------------------------------------------------------
 
 
@@ -196,3 +215,27 @@ def test_db_mode_waits_for_connected(start_fleet: StartFleet, tmp_path: Path) ->
         conn.execute("UPDATE hub_state SET value = 'connected' WHERE key = 'ws_state'")
     sup.wait_for(r"hub: ready")
     sup.wait_for(r"db_chan: started")
+
+
+def test_a_hub_that_stops_answering_is_killed_by_its_liveness_check(
+    start_fleet: StartFleet, tmp_path: Path
+) -> None:
+    # Checked every 3 s, killed after 9 s without a pong. It serves for 12 s first:
+    # were the passing checks not counted, it would be killed before it hangs.
+    doc = fleet_config(
+        ["live_chan"],
+        hub=True,
+        hub_extra=["--hang-after", "12"],
+        supervisor={"hub": {"ready": "protocol", "liveness_sec": 3}, "stop_timeout_sec": 1},
+    )
+    sup = start_fleet(doc)
+    sup.wait_for(r"hub: ready")
+    sup.wait_for(r"live_chan: ready")
+    sup.wait_for(r"hub: liveness check failed: the hub accepts connections .* sent no pong")
+    sup.wait_for(r"hub: watchdog timeout: no pong to hello \+ ping for 9(\.0)? s")
+    hub_log = (tmp_path / "logs" / "supervisor" / "hub.log").read_text()
+    assert "hanging now (demo --hang-after)" in hub_log  # killed for hanging, not before
+    # Restarted, and the bots with it (they never reconnect to a new hub by themselves).
+    mark = sup.mark()
+    sup.wait_for(r"hub: ready", since=mark)
+    sup.wait_for(r"live_chan: restarting to reconnect to the new hub", since=mark)

@@ -509,6 +509,18 @@ class Settings:
         "Like `bot.watchdog_sec`, for the hub.",
         "seconds",
     )
+    hub_liveness_sec: float = setting(
+        "hub.liveness_sec",
+        0.0,
+        seconds(0, 3600),
+        "0 turns it off. Otherwise, for a hub that sends no watchdog pings (KissBot's own "
+        "sends none), the supervisor repeats the `hub.ready` check (`protocol`, or `db`; "
+        "`protocol` when `hub.ready` is another mode) this often while the hub runs, and "
+        "a hub that fails 3 checks in a row (it stopped answering, or lost Twitch) is "
+        "killed and restarted, like a watchdog timeout. At least 3 s; a slow pace (e.g. 60) "
+        "is enough. Not together with `hub.watchdog_sec`.",
+        "seconds",
+    )
     hub_oom_score_adjust: int = setting(
         "hub.oom_score_adjust",
         200,

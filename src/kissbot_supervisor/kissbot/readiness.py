@@ -78,13 +78,16 @@ class ReadinessWatcher:
         log: Log,
         on_waiting: Callable[[str, str], None],
         hub_db: Path | None = None,
+        on_alive: Callable[[str], None] | None = None,
     ) -> None:
-        """``hub_db``: the token DB the hub writes ``hub_state`` to (``db`` mode)."""
+        """``hub_db``: the token DB the hub writes ``hub_state`` to (``db`` mode);
+        ``on_alive(name)``: a liveness check passed (see :meth:`watch`)."""
         self.loop = loop
         self.pids_dir = pids_dir
         self.hub_socket = hub_socket
         self._hub_db = hub_db
         self._on_ready = on_ready
+        self._on_alive = on_alive
         self._on_waiting = on_waiting  # why a socket process is not ready, for its status
         self._log = log  # where a foreign listener on the hub's path is reported
         self._files: set[str] = set()  # names waiting for pids/NAME.ready
@@ -94,17 +97,35 @@ class ReadinessWatcher:
         self._squatters: dict[str, int] = {}  # name -> a foreign listener already reported
         self._talks: dict[str, _Talk] = {}
         self._said: dict[str, str] = {}  # name -> the last reason given, said once
+        self._every: dict[str, float] = {}  # name -> seconds between liveness checks
+        self._live: set[str] = set()  # ready, and checked for liveness
+        self._check_started: dict[str, float] = {}  # name -> when its current check began
         self._watch = loop.watches.subscribe(
             pids_dir, IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE, self._on_files
         )
 
-    def watch(self, name: str, mode: str, owner: Callable[[], int | None] = lambda: None) -> None:
+    def watch(
+        self,
+        name: str,
+        mode: str,
+        owner: Callable[[], int | None] = lambda: None,
+        every: float = 0.0,
+    ) -> None:
         """Start waiting for ``name`` (``file`` mode, or a hub mode; others are not ours).
 
         ``owner`` gives the process's main PID as the backend knows it (None: not
-        yet): only a listener it owns makes a hub-mode process ready.
+        yet): only a listener it owns makes a hub-mode process ready. ``every`` > 0:
+        once ready, the same check (``protocol`` or ``db``; ``protocol`` for the other
+        modes, which keep their own readiness signal) is repeated at that pace for as
+        long as it runs, and each one that passes calls ``on_alive`` (the core's
+        watchdog deadline does the rest).
         """
         self.forget(name)
+        if every > 0:
+            self._every[name] = every
+            if mode not in HUB_MODES:
+                self._live.add(name)  # ready by its own signal (READY=1, or at once)
+            mode = mode if mode in ("protocol", "db") else "protocol"
         if mode == "file":
             self._files.add(name)
             if (self.pids_dir / f"{name}.ready").exists():
@@ -120,6 +141,9 @@ class ReadinessWatcher:
         self._modes.pop(name, None)
         self._squatters.pop(name, None)
         self._said.pop(name, None)
+        self._every.pop(name, None)
+        self._live.discard(name)
+        self._check_started.pop(name, None)
         self._end_talk(name)
         timer = self._probes.pop(name, None)
         if timer is not None:
@@ -128,6 +152,38 @@ class ReadinessWatcher:
     def _ready(self, name: str) -> None:
         self.forget(name)
         self._on_ready(name)
+
+    def _passed(self, name: str) -> None:
+        """A hub check passed: ready, or (liveness) alive; the next check is scheduled."""
+        self._end_talk(name)
+        timer = self._probes.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        if self._every.get(name, 0.0) <= 0:
+            self._ready(name)
+            return
+        self._said.pop(name, None)  # a later failure is said again
+        first = name not in self._live
+        self._live.add(name)
+        if self._on_alive is not None:
+            self._on_alive(name)
+        if first:
+            self._on_ready(name)
+        self._next_check(name)
+
+    def _failed(self, name: str, why: str, retry: float) -> None:
+        """A hub check failed: said (once per reason), and tried again."""
+        if name in self._live:
+            self._waiting(name, why.replace("not ready: ", "liveness check failed: ", 1))
+            self._next_check(name)
+            return
+        self._waiting(name, why)
+        self._again(name, retry)
+
+    def _next_check(self, name: str) -> None:
+        """At a steady pace: ``every`` after the start of the last check."""
+        due = self._check_started.get(name, self.loop.now()) + self._every[name]
+        self._again(name, max(0.0, due - self.loop.now()))
 
     def _on_files(self, events: Events) -> None:
         for filename, _mask in events:
@@ -153,6 +209,7 @@ class ReadinessWatcher:
 
     def _probe(self, name: str) -> None:
         self._probes.pop(name, None)
+        self._check_started[name] = self.loop.now()
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         s.setblocking(False)
         try:
@@ -170,9 +227,14 @@ class ReadinessWatcher:
             if mode == "db":
                 self._check_db(name)
                 return
-            self._ready(name)
+            self._passed(name)
             return
         s.close()
+        if name in self._live:
+            self._failed(
+                name, f"not ready: no listener of its own on {self.hub_socket}", SOCKET_PROBE_SEC
+            )
+            return
         if listener is not None and owner is not None and self._squatters.get(name) != listener:
             self._squatters[name] = listener
             self._log.warning(
@@ -218,7 +280,7 @@ class ReadinessWatcher:
         except OSError:
             data = b""
         if talk.replies.feed(data):
-            self._ready(name)
+            self._passed(name)
         elif not data:
             self._no_pong(name, "closed the connection without a pong")
 
@@ -237,8 +299,7 @@ class ReadinessWatcher:
                 "hello + ping; it is not serving bots (the real hub does this while it "
                 "cannot reach Twitch EventSub)"
             )
-        self._waiting(name, why)
-        self._again(name, PROTOCOL_RETRY_SEC)
+        self._failed(name, why, PROTOCOL_RETRY_SEC)
 
     def _end_talk(self, name: str) -> None:
         talk = self._talks.pop(name, None)
@@ -266,16 +327,20 @@ class ReadinessWatcher:
                 why = f"not ready: hub.ready is db, but the token DB {db} cannot be read ({e})"
         else:
             if state == "connected":
-                self._ready(name)
+                self._passed(name)
                 return
             shown = "no ws_state row" if state is None else f"ws_state {state!r}"
             why = (
                 f"not ready: its socket accepts, but hub_state has {shown} in {db}, not "
                 "'connected': the hub is not connected to Twitch EventSub"
             )
-        if why:
-            self._waiting(name, why)
-        self._again(name, DB_PROBE_SEC)
+        if not why:  # busy: no verdict this time
+            if name in self._live:
+                self._next_check(name)
+            else:
+                self._again(name, DB_PROBE_SEC)
+            return
+        self._failed(name, why, DB_PROBE_SEC)
 
     def close(self) -> None:
         for name in list(self._probes):

@@ -275,6 +275,7 @@ class SystemdBackend:
             log,
             lambda name, why: self._emit(core.Waiting(name, why)),
             hub_db,
+            lambda name: self._emit(core.WatchdogPing(name)),
         )
 
     # -- start-up: adopt what survived us -------------------------------------
@@ -340,7 +341,7 @@ class SystemdBackend:
                         + int(service.get("NRestarts", 0)),
                     )
                 )
-                if not ready:
+                if not ready or specs[name].liveness_every > 0:  # liveness: checked all along
                     # Once the loop runs: a Ready now would reach the core before
                     # the adoption it belongs to.
                     self.loop.call_later(
@@ -350,6 +351,7 @@ class SystemdBackend:
                             name,
                             specs[name].ready,
                             functools.partial(self._main_pid, name),
+                            specs[name].liveness_every,
                         ),
                     )
                     # The listing's ActiveState may be older than the MainPID just
@@ -555,7 +557,12 @@ class SystemdBackend:
             track.pid = pid
             track.starting = False
             self._emit(core.Spawned(name, pid))
-            self.readiness.watch(name, track.spec.ready, functools.partial(self._main_pid, name))
+            self.readiness.watch(
+                name,
+                track.spec.ready,
+                functools.partial(self._main_pid, name),
+                track.spec.liveness_every,
+            )
 
     def _main_pid(self, name: str) -> int | None:
         track = self._tracks.get(name)
