@@ -9,6 +9,8 @@ hub; then the whole supervisor.
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -163,6 +165,34 @@ def test_liveness_repeats_the_check_until_the_hub_stops_answering(
     later = watched.loop.now() + 3  # several more checks, none passing
     watched.run_until(lambda: watched.loop.now() > later)
     assert len(watched.alive) == alive
+
+
+def test_a_hub_that_refuses_the_probe_is_not_ready_and_its_words_are_shown(
+    watched: Watched, tmp_path: Path
+) -> None:
+    # A listener of this very process (so it passes the owner check) that answers
+    # every line with an error and hangs up, on the watcher's own loop.
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "hub.sock"))
+    server.listen(8)
+    server.setblocking(False)
+
+    def refuse() -> None:
+        conn, _ = server.accept()
+        conn.sendall(b'{"type":"error","cmd":"hello","code":"hub_full","detail":"no room"}\n')
+        conn.close()
+
+    watched.loop.add_reader(server.fileno(), refuse)
+    try:
+        watched.watcher.watch("hub", "protocol", os.getpid)
+        watched.run_until(lambda: bool(watched.waiting))
+    finally:
+        watched.loop.remove_reader(server.fileno())
+        server.close()
+    assert watched.waiting == [
+        f"not ready: the hub on {tmp_path / 'hub.sock'} answered hello with error hub_full: no room"
+    ]
+    assert watched.ready == []
 
 
 # -- the whole supervisor -----------------------------------------------------------

@@ -38,7 +38,7 @@ def test_an_error_reply_is_kept_in_words() -> None:
     replies = hubcheck.Replies(1)
     line = {"type": "error", "cmd": "hello", "code": "bad_request", "detail": "no topics"}
     assert not replies.feed(json.dumps(line).encode() + b"\n")
-    assert replies.error == "it answered hello with error bad_request: no topics"
+    assert replies.error == "answered hello with error bad_request: no topics"
 
 
 def test_a_reply_without_newlines_is_not_buffered_for_ever() -> None:

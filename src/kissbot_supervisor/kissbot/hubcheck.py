@@ -57,7 +57,7 @@ class Replies:
                 return True
         if len(self._buffer) > MAX_REPLY_LINE:
             self._buffer.clear()
-            self.error = f"it sent {MAX_REPLY_LINE} bytes without a newline"
+            self.error = f"sent {MAX_REPLY_LINE} bytes without a newline"
         return False
 
     def _judge(self, line: bytes) -> bool:
@@ -73,5 +73,5 @@ class Replies:
             return message.get("timestamp") == self.timestamp
         if kind == "error":
             cmd, code, detail = (str(message.get(k, "")) for k in ("cmd", "code", "detail"))
-            self.error = f"it answered {cmd or 'the probe'} with error {code}: {detail}"[:300]
+            self.error = f"answered {cmd or 'the probe'} with error {code}: {detail}"[:300]
         return False

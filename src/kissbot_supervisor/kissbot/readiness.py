@@ -260,13 +260,15 @@ class ReadinessWatcher:
             sent = -1
         if sent != len(data):  # 200 bytes into a fresh connection: only a broken peer
             sock.close()
-            self._no_pong(name, "took the connection but not the hello + ping")
+            self._no_pong(name, "did not take the hello + ping")
             return
         self._talks[name] = _Talk(sock, hubcheck.Replies(stamp))
         self.loop.add_reader(sock.fileno(), lambda: self._on_reply(name))
         self._probes[name] = self.loop.call_later(
             PROTOCOL_REPLY_SEC,
-            lambda: self._no_pong(name, f"sent no pong within {PROTOCOL_REPLY_SEC:g} s"),
+            lambda: self._no_pong(
+                name, f"sent no pong within {PROTOCOL_REPLY_SEC:g} s to hello + ping"
+            ),
         )
 
     def _on_reply(self, name: str) -> None:
@@ -282,7 +284,7 @@ class ReadinessWatcher:
         if talk.replies.feed(data):
             self._passed(name)
         elif not data:
-            self._no_pong(name, "closed the connection without a pong")
+            self._no_pong(name, "closed the connection without a pong to hello + ping")
 
     def _no_pong(self, name: str, what: str) -> None:
         talk = self._talks.get(name)
@@ -295,9 +297,9 @@ class ReadinessWatcher:
             why = f"not ready: the hub on {self.hub_socket} {refused}"
         else:
             why = (
-                f"not ready: the hub accepts connections on {self.hub_socket} but {what} to "
-                "hello + ping; it is not serving bots (the real hub does this while it "
-                "cannot reach Twitch EventSub)"
+                f"not ready: the hub accepts connections on {self.hub_socket} but {what}; "
+                "it is not serving bots (the real hub does this while it cannot reach "
+                "Twitch EventSub)"
             )
         self._failed(name, why, PROTOCOL_RETRY_SEC)
 
