@@ -93,6 +93,19 @@ NATIVE_NEVER_OURS: dict[str, str] = {
 # What YAML token mode adds on the native backend: nothing.
 NATIVE: dict[str, str] = dict(COMMON)
 
+# YAML token mode with the hub and a kissbot.db: KissBot's hub reads its token from
+# the DB in both token modes, so the token gate reads the hub's there too (tokens.db,
+# no decryption); hub.ready: db reads hub_state through runtime/sqlite_ro.py. Only
+# with a DB file: without one the hub's token is unchecked and nothing is loaded.
+NATIVE_HUB_DB: dict[str, str] = {
+    **NATIVE,
+    "sqlite3": "the hub's token and hub_state in kissbot.db (read-only)",
+    "datetime": "sqlite3; KissBot's expiry timestamps",
+    "_strptime": "datetime.strptime of KissBot's expiry timestamps",
+    "calendar": "_strptime",
+    "typing": "tokendb (Literal, TypeVar at run time)",
+}
+
 # DB mode (supervisor.use_db) reads KissBot's token DB and decrypts tokens into
 # credential files. This is today's cost, 26 MiB against 16: decrypting in a
 # short-lived child, as the real-fleets issue plans, takes cryptography out.

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fixtures.kissbot_db import KissbotDb, write_key_file
-from import_budget import DB, NATIVE, NATIVE_NEVER_OURS, imported, over_budget
+from import_budget import DB, NATIVE, NATIVE_HUB_DB, NATIVE_NEVER_OURS, imported, over_budget
 
 from .harness import Supervisor, fleet_config, write_config
 
@@ -70,4 +70,23 @@ def test_native_db_mode_stays_within_its_import_budget(tmp_path: Path) -> None:
     assert "kissbot_supervisor.tokens.db" in modules  # DB mode really ran
     never = {k: v for k, v in NATIVE_NEVER_OURS.items() if k != "kissbot_supervisor.tokens.db"}
     problems = over_budget(modules, DB, never)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_native_yaml_mode_with_the_hubs_db_stays_within_its_budget(tmp_path: Path) -> None:
+    db = KissbotDb.create(tmp_path / "kissbot.db")  # no key file: nothing is decrypted
+    db.add_account(
+        "el_serda", "2002", "caster", expires_at=time.time() + 86_400, token_type="broadcaster"
+    )
+    channels = ["budget_one", "budget_two"]
+    doc = fleet_config(channels, hub=True, supervisor={"hub": {"ready": "db"}})
+    sup = run_with_importtime(tmp_path, doc)
+    sup.wait_for(r"hub: ready")
+    assert sup.status()["hub"]["token_state"] == "valid"  # read from the DB
+    drive(sup, channels, tmp_path, doc)
+    modules = imported(sup.lines)
+    assert "kissbot_supervisor.tokens.db" in modules
+    never = {k: v for k, v in NATIVE_NEVER_OURS.items() if k != "kissbot_supervisor.tokens.db"}
+    problems = over_budget(modules, NATIVE_HUB_DB, never)
     assert not problems, "\n".join(problems)

@@ -661,6 +661,30 @@ def test_a_backend_watchdog_exit_is_counted_and_other_exits_are_not() -> None:
     assert f.core.procs[A].watchdog_timeouts == 1
 
 
+def test_a_liveness_check_of_the_supervisor_is_kept_by_the_core_under_either_backend() -> None:
+    # hub.liveness_sec: the pings come from the supervisor's own check, which systemd
+    # cannot see, so the core keeps the deadline even when the backend has a watchdog.
+    checked = ProcessSpec(
+        name=HUB, argv=("hub",), ready="protocol", watchdog_sec=9.0, liveness="pong to x"
+    )
+    assert checked.liveness_every == 3.0
+    assert spec(A, watchdog=9.0).liveness_every == 0.0
+    for backend_watchdog in (False, True):
+        f = Fleet([checked, spec(A, watchdog=9.0)], Policy(backend_watchdog=backend_watchdog))
+        f.tick(0.0)
+        f.spawned(HUB)
+        f.spawned(A)
+        assert f.core.procs[HUB].watchdog_deadline == 9.0
+        assert f.core.procs[A].watchdog_deadline == (None if backend_watchdog else 9.0)
+        f.send(WatchdogPing(HUB), at=3.0)
+        assert kills(f.tick(9.0)) == ([] if backend_watchdog else [(A, KILL, True)])
+        actions = f.tick(12.0)
+        assert (HUB, KILL, True) in kills(actions)
+        assert [n.message for n in notes(actions, "watchdog")] == [
+            "watchdog timeout: no pong to x for 9.0 s"
+        ]
+
+
 def test_late_exit_of_an_earlier_pid_is_ignored() -> None:
     f = Fleet([spec(A)])
     f.boot()

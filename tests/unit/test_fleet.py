@@ -82,7 +82,7 @@ def test_hub_mode_argv_for_the_hub_and_the_bots(tmp_path: Path) -> None:
         "--socket",
         "/tmp/kissbot_hub.sock",
     )
-    assert (hub.ready, hub.start_timeout_sec) == ("socket", 30.0)
+    assert (hub.ready, hub.start_timeout_sec) == ("protocol", 30.0)
     assert specs[1].argv == bot_argv(
         "el_serda", "--eventsub", "hub", "--hub-socket", "/tmp/kissbot_hub.sock"
     )
@@ -279,3 +279,34 @@ def test_build_policy_maps_the_restart_settings(tmp_path: Path) -> None:
     assert build_policy(make_config(tmp_path)) == Policy(
         logins_per_window=20, retry_parked_sec=120.0, retry_parked_max_sec=900.0
     )
+
+
+def test_hub_liveness_is_the_ready_check_three_times_per_watchdog_period(tmp_path: Path) -> None:
+    def hub_of(**hub: Any) -> Any:
+        return build_specs(make_config(tmp_path, {"hub": {"enabled": True, **hub}}))[0]
+
+    off = hub_of()
+    assert (off.liveness, off.watchdog_sec, off.liveness_every) == (None, 0.0, 0.0)
+    by_pong = hub_of(liveness_sec=60)
+    assert (by_pong.liveness, by_pong.watchdog_sec) == ("pong to hello + ping", 180.0)
+    assert by_pong.liveness_every == 60.0
+    by_db = hub_of(ready="db", liveness_sec=30)
+    assert (by_db.liveness, by_db.watchdog_sec) == ("hub_state.ws_state 'connected'", 90.0)
+    assert hub_of(ready="socket", liveness_sec=30).liveness == "pong to hello + ping"
+
+
+@pytest.mark.parametrize(
+    ("hub", "rule"),
+    [
+        ({"liveness_sec": 1}, "1 is too short (at least 3 s"),
+        ({"liveness_sec": 60, "watchdog_sec": 30}, "cannot be used together with hub.watchdog_sec"),
+    ],
+)
+def test_hub_liveness_refuses_what_cannot_work(
+    tmp_path: Path, hub: dict[str, Any], rule: str
+) -> None:
+    cfg = make_config(tmp_path, {"hub": {"enabled": True, **hub}})
+    with pytest.raises(ConfigError) as info:
+        build_specs(cfg)
+    assert "supervisor.hub.liveness_sec" in str(info.value)
+    assert rule in str(info.value)

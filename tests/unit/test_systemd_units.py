@@ -324,6 +324,16 @@ def test_watchdog_alone_keeps_type_exec_but_opens_the_notify_socket() -> None:
     assert value(props, "WatchdogUSec") == 12_500_000
 
 
+def test_a_hub_under_the_supervisors_liveness_check_gets_no_unit_watchdog() -> None:
+    # The pings come from the supervisor's check (hub.liveness_sec), which systemd
+    # never sees: a WatchdogSec= would kill a healthy hub.
+    spec = replace(HUB_SPEC, watchdog_sec=90.0, liveness="pong to hello + ping")
+    props = props_of(spec, opts())
+    assert "WatchdogUSec" not in props
+    assert "NotifyAccess" not in props
+    assert value(props, "Type") == "exec"
+
+
 def test_no_start_timeout_is_infinity() -> None:
     spec = replace(bot(), start_timeout_sec=0.0)
     assert value(props_of(spec, opts()), "TimeoutStartUSec") == USEC_INFINITY

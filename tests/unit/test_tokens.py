@@ -64,8 +64,8 @@ def current_db(tmp_path: Path) -> KissbotDb:
     return KissbotDb.create(tmp_path / "kissbot.db", schema="current")
 
 
-def read(db: KissbotDb, bot: str = "serda_bot", caster_id: str | None = None) -> DbTokens:
-    return read_db_tokens(db.path, bot, caster_id, NOW, retry=FAST)
+def read(db: KissbotDb, bot: str = "serda_bot", hub: str = "el_serda") -> DbTokens:
+    return read_db_tokens(db.path, bot, hub, NOW, retry=FAST)
 
 
 # --- states ---------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def test_state_strings_are_the_wire_values() -> None:
 def test_valid_tokens(db: KissbotDb) -> None:
     db.add_account("serda_bot", "111", BOT_SECRET, expires_at=NOW + 4 * HOUR)
     db.add_account("el_serda", "222", CASTER_SECRET, expires_at=NOW + DAY, token_type="broadcaster")
-    tokens = read(db, caster_id="222")
+    tokens = read(db)
     assert tokens.bot.state is TokenState.VALID
     assert tokens.bot.login == "serda_bot"
     assert tokens.bot.user_id == "111"
@@ -167,8 +167,12 @@ def test_missing_rows(db: KissbotDb) -> None:
     assert tokens.bot.state is TokenState.MISSING
     assert "table users has no login serda_bot (bot.name)" in tokens.bot.reason
     assert tokens.broadcaster.state is TokenState.MISSING
-    assert "twitch.broadcaster_id is not set" in tokens.broadcaster.reason
+    assert tokens.broadcaster.reason.startswith("no broadcaster token for el_serda in ")
+    assert "the hub loads that one (hub.token_login) and exits 1 without it" in (
+        tokens.broadcaster.reason
+    )
     assert blocks_start(tokens.bot.state)
+    assert blocks_start(tokens.broadcaster.state)
 
 
 def test_bot_user_without_a_token_row(db: KissbotDb) -> None:
@@ -184,72 +188,49 @@ def test_bot_login_with_only_a_broadcaster_token_is_missing(db: KissbotDb) -> No
     tokens = read(db)
     assert tokens.bot.state is TokenState.MISSING
     assert "has only a broadcaster token" in tokens.bot.reason
-    assert tokens.broadcaster.state is TokenState.VALID
+    # Not the hub's either: it loads el_serda's (hub.token_login).
+    assert tokens.broadcaster.state is TokenState.MISSING
+    assert "it has broadcaster tokens of serda_bot only" in tokens.broadcaster.reason
 
 
-def test_broadcaster_is_chosen_by_user_id(db: KissbotDb) -> None:
-    db.add_account("one", "301", CASTER_SECRET, expires_at=NOW + DAY, token_type="broadcaster")
-    db.add_account("two", "302", CASTER_SECRET, expires_at=NOW - DAY, token_type="broadcaster")
-    caster = read(db, caster_id="302").broadcaster
-    assert (caster.login, caster.user_id, caster.state) == ("two", "302", TokenState.EXPIRED)
-    missing = read(db, caster_id="999").broadcaster
-    assert missing.state is TokenState.MISSING
-    assert "twitch user id 999 (twitch.broadcaster_id)" in missing.reason
-
-
-def test_without_broadcaster_id_the_best_usable_broadcaster_is_chosen(db: KissbotDb) -> None:
+def test_the_hubs_token_is_the_broadcaster_token_of_its_login(db: KissbotDb) -> None:
+    # KissBot's hub loads el_serda's broadcaster token, whatever else the DB holds:
+    # a valid token of another broadcaster does not make the hub's valid.
+    db.add_account("other", "301", CASTER_SECRET, expires_at=NOW + DAY, token_type="broadcaster")
     db.add_account(
-        "blocked",
-        "301",
+        "el_serda",
+        "302",
         CASTER_SECRET,
         expires_at=NOW + DAY,
         token_type="broadcaster",
         needs_reauth=True,
     )
-    db.add_account("soon", "302", CASTER_SECRET, expires_at=NOW + MINUTE, token_type="broadcaster")
-    db.add_account("later", "303", CASTER_SECRET, expires_at=NOW + DAY, token_type="broadcaster")
     caster = read(db).broadcaster
-    assert (caster.login, caster.state) == ("later", TokenState.VALID)
-    assert "best of 3; set twitch.broadcaster_id to pick one" in caster.reason
-
-
-# --- DB mode, current schema only (status column) -------------------------------------
-
-
-def test_revoked(current_db: KissbotDb) -> None:
-    current_db.add_account("serda_bot", "111", BOT_SECRET, expires_at=NOW + DAY, status="revoked")
-    bot = read(current_db).bot
-    assert bot.state is TokenState.REVOKED
-    assert bot.reason == (
-        f"bot token of serda_bot is revoked in {current_db.path}; "
-        "re-authorise it with KissBot's OAuth flow"
+    assert (caster.login, caster.user_id, caster.state) == (
+        "el_serda",
+        "302",
+        TokenState.NEEDS_REAUTH,
     )
-    assert blocks_start(bot.state)
+    assert caster.reason.startswith("broadcaster token of el_serda is flagged needs_reauth")
+    # A hub patched to load another login's token: hub.token_login names it.
+    other = read(db, hub="Other").broadcaster
+    assert (other.login, other.state) == ("other", TokenState.VALID)
 
 
-def test_expired_by_status_even_with_time_left(current_db: KissbotDb) -> None:
-    current_db.add_account("serda_bot", "111", BOT_SECRET, expires_at=NOW + DAY, status="expired")
-    bot = read(current_db).bot
-    assert bot.state is TokenState.EXPIRED
-    assert "marked expired" in bot.reason
-
-
-def test_needs_reauth_is_checked_before_revoked(current_db: KissbotDb) -> None:
-    current_db.add_account(
-        "serda_bot", "111", BOT_SECRET, expires_at=NOW + DAY, status="revoked", needs_reauth=True
-    )
-    assert read(current_db).bot.state is TokenState.NEEDS_REAUTH
-
-
-def test_one_user_with_both_token_types(current_db: KissbotDb) -> None:
-    user = current_db.add_user("el_serda", "222")
-    current_db.add_token(user, BOT_SECRET, expires_at=NOW + DAY, token_type="bot")
-    current_db.add_token(user, CASTER_SECRET, expires_at=NOW - DAY, token_type="broadcaster")
-    with pytest.raises(sqlite3.IntegrityError):  # the real schema's unique (user_id, token_type)
-        current_db.add_token(user, BOT_SECRET, expires_at=NOW, token_type="bot")
-    tokens = read(current_db, bot="el_serda")
-    assert tokens.bot.state is TokenState.VALID
-    assert tokens.broadcaster.state is TokenState.EXPIRED
+def test_several_rows_of_the_hubs_login_the_best_is_reported(current_db: KissbotDb) -> None:
+    # users.twitch_login is not unique: two users may carry the same login.
+    for user_id, needs_reauth in (("301", True), ("303", False)):
+        current_db.add_account(
+            "el_serda",
+            user_id,
+            CASTER_SECRET,
+            expires_at=NOW + DAY,
+            token_type="broadcaster",
+            needs_reauth=needs_reauth,
+        )
+    caster = read(current_db).broadcaster
+    assert (caster.user_id, caster.state) == ("303", TokenState.VALID)
+    assert "broadcaster token of el_serda (the best of 2 rows for that login)" in caster.reason
 
 
 # --- secrets and decryption -----------------------------------------------------------
@@ -269,19 +250,19 @@ def test_read_db_secret_returns_the_encrypted_value_of_the_reported_row(db: Kiss
         "el_serda", "302", CASTER_SECRET, expires_at=NOW + HOUR * 2, token_type="broadcaster"
     )
 
-    bot_value = read_db_secret(db.path, "serda_bot", "bot", None, retry=FAST)
+    bot_value = read_db_secret(db.path, "serda_bot", "bot", retry=FAST)
     assert bot_value is not None
     assert BOT_SECRET not in bot_value
     assert decrypt_token(db.key, bot_value) == BOT_SECRET
 
     assert read(db).broadcaster.login == "el_serda"
-    caster_value = read_db_secret(db.path, None, "broadcaster", None, retry=FAST)
+    caster_value = read_db_secret(db.path, "el_serda", "broadcaster", retry=FAST)
     assert caster_value is not None
     assert decrypt_token(db.key, caster_value) == CASTER_SECRET
-    pinned = read_db_secret(db.path, None, "broadcaster", "301", retry=FAST)
-    assert pinned is not None
-    assert decrypt_token(db.key, pinned) == "SECRET-old"
-    assert read_db_secret(db.path, "nobody", "bot", None, retry=FAST) is None
+    other = read_db_secret(db.path, "old", "broadcaster", retry=FAST)
+    assert other is not None
+    assert decrypt_token(db.key, other) == "SECRET-old"
+    assert read_db_secret(db.path, "nobody", "bot", retry=FAST) is None
 
 
 def test_wrong_key_makes_a_token_undecryptable(db: KissbotDb) -> None:
@@ -289,7 +270,7 @@ def test_wrong_key_makes_a_token_undecryptable(db: KissbotDb) -> None:
     db.add_account("serda_bot", "111", BOT_SECRET, expires_at=NOW + DAY, key=other_key)
     report = read(db).bot
     assert report.state is TokenState.VALID  # reading states never decrypts
-    value = read_db_secret(db.path, "serda_bot", "bot", None, retry=FAST)
+    value = read_db_secret(db.path, "serda_bot", "bot", retry=FAST)
     assert value is not None
     with pytest.raises(UndecryptableToken) as info:
         decrypt_token(db.key, value, "bot token of serda_bot")
@@ -319,7 +300,7 @@ def test_no_secret_in_reports(db: KissbotDb) -> None:
     db.add_account("serda_bot", "111", BOT_SECRET, expires_at=NOW + DAY)
     db.add_account("el_serda", "222", CASTER_SECRET, expires_at=NOW + DAY, token_type="broadcaster")
     tokens = read(db)
-    encrypted = read_db_secret(db.path, "serda_bot", "bot", None, retry=FAST)
+    encrypted = read_db_secret(db.path, "serda_bot", "bot", retry=FAST)
     assert encrypted is not None
     shown = repr(tokens) + str(tokens)
     for secret in (BOT_SECRET, CASTER_SECRET, encrypted, db.key.decode()):
@@ -332,7 +313,7 @@ def test_no_secret_in_reports(db: KissbotDb) -> None:
 def test_missing_database_is_named_and_not_created(tmp_path: Path) -> None:
     path = tmp_path / "kissbot.db"
     with pytest.raises(TokenDbNotFound) as info:
-        read_db_tokens(path, "serda_bot", None, NOW, retry=FAST)
+        read_db_tokens(path, "serda_bot", "el_serda", NOW, retry=FAST)
     assert str(path) in str(info.value)
     assert "does not exist" in str(info.value)
     assert "never creates it" in str(info.value)
@@ -353,7 +334,7 @@ def test_unknown_schema_names_what_is_missing(tmp_path: Path) -> None:
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
     with pytest.raises(TokenDbSchemaError) as info:
-        read_db_tokens(path, "serda_bot", None, NOW, retry=FAST)
+        read_db_tokens(path, "serda_bot", "el_serda", NOW, retry=FAST)
     assert info.value.missing == ("table oauth_tokens",)
     assert str(path) in str(info.value)
     assert "missing table oauth_tokens" in str(info.value)
@@ -368,7 +349,7 @@ def test_schema_missing_columns(tmp_path: Path) -> None:
             " access_token_encrypted TEXT, expires_at TIMESTAMP);"
         )
     with pytest.raises(TokenDbSchemaError) as info:
-        read_db_tokens(path, "serda_bot", None, NOW, retry=FAST)
+        read_db_tokens(path, "serda_bot", "el_serda", NOW, retry=FAST)
     # No token_type: legacy, which needs users.is_bot to tell the bot's row.
     assert info.value.missing == ("column users.is_bot", "column oauth_tokens.needs_reauth")
 
@@ -377,7 +358,7 @@ def test_a_file_that_is_not_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "kissbot.db"
     path.write_text("this is not a database, just some text long enough " * 20)
     with pytest.raises(TokenDbError, match="cannot be read \\(SQLite says: file is not a database"):
-        read_db_tokens(path, "serda_bot", None, NOW, retry=FAST)
+        read_db_tokens(path, "serda_bot", "el_serda", NOW, retry=FAST)
 
 
 # --- concurrency ----------------------------------------------------------------------
@@ -399,7 +380,7 @@ def test_reading_while_a_wal_writer_holds_a_transaction(
     writer.execute("UPDATE oauth_tokens SET needs_reauth = 1")
     sleeps: list[float] = []
     # The reader sees the last committed snapshot and never waits.
-    tokens = read_db_tokens(db.path, "serda_bot", None, NOW, retry=FAST, sleep=sleeps.append)
+    tokens = read_db_tokens(db.path, "serda_bot", "el_serda", NOW, retry=FAST, sleep=sleeps.append)
     assert tokens.bot.state is TokenState.VALID
     assert sleeps == []
     writer.execute("COMMIT")
@@ -418,7 +399,7 @@ def test_exclusive_lock_in_rollback_mode_retries_then_fails_clearly(tmp_path: Pa
     with closing(db.connect()) as writer:
         writer.execute("BEGIN EXCLUSIVE")
         with pytest.raises(TokenDbBusy) as info:
-            read_db_tokens(db.path, "serda_bot", None, NOW, retry=FAST, sleep=sleeps.append)
+            read_db_tokens(db.path, "serda_bot", "el_serda", NOW, retry=FAST, sleep=sleeps.append)
         writer.execute("ROLLBACK")
     assert sleeps == [0.01, 0.02]  # backoff doubles between the 3 attempts
     assert info.value.attempts == 3
@@ -436,7 +417,7 @@ def test_exclusive_lock_released_during_backoff(tmp_path: Path) -> None:
             sleeps.append(delay)
             writer.execute("ROLLBACK")
 
-        tokens = read_db_tokens(db.path, "serda_bot", None, NOW, retry=FAST, sleep=release)
+        tokens = read_db_tokens(db.path, "serda_bot", "el_serda", NOW, retry=FAST, sleep=release)
     assert tokens.bot.state is TokenState.VALID
     assert sleeps == [0.01]
 

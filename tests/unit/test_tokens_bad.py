@@ -40,7 +40,7 @@ def test_reading_a_closed_wal_db_leaves_no_wal_or_shm_behind(wal_db: KissbotDb) 
     """SQLite made DB-wal and DB-shm even read-only: root-owned files KissBot could not write."""
     before = snapshot(wal_db.path.parent)
     assert list(before) == ["kissbot.db"]
-    assert read_db_tokens(wal_db.path, "serda_bot", None, NOW, retry=FAST).bot.state is (
+    assert read_db_tokens(wal_db.path, "serda_bot", "el_serda", NOW, retry=FAST).bot.state is (
         TokenState.VALID
     )
     assert snapshot(wal_db.path.parent) == before
@@ -52,7 +52,7 @@ def test_reading_while_kissbot_has_the_db_open_sees_its_commits_and_writes_nothi
     with closing(wal_db.connect()) as kissbot:
         kissbot.execute("UPDATE oauth_tokens SET needs_reauth = 1")  # committed, in DB-wal
         before = snapshot(wal_db.path.parent)
-        tokens = read_db_tokens(wal_db.path, "serda_bot", None, NOW, retry=FAST)
+        tokens = read_db_tokens(wal_db.path, "serda_bot", "el_serda", NOW, retry=FAST)
         after = snapshot(wal_db.path.parent)
     assert tokens.bot.state is TokenState.NEEDS_REAUTH
     assert set(after) == set(before) == {"kissbot.db", "kissbot.db-wal", "kissbot.db-shm"}
@@ -71,7 +71,7 @@ def test_a_db_cut_short_is_a_clear_error_and_stays_as_it_is(wal_db: KissbotDb, k
     os.truncate(wal_db.path, size - 1 if keep == -1 else keep)
     before = snapshot(wal_db.path.parent)
     try:
-        read_db_tokens(wal_db.path, "serda_bot", None, NOW, retry=FAST)
+        read_db_tokens(wal_db.path, "serda_bot", "el_serda", NOW, retry=FAST)
     except TokenDbError as e:
         message = str(e)
         assert str(wal_db.path) in message
@@ -86,7 +86,7 @@ def test_an_empty_file_is_an_unknown_schema(tmp_path: Path) -> None:
     path = tmp_path / "kissbot.db"
     path.write_bytes(b"")
     with pytest.raises(TokenDbSchemaError) as info:
-        read_db_tokens(path, "serda_bot", None, NOW, retry=FAST)
+        read_db_tokens(path, "serda_bot", "el_serda", NOW, retry=FAST)
     assert info.value.missing == ("table users", "table oauth_tokens")
     assert path.read_bytes() == b""
 
@@ -107,7 +107,7 @@ def test_a_renamed_column_is_named(
         conn.execute(f"ALTER TABLE {table} RENAME COLUMN {column} TO {column}_v2")
     before = snapshot(wal_db.path.parent)
     with pytest.raises(TokenDbSchemaError) as info:
-        read_db_tokens(wal_db.path, "serda_bot", None, NOW, retry=FAST)
+        read_db_tokens(wal_db.path, "serda_bot", "el_serda", NOW, retry=FAST)
     assert info.value.missing == (missing,)
     assert f"missing {missing}" in str(info.value)
     assert snapshot(wal_db.path.parent) == before
@@ -117,7 +117,7 @@ def test_a_renamed_table_is_named(wal_db: KissbotDb) -> None:
     with closing(sqlite3.connect(wal_db.path)) as conn:
         conn.execute("ALTER TABLE oauth_tokens RENAME TO oauth_tokens_v3")
     with pytest.raises(TokenDbSchemaError) as info:
-        read_db_tokens(wal_db.path, "serda_bot", None, NOW, retry=FAST)
+        read_db_tokens(wal_db.path, "serda_bot", "el_serda", NOW, retry=FAST)
     assert info.value.missing == ("table oauth_tokens",)
 
 
@@ -125,7 +125,7 @@ def test_the_old_schema_reads_and_writes_nothing(tmp_path: Path) -> None:
     db = KissbotDb.create(tmp_path / "kissbot.db", schema="legacy")
     db.add_account("serda_bot", "111", "SECRET-bot", expires_at=NOW + DAY)
     before = snapshot(tmp_path)
-    assert read_db_tokens(db.path, "serda_bot", None, NOW, retry=FAST).bot.state is (
+    assert read_db_tokens(db.path, "serda_bot", "el_serda", NOW, retry=FAST).bot.state is (
         TokenState.VALID
     )
     assert snapshot(tmp_path) == before

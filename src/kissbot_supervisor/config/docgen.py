@@ -16,10 +16,11 @@ HEADER = """\
 kissbot-supervisor reads KissBot's own config file (`config/config.yaml` by
 default, relative to `--workdir`). From it, it reads `twitch.channels` (one
 bot per channel; each must be a Twitch login: 4-25 of a-z, 0-9, `_`;
-uppercase is lowercased), `bot.name` (whose `bot` token the bots use),
-`twitch.broadcaster_id` (whose `broadcaster` token the hub uses) and, in YAML
-token mode, `twitch.tokens`. Every other key belongs to the bot and the hub
-and is left alone.
+uppercase is lowercased), `bot.name` (whose `bot` token the bots use) and,
+in YAML token mode, `twitch.tokens`. The hub's token is the `broadcaster`
+token of `hub.token_login` in the token DB, in both token modes, as KissBot's
+hub loads it (`twitch.broadcaster_id` does not choose it). Every other key
+belongs to the bot and the hub and is left alone.
 
 The supervisor's own settings live under a `supervisor:` key, in a file of
 their own: the **settings file**, `/etc/kissbot-supervisor/supervisor.yaml`

@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..core.records import record
-from ..kissbot.names import DEFAULT_BOT_LOGIN, LOGIN_RULE, YAML_TOKEN_TEXTS, login_of
+from ..kissbot.names import DEFAULT_BOT_LOGIN, YAML_TOKEN_TEXTS
 from ..runtime.fs import base_of, others_can_write, read_with_stat
 from .paths import SETTINGS_FILE
-from .settings import Settings, SettingValueError, declarations, shown
+from .settings import Settings, SettingValueError, declarations, shown, twitch_login
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
 TYPE_CHECKING = False
@@ -48,17 +48,8 @@ class ConfigError(Exception):
 
 
 def check_login(name: object) -> str:
-    """Return the lowercased login, or raise SettingValueError.
-
-    Twitch logins are case-insensitive and KissBot stores them lowercased, so
-    ``El_Serda`` is accepted as ``el_serda`` (the rule: :func:`.names.login_of`).
-    """
-    if not isinstance(name, str):
-        raise SettingValueError(name, "is not a string (expected a Twitch login)")
-    login = login_of(name)
-    if login is None:
-        raise SettingValueError(name, LOGIN_RULE)
-    return login
+    """Return the lowercased login, or raise SettingValueError (settings.twitch_login)."""
+    return twitch_login(name)
 
 
 @record

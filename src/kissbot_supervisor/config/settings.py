@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 
 from ..core.records import field, fields, record
+from ..kissbot.names import LOGIN_RULE, login_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -168,6 +169,18 @@ def text(value: object) -> str:
     if "\0" in value:
         raise SettingValueError(value, "contains a NUL byte")
     return value
+
+
+def twitch_login(value: object) -> str:
+    """A Twitch login, lowercased (Twitch logins are case-insensitive and KissBot
+    stores them lowercased, so ``El_Serda`` is ``el_serda``; the rule:
+    :func:`.names.login_of`)."""
+    if not isinstance(value, str):
+        raise SettingValueError(value, "is not a string (expected a Twitch login)")
+    login = login_of(value)
+    if login is None:
+        raise SettingValueError(value, LOGIN_RULE)
+    return login
 
 
 def path_text(value: object) -> str:
@@ -318,7 +331,7 @@ def optional_listen(value: object) -> str | None:
 # --- the table -------------------------------------------------------------
 
 READY_BOT = ("file", "notify", "none")
-READY_HUB = ("socket", "notify", "none")
+READY_HUB = ("protocol", "db", "socket", "notify", "none")
 
 
 @record
@@ -464,17 +477,48 @@ class Settings:
     )
     hub_ready: str = setting(
         "hub.ready",
-        "socket",
+        "protocol",
         choice(*READY_HUB),
-        "When the hub counts as ready: `socket` (its socket accepts a connection), `notify` "
-        "(sd_notify READY=1), `none`.",
+        "When the hub counts as ready, so that the bots start: `protocol` (a hello + ping "
+        "on its socket gets its pong, exactly what a bot needs of it), `db` (its socket "
+        "accepts and `hub_state.ws_state` is `connected` in the token DB, read-only), "
+        "`socket` (its socket accepts a connection), `notify` (sd_notify READY=1), `none`. "
+        "`protocol` is the default because it is the only one that proves the hub serves "
+        "bots: the real hub binds its socket before it connects to Twitch, and without "
+        "Twitch it accepts connections but answers nothing, so `socket` would call it "
+        "ready; `db` needs the DB and can be fooled by a `connected` left behind by a "
+        "killed hub until the new one writes `connecting`. A hub that does not become "
+        "ready stays starting, with the reason in status, until `hub.start_timeout_sec`.",
         "one of: " + ", ".join(READY_HUB),
+    )
+    hub_token_login: str = setting(
+        "hub.token_login",
+        "el_serda",
+        twitch_login,
+        "The login whose `broadcaster` token the hub loads: KissBot's hub hard-codes "
+        '`el_serda`, whatever the config says, and exits 1 without that token ("No '
+        'broadcaster token found for el_serda"). The token gate checks this token for '
+        "the hub, in the token DB, which the hub reads in YAML token mode too. Change it "
+        "only for a hub patched to load another login's token.",
+        "Twitch login",
     )
     hub_watchdog_sec: float = setting(
         "hub.watchdog_sec",
         0.0,
         seconds(0, 3600),
         "Like `bot.watchdog_sec`, for the hub.",
+        "seconds",
+    )
+    hub_liveness_sec: float = setting(
+        "hub.liveness_sec",
+        0.0,
+        seconds(0, 3600),
+        "0 turns it off. Otherwise, for a hub that sends no watchdog pings (KissBot's own "
+        "sends none), the supervisor repeats the `hub.ready` check (`protocol`, or `db`; "
+        "`protocol` when `hub.ready` is another mode) this often while the hub runs, and "
+        "a hub that fails 3 checks in a row (it stopped answering, or lost Twitch) is "
+        "killed and restarted, like a watchdog timeout. At least 3 s; a slow pace (e.g. 60) "
+        "is enough. Not together with `hub.watchdog_sec`.",
         "seconds",
     )
     hub_oom_score_adjust: int = setting(

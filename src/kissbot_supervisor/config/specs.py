@@ -10,7 +10,7 @@ import string
 import sys
 from pathlib import Path
 
-from ..core import HUB, Policy, ProcessSpec
+from ..core import HUB, LIVENESS_CHECKS, Policy, ProcessSpec
 from .load import Config, ConfigError
 
 TYPE_CHECKING = False
@@ -86,6 +86,35 @@ def expand(
     return tuple(out)
 
 
+# hub.liveness_sec: the shortest pace, above the protocol check's own reply time (2 s).
+LIVENESS_MIN_SEC = 3.0
+
+
+def hub_liveness(cfg: Config) -> str | None:
+    """What the hub's liveness check checks (the core names it in the fault), or None."""
+    s = cfg.settings
+    if s.hub_liveness_sec <= 0:
+        return None
+    key = "supervisor.hub.liveness_sec"
+    if s.hub_liveness_sec < LIVENESS_MIN_SEC:
+        raise ConfigError(
+            str(cfg.config_path),
+            key,
+            f"{s.hub_liveness_sec:g} is too short (at least {LIVENESS_MIN_SEC:g} s: a check "
+            "waits up to 2 s for the hub's answer)",
+        )
+    if s.hub_watchdog_sec > 0:
+        raise ConfigError(
+            str(cfg.config_path),
+            key,
+            "cannot be used together with hub.watchdog_sec: a hub that sends WATCHDOG=1 "
+            "needs no liveness check; set one of them to 0",
+        )
+    if s.hub_ready == "db":
+        return "hub_state.ws_state 'connected'"
+    return "pong to hello + ping"
+
+
 def build_specs(cfg: Config, python: str | None = None) -> tuple[ProcessSpec, ...]:
     """The hub (when enabled) and one bot per channel, in config order."""
     s = cfg.settings
@@ -101,6 +130,9 @@ def build_specs(cfg: Config, python: str | None = None) -> tuple[ProcessSpec, ..
     specs: list[ProcessSpec] = []
     if s.hub_enabled:
         hub_ready: ReadyMode = s.hub_ready  # type: ignore[assignment]
+        watchdog_sec, liveness = s.hub_watchdog_sec, hub_liveness(cfg)
+        if liveness is not None:
+            watchdog_sec = LIVENESS_CHECKS * s.hub_liveness_sec
         specs.append(
             ProcessSpec(
                 name=HUB,
@@ -108,9 +140,10 @@ def build_specs(cfg: Config, python: str | None = None) -> tuple[ProcessSpec, ..
                     s.hub_command or UPSTREAM_HUB_ARGV, values, source, "supervisor.hub.command"
                 ),
                 ready=hub_ready,
-                watchdog_sec=s.hub_watchdog_sec,
+                watchdog_sec=watchdog_sec,
                 start_timeout_sec=s.hub_start_timeout_sec,
                 oom_score_adjust=s.hub_oom_score_adjust,
+                liveness=liveness,
             )
         )
     bot_template = s.bot_command or upstream_bot_argv(cfg)

@@ -10,6 +10,7 @@ The machine's names are this package's public surface (``core.Exited``,
 from ..kissbot.names import HUB
 from .machine import (
     CLEAN_SIGNALS,
+    LIVENESS_CHECKS,
     WATCHDOG_FAULT,
     Action,
     Adopted,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLEAN_SIGNALS",
     "HUB",
+    "LIVENESS_CHECKS",
     "WATCHDOG_FAULT",
     "Action",
     "Adopted",

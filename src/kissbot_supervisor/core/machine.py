@@ -42,12 +42,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Literal
 
-    ReadyMode = Literal["none", "notify", "file", "socket"]
+    ReadyMode = Literal["none", "notify", "file", "socket", "protocol", "db"]
     StopCause = Literal["command", "restart", "hub-restart", "shutdown", "removed", "fault"]
 
 # How both backends describe a watchdog kill: the native fault text starts with it,
 # the systemd backend reports Result=watchdog with exactly this reason.
 WATCHDOG_FAULT = "watchdog timeout"
+
+# A process under the supervisor's own liveness check (ProcessSpec.liveness) is checked
+# this many times per watchdog period: it is killed after that many failed checks in a row.
+LIVENESS_CHECKS = 3
 
 # An exit by one of these signals is a clean stop for restart=on-failure, as in systemd.
 CLEAN_SIGNALS = frozenset({_signal.SIGHUP, _signal.SIGINT, _signal.SIGTERM, _signal.SIGPIPE})
@@ -72,10 +76,19 @@ class ProcessSpec:
     watchdog_sec: float = 0.0
     start_timeout_sec: float = 0.0
     oom_score_adjust: int = 0  # the kernel's /proc/PID/oom_score_adj
+    # The supervisor's own liveness check of a process that sends no WATCHDOG=1 (the
+    # hub's, hub.liveness_sec): what it checks, or None. Its WatchdogPings come from
+    # the supervisor, so the core keeps the deadline under either backend.
+    liveness: str | None = None
 
     @property
     def is_hub(self) -> bool:
         return self.name == HUB
+
+    @property
+    def liveness_every(self) -> float:
+        """Seconds between two liveness checks by the supervisor (0: none)."""
+        return self.watchdog_sec / LIVENESS_CHECKS if self.liveness else 0.0
 
 
 @record
@@ -638,7 +651,7 @@ class Core:
             self._on_ready(p, now, out)
 
     def _watchdog_from(self, now: float, p: Proc) -> float | None:
-        if p.spec.watchdog_sec <= 0 or self.policy.backend_watchdog:
+        if p.spec.watchdog_sec <= 0 or (self.policy.backend_watchdog and not p.spec.liveness):
             return None
         return now + p.spec.watchdog_sec
 
@@ -841,7 +854,8 @@ class Core:
                 assert p.pid is not None
                 p.watchdog_deadline = None
                 p.start_deadline = None
-                p.fault = f"{WATCHDOG_FAULT}: no WATCHDOG=1 for {_seconds(p.spec.watchdog_sec)}"
+                what = p.spec.liveness or "WATCHDOG=1"
+                p.fault = f"{WATCHDOG_FAULT}: no {what} for {_seconds(p.spec.watchdog_sec)}"
                 p.phase = Phase.STOPPING
                 p.stop_cause = "fault"
                 p.killed = True

@@ -27,7 +27,8 @@ from pathlib import Path
 from ..backends.systemd.units import ExecutableNotFound, find_program, resolve_executable
 from ..core import HUB, ProcessSpec
 from ..kissbot.names import KISSBOT_DIRS
-from ..tokens.states import TokenError, blocks_start, read_yaml_tokens
+from ..tokens.gate import read_token_states
+from ..tokens.states import TokenError, TokenState, blocks_start
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -145,24 +146,19 @@ def token_problems(cfg: Config, specs: Sequence[ProcessSpec]) -> tuple[list[str]
     now = time.time()
     tokens: DbTokens | None
     try:
-        if cfg.settings.use_db:
-            from ..tokens.db import read_db_tokens
-
-            tokens = read_db_tokens(
-                cfg.resolve(cfg.settings.db), cfg.bot_login, cfg.broadcaster_id, now
-            )
-        else:
-            tokens = read_yaml_tokens(cfg.document, cfg.config_path, now)
+        tokens = read_token_states(cfg, now)
     except TokenError as e:
         return [], [f"token states cannot be read now ({e}); the supervisor will keep trying"]
     if tokens is None:
         return [], []  # no tokens in the config: KissBot's own files, not ours to judge
-    problems = []
+    problems, notes = [], []
     for role, report in (("bot", tokens.bot), ("broadcaster", tokens.broadcaster)):
         names = [s.name for s in specs if (s.name == HUB) == (role == "broadcaster")]
         if names and blocks_start(report.state):
             problems.append(f"{_who(names)}: would not be started: {report.reason}")
-    return problems, []
+        elif names and role == "broadcaster" and report.state is TokenState.UNCHECKED:
+            notes.append(f"{_who(names)}: token {report.reason}")
+    return problems, notes
 
 
 def preflight(

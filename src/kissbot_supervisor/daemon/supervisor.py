@@ -250,6 +250,7 @@ class Supervisor:
                 self.feed,
                 self.log,
                 self.tokens.secret_for,
+                cfg.resolve(s.db),
             )
         # Each backend is imported only when chosen: neither is resident in the other's daemon.
         from ..backends.native.backend import NativeBackend, NativeOptions
@@ -264,6 +265,7 @@ class Supervisor:
                 log_backups=s.logs_backups,
                 hub_socket=cfg.resolve(s.hub_socket),
                 child_nofile=self._given_nofile,
+                hub_db=cfg.resolve(s.db),
             ),
             self.feed,
             self.log,

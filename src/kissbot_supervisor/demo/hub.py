@@ -26,7 +26,7 @@ from kissbot_supervisor.demo.common import Flag
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
-    from typing import Any, TextIO
+    from typing import Any, NoReturn, TextIO
 
 DEFAULT_SOCKET = "/tmp/kissbot_hub.sock"
 LOG_PATH = os.path.join("logs", "eventsub_hub.log")
@@ -70,6 +70,14 @@ FLAGS = (
         default=0.0,
         metavar="S",
     ),
+    Flag(
+        "--wedge",
+        "behave like the real hub without Twitch: bind the socket, record ws_state "
+        "'connecting', then accept connections and answer nothing (no pong), never become "
+        "ready, and ignore SIGTERM and SIGINT (only SIGKILL stops it)",
+        group=common.FAULTS,
+        convert=None,
+    ),
     *common.fault_flags("hub"),
 )
 
@@ -86,6 +94,7 @@ class _Options:
         self.ignore_sigterm: bool = values["ignore_sigterm"]
         self.ready_delay: float = values["ready_delay"]
         self.listen_delay: float = values["listen_delay"]
+        self.wedge: bool = values["wedge"]
 
 
 class _Client:
@@ -135,7 +144,11 @@ class DemoHub:
         self.selector.register(wake, selectors.EVENT_READ)
         signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGINT, self.on_stop_signal)
-        if opt.ignore_sigterm:
+        if opt.wedge:
+            # The real hub's EventSub connect loop never gets back to its handlers.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        elif opt.ignore_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         else:
             signal.signal(signal.SIGTERM, self.on_stop_signal)
@@ -208,6 +221,8 @@ class DemoHub:
         start = time.monotonic()
         pinger = notify.WatchdogPinger(now=start)
         write_ws_state(opt.db, "connecting", self.log)
+        if opt.wedge:
+            self.wedged()
         ready_at: float | None = start + opt.ready_delay
         crash_at: float | None = None
         hang_at: float | None = None
@@ -245,6 +260,20 @@ class DemoHub:
                     self.accept()
                 else:
                     self.service(key.fd, events)
+
+    def wedged(self) -> NoReturn:
+        """Accept connections and never read them: what the real hub does while its
+        Twitch connect loop blocks (the kernel would also queue connections unaccepted,
+        but the real hub accepts them)."""
+        assert self.listener is not None
+        self.log("WARNING", "wedged (demo --wedge): accepting connections, answering nothing")
+        self.listener.setblocking(True)
+        held = []
+        while True:
+            try:
+                held.append(self.listener.accept()[0])
+            except OSError:
+                common.hang_forever()  # out of descriptors: keep them, answer nothing
 
     def announce(self) -> None:
         notify.status(f"{self.registered} bots connected")

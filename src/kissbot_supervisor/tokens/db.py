@@ -18,17 +18,16 @@ Nothing here decrypts: :func:`read_db_tokens` reads states only, and
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Literal, TypeVar  # at run time: DB mode only, loaded lazily
-from urllib.parse import quote
 
 from ..core.records import record
-from ..runtime.fs import NotRegularFile, open_regular, read_fd
+from ..runtime.fs import NotRegularFile
+from ..runtime.sqlite_ro import connect_read_only, header
 from .states import (
     DbTokens,
     TokenDbBusy,
@@ -103,46 +102,21 @@ def _is_busy(error: sqlite3.Error) -> bool:
     return "database is locked" in text or "busy" in text
 
 
-def _header(db_path: Path) -> bytes:
-    """The file's first bytes, read by runtime/fs.py's rule: a FIFO or a symlink a
-    bot planted as kissbot.db is refused here, before SQLite opens it by name
-    (which would block on a FIFO; a swap between the two is left to the
-    short-lived reader of the real-fleets work)."""
+def _connect(db_path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """runtime/sqlite_ro.py's read-only connection, its failures as TokenDbError: a
+    FIFO or a symlink a bot planted as kissbot.db is refused before SQLite opens it
+    by name (a swap between the two is left to the short-lived reader of the
+    real-fleets work); a WAL database nobody has open is read as immutable, and
+    inotify has the token gate read again once a writer appears."""
     try:
-        fd = open_regular(db_path)
+        head = header(db_path)
     except FileNotFoundError:
         raise TokenDbNotFound(db_path) from None
     except NotRegularFile as e:
         raise TokenDbError(db_path, f"{e.strerror}; expected an SQLite database file") from None
     except OSError as e:
         raise TokenDbError(db_path, f"cannot be opened ({e.strerror})") from None
-    try:
-        return read_fd(fd, 19)
-    finally:
-        os.close(fd)
-
-
-def _wal_without_writer(db_path: Path, header: bytes) -> bool:
-    """A WAL-mode database (header bytes 18-19 are 2) without a DB-wal file."""
-    wal = header[:16] == b"SQLite format 3\0" and header[18:20] == b"\x02\x02"
-    return wal and not db_path.with_name(db_path.name + "-wal").exists()
-
-
-def _connect(db_path: Path, busy_timeout: float) -> sqlite3.Connection:
-    header = _header(db_path)
-    # mode=ro: SQLite refuses to create a missing file and to write, whatever
-    # the file permissions allow. quote() keeps '?', '#' and '%' in names literal.
-    uri = f"file:{quote(str(db_path.absolute()))}?mode=ro"
-    if _wal_without_writer(db_path, header):
-        # Even read-only, SQLite creates DB-wal and DB-shm for a WAL database that
-        # has none (nobody has it open) and cannot remove them: files owned by the
-        # supervisor's user (root, under systemd) that KissBot then cannot write.
-        # With no DB-wal every committed row is in the main file, which only a
-        # checkpoint rewrites; a writer that appears meanwhile changes DB-wal,
-        # and inotify has the token gate read again a second later.
-        uri += "&immutable=1"
-    # timeout= is SQLite's busy timeout: how long one statement waits for a lock.
-    return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+    return connect_read_only(db_path, head, busy_timeout)
 
 
 def _read(
@@ -243,25 +217,15 @@ def _rank(row: _Row) -> tuple[int, float, int]:
     return (usability, -(expires if expires is not None else -math.inf), -row.token_id)
 
 
-def _candidates(
-    rows: list[_Row], kind: TokenType, bot_login: str | None, broadcaster_user_id: str | None
-) -> list[_Row]:
-    if kind == "bot":
-        chosen = [r for r in rows if r.kind == "bot" and r.login == bot_login]
-    else:
-        chosen = [
-            r
-            for r in rows
-            if r.kind == "broadcaster"
-            and (broadcaster_user_id is None or r.user_id == broadcaster_user_id)
-        ]
-    return sorted(chosen, key=_rank)
+def _candidates(rows: list[_Row], kind: TokenType, login: str) -> list[_Row]:
+    """The ``kind`` token rows of ``login`` (users.twitch_login is not unique), best first."""
+    return sorted((r for r in rows if r.kind == kind and r.login == login), key=_rank)
 
 
 def _bot_report(
     conn: sqlite3.Connection, rows: list[_Row], db_path: Path, bot_login: str, now: float
 ) -> TokenReport:
-    candidates = _candidates(rows, "bot", bot_login, None)
+    candidates = _candidates(rows, "bot", bot_login)
     if candidates:
         return _assess(candidates[0], f"bot token of {bot_login}", db_path, now)
     known = conn.execute(
@@ -282,33 +246,25 @@ def _bot_report(
     )
 
 
-def _broadcaster_report(
-    rows: list[_Row], db_path: Path, broadcaster_user_id: str | None, now: float
-) -> TokenReport:
-    candidates = _candidates(rows, "broadcaster", None, broadcaster_user_id)
+def _broadcaster_report(rows: list[_Row], db_path: Path, hub_login: str, now: float) -> TokenReport:
+    """The hub's token: KissBot's hub loads the broadcaster token of one login, hard-coded
+    upstream (``hub.token_login``), whatever twitch.broadcaster_id says."""
+    candidates = _candidates(rows, "broadcaster", hub_login)
     if not candidates:
-        which = (
-            f"for twitch user id {broadcaster_user_id} (twitch.broadcaster_id)"
-            if broadcaster_user_id is not None
-            else "of any user (twitch.broadcaster_id is not set)"
-        )
+        others = sorted({r.login for r in rows if r.kind == "broadcaster"})
+        besides = f" (it has broadcaster tokens of {', '.join(others)} only)" if others else ""
         return TokenReport(
             TokenState.MISSING,
-            f"no broadcaster token {which} in {db_path}; authorise the broadcaster with "
-            "KissBot's OAuth flow",
+            f"no broadcaster token for {hub_login} in {db_path}{besides}: the hub loads "
+            f"that one (hub.token_login) and exits 1 without it; authorise {hub_login} as "
+            "broadcaster with KissBot's OAuth flow",
             None,
-            None,
-            broadcaster_user_id,
+            hub_login,
         )
-    best = candidates[0]
-    subject = f"broadcaster token of {best.login}"
+    subject = f"broadcaster token of {hub_login}"
     if len(candidates) > 1:
-        subject += (
-            f" (the best of {len(candidates)}; set twitch.broadcaster_id to pick one)"
-            if broadcaster_user_id is None
-            else f" (the best of {len(candidates)} rows for user id {broadcaster_user_id})"
-        )
-    return _assess(best, subject, db_path, now)
+        subject += f" (the best of {len(candidates)} rows for that login)"
+    return _assess(candidates[0], subject, db_path, now)
 
 
 def _assess(row: _Row, subject: str, db_path: Path, now: float) -> TokenReport:
@@ -325,16 +281,10 @@ def _assess(row: _Row, subject: str, db_path: Path, now: float) -> TokenReport:
     )
 
 
-def _clean_id(user_id: str | None) -> str | None:
-    if user_id is None:
-        return None
-    return user_id.strip() or None
-
-
 def read_db_tokens(
     db_path: Path,
     bot_login: str,
-    broadcaster_user_id: str | None,
+    hub_login: str,
     now: float,
     *,
     retry: DbRetry = DEFAULT_RETRY,
@@ -342,19 +292,19 @@ def read_db_tokens(
 ) -> DbTokens:
     """The bots' and the hub's token states, from one read-only snapshot of ``db_path``.
 
-    ``bot_login`` is config ``bot.name``; ``broadcaster_user_id`` is config
-    ``twitch.broadcaster_id`` (None: the best broadcaster token in the DB).
-    Raises :class:`.tokens.TokenDbError` (or a subclass) when the file is
-    missing, locked past every retry, or not a known KissBot schema.
+    ``bot_login`` is config ``bot.name``; ``hub_login`` is ``hub.token_login``
+    (the login whose broadcaster token the hub loads). Raises
+    :class:`.tokens.TokenDbError` (or a subclass) when the file is missing,
+    locked past every retry, or not a known KissBot schema.
     """
     login = bot_login.strip().lower()
-    wanted = _clean_id(broadcaster_user_id)
+    caster = hub_login.strip().lower()
 
     def work(conn: sqlite3.Connection) -> DbTokens:
         rows = _rows(conn, _schema(conn, db_path))
         return DbTokens(
             bot=_bot_report(conn, rows, db_path, login, now),
-            broadcaster=_broadcaster_report(rows, db_path, wanted, now),
+            broadcaster=_broadcaster_report(rows, db_path, caster, now),
         )
 
     return _read(db_path, retry, sleep, work)
@@ -362,32 +312,30 @@ def read_db_tokens(
 
 def read_db_secret(
     db_path: Path,
-    bot_login: str | None,
+    login: str,
     token_type: TokenType,
-    broadcaster_user_id: str | None,
     *,
     retry: DbRetry = DEFAULT_RETRY,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str | None:
-    """The still-encrypted access token of the row :func:`read_db_tokens` reports on.
+    """The still-encrypted access token of the row :func:`read_db_tokens` reports on:
+    the best ``token_type`` row of ``login`` (``bot.name`` for 'bot',
+    ``hub.token_login`` for 'broadcaster').
 
-    ``token_type`` 'bot' needs ``bot_login``; 'broadcaster' uses
-    ``broadcaster_user_id`` or, when None, the best broadcaster row. Returns
-    None when there is no such row. The value is base64 of a Fernet token:
-    pass it to :func:`.tokens.decrypt_token` only when handing it over.
+    Returns None when there is no such row. The value is base64 of a Fernet
+    token: pass it to :func:`.tokens.decrypt_token` only when handing it over.
     """
-    if token_type == "bot" and not (bot_login and bot_login.strip()):
-        raise ValueError("read_db_secret: token_type 'bot' needs bot_login (config bot.name)")
+    if not login.strip():
+        raise ValueError("read_db_secret needs the login whose token it reads")
     if token_type not in ("bot", "broadcaster"):
         raise ValueError(
             f"read_db_secret: token_type must be 'bot' or 'broadcaster', not {token_type!r}"
         )
-    login = bot_login.strip().lower() if bot_login else None
-    wanted = _clean_id(broadcaster_user_id)
+    wanted = login.strip().lower()
 
     def work(conn: sqlite3.Connection) -> str | None:
         rows = _rows(conn, _schema(conn, db_path))
-        candidates = _candidates(rows, token_type, login, wanted)
+        candidates = _candidates(rows, token_type, wanted)
         if not candidates:
             return None
         found = conn.execute(

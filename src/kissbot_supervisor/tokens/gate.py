@@ -24,6 +24,8 @@ from .states import (
     DbTokens,
     KeyFileError,
     TokenConfigError,
+    TokenDbBusy,
+    TokenDbError,
     TokenError,
     TokenReport,
     TokenState,
@@ -47,6 +49,64 @@ BUSY_RETRY_SEC = 2.0
 
 def _role(name: str) -> str:
     return "broadcaster" if name == HUB else "bot"
+
+
+def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbTokens | None:
+    """The bots' and the hub's tokens, where KissBot's programs take them; None when
+    there is nothing to check (YAML mode without ``twitch.tokens``, no hub).
+
+    DB mode: both from the DB. YAML mode: the bots' from ``twitch.tokens``; the
+    hub's from the DB all the same, because the hub reads it in both modes (the
+    broadcaster token of ``hub.token_login``). ``quick``: one short attempt on a
+    busy DB (the event loop must not sleep; the caller retries).
+    Raises TokenError when the source cannot be read.
+    """
+    s = cfg.settings
+    db = cfg.resolve(s.db)
+
+    def from_db(login: str) -> DbTokens:
+        # Lazy: sqlite3 only when a DB is read (tests/import_budget.py).
+        from .db import DEFAULT_RETRY, DbRetry, read_db_tokens
+
+        retry = DbRetry(attempts=1, busy_timeout=0.2) if quick else DEFAULT_RETRY
+        return read_db_tokens(db, cfg.bot_login, login, now, retry=retry)
+
+    if s.use_db:
+        return from_db(s.hub_token_login)
+    yaml_tokens = read_yaml_tokens(cfg.document, cfg.config_path, now)
+    if not s.hub_enabled:
+        return yaml_tokens
+    login = s.hub_token_login
+    bot = yaml_tokens.bot if yaml_tokens is not None else None
+    if bot is None:
+        bot = TokenReport(
+            TokenState.UNCHECKED,
+            "not checked: YAML token mode without twitch.tokens (the bots use KissBot's "
+            "own token files)",
+            None,
+            cfg.bot_login,
+        )
+    if not db.exists():
+        hub = TokenReport(
+            TokenState.UNCHECKED,
+            f"not checked: the hub reads the broadcaster token of {login} from {db} in YAML "
+            f"token mode too, and {db} does not exist (KissBot's hub exits 1 without it)",
+            None,
+            login,
+        )
+    else:
+        try:
+            hub = from_db(login).broadcaster
+        except TokenDbBusy:
+            raise
+        except TokenDbError as e:  # the bots' tokens (YAML) are still worth showing
+            hub = TokenReport(
+                TokenState.UNCHECKED,
+                f"not checked: the hub reads its token from the token DB, and {e}",
+                None,
+                login,
+            )
+    return DbTokens(bot=bot, broadcaster=hub)
 
 
 def check_token_source(cfg: Config) -> None:
@@ -104,8 +164,9 @@ class TokenGate:
         if cfg.settings.use_db:
             for problem in key_file_problems(cfg.workdir / KEY_FILE_NAME):
                 self._log.info("tokens", problem)
-            self._watch(cfg.resolve(cfg.settings.db).parent)
             self._watch(cfg.workdir)
+        if cfg.settings.use_db or cfg.settings.hub_enabled:  # the hub's token is in the DB
+            self._watch(cfg.resolve(cfg.settings.db).parent)
         self._refresh()
 
     def _watch(self, directory: Path) -> None:
@@ -149,20 +210,9 @@ class TokenGate:
         cfg, now = self.cfg, time.time()
         previous = self._tokens
         try:
-            if cfg.settings.use_db:
-                from .db import DbRetry, read_db_tokens  # lazy: sqlite3 only in DB mode
-
-                # One short attempt: the event loop must not sleep on a busy DB;
-                # a retry is scheduled instead.
-                self._tokens = read_db_tokens(
-                    cfg.resolve(cfg.settings.db),
-                    cfg.bot_login,
-                    cfg.broadcaster_id,
-                    now,
-                    retry=DbRetry(attempts=1, busy_timeout=0.2),
-                )
-            else:
-                self._tokens = read_yaml_tokens(cfg.document, cfg.config_path, now)
+            # One short attempt: the event loop must not sleep on a busy DB; a
+            # retry is scheduled instead.
+            self._tokens = read_token_states(cfg, now, quick=True)
         except TokenError as e:
             # Said when it starts and when it changes, not at every retry (every
             # BUSY_RETRY_SEC, for as long as a DB stays locked or broken).
@@ -231,9 +281,8 @@ class TokenGate:
 
         encrypted = read_db_secret(
             cfg.resolve(cfg.settings.db),
-            cfg.bot_login if role == "bot" else None,
+            cfg.bot_login if role == "bot" else cfg.settings.hub_token_login,
             "bot" if role == "bot" else "broadcaster",
-            report.user_id if role == "broadcaster" else None,
         )
         if encrypted is None:
             return None

@@ -53,6 +53,7 @@ class NativeOptions:
     # The descriptor limit the supervisor was given, before it raised its own:
     # what the children get (None: the one in force).
     child_nofile: tuple[int, int] | None = None
+    hub_db: Path | None = None  # where hub.ready: db reads hub_state
 
 
 @record(frozen=False)
@@ -147,6 +148,8 @@ class NativeBackend:
             lambda name: self._emit(core.Ready(name)),
             log,
             lambda name, why: self._emit(core.Waiting(name, why)),
+            options.hub_db,
+            lambda name: self._emit(core.WatchdogPing(name)),
         )
         self.base_env = dict(os.environ)
 
@@ -202,7 +205,7 @@ class NativeBackend:
                 cwd=str(self.opt.workdir),
                 env=env,
                 pass_fds=self._lock_fds(name),
-                watchdog_pid=spec.watchdog_sec > 0,
+                watchdog_pid=spec.watchdog_sec > 0 and not spec.liveness,
                 oom_score_adjust=spec.oom_score_adjust,
             )
         except (SpawnError, OSError, TokenError) as e:
@@ -230,7 +233,9 @@ class NativeBackend:
         self.loop.add_reader(out.fd, lambda: self._read_output(slot, out))
         slot.log.note(f"started (PID {child.pid}): {' '.join(spec.argv)}", self._wall())
         self._emit(core.Spawned(name, child.pid))
-        self.readiness.watch(name, spec.ready, lambda: self._main_pid(name))
+        self.readiness.watch(
+            name, spec.ready, lambda: self._main_pid(name), every=spec.liveness_every
+        )
 
     def _spawn_failed(self, name: str, why: str) -> None:
         # Out of descriptors, even the clean-up may fail: the failure is what matters.
@@ -244,7 +249,7 @@ class NativeBackend:
 
     def _environment(self, spec: core.ProcessSpec) -> dict[str, str]:
         extra = {"NOTIFY_SOCKET": str(self.notify.path), "KISSBOT_PROCESS": spec.name}
-        if spec.watchdog_sec > 0:
+        if spec.watchdog_sec > 0 and not spec.liveness:  # liveness: the supervisor checks
             extra["WATCHDOG_USEC"] = str(int(spec.watchdog_sec * 1_000_000))
         secret = self._credential(spec.name)
         if secret is not None:

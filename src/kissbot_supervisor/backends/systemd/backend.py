@@ -241,6 +241,7 @@ class SystemdBackend:
         emit: Callable[[core.Event], None],
         log: Log,
         credential: Callable[[str], str | None],
+        hub_db: Path | None = None,
     ) -> None:
         self.loop = loop
         self._unit_options = unit_options  # credential path -> options (built from config)
@@ -271,6 +272,8 @@ class SystemdBackend:
             self._ready,
             log,
             lambda name, why: self._emit(core.Waiting(name, why)),
+            hub_db,
+            lambda name: self._emit(core.WatchdogPing(name)),
         )
 
     # -- start-up: adopt what survived us -------------------------------------
@@ -336,7 +339,7 @@ class SystemdBackend:
                         + int(service.get("NRestarts", 0)),
                     )
                 )
-                if not ready:
+                if not ready or specs[name].liveness_every > 0:  # liveness: checked all along
                     # Once the loop runs: a Ready now would reach the core before
                     # the adoption it belongs to.
                     self.loop.call_later(
@@ -346,6 +349,7 @@ class SystemdBackend:
                             name,
                             specs[name].ready,
                             functools.partial(self._main_pid, name),
+                            specs[name].liveness_every,
                         ),
                     )
                     # The listing's ActiveState may be older than the MainPID just
@@ -556,7 +560,12 @@ class SystemdBackend:
             # systemd's own restart after a crash (the core tells them apart).
             outside, track.starting = not track.starting, False
             self._emit(core.Spawned(name, pid, outside=outside))
-            self.readiness.watch(name, track.spec.ready, functools.partial(self._main_pid, name))
+            self.readiness.watch(
+                name,
+                track.spec.ready,
+                functools.partial(self._main_pid, name),
+                track.spec.liveness_every,
+            )
 
     def _main_pid(self, name: str) -> int | None:
         track = self._tracks.get(name)

@@ -323,11 +323,13 @@ def transient_properties(
         # exec, not simple: a missing interpreter fails the start job instead of the unit later.
         ("Type", ("s", "notify" if notify else "exec")),
     ]
-    if notify or spec.watchdog_sec > 0:
+    # A liveness check (spec.liveness) is the supervisor's: the core keeps its deadline.
+    watchdog = spec.watchdog_sec > 0 and not spec.liveness
+    if notify or watchdog:
         # Type=notify only waits for READY=1 when the process promised it (ready: notify); a
         # watchdog alone only needs the notify socket for WATCHDOG=1.
         props.append(("NotifyAccess", ("s", "main")))
-    if spec.watchdog_sec > 0:
+    if watchdog:
         props.append(("WatchdogUSec", ("t", usec(spec.watchdog_sec))))
     start_timeout = usec(spec.start_timeout_sec) if spec.start_timeout_sec > 0 else USEC_INFINITY
     props += [
