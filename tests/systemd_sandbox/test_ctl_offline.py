@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Callable
 
 import linewatch
@@ -30,8 +31,16 @@ def wait_until(predicate: Callable[[], bool], what: str) -> None:
 
 
 def kill_supervisor(fleet: Fleet) -> None:
-    """SIGKILL the supervisor, then cancel systemd's restart of it: the fleet stays up."""
+    """SIGKILL the supervisor, then cancel systemd's restart of it: the fleet stays up.
+
+    Cancelled once it waits to restart (its ExecStopPost= has run, with no stop
+    job: the fleet is left for the next supervisor); a stop before that would be
+    a stop of the whole fleet (see stop-leftovers)."""
     fleet.sandbox.systemctl("kill", "--signal=SIGKILL", "kissbot-supervisor")
+    deadline = time.monotonic() + 30
+    while fleet.show("kissbot-supervisor.service", "SubState")["SubState"] != "auto-restart":
+        assert time.monotonic() < deadline, "the killed supervisor never waited to restart"
+        time.sleep(0.05)  # a state of systemd's, polled: no event reaches the test
     fleet.sandbox.systemctl("stop", "kissbot-supervisor")
     state = fleet.show("kissbot-supervisor.service", "ActiveState", "SubState")
     assert state["ActiveState"] in ("inactive", "failed"), state
