@@ -58,7 +58,16 @@ from ..protocol import (
     UnknownNameError,
     build_request,
 )
-from ..status import exit_code_for_status, filter_status
+from ..status import (
+    STATES,
+    TROUBLE_ORDER,
+    UnknownStateError,
+    exit_code_for_status,
+    filter_states,
+    filter_status,
+    parse_states,
+    troubled_first,
+)
 from .client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
 from .render import fit_stream, format_event, progress_text, render_status, use_color
 
@@ -69,7 +78,14 @@ if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
 
     from .logs import LogSource
 
-__all__ = ["COMPLETE_NAMES", "NAME_COMMANDS", "SUCCESS_RESULTS", "build_parser", "main"]
+__all__ = [
+    "COMPLETE_NAMES",
+    "NAME_COMMANDS",
+    "OPTION_WORDS",
+    "SUCCESS_RESULTS",
+    "build_parser",
+    "main",
+]
 
 PROG = "kissbotctl"
 DEFAULT_LOG_LINES = 10
@@ -82,6 +98,8 @@ SUCCESS_RESULTS = frozenset({"started", "stopped", "restarted", "already running
 # The keys of one entry of `start|stop|restart --json`'s "results", in order.
 RESULT_KEYS = ("name", "ok", "result", "pid", "state", "message")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+# status --sort: the config's order (the default), by channel, troubled first.
+SORT_ORDERS = ("config", "name", "state")
 # The hidden subcommand the completion scripts call for names (quiet and quick).
 COMPLETE_NAMES = "__complete-names"
 COMPLETE_TIMEOUT = 1.0
@@ -94,6 +112,9 @@ NAME_COMMANDS: dict[str, tuple[str, ...]] = {
     "logs": ("hub",),
     "events": ("hub", "supervisor"),
 }
+# For completion, the words of the options that take a comma list of them
+# (argparse's `choices` would refuse the list).
+OPTION_WORDS: dict[str, tuple[str, ...]] = {"--state": STATES}
 
 
 class _Failure(Exception):
@@ -172,6 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
         "supervisor, is down).",
     )
     status.add_argument("names", nargs="*", metavar="NAME", help="show only these (default: all)")
+    status.add_argument(
+        "--state",
+        metavar="STATE[,STATE...]",
+        type=_states,
+        help=f"list only the processes in these states ({', '.join(STATES)}; any case); "
+        "the header still counts them all",
+    )
+    status.add_argument(
+        "--sort",
+        choices=SORT_ORDERS,
+        default=SORT_ORDERS[0],
+        metavar="ORDER",
+        help="the bots' order: config (as in the config, the default), name, or state "
+        f"(troubled first: {', '.join(TROUBLE_ORDER)})",
+    )
     status.add_argument("--json", action="store_true", help="print the status object as JSON")
     for name, verb in (("start", "Start"), ("stop", "Stop"), ("restart", "Restart")):
         cmd = add(
@@ -256,6 +292,14 @@ class _Parser(argparse.ArgumentParser):
                 action, f"unknown command {value!r}{hint} (commands: {', '.join(commands)})"
             )
         super()._check_value(action, value)
+
+
+def _states(text: str) -> tuple[str, ...]:
+    """``--state failed,Backoff``: the states, checked (a typo is an error, not an empty list)."""
+    try:
+        return parse_states(text)
+    except UnknownStateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _line_count(text: str) -> int | None:
@@ -388,14 +432,22 @@ def _cmd_status_offline(args: argparse.Namespace, out: TextIO, down: ConnectErro
 
 def _show_status(status: Mapping[str, Any], args: argparse.Namespace, out: TextIO) -> int:
     try:
-        shown = filter_status(status, args.names)
+        named = filter_status(status, args.names)
     except UnknownNameError as exc:
         raise _Failure(str(exc)) from None
+    if args.sort == "state":
+        named = troubled_first(named)
+    elif args.sort == "name" and isinstance(named.get("bots"), list):
+        named["bots"] = sorted(named["bots"], key=lambda b: str(b.get("channel")))
+    # The exit code is that of the processes listed: `status --state failed` exits 0
+    # when none is failed.
+    shown = named if args.state is None else filter_states(named, args.state)
     if args.json:
         out.write(json.dumps(shown, indent=2, ensure_ascii=False) + "\n")
     else:
         env = os.environ
-        out.write(render_status(shown, color=use_color(out, env), width=_terminal_width(out, env)))
+        width = _terminal_width(out, env)
+        out.write(render_status(named, color=use_color(out, env), width=width, states=args.state))
     return exit_code_for_status(shown)
 
 

@@ -4,7 +4,7 @@ Layout (the old KissBot supervisor's, fitted to 80 columns)::
 
     ══ KissBot supervisor ══════════════════════════════════════════════════
     backend native · PID 4242 · up 2d 03:14:07 · version 0.1.0
-    3/4 bots running
+    3/4 bots running · 1 failed
     hub      running · PID 4250 · up 2d 03:14:05 · restarts 0 · mem 48.2M
              socket /tmp/kissbot_hub.sock
 
@@ -38,7 +38,7 @@ import time
 
 from ..kissbot.names import LOGIN_MAX
 from ..protocol import ALARMS, NoteKind
-from ..status import OFFLINE_SOURCE
+from ..status import OFFLINE_SOURCE, filter_states, state_counts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
@@ -266,10 +266,25 @@ def _banner(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
         pieces.append(f"version {sup['version']}")
     lines = [rule, *_flow(pieces, width, "", 0)]
     if "bots" in status:  # absent when only the hub was asked for
-        bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
-        running = sum(1 for b in bots if b.get("state") == "running")
-        noun = "bot" if len(bots) == 1 else "bots"
-        lines.append(truncate(f"{running}/{len(bots)} {noun} running", width))
+        lines.extend(_counts(status, width, color))
+    return lines
+
+
+def _counts(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
+    """``57/60 bots running · 2 backoff · 1 failed``: the fleet at a glance, each
+    state that is not running counted (and coloured as in the table)."""
+    bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
+    counts = state_counts(bots)
+    noun = "bot" if len(bots) == 1 else "bots"
+    head = f"{counts.pop('running', 0)}/{len(bots)} {noun} running"
+    pieces = [f"{n} {state}" for state, n in counts.items()]
+    lines = _flow([head, *pieces], width, "", 0)
+    if color:
+        # No piece holds " · ": each line splits back into its pieces.
+        painted = {
+            f"{n} {state}": _paint(f"{n} {state}", state, True) for state, n in counts.items()
+        }
+        lines = [" · ".join(painted.get(p, p) for p in line.split(" · ")) for line in lines]
     return lines
 
 
@@ -409,24 +424,38 @@ def _bot_table(bots: Sequence[Mapping[str, Any]], width: int, color: bool) -> li
     return lines
 
 
-def render_status(status: Mapping[str, Any], *, color: bool, width: int = 80) -> str:
+def render_status(
+    status: Mapping[str, Any],
+    *,
+    color: bool,
+    width: int = 80,
+    states: Sequence[str] | None = None,
+) -> str:
     """The status table, lines joined with newlines and a final newline.
+
+    With ``states``, only the processes in one of them are listed, while the
+    header still counts every bot of ``status`` (the fleet, or those named):
+    the table shows the few that matter, the header how many there are of each.
 
     Every line fits ``width`` columns (visible characters; colour codes do not
     count) for any ``width`` of 40 or more: columns are left out, then values
     cut with ``…``. Below that the column minimums win and rows may overflow.
     """
     status = clean(status)
-    bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
     lines: list[str] = []
     offline = status.get("source") == OFFLINE_SOURCE
     if offline:
         lines.append(truncate(OFFLINE_HEADLINE, width))
     lines.extend(_banner(status, width, color))
-    lines.extend(_hub_block(status, width, color))
-    if "bots" in status:
+    shown = status if states is None else filter_states(status, states)
+    bots = [b for b in shown.get("bots") or [] if isinstance(b, dict)]
+    lines.extend(_hub_block(shown, width, color))
+    if "bots" in shown:
         lines.append("")
-        lines.extend(_bot_table(bots, width, color))
+        if states is None or bots:
+            lines.extend(_bot_table(bots, width, color))
+        else:
+            lines.append(truncate(f"no bots {' or '.join(states)}", width))
     if offline:
         lines.append("")
         lines.extend(textwrap.wrap(OFFLINE_FOOTNOTE, width=max(width, 20)))
