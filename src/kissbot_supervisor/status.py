@@ -33,11 +33,20 @@ if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cos
         token_state: str | None
         reason: str | None
         status_text: str | None  # the process's own STATUS= line
+        since: float | None  # Unix time it entered its state; None: not known
+        argv: list[str] | None  # its command line; None: not known (read from systemd)
+        exits: list[ExitEntry]  # its last few exits, oldest first
         channel: NotRequired[str]  # bots
         socket: NotRequired[str]  # the hub, from the supervisor
         unit: NotRequired[str]  # read from systemd (offline)
         active_state: NotRequired[str]
         sub_state: NotRequired[str]
+
+    class ExitEntry(TypedDict):
+        """One exit of a process: when (Unix time), and how, in the core's words."""
+
+        time: float
+        exit: str
 
     class SupervisorInfo(TypedDict, total=False):
         pid: int
@@ -67,8 +76,9 @@ if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cos
 STATUS_KEYS = ("backend", "supervisor", "hub", "bots")  # + "source" when read offline
 PROCESS_KEYS = (
     "name", "state", "want", "pid", "uptime_s", "restarts", "rss_bytes",
-    "last_exit", "token_state", "reason", "status_text",
+    "last_exit", "token_state", "reason", "status_text", "since", "argv", "exits",
 )  # fmt: skip
+EXIT_KEYS = ("time", "exit")  # of each entry of a process's "exits"
 SYSTEMD_UNIT_KEYS = ("unit", "active_state", "sub_state")  # process entries read offline
 LIVE_SUPERVISOR_KEYS = (
     "pid", "uptime_s", "version", "config", "workdir", "control_socket", "logs_dir",
@@ -235,6 +245,9 @@ def process_entry(
     token_state: str | None,
     reason: str | None,
     status_text: str | None,
+    since: float | None,
+    argv: Sequence[str] | None,
+    exits: Sequence[ExitEntry],
 ) -> ProcessEntry:
     """One process's entry, with :data:`PROCESS_KEYS` in order; the caller adds
     ``socket`` (the hub) or the :data:`SYSTEMD_UNIT_KEYS` (read from systemd)."""
@@ -250,6 +263,9 @@ def process_entry(
         "token_state": token_state,
         "reason": reason,
         "status_text": status_text,
+        "since": None if since is None else round(since, 3),
+        "argv": None if argv is None else list(argv),
+        "exits": [{"time": e["time"], "exit": e["exit"]} for e in exits],
     }
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -111,3 +112,43 @@ def test_state_completion_zsh(troubled: Supervisor) -> None:
     out = result.stdout.split()
     assert out[0] == "prefix=b"
     assert out[1:] == ["running", "starting", "stopping", "backoff", "failed", "stopped"]
+
+
+# --- status NAME: the detail view ----------------------------------------------------
+
+
+def test_status_name_shows_the_detail_with_its_log(troubled: Supervisor) -> None:
+    result = ctl(troubled, "status", "Broken_Bot", COLUMNS="300")  # the paths unwrapped
+    assert result.returncode == 3, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"● broken_bot · failed since \S+ \S+ \(00:00:\d\d ago\)", lines[0])
+    assert any(line.startswith("   Command: ") for line in lines)
+    restarts = next(i for i, line in enumerate(lines) if line.startswith("  Restarts: "))
+    assert lines[restarts].endswith("last exits, newest first:")
+    assert re.fullmatch(r" {12}\S+ \S+  exited 1", lines[restarts + 1])
+    assert f"       Log: {troubled.workdir}/logs/supervisor/broken_bot.log" in lines
+    log = lines[lines.index("") + 1 :]
+    assert 0 < len(log) <= 10
+    assert any("fatal start-up error" in line for line in log)  # the bot's own words
+
+    several = ctl(troubled, "status", "alpha_one", "hub", "-n", "2")
+    assert several.returncode == 0, several.stderr
+    heads = [line for line in several.stdout.splitlines() if line.startswith("● ")]
+    assert [h.split()[1] for h in heads] == ["alpha_one"]  # this fleet has no hub
+
+    alpha = ctl(troubled, "status", "alpha_one", "--lines", "1").stdout.splitlines()
+    assert '    Status: "joined #alpha_one"' in alpha  # its own STATUS= text
+    assert len(alpha) - alpha.index("") - 1 == 1
+
+
+def test_status_name_with_a_state_that_does_not_match(troubled: Supervisor) -> None:
+    result = ctl(troubled, "status", "broken_bot", "--state", "running")
+    assert (result.returncode, result.stdout) == (0, "none of broken_bot is running\n")
+
+
+def test_the_table_shows_the_bots_status_text(troubled: Supervisor) -> None:
+    lines = ctl(troubled, "status", COLUMNS="160").stdout.splitlines()
+    header = next(line for line in lines if line.startswith("CHANNEL"))
+    assert header.split()[-1] == "STATUS"
+    row = next(line for line in lines if line.startswith("alpha_one "))
+    assert row.endswith(" joined #alpha_one")

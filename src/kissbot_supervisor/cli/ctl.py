@@ -25,11 +25,11 @@ few tens of milliseconds: it imports only the standard library's ``argparse``,
 import-light :mod:`..paths`, :mod:`..protocol`, :mod:`..client` and
 :mod:`..render`. Keep it that way: no yaml, psutil or asyncio here. What only
 one subcommand needs is imported in it: :mod:`.logs` (and systemd-python)
-by ``logs``, :mod:`.offline` (jeepney) by ``status`` with the
-supervisor down, :mod:`.shell` (readline) by ``shell``, :mod:`.completion` by
-``completion``.
+by ``logs`` and ``status NAME`` (with :mod:`.detail`), :mod:`.offline`
+(jeepney) by ``status`` with the supervisor down, :mod:`.shell` (readline) by
+``shell``, :mod:`.completion` by ``completion``.
 
-Why one module of 560 lines: it is the one program's argument parser and its
+Why one module of 830 lines: it is the one program's argument parser and its
 subcommands' small bodies; what a subcommand needs beyond that lives in its
 own module (logs, offline, shell, completion, render, client).
 """
@@ -51,6 +51,7 @@ from ..config.paths import (
 )
 from ..kissbot.names import process_name
 from ..protocol import (
+    ALL,
     EXIT_NOT_ALL_RUNNING,
     EXIT_OK,
     PROGRESS,
@@ -192,7 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Show the supervisor, the hub and the bots (exit 3 if a wanted one, or the "
         "supervisor, is down).",
     )
-    status.add_argument("names", nargs="*", metavar="NAME", help="show only these (default: all)")
+    status.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="show these in detail, as systemctl status does: since when, STATUS= text, "
+        "command, last exits, token, log and its last lines (default: the table of all)",
+    )
     status.add_argument(
         "--state",
         metavar="STATE[,STATE...]",
@@ -207,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORDER",
         help="the bots' order: config (as in the config, the default), name, or state "
         f"(troubled first: {', '.join(TROUBLE_ORDER)})",
+    )
+    status.add_argument(
+        "-n",
+        "--lines",
+        metavar="N",
+        type=_line_count,
+        default=DEFAULT_LOG_LINES,
+        help=f"log lines in the detail of a NAME, or 'all' (default: {DEFAULT_LOG_LINES})",
     )
     status.add_argument("--json", action="store_true", help="print the status object as JSON")
     for name, verb in (("start", "Start"), ("stop", "Stop"), ("restart", "Restart")):
@@ -444,11 +459,46 @@ def _show_status(status: Mapping[str, Any], args: argparse.Namespace, out: TextI
     shown = named if args.state is None else filter_states(named, args.state)
     if args.json:
         out.write(json.dumps(shown, indent=2, ensure_ascii=False) + "\n")
+    elif args.names and ALL not in (process_name(n) for n in args.names):
+        _show_details(status, shown, args, out)
     else:
         env = os.environ
         width = _terminal_width(out, env)
         out.write(render_status(named, color=use_color(out, env), width=width, states=args.state))
     return exit_code_for_status(shown)
+
+
+def _show_details(
+    status: Mapping[str, Any], shown: Mapping[str, Any], args: argparse.Namespace, out: TextIO
+) -> None:
+    """``status NAME...``: each process named (and in --state) in detail, with its log."""
+    import time
+
+    from .detail import render_detail
+    from .logs import last_lines
+
+    procs = [shown["hub"]] if isinstance(shown.get("hub"), dict) else []
+    procs += [b for b in shown.get("bots") or [] if isinstance(b, dict)]
+    if not procs:
+        states = " or ".join(args.state or ())
+        out.write(f"none of {', '.join(args.names)} is {states}\n")
+        return
+    env = os.environ
+    color, width, cut = use_color(out, env), _terminal_width(out, env), out.isatty()
+    for index, proc in enumerate(procs):
+        name = str(proc.get("name"))
+        where, lines, problem = last_lines(status, name, args.lines)
+        text = render_detail(
+            proc,
+            color=color,
+            width=width,
+            now=time.time(),
+            log_where=where,
+            log_lines=lines,
+            log_problem=problem,
+            cut_log_lines=cut,
+        )
+        out.write(("\n" if index else "") + text)
 
 
 def _result_ok(result: Mapping[str, Any]) -> bool:
@@ -666,7 +716,7 @@ def _log_source(args: argparse.Namespace, name: str) -> LogSource:
 
 def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     from ..kissbot.names import unit_of
-    from .logs import FileLog, JournalLog, LogError, check_name
+    from .logs import FileLog, JournalLog, LogError, check_name, may_read_system_journal
 
     def emit(lines: Sequence[str]) -> None:
         out.write("".join(line + "\n" for line in lines))
@@ -684,7 +734,7 @@ def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
         else:
             log = JournalLog(unit_of(name), source.journal_dir)
             unknown = f"no journal entries for {unit_of(name)}"
-            unreadable = source.journal_dir is None and not _may_read_system_journal()
+            unreadable = source.journal_dir is None and not may_read_system_journal()
             if unreadable:
                 # journald shows a user only their own entries: the unit's are not among
                 # them, and an empty answer would look like a silent process.
@@ -706,21 +756,6 @@ def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     except LogError as exc:
         raise _Failure(exc.message, exc.code) from None
     return EXIT_OK
-
-
-def _may_read_system_journal() -> bool:
-    """Root, or a member of a group journald lets read every unit's entries."""
-    if os.geteuid() == 0:
-        return True
-    import grp
-
-    allowed = set()
-    for group in ("systemd-journal", "adm", "wheel"):
-        try:
-            allowed.add(grp.getgrnam(group).gr_gid)
-        except KeyError:
-            continue
-    return bool(allowed & {os.getegid(), *os.getgroups()})
 
 
 def _client(args: argparse.Namespace) -> Client:

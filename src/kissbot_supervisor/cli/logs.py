@@ -18,8 +18,9 @@ Which source applies is decided by :func:`source_from_status` (from the
 supervisor's STATUS object) or by the caller (``--workdir``, ``--journal-dir``,
 or PID 1 being systemd). Errors raise :class:`LogError` with one sentence.
 
-Loaded only by ``kissbotctl logs``: systemd-python and ctypes (inotify) are
-imported only when used.
+:func:`last_lines` reads what ``kissbotctl status NAME`` shows of a log, saying
+why instead when it cannot. Loaded only by ``kissbotctl logs`` and ``status
+NAME``: systemd-python and ctypes (inotify) are imported only when used.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ __all__ = [
     "LogSource",
     "check_name",
     "format_entry",
+    "last_lines",
+    "may_read_system_journal",
     "source_from_status",
 ]
 
@@ -149,6 +152,57 @@ def source_from_status(status: Mapping[str, Any], name: str) -> LogSource:
 
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", "replace")
+
+
+def last_lines(
+    status: Mapping[str, Any], name: str, count: int | None
+) -> tuple[str, list[str] | None, str | None]:
+    """Where ``name``'s log is, its last ``count`` lines (None if they cannot be read),
+    and why not. A log that cannot be read is said in the detail, not an error: the
+    rest of the detail is worth having."""
+    from ..kissbot.names import unit_of
+
+    try:
+        source = source_from_status(status, name)
+    except LogError as exc:
+        return "-", None, exc.message
+    if source.kind == "files":
+        assert source.logs_dir is not None
+        files = FileLog(source.logs_dir, name)
+        log: FileLog | JournalLog = files
+        where = str(files.path)
+    else:
+        unit = unit_of(name)
+        where = f"the journal of {unit} (journalctl -u {unit})"
+        if not may_read_system_journal():
+            return where, None, "the system journal is for root and the systemd-journal group"
+        try:
+            log = JournalLog(unit)
+        except ImportError:
+            return where, None, "systemd-python is not installed (python3-systemd)"
+        except LogError as exc:
+            return where, None, exc.message
+    try:
+        return where, log.tail(count), None
+    except LogError as exc:
+        return where, None, exc.message
+    finally:
+        log.close()
+
+
+def may_read_system_journal() -> bool:
+    """Root, or a member of a group journald lets read every unit's entries."""
+    if os.geteuid() == 0:
+        return True
+    import grp
+
+    allowed = set()
+    for group in ("systemd-journal", "adm", "wheel"):
+        try:
+            allowed.add(grp.getgrnam(group).gr_gid)
+        except KeyError:
+            continue
+    return bool(allowed & {os.getegid(), *os.getgroups()})
 
 
 # --- native log files ------------------------------------------------------------------

@@ -13,10 +13,12 @@ Layout (the old KissBot supervisor's, fitted to 80 columns)::
     morthy    failed   -     -                   5  -      exit 1     revoked
         ↳ token revoked: re-authorise with kissbot's oauth script
 
-Columns take the width their content needs; when a row would pass ``width``,
-LAST EXIT shrinks (long values end in ``…``), then the least needed
-columns are left out (a line below the table says which), so that channel
-names and PIDs are shown whole down to about 42 columns. Colour
+Columns take the width their content needs; a last column, STATUS (the bots'
+own STATUS= text), is there when a bot has one. When a row would pass
+``width``, LAST EXIT then STATUS shrink (long values end in ``…``), then the
+least needed columns are left out, STATUS first (a line below the table says
+which), so that channel names and PIDs are shown whole down to about 42
+columns. Colour
 (ANSI SGR) is added only when asked for, and only around the STATE text, so
 it never changes the visible width.
 
@@ -84,7 +86,7 @@ _STATE_COLORS = {
 # serial console), our few drawing characters become ASCII of the same width,
 # so that the table stays aligned; anything else that cannot be written (a
 # bot's message) becomes "?". Never a traceback for an encoding.
-_ASCII_FALLBACK = {"═": "=", "·": "|", "…": "~", "↳": ">"}
+_ASCII_FALLBACK = {"═": "=", "·": "|", "…": "~", "↳": ">", "●": "*"}
 _FALLBACK_ERRORS = "kissbot-ascii"
 
 
@@ -337,16 +339,19 @@ _COLUMNS: tuple[tuple[str, bool], ...] = (
     ("MEM", True),
     ("LAST EXIT", False),
     ("TOKEN", False),
+    ("STATUS", False),  # the bot's own STATUS= text; only when one has some
 )
+_STATUS_COLUMN = 8
 _GAP = " "  # as ps(1): 80 columns are tight for eight columns
-# When a row is too wide: first the free-text column is cut to what still says
+# When a row is too wide: first the free-text columns are cut to what still says
 # something, (column, down to width): LAST EXIT to 9 (the reason line usually
-# says more).
-_SHRINK_FIRST = ((6, 9),)
-# Then whole columns are left out, the least needed first (LAST EXIT, MEM,
-# UPTIME, TOKEN, RESTARTS): a cut channel name or PID is of no use to anyone,
-# a missing column is said below the table.
-_DROP_ORDER = (6, 5, 3, 7, 4)
+# says more), then STATUS to 16.
+_SHRINK_FIRST = ((6, 9), (_STATUS_COLUMN, 16))
+# Then whole columns are left out, the least needed first (STATUS, a bot's own
+# words that `status NAME` shows whole, LAST EXIT, MEM, UPTIME, TOKEN, RESTARTS):
+# a cut channel name or PID is of no use to anyone, a missing column is said
+# below the table.
+_DROP_ORDER = (_STATUS_COLUMN, 6, 5, 3, 7, 4)
 # Only when CHANNEL, STATE and PID alone are too wide (about 42 columns, or a bad
 # value from a broken daemon) are they cut, the channel last; never narrower
 # than a header.
@@ -364,22 +369,24 @@ def _bot_cells(bot: Mapping[str, Any]) -> list[str]:
         format_bytes(_int_or_none(bot.get("rss_bytes"))),
         _str(bot.get("last_exit")),
         _str(bot.get("token_state")),
+        _str(bot.get("status_text")),
     ]
 
 
-def _layout(natural: list[int], width: int) -> list[tuple[int, int]]:
+def _layout(natural: dict[int, int], width: int) -> list[tuple[int, int]]:
     """The columns shown, as (column index, width), for rows of ``width`` columns."""
-    widths = dict(enumerate(natural))
+    widths = dict(natural)
 
     def excess() -> int:
         return sum(widths.values()) + len(_GAP) * (len(widths) - 1) - width
 
     for index, minimum in _SHRINK_FIRST:
-        widths[index] -= min(max(0, excess()), max(0, widths[index] - minimum))
+        if index in widths:
+            widths[index] -= min(max(0, excess()), max(0, widths[index] - minimum))
     for index in _DROP_ORDER:
         if excess() <= 0:
             break
-        del widths[index]
+        widths.pop(index, None)
     for index, minimum in _SHRINK_LAST:
         widths[index] -= min(max(0, excess()), max(0, widths[index] - minimum))
     return sorted(widths.items())
@@ -403,16 +410,18 @@ def _bot_table(bots: Sequence[Mapping[str, Any]], width: int, color: bool) -> li
         return ["no bots"]
     rows = [_bot_cells(b) for b in bots]
     headers = [c[0] for c in _COLUMNS]
-    natural = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))]
+    natural = {i: max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))}
     # A login is at most LOGIN_MAX long: a longer value (a broken daemon) is cut, and
     # does not push every other column out.
     natural[0] = min(natural[0], LOGIN_MAX)
+    if not any(b.get("status_text") for b in bots):
+        del natural[_STATUS_COLUMN]  # no bot says anything: no column of dashes
     layout = _layout(natural, width)
     lines = [_row(headers, layout, None, False)]
     for bot, cells in zip(bots, rows, strict=True):
         lines.append(_row(cells, layout, cells[1], color))
         lines.extend(_reason_lines(bot.get("reason"), width, 4))
-    left_out = [headers[i] for i in range(len(headers)) if i not in dict(layout)]
+    left_out = [headers[i] for i in natural if i not in dict(layout)]
     if left_out:
         lines.extend(
             textwrap.wrap(
