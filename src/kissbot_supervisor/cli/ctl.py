@@ -74,10 +74,9 @@ from .render import fit_stream, format_event, progress_text, render_status, use_
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, TextIO
 
-    from .logs import LogSource
 
 __all__ = [
     "COMPLETE_NAMES",
@@ -90,6 +89,8 @@ __all__ = [
 
 PROG = "kissbotctl"
 DEFAULT_LOG_LINES = 10
+# --since's forms, for its help (cli/fleetlogs.py parses them; not imported at start-up).
+SINCE_HELP = "10m, 2h, 1d (that long ago), 14:30 (today), 2026-11-24 14:30, today, yesterday"
 SYSTEMD_RUN_DIR = "/run/systemd/system"  # exists iff PID 1 is systemd
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -110,7 +111,7 @@ NAME_COMMANDS: dict[str, tuple[str, ...]] = {
     "start": ("hub", "all"),
     "stop": ("hub", "all"),
     "restart": ("hub", "all"),
-    "logs": ("hub",),
+    "logs": ("hub", "all"),
     "events": ("hub", "supervisor"),
 }
 # For completion, the words of the options that take a comma list of them
@@ -239,18 +240,35 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--json", action="store_true", help="print the changes as JSON")
     logs = add(
         "logs",
-        "Print a process's output: its unit's journal (systemd backend) or its log files "
-        "(native backend), as the supervisor says; without a supervisor, the files under "
-        "--workdir, else the journal when systemd runs.",
+        "Print processes' output: their units' journal (systemd backend) or their log "
+        "files (native backend), as the supervisor says; without a supervisor, the files "
+        "under --workdir, else the journal when systemd runs. Several, or all, are "
+        "interleaved by time, each line after its process's name.",
     )
-    logs.add_argument("name", metavar="NAME", help="channel login or 'hub'")
+    logs.add_argument(
+        "names", nargs="+", metavar="NAME", help="channel login, 'hub', or 'all' (every one)"
+    )
     logs.add_argument(
         "-n",
         "--lines",
         metavar="N",
         type=_line_count,
-        default=DEFAULT_LOG_LINES,
-        help=f"print the last N lines, or 'all' (default: {DEFAULT_LOG_LINES})",
+        default=argparse.SUPPRESS,  # absent: 10, or all with --since or --grep
+        help=f"print the last N lines, or 'all' (default: {DEFAULT_LOG_LINES}, or all with "
+        "--since or --grep)",
+    )
+    logs.add_argument(
+        "--since",
+        metavar="WHEN",
+        type=_since,
+        help=f"only lines from then on: {SINCE_HELP} (local time)",
+    )
+    logs.add_argument(
+        "--grep",
+        metavar="REGEX",
+        type=_grep,
+        help="only lines whose text matches (a Python regular expression; case-insensitive "
+        "unless it has a capital)",
     )
     logs.add_argument(
         "-f", "--follow", action="store_true", help="then print new lines as they come (Ctrl-C)"
@@ -314,6 +332,26 @@ def _states(text: str) -> tuple[str, ...]:
     try:
         return parse_states(text)
     except UnknownStateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _since(text: str) -> float:
+    import time
+
+    from .fleetlogs import parse_since
+
+    try:
+        return parse_since(text, time.time())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _grep(text: str) -> Callable[[str], bool]:
+    from .fleetlogs import grep_matcher
+
+    try:
+        return grep_matcher(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -693,66 +731,46 @@ def _cmd_reload(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _log_source(args: argparse.Namespace, name: str) -> LogSource:
-    """Where ``name``'s output is: as the supervisor says, else --workdir, else the journal."""
-    from pathlib import Path
-
-    from .logs import DEFAULT_LOGS_DIR, LogSource, source_from_status
-
-    if args.journal_dir:
-        return LogSource("journal", name, journal_dir=args.journal_dir)
-    try:
-        with _client(args) as client:
-            status = _status_object(_ask(client, build_request("status")))
-    except (ControlError, _Failure) as exc:  # not there, or not answering: do without it
-        if args.workdir:
-            return LogSource("files", name, logs_dir=Path(args.workdir) / DEFAULT_LOGS_DIR)
-        if _systemd_is_init():
-            return LogSource("journal", name)
-        down = exc.message
-        raise _Failure(f"{down}; to read the log files without it, pass --workdir DIR") from None
-    return source_from_status(status, name)
-
-
 def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
-    from ..kissbot.names import unit_of
-    from .logs import FileLog, JournalLog, LogError, check_name, may_read_system_journal
+    """The logs of the names given (or all), as the supervisor says where they are;
+    without it, the files under --workdir, else the journal when systemd runs."""
+    from .fleetlogs import Sources, open_logs, prefixer, show
+    from .logs import LogError
 
     def emit(lines: Sequence[str]) -> None:
         out.write("".join(line + "\n" for line in lines))
         out.flush()
 
-    try:
-        name = check_name(args.name)
-        source = _log_source(args, name)
-        log: FileLog | JournalLog
-        if source.kind == "files":
-            assert source.logs_dir is not None
-            log = FileLog(source.logs_dir, name)
-            unknown = f"no log of {name!r} in {source.logs_dir} (no {name}.log there)"
-            unreadable = False
-        else:
-            log = JournalLog(unit_of(name), source.journal_dir)
-            unknown = f"no journal entries for {unit_of(name)}"
-            unreadable = source.journal_dir is None and not may_read_system_journal()
-            if unreadable:
-                # journald shows a user only their own entries: the unit's are not among
-                # them, and an empty answer would look like a silent process.
-                unknown = (
-                    f"no journal entries for {unit_of(name)} that you may read: the system "
-                    "journal is for root and the groups systemd-journal and adm "
-                    "(usermod -aG systemd-journal USER, then log in again)"
-                )
+    status: dict[str, Any] | None = None
+    down = None
+    if not args.journal_dir:
         try:
-            # Only the supervisor knows its processes; without it, no log = no such name.
-            # With it, a log nobody may read is said, not shown empty.
-            if not log.exists() and (not source.confirmed or unreadable):
-                raise LogError(unknown)
-            emit(log.tail(args.lines))
-            if args.follow:
-                log.follow(emit)
+            with _client(args) as client:
+                status = _status_object(_ask(client, build_request("status")))
+        except (ControlError, _Failure) as exc:  # not there, or not answering: do without it
+            down = exc.message
+    sources = Sources(status, args.workdir, args.journal_dir, _systemd_is_init(), down)
+    # -n: 10 lines, or every line since --since or that --grep finds.
+    count = (
+        args.lines if "lines" in args else None if args.since or args.grep else DEFAULT_LOG_LINES
+    )
+    try:
+        logs = open_logs(args.names, sources)
+        try:
+            several = len(logs) > 1 or ALL in (process_name(n) for n in args.names)
+            prefix = prefixer([n for n, _ in logs], use_color(out, os.environ))
+            show(
+                logs,
+                count=count,
+                since=args.since,
+                match=args.grep,
+                follow=args.follow,
+                emit=emit,
+                prefix=prefix if several else None,
+            )
         finally:
-            log.close()
+            for _name, log in logs:
+                log.close()
     except LogError as exc:
         raise _Failure(exc.message, exc.code) from None
     return EXIT_OK
