@@ -105,6 +105,12 @@ def test_colour_on_the_bullet_and_the_state_only() -> None:
     assert ANSI.sub("", first) == detail(failed_bot())[0]
 
 
+def test_colour_never_adds_text_on_a_tiny_width() -> None:
+    for width in range(8, 40):
+        plain = detail(failed_bot(), width=width)[0]
+        assert ANSI.sub("", detail(failed_bot(), color=True, width=width)[0]) == plain
+
+
 def test_a_bots_words_cannot_drive_the_terminal() -> None:
     proc = failed_bot() | {"status_text": "\x1b[2Jgone", "argv": ["bot", "\x1b]0;title\x07"]}
     text = render_detail(

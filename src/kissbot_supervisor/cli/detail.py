@@ -82,8 +82,11 @@ def _headline(proc: Mapping[str, Any], now: float, color: bool, width: int) -> s
     text = truncate(text, width - 1)
     if not color:
         return BULLET + text
-    # The bullet and the state word in the state's colour, as in the table.
-    head, _, rest = text.partition(f" · {state}")
+    # The bullet and the state word in the state's colour, as in the table (the word
+    # only when the width left it whole).
+    head, sep, rest = text.partition(f" · {state}")
+    if not sep:
+        return _paint(BULLET, state, True) + text
     return _paint(BULLET, state, True) + head + " · " + _paint(state, state, True) + rest
 
 
