@@ -77,7 +77,6 @@ if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any, TextIO
 
-
 __all__ = [
     "COMPLETE_NAMES",
     "NAME_COMMANDS",
