@@ -52,7 +52,7 @@ def detail(proc: dict[str, object], **kw: object) -> list[str]:
 def test_everything_an_operator_asks_first() -> None:
     lines = detail(failed_bot())
     assert lines[0] == f"● morthy · failed since {stamp(NOW - 161)} (00:02:41 ago)"
-    assert '    Status: "joining #morthy"' in lines
+    assert '    Status: "joining #morthy" (before its exit)' in lines  # not running now
     assert "       PID: -" in lines
     assert "   Command: /srv/kissbot/venv/bin/python main.py --channel morthy" in lines
     assert "     Token: valid" in lines
@@ -70,6 +70,8 @@ def test_a_running_process_and_what_is_not_known() -> None:
     proc = _proc("el_serda", "running", since=None, argv=None, exits=[])
     lines = detail(proc, log_lines=[])
     assert lines[0] == "● el_serda · running"  # since: not known (an older supervisor)
+    said = detail(proc | {"status_text": "joined #el_serda"}, log_lines=[])
+    assert '    Status: "joined #el_serda"' in said
     assert "       PID: 4251 · up 2d 03:14:04 · mem 48.2M" in lines
     assert not any(line.lstrip().startswith(("Command", "Status", "Reason")) for line in lines)
     assert "  Restarts: 0" in lines
@@ -167,3 +169,10 @@ def test_the_status_column_shrinks_then_goes_first_when_narrow() -> None:
 def test_no_status_column_when_no_bot_has_a_text() -> None:
     lines = _lines(render_status(_status(None, [_proc("el_serda", "running")]), color=False))
     assert not any("STATUS" in line for line in lines)
+
+
+def test_the_status_text_of_a_process_that_is_not_running_is_not_shown_as_now() -> None:
+    # The core keeps a bot's last STATUS= text after its exit.
+    status = _status(None, [_proc("morthy", "backoff", status_text="joined #morthy")])
+    lines = _lines(render_status(status, color=False, width=120))
+    assert not any("STATUS" in line or "joined" in line for line in lines)

@@ -127,9 +127,11 @@ def render_detail(
     proc = clean(proc)
     lines = [_headline(proc, now, color, width)]
     status_text = proc.get("status_text")
-    if status_text:
-        lines += _field("Status", f'"{status_text}"', width)
     pid = _int_or_none(proc.get("pid"))
+    if status_text:
+        # Kept after an exit: said as what it last said, not as what it says now.
+        past = "" if pid is not None else " (before its exit)"
+        lines += _field("Status", f'"{status_text}"{past}', width)
     pieces = [f"{DASH if pid is None else pid}"]
     if pid is not None:
         uptime = format_uptime(_float_or_none(proc.get("uptime_s")))

@@ -369,7 +369,9 @@ def _bot_cells(bot: Mapping[str, Any]) -> list[str]:
         format_bytes(_int_or_none(bot.get("rss_bytes"))),
         _str(bot.get("last_exit")),
         _str(bot.get("token_state")),
-        _str(bot.get("status_text")),
+        # A process that is not running keeps its last STATUS= text in the status
+        # ("joined #x" of a bot now failed): words of the past, not shown as now's.
+        _str(bot.get("status_text") if bot.get("pid") is not None else None),
     ]
 
 
@@ -414,7 +416,7 @@ def _bot_table(bots: Sequence[Mapping[str, Any]], width: int, color: bool) -> li
     # A login is at most LOGIN_MAX long: a longer value (a broken daemon) is cut, and
     # does not push every other column out.
     natural[0] = min(natural[0], LOGIN_MAX)
-    if not any(b.get("status_text") for b in bots):
+    if all(cells[_STATUS_COLUMN] == DASH for cells in rows):
         del natural[_STATUS_COLUMN]  # no bot says anything: no column of dashes
     layout = _layout(natural, width)
     lines = [_row(headers, layout, None, False)]
