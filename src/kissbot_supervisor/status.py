@@ -33,11 +33,20 @@ if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cos
         token_state: str | None
         reason: str | None
         status_text: str | None  # the process's own STATUS= line
+        since: float | None  # Unix time it entered its state; None: not known
+        argv: list[str] | None  # its command line; None: not known (read from systemd)
+        exits: list[ExitEntry]  # its last few exits, oldest first
         channel: NotRequired[str]  # bots
         socket: NotRequired[str]  # the hub, from the supervisor
         unit: NotRequired[str]  # read from systemd (offline)
         active_state: NotRequired[str]
         sub_state: NotRequired[str]
+
+    class ExitEntry(TypedDict):
+        """One exit of a process: when (Unix time), and how, in the core's words."""
+
+        time: float
+        exit: str
 
     class SupervisorInfo(TypedDict, total=False):
         pid: int
@@ -67,8 +76,9 @@ if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cos
 STATUS_KEYS = ("backend", "supervisor", "hub", "bots")  # + "source" when read offline
 PROCESS_KEYS = (
     "name", "state", "want", "pid", "uptime_s", "restarts", "rss_bytes",
-    "last_exit", "token_state", "reason", "status_text",
+    "last_exit", "token_state", "reason", "status_text", "since", "argv", "exits",
 )  # fmt: skip
+EXIT_KEYS = ("time", "exit")  # of each entry of a process's "exits"
 SYSTEMD_UNIT_KEYS = ("unit", "active_state", "sub_state")  # process entries read offline
 LIVE_SUPERVISOR_KEYS = (
     "pid", "uptime_s", "version", "config", "workdir", "control_socket", "logs_dir",
@@ -76,6 +86,28 @@ LIVE_SUPERVISOR_KEYS = (
 )  # fmt: skip
 OFFLINE_SUPERVISOR_KEYS = ("running", "unit", "active_state", "sub_state")
 OFFLINE_SOURCE = "systemd"  # "source" of a STATUS object read from systemd
+# A process's ``state``: the core's phases (core.Phase, held to this by a unit test;
+# the core is not imported here, kissbotctl's start-up cost), in the order the
+# status header counts them.
+STATES = ("running", "starting", "stopping", "backoff", "failed", "stopped")
+# ``status --sort state``: what needs an operator's eye first. A stopped process
+# comes before the running ones: wanted, it is blocked (a token) or waiting.
+TROUBLE_ORDER = ("failed", "backoff", "starting", "stopping", "stopped", "running")
+
+
+class UnknownStateError(ValueError):
+    """``status --state`` named a state no process can be in."""
+
+    def __init__(self, unknown: Sequence[str]) -> None:
+        import difflib
+
+        hints = []
+        for word in unknown:
+            close = difflib.get_close_matches(word, STATES, n=1, cutoff=0.6)
+            hints.append(f"{word!r} (did you mean {close[0]}?)" if close else repr(word))
+        noun = "state" if len(unknown) == 1 else "states"
+        super().__init__(f"unknown {noun} {', '.join(hints)}; the states are {', '.join(STATES)}")
+        self.unknown = tuple(unknown)
 
 
 # --- reading STATUS objects -----------------------------------------------
@@ -145,6 +177,58 @@ def filter_status(status: Mapping[str, Any], names: Sequence[str]) -> dict[str, 
     return result
 
 
+def parse_states(text: str) -> tuple[str, ...]:
+    """``"Failed, backoff"`` as ``("failed", "backoff")``: comma-separated, any case,
+    each once. Raises :class:`UnknownStateError` naming the valid states."""
+    words = [w.strip().lower() for w in text.split(",")]
+    states = tuple(dict.fromkeys(w for w in words if w))
+    unknown = [w for w in states if w not in STATES]
+    if unknown or not states:
+        raise UnknownStateError(unknown or [text])
+    return states
+
+
+def filter_states(status: Mapping[str, Any], states: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``status`` with only the processes in one of ``states``.
+
+    The hub's entry is removed when its state is not among them (as when not
+    asked for by name); ``bots`` stays, possibly empty, where it was.
+    """
+    wanted = set(states)
+    result = dict(status)
+    hub = result.get("hub")
+    if isinstance(hub, dict) and hub.get("state") not in wanted:
+        result.pop("hub")
+    if "bots" in result:
+        bots = [b for b in result.get("bots") or [] if isinstance(b, dict)]
+        result["bots"] = [b for b in bots if b.get("state") in wanted]
+    return result
+
+
+def state_counts(procs: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many of ``procs`` are in each state, in :data:`STATES` order, zeros left out;
+    a state that is none of those (a newer supervisor's) comes last, as it is."""
+    counts: dict[str, int] = {}
+    for proc in procs:
+        state = str(proc.get("state"))
+        counts[state] = counts.get(state, 0) + 1
+    known = {s: counts.pop(s) for s in STATES if s in counts}
+    return known | counts
+
+
+def troubled_first(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``status`` with its bots in :data:`TROUBLE_ORDER` (failed first),
+    config order kept within a state; an unknown state sorts with the troubled."""
+    result = dict(status)
+    if isinstance(result.get("bots"), list):
+        rank = {s: i for i, s in enumerate(TROUBLE_ORDER)}
+        result["bots"] = sorted(
+            (b for b in result["bots"] if isinstance(b, dict)),
+            key=lambda b: rank.get(str(b.get("state")), -1),
+        )
+    return result
+
+
 # --- building STATUS objects: the one way, for both producers ------------------
 
 
@@ -161,6 +245,9 @@ def process_entry(
     token_state: str | None,
     reason: str | None,
     status_text: str | None,
+    since: float | None,
+    argv: Sequence[str] | None,
+    exits: Sequence[ExitEntry],
 ) -> ProcessEntry:
     """One process's entry, with :data:`PROCESS_KEYS` in order; the caller adds
     ``socket`` (the hub) or the :data:`SYSTEMD_UNIT_KEYS` (read from systemd)."""
@@ -176,6 +263,9 @@ def process_entry(
         "token_state": token_state,
         "reason": reason,
         "status_text": status_text,
+        "since": None if since is None else round(since, 3),
+        "argv": None if argv is None else list(argv),
+        "exits": [{"time": e["time"], "exit": e["exit"]} for e in exits],
     }
 
 

@@ -468,7 +468,12 @@ def test_bash_completion(fleet: Supervisor) -> None:
         "all",
     ]
     assert bash_complete(script, [KISSBOTCTL, "restart", "el_serda", "m"], env) == ["morthy"]
-    assert bash_complete(script, [KISSBOTCTL, "logs", ""], env) == ["el_serda", "morthy", "hub"]
+    assert bash_complete(script, [KISSBOTCTL, "logs", ""], env) == [
+        "el_serda",
+        "morthy",
+        "hub",
+        "all",
+    ]
     assert bash_complete(script, [KISSBOTCTL, "logs", "--f"], env) == ["--follow"]
     assert bash_complete(script, [KISSBOTCTL, "completion", ""], env) == ["bash", "zsh"]
     # --socket on the command line is passed on to the name lookup.
@@ -528,6 +533,8 @@ def test_zsh_completion(fleet: Supervisor) -> None:
         "--timeout",
         "-n",
         "--lines",
+        "--since",
+        "--grep",
         "-f",
         "--follow",
     ]

@@ -200,3 +200,131 @@ def test_follow_goes_on_across_a_rotation(tmp_path: Path, followers: list[Follow
     write_lines(current, 8, 8)
     out.wait_for(r"line 8$")
     assert messages(follower) == [f"line {i}" for i in range(3, 9)]
+
+
+# --- several processes, all, --since, --grep --------------------------------------------
+
+
+def write_at(path: Path, *lines: tuple[str, str]) -> None:
+    """Lines of a log file, each (its stamp, its text)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.writelines(f"{stamp} {text}\n" for stamp, text in lines)
+
+
+def fleet_files(tmp_path: Path) -> tuple[str, ...]:
+    """Two bots' and the hub's logs, their times interleaved, one bot's across a rotation;
+    and the supervisor's own log, which no NAME names."""
+    logs = tmp_path / "logs" / "supervisor"
+    write_at(
+        logs / "alpha_one.log.1",
+        ("2025-01-02T03:04:01.000", "alpha starting"),
+        ("2025-01-02T03:04:03.000", "alpha ERROR: no token"),
+    )
+    write_at(logs / "alpha_one.log", ("2025-01-02T03:04:05.000", "alpha joined #alpha_one"))
+    write_at(
+        logs / "beta_two.log",
+        ("2025-01-02T03:04:02.000", "beta starting"),
+        ("2025-01-02T03:04:04.000", "beta joined #beta_two"),
+        ("2025-01-02T03:04:06.000", "beta error: chat closed"),
+    )
+    write_at(logs / "hub.log", ("2025-01-02T03:04:00.500", "hub listening"))
+    write_at(logs / "kissbot-supervisor.log", ("2025-01-02T03:04:00.000", "supervisor: up"))
+    return ("--socket", str(tmp_path / "no.sock"), "--workdir", str(tmp_path), "logs")
+
+
+def test_logs_of_several_are_interleaved_by_time_and_prefixed(tmp_path: Path) -> None:
+    logs = fleet_files(tmp_path)
+    result = run_ctl(*logs, "beta_two", "Alpha_One")
+    assert result.returncode == 0, result.stderr
+    assert [re.sub(STAMP, "", line) for line in result.stdout.splitlines()] == [
+        "alpha_one | alpha starting",
+        "beta_two  | beta starting",
+        "alpha_one | alpha ERROR: no token",
+        "beta_two  | beta joined #beta_two",
+        "alpha_one | alpha joined #alpha_one",
+        "beta_two  | beta error: chat closed",
+    ]
+    last = run_ctl(*logs, "beta_two", "alpha_one", "-n", "2").stdout.splitlines()
+    assert [line.split(" | ", 1)[1] for line in last] == [
+        "2025-01-02T03:04:05.000 alpha joined #alpha_one",
+        "2025-01-02T03:04:06.000 beta error: chat closed",
+    ]
+
+
+def test_logs_all_is_every_process(tmp_path: Path) -> None:
+    every = run_ctl(*fleet_files(tmp_path), "all", "-n", "all")
+    assert every.returncode == 0, every.stderr
+    lines = every.stdout.splitlines()
+    assert len(lines) == 7
+    assert lines[0] == "hub       | 2025-01-02T03:04:00.500 hub listening"
+    assert not any("supervisor: up" in line for line in lines)  # not a process's log
+
+
+def text(line: str) -> str:
+    """A prefixed line's text: without the name and the stamp."""
+    return line.split(" | ", 1)[1].split(" ", 1)[1]
+
+
+def test_logs_since_and_grep(tmp_path: Path) -> None:
+    logs = fleet_files(tmp_path)
+    since = run_ctl(*logs, "all", "--since", "2025-01-02 03:04:03")
+    assert since.returncode == 0, since.stderr
+    assert [text(line) for line in since.stdout.splitlines()] == [
+        "alpha ERROR: no token",  # from the rotated copy: written after --since
+        "beta joined #beta_two",
+        "alpha joined #alpha_one",
+        "beta error: chat closed",
+    ]
+    grep = run_ctl(*logs, "all", "--grep", "error")  # no capital: any case
+    assert [text(line) for line in grep.stdout.splitlines()] == [
+        "alpha ERROR: no token",
+        "beta error: chat closed",
+    ]
+    exact = run_ctl(*logs, "alpha_one", "beta_two", "--grep", "ERROR", "--since", "2025-01-02")
+    assert [text(line) for line in exact.stdout.splitlines()] == ["alpha ERROR: no token"]
+    # One process, filtered: its lines as they are, no prefix.
+    one = run_ctl(*logs, "beta_two", "--grep", "joined")
+    assert one.stdout == "2025-01-02T03:04:04.000 beta joined #beta_two\n"
+    # The stamp is not the text: a time does not match it.
+    assert run_ctl(*logs, "beta_two", "--grep", "03:04").stdout == ""
+
+
+def test_logs_bad_since_grep_and_all_without_a_supervisor(tmp_path: Path) -> None:
+    logs = fleet_files(tmp_path)
+    bad_since = run_ctl(*logs, "all", "--since", "soonish")
+    assert bad_since.returncode == 2
+    assert "'soonish' is not a time --since understands (10m, 2h, 1d" in bad_since.stderr
+    bad_grep = run_ctl(*logs, "all", "--grep", "joined (")
+    assert bad_grep.returncode == 2
+    assert "--grep 'joined (' is not a regular expression" in bad_grep.stderr
+    missing = tmp_path / "no.sock"
+    nowhere = run_ctl("--socket", str(missing), "logs", "all")
+    assert nowhere.returncode == 1
+    assert nowhere.stderr.startswith("kissbotctl: 'all' needs the supervisor, to know its ")
+    assert nowhere.stderr.endswith("; or pass --workdir DIR to read every log file there\n")
+
+
+def test_logs_all_of_a_running_fleet_and_following_them(
+    start_fleet: StartFleet, followers: list[Follower]
+) -> None:
+    sup = start_fleet(fleet_config(["log_one", "log_two"], hub=True))
+    for name in ("hub", "log_one", "log_two"):
+        sup.wait_for(rf"{name}: ready")
+    joined = sup.ctl("logs", "all", "--grep", "joined #")
+    assert joined.returncode == 0, joined.stderr
+    assert sorted(line.split(" | ")[0] for line in joined.stdout.splitlines()) == [
+        "log_one",
+        "log_two",
+    ]
+    follower = follow("--socket", str(sup.control), "logs", "all", "-f", "-n", "1")
+    followers.append(follower)
+    out = follower.out
+    out.wait_for(r" \| ")  # the last line came out: it follows from there
+    mark = out.mark()
+    assert sup.ctl("restart", "log_two").returncode == 0
+    out.wait_for(r"^log_two \| \S+ \[supervisor\] started \(PID \d+\)", since=mark)
+    out.wait_for(r"^log_two \| \S+ \[#log_two\] joined #log_two", since=mark)
+    # The hub's word on it, from its own log, in the same stream.
+    out.wait_for(r"^hub     \| .*bot #log_two registered", since=mark)
+    assert follower.interrupt() == 130

@@ -105,7 +105,7 @@ def test_commands_completion_ctrl_c_and_ctrl_d(
     out = run(term, "status\r", r"2/2 bots running")
     assert "el_serda" in out
     # Tab completes a command: "hub-s" alone would be an unknown command.
-    out = run(term, "hub-s" + TAB + "\r", r"hub +running")
+    out = run(term, "hub-s" + TAB + "\r", r"● hub · running since")  # its detail
     assert "hub-status" in out
     assert "unknown command" not in out
     # ... and a channel name after a command that takes names.
@@ -124,7 +124,7 @@ def test_commands_completion_ctrl_c_and_ctrl_d(
     waiting_for_keys(term.proc.pid)
     term.send(CTRL_C)
     term.expect(PROMPT, since=mark + len("garbage"))
-    out = run(term, "status morthy\r", r"morthy +running")
+    out = run(term, "status morthy\r", r"● morthy · running since")
     assert "garbage" not in out
     assert term.proc.poll() is None
 
@@ -150,7 +150,7 @@ def test_history_is_kept_across_sessions(
     history.write_text("".join(f"old command {i}\n" for i in range(1500)))
 
     first = shell(fleet, tmp_path, terminals)
-    run(first, "status morthy\r", r"morthy +running")
+    run(first, "status morthy\r", r"● morthy · running since")
     first.send("quit\r")
     assert first.wait() == 0
     lines = history.read_text().splitlines()
@@ -158,7 +158,7 @@ def test_history_is_kept_across_sessions(
     assert len(lines) <= 1002  # bounded: cut to the last 1000 at start, then appended
 
     second = shell(fleet, tmp_path, terminals)
-    out = run(second, UP + UP + "\r", r"morthy +running")
+    out = run(second, UP + UP + "\r", r"● morthy · running since")
     assert "status morthy" in out
     second.send(CTRL_D)
     assert second.wait() == 0
@@ -223,7 +223,7 @@ def test_the_supervisors_own_prompt(tmp_path: Path, terminals: list[PtyProgram])
     assert after[1:] == before[1:]
     # The prompt is drawn again under the log lines, with what was typed.
     term.expect(SUPERVISOR_PROMPT + "sta", since=ready.end())
-    run(term, "tus el_serda\r", r"1/1 bot running", SUPERVISOR_PROMPT)
+    run(term, "tus el_serda\r", r"● el_serda · running since", SUPERVISOR_PROMPT)
 
     # quit in the supervisor's own prompt stops the supervisor and the fleet.
     mark = term.mark()

@@ -12,6 +12,7 @@ from kissbot_supervisor.cli.completion import completion_script, describe
 from kissbot_supervisor.cli.ctl import COMPLETE_NAMES, NAME_COMMANDS, build_parser, main
 from kissbot_supervisor.cli.render import format_event
 from kissbot_supervisor.cli.shell import history_path, translate
+from kissbot_supervisor.status import STATES
 
 WHEN = time.mktime((2026, 11, 24, 1, 2, 3, 0, 0, -1))
 
@@ -97,6 +98,9 @@ def test_completion_follows_the_parser() -> None:
     assert "--follow" in by_name["logs"].options
     assert "--journal-dir" not in by_name["logs"].options  # SUPPRESS-ed help
     assert by_name["completion"].choices == ["bash", "zsh"]
+    # status --state takes a comma list of states, --sort one of its choices.
+    assert by_name["status"].option_words["--state"] == list(STATES)
+    assert by_name["status"].option_words["--sort"] == ["config", "name", "state"]
     assert {c.name for c in commands if c.names} == set(NAME_COMMANDS)
     for shell in ("bash", "zsh"):
         script = completion_script(shell, build_parser())

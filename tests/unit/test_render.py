@@ -151,7 +151,7 @@ def test_banner_hub_and_rows() -> None:
     assert "backend native" in lines[1]
     assert "PID 4242" in lines[1]
     assert "up 2d 03:14:07" in lines[1]
-    assert lines[2] == "1/3 bots running"
+    assert lines[2] == "1/3 bots running · 1 failed · 1 stopped"
     hub = next(line for line in lines if line.startswith("hub "))
     assert "running" in hub
     assert "PID 4251" in hub

@@ -10,6 +10,7 @@ from __future__ import annotations
 from kissbot_supervisor.backends.systemd.messages import UnitInfo
 from kissbot_supervisor.cli.offline import UnitState, build_status
 from kissbot_supervisor.status import (
+    EXIT_KEYS,
     OFFLINE_SOURCE,
     OFFLINE_SUPERVISOR_KEYS,
     PROCESS_KEYS,
@@ -22,20 +23,31 @@ from kissbot_supervisor.status import (
 
 def unit(name: str, active: str = "active", sub: str = "running", pid: int = 0) -> UnitState:
     info = UnitInfo(name, "", "loaded", active, sub, "", f"/u/{name}", 0, "", "/")
-    service = {"MainPID": pid, "NRestarts": 2, "Result": "success", "ExecMainStartTimestamp": 0}
-    return UnitState(info, {}, service)
+    service: dict[str, object] = {
+        "MainPID": pid, "NRestarts": 2, "Result": "success", "ExecMainStartTimestamp": 0,
+        "ExecStart": [("/usr/bin/python3", ["python3", "main.py"], False, 0, 0, 0, 0, 0, 0, 0)],
+    }  # fmt: skip
+    if active == "failed":
+        service.update(ExecMainExitTimestamp=990_000_000, ExecMainCode=1, ExecMainStatus=1)
+    return UnitState(info, {"StateChangeTimestamp": 995_000_000}, service)
 
 
 def test_the_builders_write_the_documented_keys_in_order() -> None:
     entry = process_entry(
         "el_serda", state="running", want=True, pid=42, uptime_s=1.23456, restarts=0,
-        rss_bytes=None, last_exit=None, token_state="valid", reason=None, status_text=None,
+        rss_bytes=None, last_exit="exited 1", token_state="valid", reason=None, status_text=None,
+        since=1764000000.12345, argv=("python3", "main.py"),
+        exits=[{"time": 1763999990.5, "exit": "exited 1"}],
     )  # fmt: skip
     assert tuple(entry) == PROCESS_KEYS
     assert entry["uptime_s"] == 1.235
+    assert entry["since"] == 1764000000.123
+    assert entry["argv"] == ["python3", "main.py"]  # a list, as JSON has
+    assert [tuple(e) for e in entry["exits"]] == [EXIT_KEYS]
     hub = process_entry(
         "hub", state="running", want=True, pid=41, uptime_s=None, restarts=0,
         rss_bytes=None, last_exit=None, token_state=None, reason=None, status_text=None,
+        since=None, argv=None, exits=[],
     )  # fmt: skip
     status = status_object("native", {"pid": 1}, [entry, hub])
     assert tuple(status) == STATUS_KEYS
@@ -67,3 +79,18 @@ def test_status_read_from_systemd_keeps_the_contract() -> None:
         assert tuple(bot) == ("channel", *PROCESS_KEYS, *SYSTEMD_UNIT_KEYS)
     assert status["bots"][0]["state"] == "failed"
     assert status["bots"][1]["pid"] == 7
+    # since when, the command line and the last exit, as systemd knows them
+    failed = status["bots"][0]
+    assert failed["since"] == 995.0
+    assert failed["argv"] == ["python3", "main.py"]
+    assert failed["exits"] == [{"time": 990.0, "exit": "exited 1"}]
+    assert status["bots"][1]["exits"] == []
+
+
+def test_every_key_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `status` |"))
+    for key in (*STATUS_KEYS, *PROCESS_KEYS, *EXIT_KEYS, *SYSTEMD_UNIT_KEYS):
+        assert f"`{key}`" in row, key

@@ -25,11 +25,11 @@ few tens of milliseconds: it imports only the standard library's ``argparse``,
 import-light :mod:`..paths`, :mod:`..protocol`, :mod:`..client` and
 :mod:`..render`. Keep it that way: no yaml, psutil or asyncio here. What only
 one subcommand needs is imported in it: :mod:`.logs` (and systemd-python)
-by ``logs``, :mod:`.offline` (jeepney) by ``status`` with the
-supervisor down, :mod:`.shell` (readline) by ``shell``, :mod:`.completion` by
-``completion``.
+by ``logs`` and ``status NAME`` (with :mod:`.detail`), :mod:`.offline`
+(jeepney) by ``status`` with the supervisor down, :mod:`.shell` (readline) by
+``shell``, :mod:`.completion` by ``completion``.
 
-Why one module of 560 lines: it is the one program's argument parser and its
+Why one module of 830 lines: it is the one program's argument parser and its
 subcommands' small bodies; what a subcommand needs beyond that lives in its
 own module (logs, offline, shell, completion, render, client).
 """
@@ -51,6 +51,7 @@ from ..config.paths import (
 )
 from ..kissbot.names import process_name
 from ..protocol import (
+    ALL,
     EXIT_NOT_ALL_RUNNING,
     EXIT_OK,
     PROGRESS,
@@ -58,21 +59,37 @@ from ..protocol import (
     UnknownNameError,
     build_request,
 )
-from ..status import exit_code_for_status, filter_status
+from ..status import (
+    STATES,
+    TROUBLE_ORDER,
+    UnknownStateError,
+    exit_code_for_status,
+    filter_states,
+    filter_status,
+    parse_states,
+    troubled_first,
+)
 from .client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
 from .render import fit_stream, format_event, progress_text, render_status, use_color
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, TextIO
 
-    from .logs import LogSource
-
-__all__ = ["COMPLETE_NAMES", "NAME_COMMANDS", "SUCCESS_RESULTS", "build_parser", "main"]
+__all__ = [
+    "COMPLETE_NAMES",
+    "NAME_COMMANDS",
+    "OPTION_WORDS",
+    "SUCCESS_RESULTS",
+    "build_parser",
+    "main",
+]
 
 PROG = "kissbotctl"
 DEFAULT_LOG_LINES = 10
+# --since's forms, for its help (cli/fleetlogs.py parses them; not imported at start-up).
+SINCE_HELP = "10m, 2h, 1d (that long ago), 14:30 (today), 2026-11-24 14:30, today, yesterday"
 SYSTEMD_RUN_DIR = "/run/systemd/system"  # exists iff PID 1 is systemd
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -82,6 +99,8 @@ SUCCESS_RESULTS = frozenset({"started", "stopped", "restarted", "already running
 # The keys of one entry of `start|stop|restart --json`'s "results", in order.
 RESULT_KEYS = ("name", "ok", "result", "pid", "state", "message")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+# status --sort: the config's order (the default), by channel, troubled first.
+SORT_ORDERS = ("config", "name", "state")
 # The hidden subcommand the completion scripts call for names (quiet and quick).
 COMPLETE_NAMES = "__complete-names"
 COMPLETE_TIMEOUT = 1.0
@@ -91,9 +110,12 @@ NAME_COMMANDS: dict[str, tuple[str, ...]] = {
     "start": ("hub", "all"),
     "stop": ("hub", "all"),
     "restart": ("hub", "all"),
-    "logs": ("hub",),
+    "logs": ("hub", "all"),
     "events": ("hub", "supervisor"),
 }
+# For completion, the words of the options that take a comma list of them
+# (argparse's `choices` would refuse the list).
+OPTION_WORDS: dict[str, tuple[str, ...]] = {"--state": STATES}
 
 
 class _Failure(Exception):
@@ -171,7 +193,36 @@ def build_parser() -> argparse.ArgumentParser:
         "Show the supervisor, the hub and the bots (exit 3 if a wanted one, or the "
         "supervisor, is down).",
     )
-    status.add_argument("names", nargs="*", metavar="NAME", help="show only these (default: all)")
+    status.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="show these in detail, as systemctl status does: since when, STATUS= text, "
+        "command, last exits, token, log and its last lines (default: the table of all)",
+    )
+    status.add_argument(
+        "--state",
+        metavar="STATE[,STATE...]",
+        type=_states,
+        help=f"list only the processes in these states ({', '.join(STATES)}; any case); "
+        "the header still counts them all",
+    )
+    status.add_argument(
+        "--sort",
+        choices=SORT_ORDERS,
+        default=SORT_ORDERS[0],
+        metavar="ORDER",
+        help="the bots' order: config (as in the config, the default), name, or state "
+        f"(troubled first: {', '.join(TROUBLE_ORDER)})",
+    )
+    status.add_argument(
+        "-n",
+        "--lines",
+        metavar="N",
+        type=_line_count,
+        default=DEFAULT_LOG_LINES,
+        help=f"log lines in the detail of a NAME, or 'all' (default: {DEFAULT_LOG_LINES})",
+    )
     status.add_argument("--json", action="store_true", help="print the status object as JSON")
     for name, verb in (("start", "Start"), ("stop", "Stop"), ("restart", "Restart")):
         cmd = add(
@@ -188,18 +239,35 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--json", action="store_true", help="print the changes as JSON")
     logs = add(
         "logs",
-        "Print a process's output: its unit's journal (systemd backend) or its log files "
-        "(native backend), as the supervisor says; without a supervisor, the files under "
-        "--workdir, else the journal when systemd runs.",
+        "Print processes' output: their units' journal (systemd backend) or their log "
+        "files (native backend), as the supervisor says; without a supervisor, the files "
+        "under --workdir, else the journal when systemd runs. Several, or all, are "
+        "interleaved by time, each line after its process's name.",
     )
-    logs.add_argument("name", metavar="NAME", help="channel login or 'hub'")
+    logs.add_argument(
+        "names", nargs="+", metavar="NAME", help="channel login, 'hub', or 'all' (every one)"
+    )
     logs.add_argument(
         "-n",
         "--lines",
         metavar="N",
         type=_line_count,
-        default=DEFAULT_LOG_LINES,
-        help=f"print the last N lines, or 'all' (default: {DEFAULT_LOG_LINES})",
+        default=argparse.SUPPRESS,  # absent: 10, or all with --since or --grep
+        help=f"print the last N lines, or 'all' (default: {DEFAULT_LOG_LINES}, or all with "
+        "--since or --grep)",
+    )
+    logs.add_argument(
+        "--since",
+        metavar="WHEN",
+        type=_since,
+        help=f"only lines from then on: {SINCE_HELP} (local time)",
+    )
+    logs.add_argument(
+        "--grep",
+        metavar="REGEX",
+        type=_grep,
+        help="only lines whose text matches (a Python regular expression; case-insensitive "
+        "unless it has a capital)",
     )
     logs.add_argument(
         "-f", "--follow", action="store_true", help="then print new lines as they come (Ctrl-C)"
@@ -256,6 +324,34 @@ class _Parser(argparse.ArgumentParser):
                 action, f"unknown command {value!r}{hint} (commands: {', '.join(commands)})"
             )
         super()._check_value(action, value)
+
+
+def _states(text: str) -> tuple[str, ...]:
+    """``--state failed,Backoff``: the states, checked (a typo is an error, not an empty list)."""
+    try:
+        return parse_states(text)
+    except UnknownStateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _since(text: str) -> float:
+    import time
+
+    from .fleetlogs import parse_since
+
+    try:
+        return parse_since(text, time.time())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _grep(text: str) -> Callable[[str], bool]:
+    from .fleetlogs import grep_matcher
+
+    try:
+        return grep_matcher(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _line_count(text: str) -> int | None:
@@ -388,15 +484,58 @@ def _cmd_status_offline(args: argparse.Namespace, out: TextIO, down: ConnectErro
 
 def _show_status(status: Mapping[str, Any], args: argparse.Namespace, out: TextIO) -> int:
     try:
-        shown = filter_status(status, args.names)
+        named = filter_status(status, args.names)
     except UnknownNameError as exc:
         raise _Failure(str(exc)) from None
+    if args.sort == "state":
+        named = troubled_first(named)
+    elif args.sort == "name" and isinstance(named.get("bots"), list):
+        named["bots"] = sorted(named["bots"], key=lambda b: str(b.get("channel")))
+    # The exit code is that of the processes listed: `status --state failed` exits 0
+    # when none is failed.
+    shown = named if args.state is None else filter_states(named, args.state)
     if args.json:
         out.write(json.dumps(shown, indent=2, ensure_ascii=False) + "\n")
+    elif args.names and ALL not in (process_name(n) for n in args.names):
+        _show_details(status, shown, args, out)
     else:
         env = os.environ
-        out.write(render_status(shown, color=use_color(out, env), width=_terminal_width(out, env)))
+        width = _terminal_width(out, env)
+        out.write(render_status(named, color=use_color(out, env), width=width, states=args.state))
     return exit_code_for_status(shown)
+
+
+def _show_details(
+    status: Mapping[str, Any], shown: Mapping[str, Any], args: argparse.Namespace, out: TextIO
+) -> None:
+    """``status NAME...``: each process named (and in --state) in detail, with its log."""
+    import time
+
+    from .detail import render_detail
+    from .logs import last_lines
+
+    procs = [shown["hub"]] if isinstance(shown.get("hub"), dict) else []
+    procs += [b for b in shown.get("bots") or [] if isinstance(b, dict)]
+    if not procs:
+        states = " or ".join(args.state or ())
+        out.write(f"none of {', '.join(args.names)} is {states}\n")
+        return
+    env = os.environ
+    color, width, cut = use_color(out, env), _terminal_width(out, env), out.isatty()
+    for index, proc in enumerate(procs):
+        name = str(proc.get("name"))
+        where, lines, problem = last_lines(status, name, args.lines)
+        text = render_detail(
+            proc,
+            color=color,
+            width=width,
+            now=time.time(),
+            log_where=where,
+            log_lines=lines,
+            log_problem=problem,
+            cut_log_lines=cut,
+        )
+        out.write(("\n" if index else "") + text)
 
 
 def _result_ok(result: Mapping[str, Any]) -> bool:
@@ -591,84 +730,49 @@ def _cmd_reload(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _log_source(args: argparse.Namespace, name: str) -> LogSource:
-    """Where ``name``'s output is: as the supervisor says, else --workdir, else the journal."""
-    from pathlib import Path
-
-    from .logs import DEFAULT_LOGS_DIR, LogSource, source_from_status
-
-    if args.journal_dir:
-        return LogSource("journal", name, journal_dir=args.journal_dir)
-    try:
-        with _client(args) as client:
-            status = _status_object(_ask(client, build_request("status")))
-    except (ControlError, _Failure) as exc:  # not there, or not answering: do without it
-        if args.workdir:
-            return LogSource("files", name, logs_dir=Path(args.workdir) / DEFAULT_LOGS_DIR)
-        if _systemd_is_init():
-            return LogSource("journal", name)
-        down = exc.message
-        raise _Failure(f"{down}; to read the log files without it, pass --workdir DIR") from None
-    return source_from_status(status, name)
-
-
 def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
-    from ..kissbot.names import unit_of
-    from .logs import FileLog, JournalLog, LogError, check_name
+    """The logs of the names given (or all), as the supervisor says where they are;
+    without it, the files under --workdir, else the journal when systemd runs."""
+    from .fleetlogs import Sources, open_logs, prefixer, show
+    from .logs import LogError
 
     def emit(lines: Sequence[str]) -> None:
         out.write("".join(line + "\n" for line in lines))
         out.flush()
 
-    try:
-        name = check_name(args.name)
-        source = _log_source(args, name)
-        log: FileLog | JournalLog
-        if source.kind == "files":
-            assert source.logs_dir is not None
-            log = FileLog(source.logs_dir, name)
-            unknown = f"no log of {name!r} in {source.logs_dir} (no {name}.log there)"
-            unreadable = False
-        else:
-            log = JournalLog(unit_of(name), source.journal_dir)
-            unknown = f"no journal entries for {unit_of(name)}"
-            unreadable = source.journal_dir is None and not _may_read_system_journal()
-            if unreadable:
-                # journald shows a user only their own entries: the unit's are not among
-                # them, and an empty answer would look like a silent process.
-                unknown = (
-                    f"no journal entries for {unit_of(name)} that you may read: the system "
-                    "journal is for root and the groups systemd-journal and adm "
-                    "(usermod -aG systemd-journal USER, then log in again)"
-                )
+    status: dict[str, Any] | None = None
+    down = None
+    if not args.journal_dir:
         try:
-            # Only the supervisor knows its processes; without it, no log = no such name.
-            # With it, a log nobody may read is said, not shown empty.
-            if not log.exists() and (not source.confirmed or unreadable):
-                raise LogError(unknown)
-            emit(log.tail(args.lines))
-            if args.follow:
-                log.follow(emit)
+            with _client(args) as client:
+                status = _status_object(_ask(client, build_request("status")))
+        except (ControlError, _Failure) as exc:  # not there, or not answering: do without it
+            down = exc.message
+    sources = Sources(status, args.workdir, args.journal_dir, _systemd_is_init(), down)
+    # -n: 10 lines, or every line since --since or that --grep finds.
+    count = (
+        args.lines if "lines" in args else None if args.since or args.grep else DEFAULT_LOG_LINES
+    )
+    try:
+        logs = open_logs(args.names, sources)
+        try:
+            several = len(logs) > 1 or ALL in (process_name(n) for n in args.names)
+            prefix = prefixer([n for n, _ in logs], use_color(out, os.environ))
+            show(
+                logs,
+                count=count,
+                since=args.since,
+                match=args.grep,
+                follow=args.follow,
+                emit=emit,
+                prefix=prefix if several else None,
+            )
         finally:
-            log.close()
+            for _name, log in logs:
+                log.close()
     except LogError as exc:
         raise _Failure(exc.message, exc.code) from None
     return EXIT_OK
-
-
-def _may_read_system_journal() -> bool:
-    """Root, or a member of a group journald lets read every unit's entries."""
-    if os.geteuid() == 0:
-        return True
-    import grp
-
-    allowed = set()
-    for group in ("systemd-journal", "adm", "wheel"):
-        try:
-            allowed.add(grp.getgrnam(group).gr_gid)
-        except KeyError:
-            continue
-    return bool(allowed & {os.getegid(), *os.getgroups()})
 
 
 def _client(args: argparse.Namespace) -> Client:

@@ -18,8 +18,9 @@ Which source applies is decided by :func:`source_from_status` (from the
 supervisor's STATUS object) or by the caller (``--workdir``, ``--journal-dir``,
 or PID 1 being systemd). Errors raise :class:`LogError` with one sentence.
 
-Loaded only by ``kissbotctl logs``: systemd-python and ctypes (inotify) are
-imported only when used.
+:func:`last_lines` reads what ``kissbotctl status NAME`` shows of a log, saying
+why instead when it cannot. Loaded only by ``kissbotctl logs`` and ``status
+NAME``: systemd-python and ctypes (inotify) are imported only when used.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     Emit = Callable[[Sequence[str]], None]
+    Match = Callable[[str], bool]  # --grep: whether a line's text is shown
+    Line = tuple[float, str]  # a line and its Unix time
 
 __all__ = [
     "DEFAULT_LOGS_DIR",
@@ -45,7 +48,10 @@ __all__ = [
     "LogError",
     "LogSource",
     "check_name",
+    "file_line_time",
     "format_entry",
+    "last_lines",
+    "may_read_system_journal",
     "source_from_status",
 ]
 
@@ -54,6 +60,7 @@ COREDUMP_MESSAGE_ID = "fc2e22bc6ee647b6b90729ab34a250b1"
 BLOCK = 64 * 1024
 MAX_BACKUPS = 1000  # LogFile keeps logs.backups copies; never scan further than this
 POLL_SEC = 1.0  # the follower looks anyway this often (missed event, truncation)
+_STAMP_LEN = len("2026-11-24T01:02:03.456")
 NO_INOTIFY_POLL_SEC = 0.25
 
 
@@ -151,6 +158,57 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
+def last_lines(
+    status: Mapping[str, Any], name: str, count: int | None
+) -> tuple[str, list[str] | None, str | None]:
+    """Where ``name``'s log is, its last ``count`` lines (None if they cannot be read),
+    and why not. A log that cannot be read is said in the detail, not an error: the
+    rest of the detail is worth having."""
+    from ..kissbot.names import unit_of
+
+    try:
+        source = source_from_status(status, name)
+    except LogError as exc:
+        return "-", None, exc.message
+    if source.kind == "files":
+        assert source.logs_dir is not None
+        files = FileLog(source.logs_dir, name)
+        log: FileLog | JournalLog = files
+        where = str(files.path)
+    else:
+        unit = unit_of(name)
+        where = f"the journal of {unit} (journalctl -u {unit})"
+        if not may_read_system_journal():
+            return where, None, "the system journal is for root and the systemd-journal group"
+        try:
+            log = JournalLog(unit)
+        except ImportError:
+            return where, None, "systemd-python is not installed (python3-systemd)"
+        except LogError as exc:
+            return where, None, exc.message
+    try:
+        return where, log.tail(count), None
+    except LogError as exc:
+        return where, None, exc.message
+    finally:
+        log.close()
+
+
+def may_read_system_journal() -> bool:
+    """Root, or a member of a group journald lets read every unit's entries."""
+    if os.geteuid() == 0:
+        return True
+    import grp
+
+    allowed = set()
+    for group in ("systemd-journal", "adm", "wheel"):
+        try:
+            allowed.add(grp.getgrnam(group).gr_gid)
+        except KeyError:
+            continue
+    return bool(allowed & {os.getegid(), *os.getgroups()})
+
+
 # --- native log files ------------------------------------------------------------------
 
 
@@ -183,6 +241,42 @@ def _open(path: Path) -> int | None:
         raise LogError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def file_line_time(line: str) -> float | None:
+    """The Unix time of a log file line's stamp (``2026-11-24T01:02:03.456 ...``, local
+    time, as LogFile writes it); None for a line without one."""
+    stamp = line[:_STAMP_LEN]
+    if len(stamp) < _STAMP_LEN or stamp[10] != "T" or stamp[19] != ".":
+        return None
+    try:
+        whole = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+        return whole + int(stamp[20:23]) / 1000
+    except (ValueError, OverflowError):
+        return None
+
+
+def _timed(lines: Sequence[str]) -> list[Line]:
+    """Each line with its time; one without a stamp takes the time of the one before
+    (0 at the start), so that a file's order is kept in any merge."""
+    out: list[Line] = []
+    last = 0.0
+    for line in lines:
+        when = file_line_time(line)
+        last = last if when is None else when
+        out.append((last, line))
+    return out
+
+
+def _text(line: str) -> str:
+    """A file line without its time stamp: what --grep looks at."""
+    return line[_STAMP_LEN + 1 :] if file_line_time(line) is not None else line
+
+
+def _last(lines: list[Line], count: int | None) -> list[Line]:
+    if count is None:
+        return lines
+    return lines[max(0, len(lines) - count) :]
+
+
 def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
@@ -207,15 +301,34 @@ class FileLog:
     def _backup(self, index: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{index}")
 
-    def tail(self, count: int | None) -> list[str]:
-        """The last ``count`` lines (None: all), across the rotated copies if needed."""
+    def tail(self, count: int | None, newer_than: float | None = None) -> list[str]:
+        """The last ``count`` lines (None: all), across the rotated copies if needed;
+        with ``newer_than`` (Unix time), not from a rotated copy last written before it."""
         for _attempt in range(5):
-            lines = self._try_tail(count)
+            lines = self._try_tail(count, newer_than)
             if lines is not None:
                 return [_decode(line) for line in lines]
         raise LogError(f"{self.path} is being rotated too fast to be read")
 
-    def _try_tail(self, count: int | None) -> list[bytes] | None:
+    def timed_tail(
+        self, count: int | None, since: float | None = None, match: Match | None = None
+    ) -> list[Line]:
+        """The last ``count`` lines (None: all) written from ``since`` on whose text
+        (the line without its time stamp) ``match`` accepts, with their times."""
+        if since is None and match is None:
+            return _timed(self.tail(count))
+        lines = [
+            (when, line)
+            for when, line in _timed(self.tail(None, since))
+            if (since is None or when >= since) and (match is None or match(_text(line)))
+        ]
+        return _last(lines, count)
+
+    def timed_poll(self, match: Match | None = None) -> list[Line]:
+        """:meth:`poll`, with the lines' times, only those ``match`` accepts."""
+        return [(t, x) for t, x in _timed(self.poll()) if match is None or match(_text(x))]
+
+    def _try_tail(self, count: int | None, newer_than: float | None = None) -> list[bytes] | None:
         """None when a rotation happened under our feet (read again)."""
         self.close()
         fd = _open(self.path)
@@ -234,6 +347,8 @@ class FileLog:
                 st = os.fstat(bfd)
                 if self._ident is not None and _identity(st) == self._ident:
                     return None  # the file we hold was just rotated to .1
+                if newer_than is not None and st.st_mtime < newer_than:
+                    break  # its every line is older, and those of the copies after it
                 need = None if count is None else count - len(lines)
                 older, unfinished = _tail_fd(bfd, st.st_size, need)
             finally:
@@ -358,6 +473,21 @@ def format_entry(entry: Mapping[str, Any]) -> str | None:
     return stamp + str(message).replace("\n", "\n" + " " * len(stamp))
 
 
+def _entry_time(entry: Mapping[str, Any]) -> float:
+    usec = entry.get("__REALTIME_TIMESTAMP")
+    return usec / 1e6 if isinstance(usec, int) else time.time()
+
+
+def _entry_message(entry: Mapping[str, Any]) -> str:
+    """An entry's MESSAGE as text (what --grep looks at)."""
+    message = entry.get("MESSAGE")
+    if isinstance(message, list):
+        message = message[0] if message else ""
+    if isinstance(message, bytes):
+        return _decode(message)
+    return str(message)
+
+
 class JournalLog:
     """A unit's journal, read as ``journalctl -u UNIT`` reads it."""
 
@@ -377,7 +507,8 @@ class JournalLog:
         except OSError as exc:
             where = directory or "the system journal"
             raise LogError(f"cannot open {where}: {exc.strerror or exc}") from None
-        self._newest: str | None = None  # cursor of the last entry tail() returned
+        self._newest: str | None = None  # cursor of the newest entry tail() read
+        self._following = False  # the reader is after the tail, at the new entries
         self._add_unit_matches()
 
     def _add_unit_matches(self) -> None:
@@ -399,36 +530,69 @@ class JournalLog:
 
     def tail(self, count: int | None) -> list[str]:
         """The last ``count`` entries (None: all) with a MESSAGE, formatted, oldest first."""
+        return [line for _when, line in self.timed_tail(count)]
+
+    def timed_tail(
+        self, count: int | None, since: float | None = None, match: Match | None = None
+    ) -> list[Line]:
+        """The last ``count`` entries (None: all) with a MESSAGE, from ``since`` on, whose
+        MESSAGE ``match`` accepts: formatted, with their times, oldest first. Read
+        backwards from the newest, so ``since`` ends the reading."""
         self._reader.seek_tail()
-        entries: list[Mapping[str, Any]] = []
-        while count is None or len(entries) < count:
+        picked: list[Line] = []
+        self._newest = None
+        while count is None or len(picked) < count:
             entry = self._reader.get_previous()
             if not entry:
                 break
-            if format_entry(entry) is not None:
-                entries.append(entry)
-        self._newest = str(entries[0]["__CURSOR"]) if entries else None
-        entries.reverse()
-        return [line for e in entries if (line := format_entry(e)) is not None]
+            if self._newest is None:  # following goes on after the newest entry read
+                self._newest = str(entry["__CURSOR"])
+            line = format_entry(entry)
+            if line is None:
+                continue
+            when = _entry_time(entry)
+            if since is not None and when < since:
+                break
+            if match is None or match(_entry_message(entry)):
+                picked.append((when, line))
+        picked.reverse()
+        return picked
 
     def _entries(self) -> Iterator[Mapping[str, Any]]:
         while entry := self._reader.get_next():
             yield entry
 
-    def follow(self, emit: Emit) -> None:
-        """Print entries after those :meth:`tail` returned as they come, for ever."""
+    def _seek_after_tail(self) -> None:
         r = self._reader
         if self._newest is not None:
             r.seek_cursor(self._newest)
-            r.get_next()  # onto the newest entry printed: the next one is new
+            r.get_next()  # onto the newest entry read: the next one is new
         else:
             r.seek_tail()
             r.get_previous()
+
+    def timed_poll(self, match: Match | None = None) -> list[Line]:
+        """Entries written since the last call (the first call: since :meth:`timed_tail`)."""
+        if not self._following:
+            self._seek_after_tail()
+            self._following = True
+        return [
+            (_entry_time(e), line)
+            for e in self._entries()
+            if (line := format_entry(e)) is not None and (match is None or match(_entry_message(e)))
+        ]
+
+    def wait(self, timeout: float) -> None:
+        """Until the journal changes (any unit's entries: a wake-up for every reader)."""
+        self._reader.wait(timeout)
+
+    def follow(self, emit: Emit) -> None:
+        """Print entries after those :meth:`tail` returned as they come, for ever."""
         while True:
-            lines = [line for e in self._entries() if (line := format_entry(e)) is not None]
+            lines = [line for _when, line in self.timed_poll()]
             if lines:
                 emit(lines)
-            r.wait(POLL_SEC)  # a bounded wait: Ctrl-C is handled between waits
+            self.wait(POLL_SEC)  # a bounded wait: Ctrl-C is handled between waits
 
     def close(self) -> None:
         self._reader.close()

@@ -136,6 +136,20 @@ def _last_exit(service: Mapping[str, Any]) -> str | None:
     return describe_exit(status, None)
 
 
+def _exec_argv(value: object) -> list[str] | None:
+    """The argv of a unit's ``ExecStart`` (``a(sasbttttuii)``: path, argv, ...); None if
+    it is not one command."""
+    if not isinstance(value, list | tuple) or len(value) != 1:
+        return None
+    command = value[0]
+    if not isinstance(command, list | tuple) or len(command) < 2:
+        return None
+    argv = command[1]
+    if not isinstance(argv, list | tuple) or not all(isinstance(a, str) for a in argv):
+        return None
+    return list(argv)
+
+
 def _reason(active: str, sub: str, result: str, last_exit: str | None) -> str | None:
     if active in ("active", "reloading"):
         return None
@@ -159,6 +173,8 @@ def unit_entry(name: str, state: UnitState, now: float) -> ProcessEntry:
     last_exit = _last_exit(service)
     result = str(service.get("Result") or "")
     status_text = service.get("StatusText")
+    changed = _int(state.unit.get("StateChangeTimestamp"))
+    exited = _int(service.get("ExecMainExitTimestamp"))
     entry = process_entry(
         name,
         state=map_state(active, sub),
@@ -171,6 +187,10 @@ def unit_entry(name: str, state: UnitState, now: float) -> ProcessEntry:
         token_state=None,
         reason=_reason(active, sub, result, last_exit),
         status_text=status_text if isinstance(status_text, str) and status_text else None,
+        since=changed / 1e6 if changed else None,
+        argv=_exec_argv(service.get("ExecStart")),
+        # systemd keeps the last exit only.
+        exits=[{"time": exited / 1e6, "exit": last_exit}] if exited and last_exit else [],
     )
     entry["unit"], entry["active_state"], entry["sub_state"] = state.info.name, active, sub
     return entry

@@ -4,7 +4,7 @@ Layout (the old KissBot supervisor's, fitted to 80 columns)::
 
     ══ KissBot supervisor ══════════════════════════════════════════════════
     backend native · PID 4242 · up 2d 03:14:07 · version 0.1.0
-    3/4 bots running
+    3/4 bots running · 1 failed
     hub      running · PID 4250 · up 2d 03:14:05 · restarts 0 · mem 48.2M
              socket /tmp/kissbot_hub.sock
 
@@ -13,10 +13,12 @@ Layout (the old KissBot supervisor's, fitted to 80 columns)::
     morthy    failed   -     -                   5  -      exit 1     revoked
         ↳ token revoked: re-authorise with kissbot's oauth script
 
-Columns take the width their content needs; when a row would pass ``width``,
-LAST EXIT shrinks (long values end in ``…``), then the least needed
-columns are left out (a line below the table says which), so that channel
-names and PIDs are shown whole down to about 42 columns. Colour
+Columns take the width their content needs; a last column, STATUS (the bots'
+own STATUS= text), is there when a bot has one. When a row would pass
+``width``, LAST EXIT then STATUS shrink (long values end in ``…``), then the
+least needed columns are left out, STATUS first (a line below the table says
+which), so that channel names and PIDs are shown whole down to about 42
+columns. Colour
 (ANSI SGR) is added only when asked for, and only around the STATE text, so
 it never changes the visible width.
 
@@ -38,7 +40,7 @@ import time
 
 from ..kissbot.names import LOGIN_MAX
 from ..protocol import ALARMS, NoteKind
-from ..status import OFFLINE_SOURCE
+from ..status import OFFLINE_SOURCE, filter_states, state_counts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: kissbotctl start-up cost
@@ -84,7 +86,7 @@ _STATE_COLORS = {
 # serial console), our few drawing characters become ASCII of the same width,
 # so that the table stays aligned; anything else that cannot be written (a
 # bot's message) becomes "?". Never a traceback for an encoding.
-_ASCII_FALLBACK = {"═": "=", "·": "|", "…": "~", "↳": ">"}
+_ASCII_FALLBACK = {"═": "=", "·": "|", "…": "~", "↳": ">", "●": "*"}
 _FALLBACK_ERRORS = "kissbot-ascii"
 
 
@@ -266,10 +268,25 @@ def _banner(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
         pieces.append(f"version {sup['version']}")
     lines = [rule, *_flow(pieces, width, "", 0)]
     if "bots" in status:  # absent when only the hub was asked for
-        bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
-        running = sum(1 for b in bots if b.get("state") == "running")
-        noun = "bot" if len(bots) == 1 else "bots"
-        lines.append(truncate(f"{running}/{len(bots)} {noun} running", width))
+        lines.extend(_counts(status, width, color))
+    return lines
+
+
+def _counts(status: Mapping[str, Any], width: int, color: bool) -> list[str]:
+    """``57/60 bots running · 2 backoff · 1 failed``: the fleet at a glance, each
+    state that is not running counted (and coloured as in the table)."""
+    bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
+    counts = state_counts(bots)
+    noun = "bot" if len(bots) == 1 else "bots"
+    head = f"{counts.pop('running', 0)}/{len(bots)} {noun} running"
+    pieces = [f"{n} {state}" for state, n in counts.items()]
+    lines = _flow([head, *pieces], width, "", 0)
+    if color:
+        # No piece holds " · ": each line splits back into its pieces.
+        painted = {
+            f"{n} {state}": _paint(f"{n} {state}", state, True) for state, n in counts.items()
+        }
+        lines = [" · ".join(painted.get(p, p) for p in line.split(" · ")) for line in lines]
     return lines
 
 
@@ -322,16 +339,19 @@ _COLUMNS: tuple[tuple[str, bool], ...] = (
     ("MEM", True),
     ("LAST EXIT", False),
     ("TOKEN", False),
+    ("STATUS", False),  # the bot's own STATUS= text; only when one has some
 )
+_STATUS_COLUMN = 8
 _GAP = " "  # as ps(1): 80 columns are tight for eight columns
-# When a row is too wide: first the free-text column is cut to what still says
+# When a row is too wide: first the free-text columns are cut to what still says
 # something, (column, down to width): LAST EXIT to 9 (the reason line usually
-# says more).
-_SHRINK_FIRST = ((6, 9),)
-# Then whole columns are left out, the least needed first (LAST EXIT, MEM,
-# UPTIME, TOKEN, RESTARTS): a cut channel name or PID is of no use to anyone,
-# a missing column is said below the table.
-_DROP_ORDER = (6, 5, 3, 7, 4)
+# says more), then STATUS to 16.
+_SHRINK_FIRST = ((6, 9), (_STATUS_COLUMN, 16))
+# Then whole columns are left out, the least needed first (STATUS, a bot's own
+# words that `status NAME` shows whole, LAST EXIT, MEM, UPTIME, TOKEN, RESTARTS):
+# a cut channel name or PID is of no use to anyone, a missing column is said
+# below the table.
+_DROP_ORDER = (_STATUS_COLUMN, 6, 5, 3, 7, 4)
 # Only when CHANNEL, STATE and PID alone are too wide (about 42 columns, or a bad
 # value from a broken daemon) are they cut, the channel last; never narrower
 # than a header.
@@ -349,22 +369,26 @@ def _bot_cells(bot: Mapping[str, Any]) -> list[str]:
         format_bytes(_int_or_none(bot.get("rss_bytes"))),
         _str(bot.get("last_exit")),
         _str(bot.get("token_state")),
+        # A process that is not running keeps its last STATUS= text in the status
+        # ("joined #x" of a bot now failed): words of the past, not shown as now's.
+        _str(bot.get("status_text") if bot.get("pid") is not None else None),
     ]
 
 
-def _layout(natural: list[int], width: int) -> list[tuple[int, int]]:
+def _layout(natural: dict[int, int], width: int) -> list[tuple[int, int]]:
     """The columns shown, as (column index, width), for rows of ``width`` columns."""
-    widths = dict(enumerate(natural))
+    widths = dict(natural)
 
     def excess() -> int:
         return sum(widths.values()) + len(_GAP) * (len(widths) - 1) - width
 
     for index, minimum in _SHRINK_FIRST:
-        widths[index] -= min(max(0, excess()), max(0, widths[index] - minimum))
+        if index in widths:
+            widths[index] -= min(max(0, excess()), max(0, widths[index] - minimum))
     for index in _DROP_ORDER:
         if excess() <= 0:
             break
-        del widths[index]
+        widths.pop(index, None)
     for index, minimum in _SHRINK_LAST:
         widths[index] -= min(max(0, excess()), max(0, widths[index] - minimum))
     return sorted(widths.items())
@@ -388,16 +412,18 @@ def _bot_table(bots: Sequence[Mapping[str, Any]], width: int, color: bool) -> li
         return ["no bots"]
     rows = [_bot_cells(b) for b in bots]
     headers = [c[0] for c in _COLUMNS]
-    natural = [max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))]
+    natural = {i: max(len(headers[i]), *(len(r[i]) for r in rows)) for i in range(len(headers))}
     # A login is at most LOGIN_MAX long: a longer value (a broken daemon) is cut, and
     # does not push every other column out.
     natural[0] = min(natural[0], LOGIN_MAX)
+    if all(cells[_STATUS_COLUMN] == DASH for cells in rows):
+        del natural[_STATUS_COLUMN]  # no bot says anything: no column of dashes
     layout = _layout(natural, width)
     lines = [_row(headers, layout, None, False)]
     for bot, cells in zip(bots, rows, strict=True):
         lines.append(_row(cells, layout, cells[1], color))
         lines.extend(_reason_lines(bot.get("reason"), width, 4))
-    left_out = [headers[i] for i in range(len(headers)) if i not in dict(layout)]
+    left_out = [headers[i] for i in natural if i not in dict(layout)]
     if left_out:
         lines.extend(
             textwrap.wrap(
@@ -409,24 +435,38 @@ def _bot_table(bots: Sequence[Mapping[str, Any]], width: int, color: bool) -> li
     return lines
 
 
-def render_status(status: Mapping[str, Any], *, color: bool, width: int = 80) -> str:
+def render_status(
+    status: Mapping[str, Any],
+    *,
+    color: bool,
+    width: int = 80,
+    states: Sequence[str] | None = None,
+) -> str:
     """The status table, lines joined with newlines and a final newline.
+
+    With ``states``, only the processes in one of them are listed, while the
+    header still counts every bot of ``status`` (the fleet, or those named):
+    the table shows the few that matter, the header how many there are of each.
 
     Every line fits ``width`` columns (visible characters; colour codes do not
     count) for any ``width`` of 40 or more: columns are left out, then values
     cut with ``…``. Below that the column minimums win and rows may overflow.
     """
     status = clean(status)
-    bots = [b for b in status.get("bots") or [] if isinstance(b, dict)]
     lines: list[str] = []
     offline = status.get("source") == OFFLINE_SOURCE
     if offline:
         lines.append(truncate(OFFLINE_HEADLINE, width))
     lines.extend(_banner(status, width, color))
-    lines.extend(_hub_block(status, width, color))
-    if "bots" in status:
+    shown = status if states is None else filter_states(status, states)
+    bots = [b for b in shown.get("bots") or [] if isinstance(b, dict)]
+    lines.extend(_hub_block(shown, width, color))
+    if "bots" in shown:
         lines.append("")
-        lines.extend(_bot_table(bots, width, color))
+        if states is None or bots:
+            lines.extend(_bot_table(bots, width, color))
+        else:
+            lines.append(truncate(f"no bots {' or '.join(states)}", width))
     if offline:
         lines.append("")
         lines.extend(textwrap.wrap(OFFLINE_FOOTNOTE, width=max(width, 20)))

@@ -14,6 +14,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..config.load import Config
     from ..status import Status, SupervisorInfo
+    from .history import History
 
 
 def summary(fleet: core.Core) -> str:
@@ -39,10 +40,17 @@ def build_status(
     control_path: Path,
     started_at: float,
     now: float,
+    history: History,
 ) -> Status:
-    """Everything ``kissbotctl status`` shows, read from the core at ``now``."""
+    """Everything ``kissbotctl status`` shows, read from the core at ``now`` (its clock)."""
     entries = []
+    wall = time.time()
     for st in fleet.status(now):
+        if st.state is core.Phase.RUNNING and st.uptime_s is not None:
+            # Up since its start, as the UPTIME column (and right for an adopted one).
+            since: float | None = wall - st.uptime_s
+        else:
+            since = history.since(st.name, str(st.state))
         entry = process_entry(
             st.name,
             state=str(st.state),
@@ -55,6 +63,9 @@ def build_status(
             token_state=st.token_state,
             reason=st.reason,
             status_text=st.status_text,
+            since=since,
+            argv=fleet.procs[st.name].spec.argv,
+            exits=history.exits(st.name),
         )
         if st.name == core.HUB:
             entry["socket"] = str(cfg.settings.hub_socket)

@@ -40,6 +40,7 @@ from ..runtime.resources import (
 from ..runtime.selfnotify import SelfNotifier
 from ..tokens.gate import TokenGate
 from .control import Access, ControlServer
+from .history import History
 from .launch import LaunchOptions, StartupError, read_config
 from .requests import Requests
 from .status import build_status, summary
@@ -157,6 +158,7 @@ class Supervisor:
             if shortfall is not None:
                 raise StartupError(shortfall)
         self.core = core.Core(specs, self._policy(cfg))
+        self.history = History(self.started_at)  # since when, and the last exits
         self.backend: Backend = self._make_backend()
         self._log_file = self._keep_own_log() if backend_kind == "native" else None
         self.requests = Requests(
@@ -287,6 +289,7 @@ class Supervisor:
                     self._carry_out(action)
         finally:
             self._feeding = False
+        self.history.refresh(self.core, time.time())
         self._arm_timer()
         self.requests.check_waiters()
         self.selfnotify.status(summary(self.core))
@@ -309,6 +312,7 @@ class Supervisor:
                 (self.log.warning if kind in ALARMS else self.log.info)(name, message)
                 self.backend.note(name, kind, message)
                 self.observer.on_note(name, kind, message)
+                self.history.on_note(self.core, name, kind, time.time())
             case core.Finished():
                 self._finished = True
                 self.loop.stop()
@@ -477,7 +481,13 @@ class Supervisor:
     def status(self) -> Status:
         now = self.loop.now()
         return build_status(
-            self.core, self.cfg, self.backend.name, self.control_path, self.started_at, now
+            self.core,
+            self.cfg,
+            self.backend.name,
+            self.control_path,
+            self.started_at,
+            now,
+            self.history,
         )
 
     # -- reload ------------------------------------------------------------------
