@@ -115,6 +115,7 @@ class NoteKind(StrEnum):
     SHUTDOWN = "shutdown"
     PARKED = "parked"
     WATCHDOG = "watchdog"
+    MEMORY = "memory"
     START_TIMEOUT = "start-timeout"
     SPAWN_FAILED = "spawn-failed"
     KILL = "kill"
@@ -132,6 +133,7 @@ ALARMS = frozenset(
     {
         NoteKind.PARKED,
         NoteKind.WATCHDOG,
+        NoteKind.MEMORY,
         NoteKind.START_TIMEOUT,
         NoteKind.SPAWN_FAILED,
         NoteKind.KILL,

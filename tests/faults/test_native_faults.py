@@ -199,9 +199,9 @@ def test_flood_is_drained_the_flooder_keeps_pinging_and_supervisor_memory_stays_
     assert sup.bot("quiet_bot")["state"] == "running"
 
 
-def test_no_memory_limit_natively_a_greedy_bot_runs_on(native: StartNative) -> None:
-    """Documents the native backend: no cgroup and no RLIMIT_AS setting, so nothing
-    stops a bot from growing (the systemd backend's slice has MemoryMax)."""
+def test_without_a_memory_cap_natively_a_greedy_bot_runs_on(native: StartNative) -> None:
+    """Without bot.memory_max nothing stops a bot from growing natively (no cgroup,
+    no RLIMIT_AS); status shows it."""
     doc = fleet_config(["greedy_bot"], per_channel={"greedy_bot": ["--eat-mib", "128"]})
     sup = native(doc)
     pid = started_pid(sup, "greedy_bot")
@@ -209,6 +209,32 @@ def test_no_memory_limit_natively_a_greedy_bot_runs_on(native: StartNative) -> N
     bot = sup.bot("greedy_bot")
     assert (bot["state"], bot["pid"], bot["restarts"]) == ("running", pid, 0)
     assert bot["rss_bytes"] >= 128 * MIB  # status shows it, nothing acts on it
+
+
+def test_a_bot_over_its_memory_cap_is_killed_and_restarted_natively(native: StartNative) -> None:
+    doc = fleet_config(
+        ["greedy_bot", "modest_bot"],
+        per_channel={"greedy_bot": ["--eat-mib", "512"]},
+        supervisor={"bot": {"memory_max": "96M"}, "restart": {"delay_sec": 1}},
+    )
+    sup = native(doc)
+    modest = started_pid(sup, "modest_bot")
+    first = started_pid(sup, "greedy_bot")
+    mark = sup.mark()
+    sup.wait_for(
+        r"greedy_bot: memory limit: \d+ MiB resident, over bot\.memory_max \(96 MiB\)",
+        since=mark,
+    )
+    sup.wait_for(r"greedy_bot: killed by SIGKILL \(memory limit: .*\); restarting in 1\.0 s")
+    second = started_pid(sup, "greedy_bot", mark)
+    assert second != first
+    assert not pid_alive(first)
+    modest_now = sup.bot("modest_bot")
+    assert (modest_now["state"], modest_now["pid"], modest_now["restarts"]) == (
+        "running",
+        modest,
+        0,
+    )
 
 
 def test_stop_of_a_bot_that_ignores_sigterm_escalates_and_the_reply_says_so(

@@ -237,6 +237,28 @@ def test_memory_limit_of_the_slice_oom_kills_the_greedy_bot_and_it_is_restarted(
     )
 
 
+def test_a_bot_over_its_own_memory_cap_is_oom_killed_and_restarted(fleet: Fleet) -> None:
+    # bot.memory_max: the unit's own MemoryMax=, one bot's cap, not the fleet's.
+    doc = config(
+        ["greedy_bot", "modest_bot"],
+        hub=False,
+        bot_command=per_channel_bot({"greedy_bot": ["--eat-mib", "512"]}),
+        supervisor={"bot": {"memory_max": "96M"}, "restart": {"delay_sec": 1}},
+    )
+    start(fleet, doc)
+    modest = started_pid(fleet, "modest_bot")
+    first = started_pid(fleet, "greedy_bot")
+    mark = fleet.journal.mark()
+    fleet.journal.wait_for(
+        r"greedy_bot: killed by SIGKILL( \(killed by the OOM killer\))?; restarting in 1\.0 s"
+    )
+    second = started_pid(fleet, "greedy_bot", mark)
+    assert second != first
+    assert fleet.show("kissbot-bot@greedy_bot.service", "MemoryMax")["MemoryMax"] == str(96 * MIB)
+    assert "ate 512 MiB" not in fleet.sandbox.journal("kissbot-bot@greedy_bot.service")
+    assert fleet.bot("modest_bot")["pid"] == modest
+
+
 def test_stop_of_a_bot_that_ignores_sigterm_escalates_and_the_reply_says_so(
     fleet: Fleet,
 ) -> None:

@@ -24,6 +24,7 @@ from kissbot_supervisor.core import (
     Finished,
     Gate,
     Kill,
+    MemorySample,
     Note,
     Phase,
     Policy,
@@ -646,6 +647,27 @@ def test_an_administrators_stop_is_sticky_and_a_stop_of_ours_is_ours() -> None:
     f.send(Stop((B,)), at=101.0)
     actions = f.send(Exited(B, f.pid[B], signal=TERM, external=True), at=101.5)
     assert [n.message for n in notes(actions, "stopped")] == ["stopped (killed by SIGTERM)"]
+
+
+def test_a_bot_over_its_memory_cap_is_killed_and_restarted_with_the_reason() -> None:
+    capped = ProcessSpec(name=A, argv=("prog", A), ready="none", memory_max=64 * 2**20)
+    f = Fleet([capped, spec(B)])
+    f.boot()
+    pid = f.pid[A]
+    assert f.send(MemorySample(A, pid, 60 * 2**20), at=5.0) == []  # under: nothing
+    assert f.send(MemorySample(A, pid + 1, 90 * 2**20), at=6.0) == []  # another PID's
+    actions = f.send(MemorySample(A, pid, 90 * 2**20), at=10.0)
+    assert kills(actions) == [(A, KILL, True)]
+    (note,) = notes(actions, "memory")
+    assert note.message == "memory limit: 90 MiB resident, over bot.memory_max (64 MiB)"
+    assert f.send(MemorySample(A, pid, 95 * 2**20), at=11.0) == []  # killed already
+    actions = f.exited(A, sig=KILL, at=11.5)
+    assert notes(actions, "backoff")
+    assert f.status(A).last_exit == (
+        "killed by SIGKILL (memory limit: 90 MiB resident, over bot.memory_max (64 MiB))"
+    )
+    # A bot without a cap is never sampled into a kill.
+    assert f.send(MemorySample(B, f.pid[B], 2**40), at=12.0) == []
 
 
 def test_a_backend_watchdog_exit_is_counted_and_other_exits_are_not() -> None:

@@ -441,6 +441,17 @@ class Settings:
         "largest process of a small fleet, and its death would take a native fleet with it.",
         "integer",
     )
+    bot_memory_max: int | None = setting(
+        "bot.memory_max",
+        None,
+        optional_bytes_size,
+        "The memory each bot may use: bytes, or a number with K, M, G or T (powers of 1024), "
+        "e.g. `200M`. Over it, the bot is killed and restarted with the backoff (a leak that "
+        "comes back each time ends parked, with the reason). systemd: the unit's `MemoryMax=` "
+        "(the kernel's OOM killer enforces it); native: its resident memory, sampled every "
+        "5 s (no wake-up when unset). Absent: no cap.",
+        "bytes",
+    )
     bot_start_timeout_sec: float = setting(
         "bot.start_timeout_sec",
         120.0,

@@ -160,6 +160,7 @@ def build_specs(cfg: Config, python: str | None = None) -> tuple[ProcessSpec, ..
                 watchdog_sec=s.bot_watchdog_sec,
                 start_timeout_sec=s.bot_start_timeout_sec,
                 oom_score_adjust=s.bot_oom_score_adjust,
+                memory_max=s.bot_memory_max,
             )
         )
     return tuple(specs)

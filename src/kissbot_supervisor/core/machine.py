@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 # How both backends describe a watchdog kill: the native fault text starts with it,
 # the systemd backend reports Result=watchdog with exactly this reason.
 WATCHDOG_FAULT = "watchdog timeout"
+MEMORY_FAULT = "memory limit"
 
 # A process under the supervisor's own liveness check (ProcessSpec.liveness) is checked
 # this many times per watchdog period: it is killed after that many failed checks in a row.
@@ -76,6 +77,10 @@ class ProcessSpec:
     watchdog_sec: float = 0.0
     start_timeout_sec: float = 0.0
     oom_score_adjust: int = 0  # the kernel's /proc/PID/oom_score_adj
+    # Bytes of memory it may use before it is killed and restarted (None: no cap).
+    # systemd enforces it (the unit's MemoryMax=); natively the backend samples the
+    # process's RSS (MemorySample) and the core decides.
+    memory_max: int | None = None
     # The supervisor's own liveness check of a process that sends no WATCHDOG=1 (the
     # hub's, hub.liveness_sec): what it checks, or None. Its WatchdogPings come from
     # the supervisor, so the core keeps the deadline under either backend.
@@ -181,6 +186,15 @@ class StatusText:
 
 
 @record
+class MemorySample:
+    """The resident memory of a process with a memory cap, measured by the backend."""
+
+    name: str
+    pid: int
+    rss_bytes: int
+
+
+@record
 class Waiting:
     """Why a starting process is not ready yet, in the backend's words (its reason
     until it is ready): e.g. another process holds the hub's socket path."""
@@ -271,6 +285,7 @@ Event = (
     | Exited
     | WatchdogPing
     | StatusText
+    | MemorySample
     | Waiting
     | Stopping
     | Start
@@ -412,6 +427,10 @@ def describe_exit(code: int | None, sig: int | None) -> str:
         except ValueError:
             return f"killed by signal {sig}"
     return f"exited {code}"
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.0f} MiB"
 
 
 def _seconds(value: float) -> str:
@@ -565,6 +584,8 @@ class Core:
                     p.watchdog_deadline = self._watchdog_from(now, p)
             case StatusText(name, text):
                 self.procs[name].status_text = text
+            case MemorySample(name, pid, rss):
+                self._memory_sample(self.procs[name], pid, rss, out)
             case Waiting(name, why):
                 p = self.procs[name]
                 if p.alive and p.phase is Phase.STARTING:
@@ -877,6 +898,20 @@ class Core:
                     out.append(
                         Note(p.spec.name, NoteKind.RESTARTING, "trying again after being parked")
                     )
+
+    def _memory_sample(self, p: Proc, pid: int, rss: int, out: list[Action]) -> None:
+        cap = p.spec.memory_max
+        if cap is None or rss <= cap or p.pid != pid or p.phase is Phase.STOPPING:
+            return
+        # Like systemd's MemoryMax=: the OOM killer's SIGKILL, then a restart with
+        # backoff (a leak that comes back each time ends parked, with this reason).
+        p.fault = f"{MEMORY_FAULT}: {_mib(rss)} resident, over bot.memory_max ({_mib(cap)})"
+        p.phase = Phase.STOPPING
+        p.stop_cause = "fault"
+        p.killed = True
+        p.watchdog_deadline = p.start_deadline = None
+        out.append(Note(p.spec.name, NoteKind.MEMORY, p.fault))
+        out.append(Kill(p.spec.name, pid, _signal.SIGKILL, group=True))
 
     def _after_stall(self, seconds: float, now: float, out: list[Action]) -> None:
         watched = 0

@@ -27,7 +27,7 @@ from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...protocol import NoteKind
 from ...runtime.fs import base_of, make_dirs, open_regular, read_regular
 from ...runtime.loop import Loop, Timer
-from ...runtime.procinfo import command_line, processes_with_env
+from ...runtime.procinfo import command_line, processes_with_env, rss_bytes
 from ...tokens.states import TokenError
 from .logfiles import LogFile
 from .notifyserver import Notification, NotifyServer
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 IGNORED_LOG_SEC = 10.0  # at most one 'ignored a message' line this often
 LEFTOVER_WAIT_SEC = 2.0  # for a predecessor's leftovers to die, at start
+# How often the resident memory of a process with bot.memory_max is sampled: a
+# timer that exists only while such a process runs (no wake-up otherwise).
+MEMORY_SAMPLE_SEC = 5.0
 
 
 @record
@@ -132,6 +135,7 @@ class NativeBackend:
         self._draining: list[_Slot] = []  # released, an output pipe still open
         self._to_spawn: deque[core.ProcessSpec] = deque()
         self._spawn_timer: Timer | None = None
+        self._memory_timer: Timer | None = None
         self._ignored_said_at: float | None = None
         self._ignored_since = 0
         self.pids_dir = options.workdir / "pids"
@@ -233,9 +237,21 @@ class NativeBackend:
         self.loop.add_reader(out.fd, lambda: self._read_output(slot, out))
         slot.log.note(f"started (PID {child.pid}): {' '.join(spec.argv)}", self._wall())
         self._emit(core.Spawned(name, child.pid))
+        if spec.memory_max is not None and self._memory_timer is None:
+            self._memory_timer = self.loop.call_later(MEMORY_SAMPLE_SEC, self._sample_memory)
         self.readiness.watch(
             name, spec.ready, lambda: self._main_pid(name), every=spec.liveness_every
         )
+
+    def _sample_memory(self) -> None:
+        self._memory_timer = None
+        capped = [r for r in self._running.values() if r.spec.memory_max is not None]
+        for r in capped:
+            rss = rss_bytes(r.pid)
+            if rss is not None:
+                self._emit(core.MemorySample(r.name, r.pid, rss))
+        if capped:
+            self._memory_timer = self.loop.call_later(MEMORY_SAMPLE_SEC, self._sample_memory)
 
     def _spawn_failed(self, name: str, why: str) -> None:
         # Out of descriptors, even the clean-up may fail: the failure is what matters.
@@ -525,8 +541,9 @@ class NativeBackend:
         ``all_stopped`` (the core saw every process stop) changes nothing here: a
         process's token file goes when its exit is reaped.
         """
-        if self._spawn_timer is not None:
-            self._spawn_timer.cancel()
+        for timer in (self._spawn_timer, self._memory_timer):
+            if timer is not None:
+                timer.cancel()
         self._to_spawn.clear()
         for r in list(self._running.values()):
             with contextlib.suppress(ProcessLookupError):

@@ -343,6 +343,8 @@ def transient_properties(
         ("MemoryAccounting", ("b", True)),
         ("OOMScoreAdjust", ("i", spec.oom_score_adjust)),
     ]
+    if spec.memory_max is not None:
+        props.append(("MemoryMax", ("t", spec.memory_max)))
     if spec.name != HUB and opts.hub_enabled:
         props += [("After", ("as", [HUB_UNIT])), ("Wants", ("as", [HUB_UNIT]))]
     if opts.user:
