@@ -471,6 +471,10 @@ def test_bash_completion(fleet: Supervisor) -> None:
     assert bash_complete(script, [KISSBOTCTL, "logs", ""], env) == ["el_serda", "morthy", "hub"]
     assert bash_complete(script, [KISSBOTCTL, "logs", "--f"], env) == ["--follow"]
     assert bash_complete(script, [KISSBOTCTL, "completion", ""], env) == ["bash", "zsh"]
+    assert bash_complete(script, [KISSBOTCTL, "to"], env) == ["top"]
+    assert bash_complete(script, [KISSBOTCTL, "top", "--i"], env) == ["--interval"]
+    assert bash_complete(script, [KISSBOTCTL, "top", "--sort", "c"], env) == ["cpu"]
+    assert bash_complete(script, [KISSBOTCTL, "top", "--interval", ""], env) == []
     # --socket on the command line is passed on to the name lookup.
     other = ctl_env(KISSBOT_CONTROL_SOCKET="/nonexistent/control.sock")
     words = [KISSBOTCTL, "--socket", str(fleet.control), "stop", "el"]
@@ -519,6 +523,7 @@ def test_zsh_completion(fleet: Supervisor) -> None:
         return result.stdout.split()
 
     assert "status" in complete("sta")
+    assert complete("top", "--sort", "") == ["state", "name", "cpu", "memory", "restarts"]
     assert complete("restart", "") == ["el_serda", "morthy", "hub", "all"]
     assert complete("logs", "--") == [
         "-h",

@@ -97,6 +97,9 @@ def test_completion_follows_the_parser() -> None:
     assert "--follow" in by_name["logs"].options
     assert "--journal-dir" not in by_name["logs"].options  # SUPPRESS-ed help
     assert by_name["completion"].choices == ["bash", "zsh"]
+    # An option with fixed values offers them (top --sort).
+    assert by_name["top"].option_choices["--sort"] == ["state", "name", "cpu", "memory", "restarts"]
+    assert "--interval" in by_name["top"].value_options
     assert {c.name for c in commands if c.names} == set(NAME_COMMANDS)
     for shell in ("bash", "zsh"):
         script = completion_script(shell, build_parser())
