@@ -8,7 +8,9 @@ come from that key or resize, not from the timer.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from linewatch import wait_until
 
 from .conftest import StartFleet
-from .harness import KISSBOTCTL, TIMEOUT, Supervisor, fleet_config
+from .harness import KISSBOTCTL, TIMEOUT, Supervisor, children_of, fleet_config
 from .ptyexpect import CTRL_C, PtyProgram
 from .test_shell import term_env
 
@@ -128,6 +130,16 @@ def test_keys_sort_at_once_and_a_resize_redraws_at_the_new_size(
     assert "broken_one" in frame
     term.send(CTRL_C)
     assert_terminal_restored(term, 130)
+
+
+def test_sigterm_also_gives_the_terminal_back(
+    fleet: Supervisor, tmp_path: Path, terminals: list[PtyProgram]
+) -> None:
+    term = top(fleet, tmp_path, terminals, "--interval", "60")
+    term.expect(KEYS_LINE)  # drawn: the terminal is in its keys mode
+    (pid,) = children_of(term.proc.pid)  # kissbotctl, under the sh
+    os.kill(pid, signal.SIGTERM)
+    assert_terminal_restored(term, 143)
 
 
 def test_off_a_terminal_top_prints_one_frame(fleet: Supervisor) -> None:

@@ -28,7 +28,8 @@ import-light :mod:`..paths`, :mod:`..protocol`, :mod:`..client` and
 one subcommand needs is imported in it: :mod:`.logs` (and systemd-python)
 by ``logs``, :mod:`.offline` (jeepney) by ``status`` with the
 supervisor down, :mod:`.shell` (readline) by ``shell``, :mod:`.completion` by
-``completion``.
+``completion``; :mod:`.top` is read for the defaults of its flags (it imports
+nothing more at load time) and does its terminal work only in ``top``.
 
 Why one module of 560 lines: it is the one program's argument parser and its
 subcommands' small bodies; what a subcommand needs beyond that lives in its

@@ -43,6 +43,8 @@ import time
 from ..kissbot.names import HUB
 from ..protocol import EXIT_OK, build_request
 from .client import ControlError
+
+# _paint: the state colours of the status table, so that both views agree.
 from .render import DASH, _paint, clean, format_bytes, format_uptime, truncate
 
 TYPE_CHECKING = False
@@ -77,11 +79,11 @@ _RESET = "\x1b[0m"
 # The alternate screen (the shell's screen comes back on leaving) and a hidden cursor.
 _ENTER = "\x1b[?1049h\x1b[?25l"
 _LEAVE = "\x1b[?25h\x1b[?1049l"
-_CPU_LINE = re.compile(
-    r'^kissbot_cpu_seconds_total\{process="((?:[^"\\]|\\.)*)"\} (\S+)$', re.MULTILINE
-)
-_SUP_CPU_LINE = re.compile(r"^kissbot_supervisor_cpu_seconds_total (\S+)$", re.MULTILINE)
-_UNESCAPE = re.compile(r"\\(.)")
+# Patterns, not compiled ones: kissbotctl reads this module for the defaults of its
+# flags on every run, and re compiles (and caches) them only when top runs.
+_CPU_LINE = r'^kissbot_cpu_seconds_total\{process="((?:[^"\\]|\\.)*)"\} (\S+)$'
+_SUP_CPU_LINE = r"^kissbot_supervisor_cpu_seconds_total (\S+)$"
+_UNESCAPE = r"\\(.)"
 
 
 def cpu_from_metrics(text: str) -> tuple[dict[str, float], float | None]:
@@ -94,12 +96,13 @@ def cpu_from_metrics(text: str) -> tuple[dict[str, float], float | None]:
             return None
 
     per_process = {}
-    for match in _CPU_LINE.finditer(text):
-        name = _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), match.group(1))
+    for match in re.finditer(_CPU_LINE, text, re.MULTILINE):
+        escaped = match.group(1)
+        name = re.sub(_UNESCAPE, lambda m: "\n" if m.group(1) == "n" else m.group(1), escaped)
         value = number(match.group(2))
         if value is not None:
             per_process[name] = value
-    own = _SUP_CPU_LINE.search(text)
+    own = re.search(_SUP_CPU_LINE, text, re.MULTILINE)
     return per_process, None if own is None else number(own.group(1))
 
 

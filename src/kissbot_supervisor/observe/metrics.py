@@ -6,11 +6,12 @@ core's counters, token expiry times) into a *snapshot* with :func:`snapshot`;
 and :func:`log_line` as one line of the JSON-lines metrics log. Nothing here
 reads a clock or a file, so the tests feed it plain dicts.
 
-Every per-process metric carries one label, ``process``: ``hub`` or the
+Every per-process metric carries the label ``process``: ``hub`` or the
 channel login (logins have at least 4 characters, so ``hub`` is never a
-channel). A figure that is not known (no PID, no expiry time) is left out
-rather than reported as 0. No token or secret ever reaches a snapshot: it is
-built from STATUS, which holds token *states* only, and from numbers.
+channel); ``kissbot_state`` adds ``state``. A figure that is not known (no
+PID, no expiry time) is left out rather than reported as 0. No token or
+secret ever reaches a snapshot: it is built from STATUS, which holds token
+*states* only, and from numbers.
 """
 
 from __future__ import annotations
