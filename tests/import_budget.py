@@ -82,6 +82,7 @@ NEVER_OURS: dict[str, str] = {
     "kissbot_supervisor.cli.logs": "kissbotctl logs (systemd-python's journal reader)",
     "kissbot_supervisor.cli.ctl": "kissbotctl",
     "kissbot_supervisor.cli.shell": "kissbotctl shell (readline)",
+    "kissbot_supervisor.cli.top": "kissbotctl top (termios, select)",
     "kissbot_supervisor.demo": "the demo programs",
 }
 NATIVE_NEVER_OURS: dict[str, str] = {

@@ -110,6 +110,10 @@ class PtyProgram:
     def send(self, keys: str) -> None:
         os.write(self.master, keys.encode())
 
+    def resize(self, rows: int, columns: int) -> None:
+        """As a user resizing the window: the kernel sends SIGWINCH to the foreground group."""
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
     def wait(self, timeout: float = TIMEOUT) -> int:
         return self.proc.wait(timeout)
 

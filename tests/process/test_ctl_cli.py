@@ -476,6 +476,10 @@ def test_bash_completion(fleet: Supervisor) -> None:
     ]
     assert bash_complete(script, [KISSBOTCTL, "logs", "--f"], env) == ["--follow"]
     assert bash_complete(script, [KISSBOTCTL, "completion", ""], env) == ["bash", "zsh"]
+    assert bash_complete(script, [KISSBOTCTL, "to"], env) == ["top"]
+    assert bash_complete(script, [KISSBOTCTL, "top", "--i"], env) == ["--interval"]
+    assert bash_complete(script, [KISSBOTCTL, "top", "--sort", "c"], env) == ["cpu"]
+    assert bash_complete(script, [KISSBOTCTL, "top", "--interval", ""], env) == []
     # --socket on the command line is passed on to the name lookup.
     other = ctl_env(KISSBOT_CONTROL_SOCKET="/nonexistent/control.sock")
     words = [KISSBOTCTL, "--socket", str(fleet.control), "stop", "el"]
@@ -501,11 +505,12 @@ def test_zsh_completion(fleet: Supervisor) -> None:
     script = subprocess.run(
         [KISSBOTCTL, "completion", "zsh"], capture_output=True, text=True, check=True
     ).stdout
-    # compadd and _describe are completion-widget builtins; shell functions of the
-    # same name take precedence, so they can stand in and print what is offered.
+    # compadd, compset and _describe are completion-widget builtins; shell functions
+    # of the same name take precedence, so they can stand in and print what is offered.
     program = (
         "source /dev/stdin; "
         'compadd() { [[ $1 == -- ]] && shift; print -rl -- "$@"; }; '
+        "compset() { PREFIX=${PREFIX##*,}; }; "
         '_describe() { local -a c; c=("${(@P)4}"); print -rl -- "${c[@]%%:*}"; }; '
         'words=("$@"); CURRENT=$#; PREFIX=${words[CURRENT]}; _kissbotctl'
     )
@@ -524,6 +529,7 @@ def test_zsh_completion(fleet: Supervisor) -> None:
         return result.stdout.split()
 
     assert "status" in complete("sta")
+    assert complete("top", "--sort", "") == ["state", "name", "cpu", "memory", "restarts"]
     assert complete("restart", "") == ["el_serda", "morthy", "hub", "all"]
     assert complete("logs", "--") == [
         "-h",

@@ -223,6 +223,28 @@ def test_metrics_command_log_and_http_listener(start_fleet: StartFleet, tmp_path
         pass
 
 
+def test_a_stopped_bot_is_not_wanted_and_a_running_one_is(start_fleet: StartFleet) -> None:
+    # What an "up == 0" alert needs to leave a deliberate stop alone.
+    sup = start_fleet(fleet_config(["kept_one", "halted_one"]))
+    sup.wait_for(r"kept_one: ready")
+    sup.wait_for(r"halted_one: ready")
+    assert sup.ctl("stop", "halted_one").returncode == 0
+    text = sup.request({"cmd": "metrics"})["metrics"]
+    got = samples(text)
+    assert got[("kissbot_up", "halted_one")] == 0
+    assert got[("kissbot_wanted", "halted_one")] == 0
+    assert got[("kissbot_wanted", "kept_one")] == 1
+    current = {
+        (s.labels["process"], s.labels["state"])
+        for family in text_string_to_metric_families(text)
+        if family.name == "kissbot_state"
+        for s in family.samples
+        if s.value == 1
+    }
+    assert {("halted_one", "stopped"), ("kept_one", "running")} <= current
+    assert got[("kissbot_supervisor_failing_alike_bots", "")] == 0
+
+
 def test_an_unwritable_metrics_log_is_reported_once_and_supervision_goes_on(
     start_fleet: StartFleet,
 ) -> None:

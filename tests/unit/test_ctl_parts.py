@@ -101,6 +101,9 @@ def test_completion_follows_the_parser() -> None:
     # status --state takes a comma list of states, --sort one of its choices.
     assert by_name["status"].option_words["--state"] == list(STATES)
     assert by_name["status"].option_words["--sort"] == ["config", "name", "state"]
+    # An option with fixed values offers them (top --sort).
+    assert by_name["top"].option_words["--sort"] == ["state", "name", "cpu", "memory", "restarts"]
+    assert "--interval" in by_name["top"].value_options
     assert {c.name for c in commands if c.names} == set(NAME_COMMANDS)
     for shell in ("bash", "zsh"):
         script = completion_script(shell, build_parser())

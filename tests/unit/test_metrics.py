@@ -23,6 +23,7 @@ from kissbot_supervisor.observe.metrics import (
     CONTENT_TYPE,
     escape_label_value,
     exposition,
+    family_names,
     log_line,
     snapshot,
 )
@@ -117,6 +118,72 @@ def test_exposition_parses_and_holds_every_figure() -> None:
     assert (("process", "stopped_one"),) not in samples["kissbot_cpu_seconds_total"]
     assert (("process", HUB),) not in samples["kissbot_token_expiry_timestamp_seconds"]
     assert text.endswith("\n")
+
+
+def test_a_deliberate_stop_is_told_from_a_failure() -> None:
+    # Both are down (kissbot_up 0); only the failed one is still wanted.
+    s = snapshot(
+        status(state="failed", pid=None, rss_bytes=None),
+        time=0.0,
+        start_time=0.0,
+        supervisor_cpu=None,
+        extras={},
+    )
+    samples = parsed(exposition(s))
+    assert one(samples, "kissbot_up", "el_serda") == 0
+    assert one(samples, "kissbot_up", "stopped_one") == 0
+    assert one(samples, "kissbot_wanted", "el_serda") == 1
+    assert one(samples, "kissbot_wanted", "stopped_one") == 0
+    assert one(samples, "kissbot_wanted", HUB) == 1
+    states = samples["kissbot_state"]
+    for proc, current in (("el_serda", "failed"), ("stopped_one", "stopped"), (HUB, "running")):
+        mine = {dict(k)["state"]: v for k, v in states.items() if dict(k)["process"] == proc}
+        # Every state has its sample, so an alert's series goes 0 -> 1 rather than appear.
+        assert set(mine) == {"running", "starting", "stopping", "stopped", "backoff", "failed"}
+        assert {st for st, v in mine.items() if v == 1} == {current}, proc
+
+
+def test_the_state_label_escapes_a_strange_process_name() -> None:
+    nasty = 'we\\ird "na\nme'
+    s = snapshot(
+        {"supervisor": {}, "hub": None, "bots": [{"name": nasty, "state": "backoff"}]},
+        time=0.0,
+        start_time=0.0,
+        supervisor_cpu=None,
+        extras={},
+    )
+    samples = parsed(exposition(s))
+    assert samples["kissbot_state"][(("process", nasty), ("state", "backoff"))] == 1
+    assert samples["kissbot_wanted"][(("process", nasty),)] == 0
+
+
+def test_failing_alike_is_a_supervisor_gauge_and_in_the_log() -> None:
+    quiet = snapshot(status(), time=0.0, start_time=0.0, supervisor_cpu=None, extras={})
+    assert parsed(exposition(quiet))["kissbot_supervisor_failing_alike_bots"][()] == 0
+    outage = snapshot(
+        status(), time=0.0, start_time=0.0, supervisor_cpu=None, extras={}, failing_alike=12
+    )
+    assert parsed(exposition(outage))["kissbot_supervisor_failing_alike_bots"][()] == 12
+    assert json.loads(log_line(outage))["supervisor"]["failing_alike"] == 12
+
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+
+
+def test_family_names_are_what_the_exposition_holds() -> None:
+    # The list the alert rules and the dashboard are checked against (docs/prometheus/).
+    shown = [f.name for f in text_string_to_metric_families(exposition(snap()))]
+    # The parser drops the _total of a counter family's name.
+    assert [n.removesuffix("_total") for n in family_names()] == shown
+
+
+def test_every_metric_is_documented_in_operations_md() -> None:
+    text = OPERATIONS.read_text()
+    for name in family_names():
+        short = "`_" + name.removeprefix("kissbot_supervisor_") + "`"
+        assert f"`{name}" in text or (name.startswith("kissbot_supervisor_") and short in text), (
+            f"{name} is exported but not in the metrics table of docs/operations.md"
+        )
 
 
 def test_every_family_has_help_and_type_and_the_types_are_right() -> None:

@@ -84,22 +84,27 @@ def _words(items: Iterable[str]) -> str:
     return " ".join(items)
 
 
-def _option_words(commands: Iterable[_Command]) -> dict[str, list[str]]:
-    """The words of each option that has some, whatever its subcommand (one name, one list)."""
-    return {o: w for c in commands for o, w in sorted(c.option_words.items())}
+def _option_words(top: _Command, commands: Iterable[_Command]) -> dict[str, list[str]]:
+    """The words of each option that has some, as ``COMMAND:OPTION`` (an empty
+    command for the top level's): two subcommands' ``--sort`` differ."""
+    return {
+        f"{'' if c is top else c.name}:{o}": w
+        for c in (top, *commands)
+        for o, w in sorted(c.option_words.items())
+    }
 
 
 def _bash(top: _Command, commands: list[_Command]) -> str:
     all_paths = sorted({o for c in (top, *commands) for o in c.path_options})
     all_values = sorted({o for c in (top, *commands) for o in c.value_options})
-    option_words = _option_words((top, *commands))
+    option_words = _option_words(top, commands)
     # After a comma, the next word of a list: the words get what precedes it as a prefix.
     word_cases = "".join(
         f'        {o}) COMPREPLY=($(compgen -W "{_words(w)}" -P "$pre" -- "${{cur##*,}}")); '
         "return ;;\n"
         for o, w in option_words.items()
     )
-    skipped = [*all_paths, *all_values, *option_words]
+    skipped = sorted({*all_paths, *all_values, *(o.split(":", 1)[1] for o in option_words)})
     cases = []
     for c in commands:
         body = f'opts="{_words(c.options)}"'
@@ -124,8 +129,10 @@ _{PROG}() {{
             *) [[ -z $cmd ]] && cmd="${{COMP_WORDS[i]}}" ;;
         esac
     done
+    case "$cmd:$prev" in
+{word_cases}    esac
     case "$prev" in
-{word_cases}        {"|".join(all_paths)}) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        {"|".join(all_paths)}) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         {"|".join(all_values)}) COMPREPLY=(); return ;;
     esac
     if [[ -z $cmd ]]; then
@@ -167,13 +174,13 @@ def _zsh_quote(text: str) -> str:
 def _zsh(top: _Command, commands: list[_Command]) -> str:
     all_paths = sorted({o for c in (top, *commands) for o in c.path_options})
     all_values = sorted({o for c in (top, *commands) for o in c.value_options})
-    option_words = _option_words((top, *commands))
+    option_words = _option_words(top, commands)
     # compset -P '*,': what precedes the last comma is kept, the next word completed.
     word_cases = "".join(
         f"        {o}) compset -P '*,'; compadd -- {_words(w)}; return ;;\n"
         for o, w in option_words.items()
     )
-    skipped = [*all_paths, *all_values, *option_words]
+    skipped = sorted({*all_paths, *all_values, *(o.split(":", 1)[1] for o in option_words)})
     described = "\n".join(
         f"        {_zsh_quote(c.name + ':' + _summary(c.help))}" for c in commands
     )
@@ -202,8 +209,10 @@ _{PROG}() {{
             *) [[ -z $cmd ]] && cmd=${{words[i]}} ;;
         esac
     done
+    case $cmd:${{words[CURRENT-1]}} in
+{word_cases}    esac
     case ${{words[CURRENT-1]}} in
-{word_cases}        {"|".join(all_paths)}) _files; return ;;
+        {"|".join(all_paths)}) _files; return ;;
         {"|".join(all_values)}) return ;;
     esac
     if [[ -z $cmd ]]; then

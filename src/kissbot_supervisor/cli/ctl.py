@@ -7,6 +7,7 @@ Exit codes:
 * ``start``/``stop``/``restart``: 0 when every name succeeded, else 1;
 * ``logs``: 0, or 1 for an unknown name or an unreadable log;
 * ``events``: 130 when ended with Ctrl-C, 1 when the supervisor goes away;
+* ``top``: 0 when left with ``q`` (or after its one frame off a terminal), 130 with Ctrl-C;
 * 1 when the supervisor cannot be reached or answers with an error;
 * 2 for a usage error.
 
@@ -27,7 +28,9 @@ import-light :mod:`..paths`, :mod:`..protocol`, :mod:`..client` and
 one subcommand needs is imported in it: :mod:`.logs` (and systemd-python)
 by ``logs`` and ``status NAME`` (with :mod:`.detail`), :mod:`.offline`
 (jeepney) by ``status`` with the supervisor down, :mod:`.shell` (readline) by
-``shell``, :mod:`.completion` by ``completion``.
+``shell``, :mod:`.completion` by ``completion``; :mod:`.top` is read for the
+defaults of its flags (it imports nothing more at load time) and does its
+terminal work only in ``top``.
 
 Why one module of 830 lines: it is the one program's argument parser and its
 subcommands' small bodies; what a subcommand needs beyond that lives in its
@@ -177,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="NAME is a channel login, 'hub' or 'all'. "
         "Exit status: 0 ok; 1 error or unreachable supervisor; 2 usage; "
         "3 (status) a wanted process, or the supervisor itself, is not running; "
-        "130 (events, logs -f) ended by Ctrl-C.",
+        "130 (events, logs -f, top) ended by Ctrl-C.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_global_options(parser, suppress=False)
@@ -283,6 +286,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument("--json", action="store_true", help="print each event as a JSON object")
     add("metrics", "Print the supervisor's metrics (Prometheus text format).")
+    from .top import DEFAULT_INTERVAL, SORTS
+
+    top = add(
+        "top",
+        "A live view redrawn in place: state, CPU, memory, restarts and uptime per process, "
+        "and the fleet's totals; q or Ctrl-C leaves, s/n/c/m/r sort. Not on a terminal: "
+        "one frame, measured over one interval.",
+    )
+    top.add_argument(
+        "-i",
+        "--interval",
+        metavar="SEC",
+        type=_seconds,
+        default=DEFAULT_INTERVAL,
+        help=f"refresh every SEC seconds (default: {DEFAULT_INTERVAL:g})",
+    )
+    top.add_argument(
+        "--sort",
+        choices=tuple(SORTS),
+        default="state",
+        help="row order: the troubled first (state, the default), or by name, cpu, memory "
+        "or restarts; the hub stays on top",
+    )
     shell = add(
         "shell",
         "An interactive prompt with the old supervisor's commands, history and completion.",
@@ -775,6 +801,29 @@ def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_top(args: argparse.Namespace, out: TextIO) -> int:
+    from .top import run_top
+
+    def size() -> tuple[int, int]:
+        try:  # asked at each frame: a resized window is drawn at its new size
+            lines = os.get_terminal_size(out.fileno()).lines or 24
+        except (AttributeError, OSError, ValueError):
+            lines = 24
+        return _terminal_width(out, os.environ), lines
+
+    keys = sys.stdin.fileno() if sys.stdin.isatty() else None
+    color = use_color(out, os.environ)
+    return run_top(
+        lambda: _client(args),
+        interval=args.interval,
+        sort=args.sort,
+        out=out,
+        keys_fd=keys,
+        color=color,
+        size=size,
+    )
+
+
 def _client(args: argparse.Namespace) -> Client:
     socket_path = args.socket or _default_socket(os.environ, args.workdir)
     return Client(socket_path, args.timeout or DEFAULT_TIMEOUT)
@@ -790,6 +839,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
         out.write(completion_script(args.shell_name, build_parser()))
         return EXIT_OK
+    if args.command == "top":
+        return _cmd_top(args, out)
     if args.command == "shell":
         from .shell import run_shell
 

@@ -6,17 +6,20 @@ core's counters, token expiry times) into a *snapshot* with :func:`snapshot`;
 and :func:`log_line` as one line of the JSON-lines metrics log. Nothing here
 reads a clock or a file, so the tests feed it plain dicts.
 
-Every per-process metric carries one label, ``process``: ``hub`` or the
+Every per-process metric carries the label ``process``: ``hub`` or the
 channel login (logins have at least 4 characters, so ``hub`` is never a
-channel). A figure that is not known (no PID, no expiry time) is left out
-rather than reported as 0. No token or secret ever reaches a snapshot: it is
-built from STATUS, which holds token *states* only, and from numbers.
+channel); ``kissbot_state`` adds ``state``. A figure that is not known (no
+PID, no expiry time) is left out rather than reported as 0. No token or
+secret ever reaches a snapshot: it is built from STATUS, which holds token
+*states* only, and from numbers.
 """
 
 from __future__ import annotations
 
 import json
 import math
+
+from ..core import Phase
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,6 +32,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROCESS_FAMILIES = (
     ("kissbot_up", "gauge", "1 when the process runs (it has a PID), else 0.", "up"),
     ("kissbot_ready", "gauge", "1 when the process is ready (state running), else 0.", "ready"),
+    (
+        "kissbot_wanted",
+        "gauge",
+        "1 when the process should run, 0 when it was stopped on purpose (stop, stop-all).",
+        "want",
+    ),
     (
         "kissbot_restarts_total",
         "counter",
@@ -62,6 +71,17 @@ PROCESS_FAMILIES = (
     ),
 )
 
+# kissbot_state{process,state}: one sample per process and state, 1 for its current
+# state and 0 for the others. All six are written, not only the current one, so
+# that an alert on ``state="failed"`` has a series that goes from 0 to 1 (its
+# ``for:`` clause and rate() then work) rather than one that appears from nothing.
+STATE_FAMILY = (
+    "kissbot_state",
+    "gauge",
+    "1 for the state the process is in (the label state), 0 for the others.",
+)
+STATES = tuple(str(phase) for phase in Phase)
+
 SUPERVISOR_FAMILIES = (
     (
         "kissbot_supervisor_memory_bytes",
@@ -81,7 +101,32 @@ SUPERVISOR_FAMILIES = (
         "When the supervisor started, in Unix time.",
         "start_time",
     ),
+    (
+        "kissbot_supervisor_failing_alike_bots",
+        "gauge",
+        "Bots down (backing off or parked) with the same last words, when they are enough "
+        "to be an outage rather than one bad bot (the failing-alike event); else 0.",
+        "failing_alike",
+    ),
 )
+
+BUILD_INFO_FAMILY = (
+    "kissbot_supervisor_build_info",
+    "gauge",
+    "Always 1; the labels say which supervisor version and backend run.",
+)
+
+
+def family_names() -> tuple[str, ...]:
+    """Every metric family the supervisor exports, in the order of the exposition:
+    what the shipped alert rules and dashboard may use (docs/prometheus/)."""
+    return (
+        *(family[0] for family in PROCESS_FAMILIES),
+        STATE_FAMILY[0],
+        *(family[0] for family in SUPERVISOR_FAMILIES),
+        BUILD_INFO_FAMILY[0],
+    )
+
 
 # Per-process keys of a snapshot (and of each entry in the metrics log), in order.
 PROCESS_KEYS = (
@@ -116,9 +161,11 @@ def snapshot(
     start_time: float,
     supervisor_cpu: float | None,
     extras: Mapping[str, Mapping[str, Any]],
+    failing_alike: int = 0,
 ) -> dict[str, Any]:
     """The figures of one moment: STATUS, plus ``extras`` per process name
-    (``cpu_seconds``, ``watchdog_timeouts``, ``token_expiry``)."""
+    (``cpu_seconds``, ``watchdog_timeouts``, ``token_expiry``) and the number of
+    bots failing alike (``Core.failing_alike``, 0 when none)."""
     sup = status.get("supervisor") or {}
     processes = []
     for proc in _processes(status):
@@ -141,6 +188,7 @@ def snapshot(
             "rss_bytes": sup.get("rss_bytes"),
             "cpu_seconds": supervisor_cpu,
             "summary": sup.get("summary"),
+            "failing_alike": failing_alike,
         },
         "processes": processes,
     }
@@ -194,7 +242,20 @@ def _process_value(proc: Mapping[str, Any], key: str) -> float | None:
         return 1 if proc.get("pid") is not None else 0
     if key == "ready":
         return 1 if proc.get("state") == "running" else 0
+    if key == "want":
+        return 1 if proc.get("want") is True else 0
     return _number(proc.get(key))
+
+
+def _state_family(out: list[str], procs: Iterable[Mapping[str, Any]]) -> None:
+    name, kind, help_text = STATE_FAMILY
+    out.append(f"# HELP {name} {escape_help(help_text)}")
+    out.append(f"# TYPE {name} {kind}")
+    for proc in procs:
+        # The process label is escaped once for its six lines.
+        head = f'{name}{{process="{escape_label_value(str(proc.get("name")))}",state="'
+        current = proc.get("state")
+        out.extend(f'{head}{state}"}} {1 if state == current else 0}' for state in STATES)
 
 
 def exposition(snap: Mapping[str, Any]) -> str:
@@ -208,6 +269,7 @@ def exposition(snap: Mapping[str, Any]) -> str:
             if value is not None:
                 samples.append((_labels([("process", str(proc.get("name")))]), value))
         _family(out, name, kind, help_text, samples)
+    _state_family(out, procs)
     sup = snap.get("supervisor") or {}
     for name, kind, help_text, key in SUPERVISOR_FAMILIES:
         value = _number(sup.get(key))
@@ -215,13 +277,7 @@ def exposition(snap: Mapping[str, Any]) -> str:
     info = _labels(
         [("version", str(sup.get("version") or "")), ("backend", str(sup.get("backend") or ""))]
     )
-    _family(
-        out,
-        "kissbot_supervisor_build_info",
-        "gauge",
-        "Always 1; the labels say which supervisor version and backend run.",
-        [(info, 1)],
-    )
+    _family(out, *BUILD_INFO_FAMILY, [(info, 1)])
     return "\n".join(out) + "\n"
 
 

@@ -145,12 +145,14 @@ class Observer:
             for name, p in self.core.procs.items()
         }
         own = os.times()
+        alike = self.core.failing_alike()
         return snapshot(
             self._status(),
             time=time.time(),
             start_time=self.started_at,
             supervisor_cpu=round(own.user + own.system, 3),
             extras=extras,
+            failing_alike=0 if alike is None else alike[0],
         )
 
     def metrics_text(self) -> str:
