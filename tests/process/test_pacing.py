@@ -9,6 +9,7 @@ from linewatch import wait_until
 from process.harness import fleet_config
 
 from .conftest import StartFleet
+from .test_ctl_cli import ctl
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (\w+): started \(PID")
 
@@ -36,3 +37,42 @@ def test_the_third_bot_waits_for_a_login_slot(start_fleet: StartFleet) -> None:
     # The log's own clock (to the second): 12 s after the first start, less rounding.
     assert started["paced_three"] - min(started["paced_one"], started["paced_two"]) >= 11
     wait_until(lambda: sup.bot("paced_three")["reason"] is None, what="the reason cleared")
+
+
+LINE = re.compile(r"^\S+ \S+ (\w+): (.*)$")
+
+
+def test_a_rolling_restart_keeps_at_most_n_bots_down_and_restarts_each_once(
+    start_fleet: StartFleet,
+) -> None:
+    names = [f"rolling_{i}" for i in range(6)]
+    # Ready half a second after the start: a bot is down for a while at each turn.
+    sup = start_fleet(fleet_config(names, bot_extra=["--ready-delay", "0.5"]))
+    for name in names:
+        sup.wait_for(rf"{name}: ready")
+    mark = sup.mark()
+    result = ctl(sup, "restart", "all", "--rolling", "2")
+    assert result.returncode == 0, result.stderr
+    outcomes = [
+        re.fullmatch(r"(\w+): restarted \(PID \d+\)", x) for x in result.stdout.splitlines()
+    ]
+    assert sorted(m.group(1) for m in outcomes if m) == names, result.stdout
+    # The supervisor's log, in its own order: down from its turn's "restarting" to "ready".
+    down: set[str] = set()
+    most = 0
+    started: dict[str, int] = dict.fromkeys(names, 0)
+    for line in sup.lines[mark:]:
+        m = LINE.match(line)
+        if not m or m.group(1) not in started:
+            continue
+        name, text = m.groups()
+        if text.startswith("restarting: its turn in a rolling restart"):
+            down.add(name)
+            most = max(most, len(down))
+        elif text == "ready":
+            down.discard(name)
+        elif text.startswith("started (PID"):
+            started[name] += 1
+    assert most == 2, sup.lines[mark:]
+    assert started == dict.fromkeys(names, 1)
+    assert not down

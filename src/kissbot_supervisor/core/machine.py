@@ -851,6 +851,9 @@ class Core:
                     free -= 1
                 if r.cause == "hub-restart":
                     self._say_hub_restart(p, out)
+                elif r.total > 1:  # (one bot's restart is said once: "restart requested")
+                    said = f"its turn in a rolling restart ({r.done} of {r.total} done)"
+                    out.append(Note(name, NoteKind.RESTARTING, f"restarting: {said}"))
                 self._begin_stop(p, now, r.cause, out)
             r.queue = kept
         if free is not None and free <= 0 and self.logins:
