@@ -1247,7 +1247,7 @@ def test_a_rolling_restart_stops_bots_only_as_login_slots_free() -> None:
     assert f.status(names[6]).reason == "waiting for its turn in a rolling restart (6 of 7 done)"
 
 
-def test_a_failed_turn_counts_as_done_and_holds_its_place_until_it_runs_or_parks() -> None:
+def test_a_failed_turn_holds_its_place_until_the_bot_runs_or_is_parked() -> None:
     f = _rolling([spec(A, ready="notify"), spec(B), spec(C)], Policy(give_up_after=2))
     actions = f.send(Restart((A, B, C), rolling=1))
     assert [k[0] for k in kills(actions)] == [A]
@@ -1256,12 +1256,13 @@ def test_a_failed_turn_counts_as_done_and_holds_its_place_until_it_runs_or_parks
     actions = f.exited(A, code=1, at=1002.0)  # the new code fails at start-up
     assert notes(actions, "backoff")
     assert kills(actions) == []  # backing off is still down: B waits
-    assert f.status(B).reason == "waiting for its turn in a rolling restart (1 of 3 done)"
+    assert f.status(B).reason == "waiting for its turn in a rolling restart (0 of 3 done)"
     assert spawns(f.tick(1003.0)) == [A]
     f.spawned(A)
     actions = f.exited(A, code=1, at=1004.0)
     assert notes(actions, "parked")
     assert [k[0] for k in kills(actions)] == [B]  # parked: out of the count, B's turn
+    assert f.status(C).reason == "waiting for its turn in a rolling restart (1 of 3 done)"
 
 
 def test_a_stop_or_a_reload_ends_a_queued_bots_turn_and_a_crash_is_its_restart() -> None:
@@ -1342,6 +1343,18 @@ def test_the_restart_for_a_new_hub_rolls_under_the_login_limit() -> None:
     assert f.status(names[2]).reason == (
         "waiting for its turn to restart for the new hub (0 of 5 done)"
     )
+
+
+def test_a_reload_that_changes_every_bots_command_restarts_them_in_turns() -> None:
+    names = [f"changed_{i}" for i in range(5)]
+    f = _rolling([spec(n) for n in names], Policy(logins_per_window=2))
+    new = tuple(spec(n, argv=("prog", n, "--new")) for n in names)
+    actions = f.send(Reload(new, f.policy))
+    assert len(notes(actions, "changed")) == 5
+    assert [k[0] for k in kills(actions)] == names[:2]
+    assert f.status(names[2]).reason == "waiting for its turn in a rolling restart (0 of 5 done)"
+    f.exited(names[0], sig=TERM)
+    assert [a.spec for a in f.exited(names[1], sig=TERM) if isinstance(a, Spawn)] == [new[1]]
 
 
 # --- parked processes tried again (a network outage heals by itself) ----------

@@ -407,10 +407,13 @@ class Rollout:
     every rollout with a ``limit`` that names it, fewer than ``limit`` of that
     rollout's bots are down. Down: wanted, not parked, not blocked, and not
     running (stopping, stopped, starting, backing off), whatever the cause, a
-    crash included. A turn is done when the bot runs again, or fails (backing off
-    or parked: reported as such, and the next turn goes on), or is stopped or
-    removed meanwhile. A bot that backs off still counts as down until it runs or
-    is parked, so a deploy that breaks every bot does not stop more of them.
+    crash included. A turn is done when the bot runs again, is parked, or is
+    stopped or removed meanwhile. A failure is the operator's outcome for that
+    bot at once (``commands.settled``), and the rolling restart goes on; but a
+    bot that backs off is still down, and in its turn, until it runs or is
+    parked, so a deploy that breaks every bot takes them down N at a time. Bots
+    that were down already when the restart was asked for are started at once,
+    and their turns are under way from then.
     """
 
     cause: StopCause  # "restart" (an operator's) or "hub-restart" (a new hub is ready)
@@ -795,11 +798,12 @@ class Core:
         return p.phase not in (Phase.RUNNING, Phase.FAILED)
 
     def _turn_over(self, p: Proc | None) -> bool:
-        """A bot stopped for its turn has settled: running again, failed (backing off
-        or parked), or no longer wanted (stopped, removed, blocked)."""
+        """A bot's turn is over: running again, parked, or no longer wanted (stopped,
+        removed, blocked). Not while it backs off: its failure is the command's outcome
+        at once, but it is down until it runs or is parked, and the limit holds."""
         if p is None or p.removed or not p.want:
             return True
-        if p.phase in (Phase.RUNNING, Phase.FAILED, Phase.BACKOFF):
+        if p.phase in (Phase.RUNNING, Phase.FAILED):
             return True
         return bool(p.blocked) and not p.alive and not p.spawning
 
@@ -1135,8 +1139,13 @@ class Core:
             p.rollout = None
         if p.alive and p.phase in (Phase.STARTING, Phase.RUNNING):
             self._enqueue(rollout, p)
-        elif p.alive:
+            return
+        if p.alive:
             self._begin_stop(p, now, "restart", out)  # on its way out already
+        # Down already (stopping, backing off, stopped): started at once, and its
+        # turn is under way; the limit holds until it is over.
+        rollout.turns.add(p.spec.name)
+        rollout.total += 1
 
     def _begin_stop(self, p: Proc, now: float, cause: StopCause, out: list[Action]) -> None:
         assert p.pid is not None
@@ -1159,6 +1168,7 @@ class Core:
     ) -> None:
         self.policy = policy
         wanted = {s.name: s for s in specs}
+        changed = Rollout(cause="restart")
         for name, p in list(self.procs.items()):
             if name not in wanted and not p.removed:
                 p.removed = True
@@ -1182,7 +1192,14 @@ class Core:
                 p_old.spec = spec
                 if p_old.alive:
                     out.append(Note(name, NoteKind.CHANGED, "its command changed; restarting"))
-                    self._begin_stop(p_old, now, "restart", out)
+                    if spec.is_hub or p_old.phase not in (Phase.STARTING, Phase.RUNNING):
+                        self._begin_stop(p_old, now, "restart", out)
+                    elif p_old.rollout is None:
+                        # A new bot.command changes every bot: in turns, as restart all.
+                        changed.members.add(name)
+                        self._enqueue(changed, p_old)
+        if changed.members:
+            self.rollouts.append(changed)
 
     # -- reconcile: start what should run ---------------------------------
 
