@@ -76,3 +76,22 @@ def test_a_rolling_restart_keeps_at_most_n_bots_down_and_restarts_each_once(
     assert most == 2, sup.lines[mark:]
     assert started == dict.fromkeys(names, 1)
     assert not down
+
+
+def test_the_wait_of_a_long_rolling_restart_starts_again_at_each_outcome(
+    start_fleet: StartFleet,
+) -> None:
+    # A bot may take 2 s to be ready and 1 s to stop: the supervisor waits 8 s for an
+    # outcome (2 + 1 + 5). One at a time, eight bots ready 1.2 s after their start take
+    # longer than that in all: the wait must start again at each outcome.
+    names = [f"long_{i}" for i in range(8)]
+    doc = fleet_config(names, bot_extra=["--ready-delay", "1.2"])
+    doc["supervisor"]["bot"]["start_timeout_sec"] = 2
+    doc["supervisor"]["stop_timeout_sec"] = 1
+    sup = start_fleet(doc)
+    for name in names:
+        sup.wait_for(rf"{name}: ready")
+    result = ctl(sup, "restart", "all", "--rolling", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == names
+    assert "not restarted yet" not in result.stdout

@@ -45,7 +45,7 @@ from kissbot_supervisor.core import (
     Waiting,
     WatchdogPing,
 )
-from kissbot_supervisor.core.commands import Before, settled
+from kissbot_supervisor.core.commands import Before, result, settled
 from kissbot_supervisor.core.machine import LOGIN_WINDOW_SEC, MAX_WORDS, TWITCH_LOGIN_WINDOW_SEC
 
 if TYPE_CHECKING:
@@ -1343,6 +1343,25 @@ def test_the_restart_for_a_new_hub_rolls_under_the_login_limit() -> None:
     assert f.status(names[2]).reason == (
         "waiting for its turn to restart for the new hub (0 of 5 done)"
     )
+
+
+def test_a_bot_still_waiting_for_its_turn_is_not_restarted_yet_in_the_answer() -> None:
+    f = _rolling([spec(A), spec(B)])
+    before = {n: Before(f.core.procs[n].phase, f.core.procs[n].pid) for n in (A, B)}
+    f.send(Restart((A, B), rolling=1))
+    assert not settled("restart", f.core.procs[B], before[B])
+    assert result("restart", B, f.core.procs[B], before[B]) == {
+        "name": B,
+        "ok": False,
+        "result": "not restarted yet",
+        "pid": before[B].pid,
+        "state": "running",
+        "message": "waiting for its turn in a rolling restart (0 of 2 done)",
+    }
+    f.exited(A, sig=TERM)
+    f.spawned(A)
+    assert settled("restart", f.core.procs[A], before[A])
+    assert result("restart", A, f.core.procs[A], before[A])["result"] == "restarted"
 
 
 def test_a_reload_that_changes_every_bots_command_restarts_them_in_turns() -> None:
