@@ -23,7 +23,7 @@ Decisions held here:
 * graceful shutdown: bots first, then the hub; SIGTERM, then SIGKILL of the
   whole process group after the stop timeout.
 
-Why one module of 800 lines: it is one state machine, and its transitions are
+Why one module of 1,300 lines: it is one state machine, and its transitions are
 read together (a crash, the backoff it starts, the tick that ends it, the
 parking that stops it); split, each rule would be a jump away from the state
 it changes. Everything it returns and takes is a plain record defined here.
