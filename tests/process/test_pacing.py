@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 
 from linewatch import wait_until
-from process.harness import fleet_config
+from process.harness import KISSBOTCTL, TIMEOUT, fleet_config
 
 from .conftest import StartFleet
-from .test_ctl_cli import ctl
+from .test_ctl_cli import ctl, ctl_env
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (\w+): started \(PID")
 
@@ -46,13 +47,25 @@ def test_a_rolling_restart_keeps_at_most_n_bots_down_and_restarts_each_once(
     start_fleet: StartFleet,
 ) -> None:
     names = [f"rolling_{i}" for i in range(6)]
-    # Ready half a second after the start: a bot is down for a while at each turn.
-    sup = start_fleet(fleet_config(names, bot_extra=["--ready-delay", "0.5"]))
+    # Ready a second after the start: a bot is down for a while at each turn.
+    sup = start_fleet(fleet_config(names, bot_extra=["--ready-delay", "1"]))
     for name in names:
         sup.wait_for(rf"{name}: ready")
     mark = sup.mark()
-    result = ctl(sup, "restart", "all", "--rolling", "2")
-    assert result.returncode == 0, result.stderr
+    argv = [KISSBOTCTL, "--socket", str(sup.control), "restart", "all", "--rolling", "2"]
+    with subprocess.Popen(
+        argv, env=ctl_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    ) as client:
+        sup.wait_for(r"rolling_0: restarting: its turn", since=mark)
+        # The last bot's turn is two turns of a second away: it waits, and says so.
+        last = sup.bot("rolling_5")
+        assert last["state"] == "running"
+        assert re.fullmatch(
+            r"waiting for its turn in a rolling restart \([01] of 6 done\)", last["reason"]
+        )
+        stdout, _ = client.communicate(timeout=TIMEOUT)
+    result = subprocess.CompletedProcess(argv, client.returncode, stdout, "")
+    assert result.returncode == 0, result.stdout
     outcomes = [
         re.fullmatch(r"(\w+): restarted \(PID \d+\)", x) for x in result.stdout.splitlines()
     ]
