@@ -896,6 +896,8 @@ class Core:
         limit = self.policy.logins_per_window
         if limit <= 0:
             return None
+        # The same sum as the deadlines (not now - window: floats round), so a tick at
+        # that deadline always frees the slot.
         while self.logins and now >= self.logins[0] + LOGIN_WINDOW_SEC:
             self.logins.popleft()
         return limit - len(self.logins)
@@ -1254,21 +1256,17 @@ class Core:
         """Why a bot must wait for a login slot now (and when one frees), or None; a
         bot that may start takes its slot. Every bot start counts: a first start, a
         restart after a crash, an operator's, a restart for a new hub."""
-        limit = self.policy.logins_per_window
-        if limit <= 0:
+        free = self._free_logins(now)
+        if free is None:
             return None
-        # The same sum as the deadline below (not now - window: floats round), so a
-        # tick at that deadline always frees the slot.
-        while self.logins and now >= self.logins[0] + LOGIN_WINDOW_SEC:
-            self.logins.popleft()
-        if len(self.logins) >= limit:
+        if free <= 0:
             free_at = self.logins[0] + LOGIN_WINDOW_SEC
             self.login_free_at = (
                 free_at if self.login_free_at is None else min(self.login_free_at, free_at)
             )
             return (
                 f"waiting for a login slot (Twitch allows the bot account "
-                f"{limit} logins per {TWITCH_LOGIN_WINDOW_SEC:g} s)"
+                f"{self.policy.logins_per_window} logins per {TWITCH_LOGIN_WINDOW_SEC:g} s)"
             )
         self.logins.append(now)
         return None
