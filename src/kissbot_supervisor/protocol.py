@@ -8,6 +8,7 @@ Requests::
 
     {"cmd": "status"}
     {"cmd": "start" | "stop" | "restart", "names": [NAME, ...], "progress": BOOL}
+    {"cmd": "restart", "names": [NAME, ...], "progress": BOOL, "rolling": N}
     {"cmd": "reload"}
     {"cmd": "metrics"}
     {"cmd": "events"}
@@ -22,6 +23,12 @@ long it will wait, then reports each process as it settles, in lines of their
 own before the response::
 
     {"progress": {"wait_sec": SECONDS, "waiting": [NAME, ...], "done": [RESULT, ...]}}
+
+``rolling`` (optional, restart only, an integer from 1): at most N of the
+named bots are down at once; the next is stopped once one is ready again or
+has failed. Without it a restart of many bots is rolling all the same, under
+Twitch's login limit only. A supervisor older than this field refuses the
+request as a whole (``unknown key 'rolling'``): nothing is restarted.
 
 ``wait_sec`` is how long from now the supervisor may still wait before it
 answers with the state so far: a client waits that long (plus its own margin
@@ -74,6 +81,7 @@ __all__ = [
     "MAX_RESPONSE",
     "NAMED_COMMANDS",
     "PROGRESS",
+    "ROLLING",
     "NoteKind",
     "ProtocolError",
     "Request",
@@ -142,7 +150,8 @@ ALARMS = frozenset(
         NoteKind.STALLED,
     }
 )
-_KEYS = ("cmd", "names", "progress")
+ROLLING = "rolling"
+_KEYS = ("cmd", "names", "progress", ROLLING)
 # The key of the lines that come before the answer of a command that waits.
 PROGRESS = "progress"
 _EXPECTED_CMD = "one of: " + ", ".join(COMMANDS)
@@ -176,22 +185,27 @@ class Request:
     case-insensitive), whoever builds the request (the socket, KissBot's files).
 
     ``progress``: the client wants progress lines before the answer (start,
-    stop, restart only).
+    stop, restart only). ``rolling``: restart only, at most that many of the
+    named bots down at once (0: no such limit).
 
     A small hand-written value class rather than a dataclass: ``dataclasses``
     pulls in ``inspect``, which would double kissbotctl's import time.
     """
 
-    __slots__ = ("cmd", "names", "progress")
+    __slots__ = ("cmd", "names", "progress", "rolling")
 
     cmd: str
     names: tuple[str, ...]
     progress: bool
+    rolling: int
 
-    def __init__(self, cmd: str, names: Iterable[str] = (), progress: bool = False) -> None:
+    def __init__(
+        self, cmd: str, names: Iterable[str] = (), progress: bool = False, rolling: int = 0
+    ) -> None:
         object.__setattr__(self, "cmd", cmd)
         object.__setattr__(self, "names", tuple(process_name(n) for n in names))
         object.__setattr__(self, "progress", progress)
+        object.__setattr__(self, "rolling", rolling)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Request is immutable (cannot set {name!r})")
@@ -199,13 +213,19 @@ class Request:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
             return NotImplemented
-        return (self.cmd, self.names, self.progress) == (other.cmd, other.names, other.progress)
+        return (self.cmd, self.names, self.progress, self.rolling) == (
+            other.cmd,
+            other.names,
+            other.progress,
+            other.rolling,
+        )
 
     def __hash__(self) -> int:
-        return hash((self.cmd, self.names, self.progress))
+        return hash((self.cmd, self.names, self.progress, self.rolling))
 
     def __repr__(self) -> str:
         extra = ", progress=True" if self.progress else ""
+        extra += f", rolling={self.rolling}" if self.rolling else ""
         return f"Request(cmd={self.cmd!r}, names={self.names!r}{extra})"
 
     def to_obj(self) -> dict[str, Any]:
@@ -214,6 +234,8 @@ class Request:
             obj: dict[str, Any] = {"cmd": self.cmd, "names": list(self.names)}
             if self.progress:
                 obj[PROGRESS] = True
+            if self.rolling:
+                obj[ROLLING] = self.rolling
             return obj
         return {"cmd": self.cmd}
 
@@ -251,7 +273,7 @@ def _validate(obj: object) -> Request:
     if cmd not in COMMANDS:
         raise ProtocolError(f"unknown command {cmd!r} (expected {_EXPECTED_CMD})")
     if cmd not in NAMED_COMMANDS:
-        for key in ("names", PROGRESS):
+        for key in ("names", PROGRESS, ROLLING):
             if key in obj:
                 raise ProtocolError(f'{cmd!r} takes no "{key}"')
         return Request(cmd)
@@ -271,7 +293,17 @@ def _validate(obj: object) -> Request:
         if not isinstance(name, str) or not name:
             got = "an empty string" if name == "" else _type_name(name)
             raise ProtocolError(f'"names"[{index}] must be a non-empty string; got {got}')
-    return Request(cmd, names, progress)
+    rolling = obj.get(ROLLING, 0)
+    if ROLLING in obj:
+        if cmd != "restart":
+            raise ProtocolError(f'{cmd!r} takes no "{ROLLING}" (only restart is rolling)')
+        whole = isinstance(rolling, int) and not isinstance(rolling, bool)
+        if not whole or rolling < 1:
+            shown = str(rolling) if whole else _type_name(rolling)
+            raise ProtocolError(
+                f'"{ROLLING}" must be a whole number of bots, 1 or more; got {shown}'
+            )
+    return Request(cmd, names, progress, rolling)
 
 
 def parse_request(line: bytes) -> Request:
@@ -302,13 +334,17 @@ def parse_request(line: bytes) -> Request:
     return _validate(obj)
 
 
-def build_request(cmd: str, names: Sequence[str] = (), progress: bool = False) -> dict[str, Any]:
+def build_request(
+    cmd: str, names: Sequence[str] = (), progress: bool = False, rolling: int | None = None
+) -> dict[str, Any]:
     """The wire object for a request, checked by the same rules the daemon applies."""
     obj: dict[str, Any] = {"cmd": cmd}
     if cmd in NAMED_COMMANDS or names:
         obj["names"] = list(names)
     if progress:
         obj[PROGRESS] = True
+    if rolling is not None:
+        obj[ROLLING] = rolling
     return _validate(obj).to_obj()
 
 

@@ -526,6 +526,28 @@ def test_a_supervisor_that_knows_no_progress_is_asked_again_without(
     ]
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "unknown key 'rolling' in the request (allowed: cmd, names, progress)",
+        "unknown key 'progress' in the request (allowed: cmd, names)",
+    ],
+)
+def test_a_supervisor_that_knows_no_rolling_restart_is_said_so_and_nothing_restarts(
+    serve: Callable[[dict[str, bytes]], CannedServer], refusal: str
+) -> None:
+    server = serve({"restart": _line({"ok": False, "error": refusal})})
+    proc = run_ctl("--socket", str(server.path), "restart", "all", "--rolling", "5")
+    assert proc.returncode == 1
+    assert one_error_line(proc) == (
+        "kissbotctl: the supervisor runs an older version that cannot do a rolling restart, "
+        "so nothing was restarted; restart the supervisor itself to run the new version, "
+        "or leave out --rolling"
+    )
+    # Not asked again without it: a plain restart of every bot at once is not what was asked.
+    assert server.requests == [{"cmd": "restart", "names": ["all"], "progress": True, "rolling": 5}]
+
+
 @pytest.mark.parametrize("command", ["stop", "restart"])
 def test_a_failed_result_exits_1(
     serve: Callable[[dict[str, bytes]], CannedServer], command: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
@@ -45,6 +46,7 @@ from kissbot_supervisor.core import (
     Waiting,
     WatchdogPing,
 )
+from kissbot_supervisor.core.commands import Before, result, settled
 from kissbot_supervisor.core.machine import LOGIN_WINDOW_SEC, MAX_WORDS, TWITCH_LOGIN_WINDOW_SEC
 
 if TYPE_CHECKING:
@@ -237,7 +239,7 @@ def test_crash_backs_off_then_spawns_at_the_deadline(code: int | None, sig: int 
     assert f.core.next_deadline() == 103.0
 
     assert spawns(f.tick(102.9)) == []
-    assert spawns(f.tick(103.0)) == [A]
+    assert spawns(f.tick(1003.0)) == [A]
     assert f.status(A).state is Phase.STARTING
 
 
@@ -1046,13 +1048,24 @@ def test_the_hub_takes_no_login_slot() -> None:
     assert spawns(f.spawned(HUB)) == [A, B]
 
 
+@dataclass
+class _Rolling:
+    """A rolling restart asked for in the property test below."""
+
+    n: int
+    before: dict[str, Before]  # the bots it names, as they were
+    excused: set[str]  # down by no doing of its own: down when asked, crashed, started
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     limit=st.integers(min_value=1, max_value=5),
     steps=st.lists(
         st.tuples(
             st.floats(min_value=0.0, max_value=4.0),
-            st.sampled_from(["crash", "restart", "stop", "start", "hub", "tick"]),
+            st.sampled_from(
+                ["crash", "restart", "stop", "start", "hub", "tick", "rolling", "reload"]
+            ),
             st.integers(min_value=0, max_value=5),
         ),
         max_size=60,
@@ -1062,15 +1075,34 @@ def test_no_sliding_window_ever_holds_more_bot_starts_than_the_limit(
     limit: int, steps: list[tuple[float, str, int]]
 ) -> None:
     bots = [f"window_{i}" for i in range(6)]
-    f = Fleet(
-        [hub_spec(ready="none"), *(spec(n) for n in bots)],
-        Policy(logins_per_window=limit, delay_sec=0.5, max_delay_sec=2.0, give_up_after=0),
-    )
+    policy = Policy(logins_per_window=limit, delay_sec=0.5, max_delay_sec=2.0, give_up_after=0)
+    f = Fleet([hub_spec(ready="none"), *(spec(n) for n in bots)], policy)
     starts: list[float] = []
+    rolling: list[_Rolling] = []  # rolling restarts under way
+
+    def check() -> None:
+        # At most N of the bots a rolling restart names are down at any time, not
+        # counting those it did not take down (which it counts against N all the same).
+        for r in list(rolling):
+            if all(settled("restart", f.core.procs.get(b), r.before[b]) for b in r.before):
+                rolling.remove(r)  # answered: every bot restarted (or failed, or gone)
+                continue
+            for s in f.core.status(f.now):
+                if s.state is Phase.RUNNING:
+                    r.excused.discard(s.name)
+            down = [b for b in _down(f, list(r.before)) if b not in r.excused]
+            assert len(down) <= r.n, (r, down, f.now)
+
+    def excuse(name: str, was_running: bool = False) -> None:
+        """``name`` went down, or stayed down, by the test's doing (not a rolling stop)."""
+        for r in rolling:
+            if name in r.before and not was_running and f.status(name).state is not Phase.RUNNING:
+                r.excused.add(name)
 
     def run(actions: list[Action]) -> None:
         pending = list(actions)
         handled = 0
+        check()
         while pending:
             handled += 1
             assert handled < 1000, f"the core keeps acting at {f.now} (a livelock): {pending}"
@@ -1081,6 +1113,7 @@ def test_no_sliding_window_ever_holds_more_bot_starts_than_the_limit(
                 pending += f.spawned(action.spec.name)
             elif isinstance(action, Kill):
                 pending += f.exited(action.name, sig=int(action.signal))
+            check()
 
     run(f.tick(0.0))
     for gap, what, which in steps:
@@ -1102,22 +1135,267 @@ def test_no_sliding_window_ever_holds_more_bot_starts_than_the_limit(
                 f"{f.core.next_deadline()} {f.core.login_free_at} {stuck}"
             )
         name = bots[which]
-        p = f.core.procs[name]
+        p = f.core.procs.get(name)
+        if p is None:  # removed by a reload: back with the next one
+            if what == "reload":
+                f.now = at
+                actions = f.send(Reload((*(q.spec for q in f.core.procs.values()), spec(name)),
+                                        policy), at)  # fmt: skip
+                excuse(name)
+                run(actions)
+            else:
+                run(f.tick(at))
+            continue
+        was_running = p.phase is Phase.RUNNING
         if what == "crash" and p.alive:
-            run(f.exited(name, code=1, at=at))
+            actions = f.exited(name, code=1, at=at)
+            excuse(name)
+            run(actions)
         elif what == "restart":
-            run(f.send(Restart((name,)), at))
+            actions = f.send(Restart((name,)), at)
+            excuse(name, was_running)
+            run(actions)
+        elif what == "rolling":
+            f.now = at
+            names = [b for b in bots if b in f.core.procs and not f.core.procs[b].removed]
+            r = _Rolling(
+                n=which % 3 + 1,
+                before={b: Before(f.core.procs[b].phase, f.core.procs[b].pid) for b in names},
+                excused={b for b in names if f.status(b).state is not Phase.RUNNING},
+            )
+            running = {b for b in names if f.status(b).state is Phase.RUNNING}
+            actions = f.send(Restart(tuple(names), rolling=r.n), at)
+            for b in names:
+                excuse(b, b in running)  # started by it: down by no rolling stop
+            rolling.append(r)
+            run(actions)
         elif what == "stop":
             run(f.send(Stop((name,)), at))
         elif what == "start":
-            run(f.send(Start((name,)), at))
+            actions = f.send(Start((name,)), at)
+            excuse(name, was_running)
+            run(actions)
+        elif what == "reload" and not p.removed:
+            kept = tuple(q.spec for n, q in f.core.procs.items() if n != name and not q.removed)
+            run(f.send(Reload(kept, policy), at))
         elif what == "hub" and f.core.procs[HUB].alive:
             run(f.exited(HUB, code=1, at=at))
         else:
             run(f.tick(at))
+    # Left alone, every rolling restart comes to an end: no bot waits for its turn for ever.
+    for _ in range(1000):
+        deadline = f.core.next_deadline()
+        if deadline is None:
+            break
+        run(f.tick(max(deadline, f.now)))
+    waiting = [s.name for s in f.core.status(f.now) if "its turn" in (s.reason or "")]
+    assert waiting == [], waiting
     for i, t in enumerate(starts):
         in_window = [u for u in starts[i:] if u < t + TWITCH_LOGIN_WINDOW_SEC]
         assert len(in_window) <= limit, (limit, starts)
+
+
+# --- rolling restarts (restart all, a new hub, --rolling N) -------------------
+
+
+def _down(f: Fleet, names: list[str]) -> list[str]:
+    """The bots that count as down for a rolling restart: wanted, neither running nor parked."""
+    return [
+        s.name
+        for s in f.core.status(f.now)
+        if s.name in names and s.want and s.state not in (Phase.RUNNING, Phase.FAILED)
+    ]
+
+
+def _rolling(specs: list[ProcessSpec], policy: Policy | None = None) -> Fleet:
+    """A fleet of running bots (booted through the login windows), its clock at 1000."""
+    f = Fleet(specs, policy)
+    pending = spawns(f.tick(0.0))
+    while pending or f.core.next_deadline() is not None:
+        if not pending:
+            pending = spawns(f.tick(f.core.next_deadline()))
+            continue
+        name = pending.pop(0)
+        actions = f.spawned(name)
+        if f.status(name).state is not Phase.RUNNING:
+            actions += f.send(Ready(name))
+        pending += spawns(actions)
+    assert all(s.state is Phase.RUNNING for s in f.core.status(f.now))
+    f.now = 1000.0
+    return f
+
+
+def test_a_rolling_restart_keeps_at_most_n_bots_down_until_each_is_ready_again() -> None:
+    names = [f"roll_{i}" for i in range(6)]
+    f = _rolling([spec(names[0], ready="notify"), *(spec(n) for n in names[1:])])
+    actions = f.send(Restart(tuple(names), rolling=2))
+    assert [k[0] for k in kills(actions)] == names[:2]
+    assert f.status(names[2]).reason == "waiting for its turn in a rolling restart (0 of 6 done)"
+    assert f.status(names[2]).state is Phase.RUNNING
+    restarted: list[str] = []
+    pending = [k[0] for k in kills(actions)]
+    while pending:
+        name = pending.pop(0)
+        assert len(_down(f, names)) <= 2
+        actions = f.exited(name, sig=TERM, at=f.now + 1.0)
+        assert spawns(actions) == [name]
+        actions = f.spawned(name)
+        if f.status(name).state is not Phase.RUNNING:
+            assert kills(actions) == []  # not ready yet: nobody else goes down
+            actions = f.send(Ready(name))
+        restarted.append(name)
+        pending += [k[0] for k in kills(actions)]
+    assert sorted(restarted) == names  # each once
+    assert all(f.status(n).restarts == 1 for n in names)
+    assert all(f.status(n).reason is None for n in names)
+
+
+def test_a_rolling_restart_stops_bots_only_as_login_slots_free() -> None:
+    names = [f"slot_{i}" for i in range(7)]
+    f = _rolling([spec(n) for n in names], Policy(logins_per_window=3))
+    actions = f.send(Restart(tuple(names)))
+    assert [k[0] for k in kills(actions)] == names[:3]  # three free slots: three down
+    assert f.status(names[3]).reason == "waiting for its turn in a rolling restart (0 of 7 done)"
+    for name in names[:3]:
+        assert spawns(f.exited(name, sig=TERM, at=1001.0)) == [name]
+        assert kills(f.spawned(name)) == []  # the window is full: the rest stay up
+    assert f.core.next_deadline() == 1001.0 + LOGIN_WINDOW_SEC
+    actions = f.tick(1001.0 + LOGIN_WINDOW_SEC)
+    assert [k[0] for k in kills(actions)] == names[3:6]
+    for name in names[3:6]:
+        actions = f.exited(name, sig=TERM)
+        assert spawns(actions) == [name]  # a stopped bot never waits for a login slot
+        f.spawned(name)
+    assert f.status(names[6]).reason == "waiting for its turn in a rolling restart (6 of 7 done)"
+
+
+def test_a_failed_turn_holds_its_place_until_the_bot_runs_or_is_parked() -> None:
+    f = _rolling([spec(A, ready="notify"), spec(B), spec(C)], Policy(give_up_after=2))
+    actions = f.send(Restart((A, B, C), rolling=1))
+    assert [k[0] for k in kills(actions)] == [A]
+    f.exited(A, sig=TERM, at=1001.0)
+    f.spawned(A)
+    actions = f.exited(A, code=1, at=1002.0)  # the new code fails at start-up
+    assert notes(actions, "backoff")
+    assert kills(actions) == []  # backing off is still down: B waits
+    assert f.status(B).reason == "waiting for its turn in a rolling restart (0 of 3 done)"
+    assert spawns(f.tick(1003.0)) == [A]
+    f.spawned(A)
+    actions = f.exited(A, code=1, at=1004.0)
+    assert notes(actions, "parked")
+    assert [k[0] for k in kills(actions)] == [B]  # parked: out of the count, B's turn
+    assert f.status(C).reason == "waiting for its turn in a rolling restart (1 of 3 done)"
+
+
+def test_a_stop_or_a_reload_ends_a_queued_bots_turn_and_a_crash_is_its_restart() -> None:
+    x = "xray_ch"
+    f = _rolling([spec(A), spec(B), spec(C), spec(x)])
+    actions = f.send(Restart((A, B, C, x), rolling=1))
+    assert [k[0] for k in kills(actions)] == [A]
+    assert kills(f.send(Stop((B,)))) == [(B, TERM, False)]  # the operator's stop, at once
+    actions = f.send(Reload((spec(A), spec(B), spec(x)), f.policy))
+    assert kills(actions) == [(C, TERM, False)]  # removed
+    assert f.status(x).reason == "waiting for its turn in a rolling restart (2 of 4 done)"
+    f.exited(x, code=1)  # crashes while waiting: that is its restart
+    assert (f.status(x).reason or "").startswith("exited 1; restarting")
+    f.exited(A, sig=TERM)
+    actions = f.spawned(A)
+    assert kills(actions) == []  # x backing off is down: nothing more goes down
+    assert spawns(f.tick(f.now + 1.0)) == [x]
+    f.spawned(x)
+    assert f.status(x).reason is None
+    assert f.core.rollouts == []  # every turn done
+
+
+def test_a_rolling_restart_waits_for_a_new_hub_and_restarts_each_bot_once() -> None:
+    f = Fleet([hub_spec(ready="notify"), spec(A), spec(B), spec(C)])
+    f.boot()
+    actions = f.send(Restart((HUB, A, B, C), rolling=1), at=100.0)
+    assert kills(actions) == [(HUB, TERM, False)]  # the hub at once; the bots wait for it
+    f.exited(HUB, sig=TERM)
+    f.spawned(HUB)
+    assert kills(f.tick(110.0)) == []
+    actions = f.send(Ready(HUB))
+    assert kills(actions) == [(A, TERM, False)]  # one at a time, each once
+    for bot, following in ((A, B), (B, C), (C, None)):
+        f.exited(bot, sig=TERM)
+        actions = f.spawned(bot)
+        assert kills(actions) == ([] if following is None else [(following, TERM, False)])
+    assert [f.status(n).restarts for n in (A, B, C)] == [1, 1, 1]
+
+
+def test_a_hub_restart_during_a_rolling_restart_keeps_its_limit() -> None:
+    f = Fleet([hub_spec(ready="notify"), spec(A), spec(B), spec(C)])
+    f.boot()
+    actions = f.send(Restart((A, B, C), rolling=1), at=100.0)
+    assert kills(actions) == [(A, TERM, False)]
+    f.exited(A, sig=TERM)
+    f.spawned(A)  # A done; B's turn
+    f.exited(HUB, code=1, at=101.0)  # the hub crashes while B is on its way down
+    f.exited(B, sig=TERM)
+    assert f.status(B).reason == "waiting for the hub to be ready"
+    assert spawns(f.tick(102.0)) == [HUB]
+    f.spawned(HUB)
+    actions = f.send(Ready(HUB))
+    # B starts for the new hub; A (restarted for the old hub) must go again, but only
+    # once B is up: the operator's limit holds for a hub-triggered restart too.
+    assert spawns(actions) == [B]
+    assert kills(actions) == []
+    assert f.status(A).reason == "waiting for its turn to restart for the new hub (0 of 1 done)"
+    actions = f.spawned(B)
+    assert kills(actions) == [(C, TERM, False)]
+    f.exited(C, sig=TERM)
+    actions = f.spawned(C)
+    assert kills(actions) == [(A, TERM, False)]
+    f.exited(A, sig=TERM)
+    f.spawned(A)
+    assert [f.status(n).restarts for n in (A, B, C)] == [2, 1, 1]
+    assert f.core.rollouts == []
+
+
+def test_the_restart_for_a_new_hub_rolls_under_the_login_limit() -> None:
+    names = [f"hubroll_{i}" for i in range(5)]
+    f = _rolling([hub_spec(ready="notify"), *(spec(n) for n in names)], Policy(logins_per_window=2))
+    f.exited(HUB, code=1, at=1100.0)
+    f.tick(1101.0)
+    f.spawned(HUB)
+    actions = f.send(Ready(HUB))
+    assert [k[0] for k in kills(actions)] == names[:2]
+    assert notes(actions, "restarting")[0].message == "restarting to reconnect to the new hub"
+    assert f.status(names[2]).reason == (
+        "waiting for its turn to restart for the new hub (0 of 5 done)"
+    )
+
+
+def test_a_bot_still_waiting_for_its_turn_is_not_restarted_yet_in_the_answer() -> None:
+    f = _rolling([spec(A), spec(B)])
+    before = {n: Before(f.core.procs[n].phase, f.core.procs[n].pid) for n in (A, B)}
+    f.send(Restart((A, B), rolling=1))
+    assert not settled("restart", f.core.procs[B], before[B])
+    assert result("restart", B, f.core.procs[B], before[B]) == {
+        "name": B,
+        "ok": False,
+        "result": "not restarted yet",
+        "pid": before[B].pid,
+        "state": "running",
+        "message": "waiting for its turn in a rolling restart (0 of 2 done)",
+    }
+    f.exited(A, sig=TERM)
+    f.spawned(A)
+    assert settled("restart", f.core.procs[A], before[A])
+    assert result("restart", A, f.core.procs[A], before[A])["result"] == "restarted"
+
+
+def test_a_reload_that_changes_every_bots_command_restarts_them_in_turns() -> None:
+    names = [f"changed_{i}" for i in range(5)]
+    f = _rolling([spec(n) for n in names], Policy(logins_per_window=2))
+    new = tuple(spec(n, argv=("prog", n, "--new")) for n in names)
+    actions = f.send(Reload(new, f.policy))
+    assert len(notes(actions, "changed")) == 5
+    assert [k[0] for k in kills(actions)] == names[:2]
+    assert f.status(names[2]).reason == "waiting for its turn in a rolling restart (0 of 5 done)"
+    f.exited(names[0], sig=TERM)
+    assert [a.spec for a in f.exited(names[1], sig=TERM) if isinstance(a, Spawn)] == [new[1]]
 
 
 # --- parked processes tried again (a network outage heals by itself) ----------

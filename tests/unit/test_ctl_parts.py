@@ -130,3 +130,20 @@ def test_the_completion_scripts_names_command_still_parses(
     # No supervisor there: quiet and successful, as completion needs.
     assert main(["--socket", str(tmp_path / "none.sock"), COMPLETE_NAMES, "start"]) == 0
     assert capsys.readouterr() == ("", "")
+
+
+def test_rolling_is_a_restart_option_with_a_value_in_help_completion_and_man_page(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kissbot_supervisor.cli.manpage import ctl_page
+
+    _, commands = describe(build_parser())
+    by_name = {c.name: c for c in commands}
+    assert "--rolling" in by_name["restart"].value_options  # its N is not taken for a name
+    assert "--rolling" not in by_name["start"].options
+    assert "--rolling" in completion_script("bash", build_parser())
+    assert "\\fB\\-\\-rolling\\fR \\fIN\\fR" in ctl_page()
+    assert build_parser().parse_args(["restart", "all", "--rolling", "5"]).rolling == 5
+    for bad in ("0", "two"):
+        assert main(["--socket", "/nonexistent", "restart", "all", "--rolling", bad]) == 2
+        assert "--rolling" in capsys.readouterr().err

@@ -231,6 +231,28 @@ def test_progress_is_asked_for_by_named_commands_only() -> None:
         parse_request(b'{"cmd":"status","progress":true}')
 
 
+def test_rolling_is_a_restart_only_whole_number_of_bots() -> None:
+    line = b'{"cmd":"restart","names":["all"],"progress":true,"rolling":5}'
+    assert parse_request(line) == Request("restart", ["all"], progress=True, rolling=5)
+    assert parse_request(b'{"cmd":"restart","names":["a_bot"]}').rolling == 0
+    assert build_request("restart", ["all"], progress=True, rolling=2) == {
+        "cmd": "restart",
+        "names": ["all"],
+        "progress": True,
+        "rolling": 2,
+    }
+    assert "rolling" not in build_request("restart", ["all"])
+    for bad, shown in (("0", "0"), ("-1", "-1"), ("1.5", "a number"), ("true", "a boolean")):
+        with pytest.raises(
+            ProtocolError, match=f"must be a whole number of bots, 1 or more; got {shown}"
+        ):
+            parse_request(b'{"cmd":"restart","names":["a_bot"],"rolling":' + bad.encode() + b"}")
+    with pytest.raises(ProtocolError, match="'stop' takes no \"rolling\" \\(only restart"):
+        build_request("stop", ["a_bot"], rolling=2)
+    with pytest.raises(ProtocolError, match="'status' takes no \"rolling\""):
+        parse_request(b'{"cmd":"status","rolling":2}')
+
+
 def test_progress_lines_come_back_only_when_asked_for() -> None:
     line = encode(progress_message(64.5, ["slow_bot"], [{"name": "quick_bot", "ok": True}]))
     got = parse_response(line, progress=True)

@@ -58,6 +58,7 @@ from ..protocol import (
     EXIT_NOT_ALL_RUNNING,
     EXIT_OK,
     PROGRESS,
+    ROLLING,
     ProtocolError,
     UnknownNameError,
     build_request,
@@ -131,6 +132,16 @@ class _Failure(Exception):
 
 
 # --- arguments --------------------------------------------------------------
+
+
+def _bot_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bots") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more bots")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -236,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("names", nargs="+", metavar="NAME", help="channel login, 'hub' or 'all'")
         cmd.add_argument("--json", action="store_true", help="print the results as JSON")
+        if name == "restart":
+            cmd.add_argument(
+                "--rolling",
+                metavar="N",
+                type=_bot_count,
+                help="keep at most N of the bots down at once: the next is stopped when one "
+                "is ready again or has failed (a code deploy; without it, bots are restarted "
+                "as fast as Twitch's login limit allows, the hub at once)",
+            )
     reload = add(
         "reload", "Re-read the config file and apply the changes (bots added, removed, changed)."
     )
@@ -631,7 +651,8 @@ class _Progress:
 
 def _cmd_named(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     try:
-        request = build_request(args.command, args.names, progress=True)
+        rolling = getattr(args, "rolling", None)
+        request = build_request(args.command, args.names, progress=True, rolling=rolling)
     except ProtocolError as exc:
         raise _Failure(exc.message, EXIT_USAGE) from None
     # The supervisor says how long it will wait (a bot's start timeout, not our
@@ -650,7 +671,16 @@ def _cmd_named(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         raise _Failure(f"{exc.message}; no outcome for: {waiting}") from None
     finally:
         progress.clear()
-    if str(response.get("error", "")).startswith(f"unknown key {PROGRESS!r}"):
+    refused = str(response.get("error", ""))
+    if rolling is not None and refused.startswith(
+        (f"unknown key {ROLLING!r}", f"unknown key {PROGRESS!r}")
+    ):
+        raise _Failure(
+            "the supervisor runs an older version that cannot do a rolling restart, so "
+            "nothing was restarted; restart the supervisor itself to run the new version, "
+            "or leave out --rolling"
+        )
+    if refused.startswith(f"unknown key {PROGRESS!r}"):
         # A supervisor older than this kissbotctl (an upgrade under way) knows no
         # progress lines: asked as it understands, within --timeout as it used to be.
         response = client.request(build_request(args.command, args.names))

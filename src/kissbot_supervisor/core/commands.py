@@ -44,6 +44,22 @@ def result(cmd: str, name: str, p: core.Proc | None, before: Before) -> dict[str
     if cmd == "stop":
         ok = p.pid is None
         text = "not running" if before.pid is None else ("stopped" if ok else "still stopping")
+    elif cmd == "restart" and p.pid is not None and p.pid == before.pid:
+        # Still the same incarnation: waiting for its turn (a rolling restart), or
+        # still on its way down.
+        text = "not restarted yet"
+        if p.rollout is not None:
+            entry_reason: str | None = p.rollout.waiting_text()
+        else:
+            entry_reason = p.reason
+        return {
+            "name": name,
+            "ok": False,
+            "result": text,
+            "pid": p.pid,
+            "state": str(p.phase),
+            **({"message": entry_reason} if entry_reason else {}),
+        }
     elif p.phase is core.Phase.RUNNING:
         ok = True
         if cmd == "start" and before.phase is core.Phase.RUNNING:

@@ -16,11 +16,14 @@ Decisions held here:
 * ordering: the hub ready before any bot starts; bots then start together;
 * restarts with exponential backoff and a cap, failures forgotten after a
   stable period, parking after ``give_up_after`` failures with a reason;
+* restarts of many bots (an operator's, or every bot for a new hub) in turns
+  (:class:`Rollout`): a bot is stopped only when a login slot is free for it,
+  and at most N of them are down at once when asked;
 * start timeouts and watchdog timeouts;
 * graceful shutdown: bots first, then the hub; SIGTERM, then SIGKILL of the
   whole process group after the stop timeout.
 
-Why one module of 800 lines: it is one state machine, and its transitions are
+Why one module of 1,300 lines: it is one state machine, and its transitions are
 read together (a crash, the backoff it starts, the tick that ends it, the
 parking that stops it); split, each rule would be a jump away from the state
 it changes. Everything it returns and takes is a plain record defined here.
@@ -222,7 +225,12 @@ class Stop:
 
 @record
 class Restart:
+    """Restart these processes. Bots that run are restarted in turn, never stopped
+    before they can start again soon (see :class:`Rollout`); ``rolling`` > 0 also
+    keeps at most that many of them down at once (a code deploy)."""
+
     names: tuple[str, ...]
+    rolling: int = 0
 
 
 @record
@@ -392,6 +400,7 @@ class Proc:
     hub_generation: int = 0
     removed: bool = False
     adopted: bool = False  # found running at start-up, not spawned by this supervisor
+    rollout: Rollout | None = None  # waiting in its queue for its turn to restart
 
     @property
     def alive(self) -> bool:
@@ -401,6 +410,42 @@ class Proc:
     def spawning(self) -> bool:
         """A Spawn went out and the backend has not answered (Spawned or SpawnFailed) yet."""
         return self.pid is None and self.phase is Phase.STARTING
+
+
+@record(frozen=False)
+class Rollout:
+    """A restart of several running bots in turns: each is stopped only when it can
+    start again soon, so the fleet stays up (:meth:`Core._roll`).
+
+    A bot is stopped for its turn only when a login slot is free for it (none is
+    spoken for by another bot on its way up), the hub lets bots start, and, for
+    every rollout with a ``limit`` that names it, fewer than ``limit`` of that
+    rollout's bots are down. Down: wanted, not parked, not blocked, and not
+    running (stopping, stopped, starting, backing off), whatever the cause, a
+    crash included. A turn is done when the bot runs again, is parked, or is
+    stopped or removed meanwhile. A failure is the operator's outcome for that
+    bot at once (``commands.settled``), and the rolling restart goes on; but a
+    bot that backs off is still down, and in its turn, until it runs or is
+    parked, so a deploy that breaks every bot takes them down N at a time. Bots
+    that were down already when the restart was asked for are started at once,
+    and their turns are under way from then.
+    """
+
+    cause: StopCause  # "restart" (an operator's) or "hub-restart" (a new hub is ready)
+    limit: int = 0  # at most this many of ``members`` down at once (0: login slots only)
+    members: set[str] = field(factory=set)  # the bots it restarts
+    queue: list[str] = field(factory=list)  # running, waiting for their turn, in order
+    turns: set[str] = field(factory=set)  # stopped for their turn, not settled yet
+    total: int = 0
+    done: int = 0
+
+    def waiting_text(self) -> str:
+        """A queued bot's reason in status."""
+        if self.cause == "hub-restart":
+            what = "to restart for the new hub"
+        else:
+            what = "in a rolling restart"
+        return f"waiting for its turn {what} ({self.done} of {self.total} done)"
 
 
 @record
@@ -474,6 +519,7 @@ class Core:
         self.logins: deque[float] = deque()  # bot start times within LOGIN_WINDOW_SEC
         self.login_free_at: float | None = None  # a bot waits for a login slot until then
         self.alike_said = 0  # bots failing alike when that was last said (see _failing_alike)
+        self.rollouts: list[Rollout] = []  # restarts of many bots, in turns (oldest first)
         for spec in specs:
             self.procs[spec.name] = Proc(spec=spec)
 
@@ -505,6 +551,8 @@ class Core:
         return out
 
     def _reason(self, p: Proc, now: float) -> str | None:
+        if p.rollout is not None:
+            return p.rollout.waiting_text()
         if p.retry_at is None or p.phase is not Phase.FAILED or p.reason is None:
             return p.reason
         return f"{p.reason}; trying again by itself in {_seconds(max(0.0, p.retry_at - now))}"
@@ -601,9 +649,12 @@ class Core:
             case Stop(names):
                 for name in names:
                     self._stop_command(self.procs[name], now, out)
-            case Restart(names):
+            case Restart(names, rolling):
+                rollout = Rollout(cause="restart", limit=rolling)
                 for name in names:
-                    self._restart_command(self.procs[name], now, out)
+                    self._restart_command(self.procs[name], now, out, rollout)
+                if rollout.members:
+                    self.rollouts.append(rollout)
             case Gate():
                 self._gate(event, out)
             case Gates(gates):
@@ -619,6 +670,10 @@ class Core:
             case Shutdown():
                 if not self.shutting_down:
                     self.shutting_down = True
+                    for r in self.rollouts:
+                        for name in r.queue:
+                            self.procs[name].rollout = None
+                    self.rollouts.clear()
                     out.append(Note("supervisor", NoteKind.SHUTDOWN, "stopping bots, then the hub"))
             case Tick():
                 self._on_tick(now, out)
@@ -724,16 +779,149 @@ class Core:
     def _restart_bots_for_new_hub(self, now: float, out: list[Action]) -> None:
         # KissBot's hub client connects once and never reconnects: a bot that
         # talked to the previous hub would never see an EventSub event again.
+        # In turns under the login limit (no other limit: the bots cannot serve
+        # EventSub until restarted), so that the fleet stays in chat meanwhile.
+        rollout = next((r for r in self.rollouts if r.cause == "hub-restart"), None)
+        in_turn = {n for r in self.rollouts for n in r.turns}
         for p in self._bots():
             if (
                 p.alive
                 and p.phase in (Phase.STARTING, Phase.RUNNING)
                 and p.hub_generation < self.hub_generation
+                and p.rollout is None  # queued: its turn comes after this hub is ready
             ):
-                out.append(
-                    Note(p.spec.name, NoteKind.RESTARTING, "restarting to reconnect to the new hub")
+                if p.spec.name in in_turn:
+                    # Down for its turn already (it started before the hub did): now.
+                    self._say_hub_restart(p, out)
+                    self._begin_stop(p, now, "hub-restart", out)
+                    continue
+                if rollout is None:
+                    rollout = Rollout(cause="hub-restart")
+                    self.rollouts.append(rollout)
+                rollout.members.add(p.spec.name)
+                self._enqueue(rollout, p)
+
+    def _say_hub_restart(self, p: Proc, out: list[Action]) -> None:
+        out.append(Note(p.spec.name, NoteKind.RESTARTING, "restarting to reconnect to the new hub"))
+
+    # -- rolling restarts ----------------------------------------------------
+
+    def _enqueue(self, rollout: Rollout, p: Proc) -> None:
+        rollout.queue.append(p.spec.name)
+        rollout.total += 1
+        p.rollout = rollout
+
+    def _is_down(self, p: Proc | None) -> bool:
+        """Down for a rolling restart's limit: wanted, and neither running nor parked
+        (nor kept from starting by its token: it would hold a turn for ever)."""
+        if p is None or p.removed or not p.want or p.blocked:
+            return False
+        return p.phase not in (Phase.RUNNING, Phase.FAILED)
+
+    def _turn_over(self, p: Proc | None) -> bool:
+        """A bot's turn is over: running again, parked, or no longer wanted (stopped,
+        removed, blocked). Not while it backs off: its failure is the command's outcome
+        at once, but it is down until it runs or is parked, and the limit holds."""
+        if p is None or p.removed or not p.want:
+            return True
+        if p.phase in (Phase.RUNNING, Phase.FAILED):
+            return True
+        return bool(p.blocked) and not p.alive and not p.spawning
+
+    def _roll(self, now: float, out: list[Action]) -> None:
+        """Stop the bots whose turn has come (after the spawns of this round, so that
+        the login slots they took are counted)."""
+        for r in self.rollouts:
+            self._settle_turns(r)
+        # A restart's limit holds until none of its bots waits for a turn or is in
+        # one, in any restart (a later one may have taken a bot over).
+        busy = {n for r in self.rollouts for n in (*r.queue, *r.turns)}
+        self.rollouts = [r for r in self.rollouts if not busy.isdisjoint(r.members)]
+        if not any(r.queue for r in self.rollouts) or self._hub_gate() is not None:
+            return  # nothing to stop, or the bots could not start again (the hub)
+        free = self._free_logins(now)
+        if free is not None:
+            # Login slots spoken for: bots on their way down for a restart, and bots
+            # down that will start as soon as they may.
+            free -= sum(
+                1
+                for q in self._bots()
+                if q.want
+                and not q.blocked
+                and not q.removed
+                and (
+                    (q.phase is Phase.STOPPED and not q.alive and not q.spawning)
+                    or (q.phase is Phase.STOPPING and q.stop_cause in ("restart", "hub-restart"))
                 )
-                self._begin_stop(p, now, "hub-restart", out)
+            )
+        limited = [r for r in self.rollouts if r.limit > 0]
+        down = {id(r): sum(self._is_down(self.procs.get(n)) for n in r.members) for r in limited}
+        for r in self.rollouts:
+            kept: list[str] = []
+            for name in r.queue:
+                p = self.procs[name]
+                if free is not None and free <= 0:
+                    kept.append(name)
+                    continue
+                over = [s for s in limited if name in s.members and down[id(s)] >= s.limit]
+                if over:
+                    kept.append(name)
+                    continue
+                p.rollout = None
+                r.turns.add(name)
+                for s in limited:
+                    if name in s.members:
+                        down[id(s)] += 1
+                if free is not None:
+                    free -= 1
+                if r.cause == "hub-restart":
+                    self._say_hub_restart(p, out)
+                elif r.total > 1:  # (one bot's restart is said once: "restart requested")
+                    said = f"its turn in a rolling restart ({r.done} of {r.total} done)"
+                    out.append(Note(name, NoteKind.RESTARTING, f"restarting: {said}"))
+                self._begin_stop(p, now, r.cause, out)
+            r.queue = kept
+        if free is not None and free <= 0 and self.logins:
+            # Woken when the oldest login leaves the window: a slot for the next turn.
+            free_at = self.logins[0] + LOGIN_WINDOW_SEC
+            self.login_free_at = (
+                free_at if self.login_free_at is None else min(self.login_free_at, free_at)
+            )
+
+    def _settle_turns(self, r: Rollout) -> None:
+        """Turns that are over count as done; a queued bot that is gone, stopped, or
+        down by itself meanwhile (a crash: it restarts anyway) leaves the queue."""
+        for name in list(r.turns):
+            if self._turn_over(self.procs.get(name)):
+                r.turns.discard(name)
+                r.done += 1
+        kept: list[str] = []
+        for name in r.queue:
+            p = self.procs.get(name)
+            if p is None or p.removed or not p.want or self.shutting_down:
+                if p is not None:
+                    p.rollout = None
+                r.done += 1
+            elif not p.alive or p.phase not in (Phase.STARTING, Phase.RUNNING):
+                p.rollout = None
+                if self._turn_over(p):
+                    r.done += 1
+                else:
+                    r.turns.add(name)  # its restart is under way: its turn, done when settled
+            else:
+                kept.append(name)
+        r.queue = kept
+
+    def _free_logins(self, now: float) -> int | None:
+        """Login slots free now (None: no pacing)."""
+        limit = self.policy.logins_per_window
+        if limit <= 0:
+            return None
+        # The same sum as the deadlines (not now - window: floats round), so a tick at
+        # that deadline always frees the slot.
+        while self.logins and now >= self.logins[0] + LOGIN_WINDOW_SEC:
+            self.logins.popleft()
+        return limit - len(self.logins)
 
     def _on_exited(self, p: Proc, ev: Exited, now: float, out: list[Action]) -> None:
         if p.pid != ev.pid:
@@ -969,13 +1157,32 @@ class Core:
         if p.alive:
             self._begin_stop(p, now, "command", out)
 
-    def _restart_command(self, p: Proc, now: float, out: list[Action]) -> None:
+    def _restart_command(self, p: Proc, now: float, out: list[Action], rollout: Rollout) -> None:
         if p.removed or self.shutting_down:
             return
         out.append(Note(p.spec.name, NoteKind.COMMAND, "restart requested"))
         self._start_command(p, out)
+        if p.spec.is_hub:
+            # The hub is one process the bots cannot do without: at once. Bots wait
+            # for the new one (the hub gate) before their turns go on.
+            if p.alive:
+                self._begin_stop(p, now, "restart", out)
+            return
+        rollout.members.add(p.spec.name)
+        if p.rollout is not None:
+            # Waiting for its turn in an earlier restart: restarted once, in this one's.
+            p.rollout.queue.remove(p.spec.name)
+            p.rollout.total -= 1
+            p.rollout = None
+        if p.alive and p.phase in (Phase.STARTING, Phase.RUNNING):
+            self._enqueue(rollout, p)
+            return
         if p.alive:
-            self._begin_stop(p, now, "restart", out)
+            self._begin_stop(p, now, "restart", out)  # on its way out already
+        # Down already (stopping, backing off, stopped): started at once, and its
+        # turn is under way; the limit holds until it is over.
+        rollout.turns.add(p.spec.name)
+        rollout.total += 1
 
     def _begin_stop(self, p: Proc, now: float, cause: StopCause, out: list[Action]) -> None:
         assert p.pid is not None
@@ -998,6 +1205,7 @@ class Core:
     ) -> None:
         self.policy = policy
         wanted = {s.name: s for s in specs}
+        changed = Rollout(cause="restart")
         for name, p in list(self.procs.items()):
             if name not in wanted and not p.removed:
                 p.removed = True
@@ -1021,7 +1229,14 @@ class Core:
                 p_old.spec = spec
                 if p_old.alive:
                     out.append(Note(name, NoteKind.CHANGED, "its command changed; restarting"))
-                    self._begin_stop(p_old, now, "restart", out)
+                    if spec.is_hub or p_old.phase not in (Phase.STARTING, Phase.RUNNING):
+                        self._begin_stop(p_old, now, "restart", out)
+                    elif p_old.rollout is None:
+                        # A new bot.command changes every bot: in turns, as restart all.
+                        changed.members.add(name)
+                        self._enqueue(changed, p_old)
+        if changed.members:
+            self.rollouts.append(changed)
 
     # -- reconcile: start what should run ---------------------------------
 
@@ -1054,6 +1269,8 @@ class Core:
                 # Spawned after a stop was asked for (a backend that starts
                 # asynchronously), or announced STOPPING=1 itself: see it out.
                 self._begin_stop(p, now, "removed" if p.removed else "command", out)
+        if self.rollouts:
+            self._roll(now, out)
 
     def _maybe_spawn(self, p: Proc, now: float, out: list[Action]) -> None:
         if p.blocked:
@@ -1074,21 +1291,17 @@ class Core:
         """Why a bot must wait for a login slot now (and when one frees), or None; a
         bot that may start takes its slot. Every bot start counts: a first start, a
         restart after a crash, an operator's, a restart for a new hub."""
-        limit = self.policy.logins_per_window
-        if limit <= 0:
+        free = self._free_logins(now)
+        if free is None:
             return None
-        # The same sum as the deadline below (not now - window: floats round), so a
-        # tick at that deadline always frees the slot.
-        while self.logins and now >= self.logins[0] + LOGIN_WINDOW_SEC:
-            self.logins.popleft()
-        if len(self.logins) >= limit:
+        if free <= 0:
             free_at = self.logins[0] + LOGIN_WINDOW_SEC
             self.login_free_at = (
                 free_at if self.login_free_at is None else min(self.login_free_at, free_at)
             )
             return (
                 f"waiting for a login slot (Twitch allows the bot account "
-                f"{limit} logins per {TWITCH_LOGIN_WINDOW_SEC:g} s)"
+                f"{self.policy.logins_per_window} logins per {TWITCH_LOGIN_WINDOW_SEC:g} s)"
             )
         self.logins.append(now)
         return None

@@ -3,9 +3,12 @@
 ``status``, ``metrics`` and ``reload`` are answered at once. ``start``,
 ``stop`` and ``restart`` become core events; like ``systemctl start`` they are
 answered when every named process has settled (``core/commands.py`` says
-when, and what the result is) or when the wait limit runs out. A request that
-asks for progress is told that limit at once and each process's result as it
-settles (protocol.py), so that a client never gives up before we answer.
+when, and what the result is) or when the wait limit runs out. The limit is
+for the next outcome: it starts again each time a process settles, since a
+restart of many bots goes in turns (core.Rollout) and may take minutes in all.
+A request that asks for progress is told that limit at once and each
+process's result as it settles (protocol.py), so that a client never gives up
+before we answer.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ class _Waiter:
     before: dict[str, Before]
     reply: Reply
     progress: bool = False  # progress lines asked for
+    limit: float = 0.0  # seconds the next outcome may take
     timer: Timer | None = None
+    settled: int = 0  # names settled so far
     reported: set[str] = field(factory=set)  # names whose result a progress line gave
 
 
@@ -77,9 +82,9 @@ class Requests:
         elif request.cmd == "stop":
             event = core.Stop(tuple(names))
         else:
-            event = core.Restart(tuple(names))
+            event = core.Restart(tuple(names), rolling=request.rolling)
         limit = max(wait_limit(request.cmd, self.core.procs[n], self.core.policy) for n in names)
-        waiter = _Waiter(request.cmd, before, reply, request.progress)
+        waiter = _Waiter(request.cmd, before, reply, request.progress, limit)
         waiter.timer = self.loop.call_later(limit, lambda: self._answer(waiter))
         self._waiters.append(waiter)
         if request.progress:  # before the event: a command settled at once answers in it
@@ -93,13 +98,22 @@ class Requests:
             done = [n for n, b in w.before.items() if settled(w.cmd, self.core.procs.get(n), b)]
             if len(done) == len(w.before):
                 self._answer(w)
-            elif w.progress and w.timer is not None:
+                continue
+            if len(done) > w.settled and w.timer is not None:
+                # Something settled: the next outcome has the whole limit again.
+                w.settled = len(done)
+                w.timer.cancel()
+                w.timer = self.loop.call_later(w.limit, self._answer_later(w))
+            if w.progress and w.timer is not None:
                 new = [n for n in done if n not in w.reported]
                 if new:
                     w.reported.update(new)
                     results = [self._result(w, n) for n in new]
                     waiting = [n for n in w.before if n not in done]
                     w.reply(progress_message(w.timer.when - self.loop.now(), waiting, results))
+
+    def _answer_later(self, w: _Waiter) -> Callable[[], None]:
+        return lambda: self._answer(w)
 
     def _answer(self, w: _Waiter) -> None:
         if w not in self._waiters:
