@@ -96,11 +96,11 @@ def test_top_shows_the_fleet_and_q_gives_the_terminal_back(
     # The CPU column has figures from the second reading on.
     row = r"el_serda +running +\d+ +\d+\.\d +\d+(\.\d)?[BKMG] +0 +\d\d:\d\d:\d\d"
     term.expect(row)
-    term.expect(r"3 bots: 1 failed · 1 running · 1 stopped · hub running")
+    term.expect(r"3 bots: 1 failed · 1 stopped · 1 running · hub running")
     term.expect(r"all: CPU \d+\.\d% · memory \d")
     frame = last_frame(term, 0)
     names = re.findall(r"^(\S+) +(?:running|failed|stopped)", frame, re.M)
-    assert names == ["hub", "broken_one", "el_serda", "morthy"]  # the troubled first
+    assert names == ["hub", "broken_one", "morthy", "el_serda"]  # the troubled first
     assert re.search(r"^broken_one +failed +- +- +- +\d+ +-", frame, re.M)
     term.send("q")
     assert_terminal_restored(term, 0)

@@ -126,7 +126,7 @@ def test_the_frame_has_the_fleet_totals_and_a_row_per_process() -> None:
     lines = frame()
     assert lines[0].startswith("kissbot-supervisor 0.1.0 (native) · up 02:00:00 · every 2s")
     assert lines[0].endswith("15:04:05")
-    assert lines[1] == "5 bots: 1 failed · 1 backoff · 2 running · 1 stopped · hub running"
+    assert lines[1] == "5 bots: 1 failed · 1 backoff · 1 stopped · 2 running · hub running"
     assert lines[2] == (
         "all: CPU 89.2% · memory 377.7M · 8 restarts · supervisor: CPU 0.5% · memory 15.0M"
     )
@@ -147,7 +147,7 @@ def test_columns_are_left_out_before_a_name_is_cut() -> None:
 @pytest.mark.parametrize(
     ("sort", "order"),
     [
-        ("state", ["hub", "morthy", "backing", "el_serda", "zz_busy", "a_quiet_one"]),
+        ("state", ["hub", "morthy", "backing", "a_quiet_one", "el_serda", "zz_busy"]),
         ("name", ["hub", "a_quiet_one", "backing", "el_serda", "morthy", "zz_busy"]),
         ("cpu", ["hub", "zz_busy", "el_serda", "a_quiet_one", "backing", "morthy"]),
         ("memory", ["hub", "zz_busy", "el_serda", "a_quiet_one", "backing", "morthy"]),

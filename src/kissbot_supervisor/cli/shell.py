@@ -268,6 +268,11 @@ def _redraw_after_events(socket_path: str, waiting: threading.Event) -> None:
     """Thread: after each event the supervisor sends, have the main thread redraw the prompt."""
     main = threading.main_thread().ident
     assert main is not None
+    # Every signal for the process goes to the main thread, which sits in readline:
+    # readline's own handler (SIGHUP of a closed terminal, SIGTERM) only sets a flag
+    # that the thread in readline's read() acts on. Caught here, the flag waited
+    # for the next key, and a prompt whose terminal had closed lived on.
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     client = Client(socket_path, STARTUP_TIMEOUT)
     try:
         if client.request(build_request("events")).get("ok") is not True:

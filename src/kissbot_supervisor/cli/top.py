@@ -42,6 +42,7 @@ import time
 
 from ..kissbot.names import HUB
 from ..protocol import EXIT_OK, build_request
+from ..status import TROUBLE_ORDER
 from .client import ControlError
 
 # _paint: the state colours of the status table, so that both views agree.
@@ -59,8 +60,8 @@ DEFAULT_INTERVAL = 2.0
 SORTS = {"state": "s", "name": "n", "cpu": "c", "memory": "m", "restarts": "r"}
 EXIT_INTERRUPTED = 130  # Ctrl-C, as kissbotctl's other live commands
 EXIT_TERMINATED = 143  # SIGTERM: 128 + 15
-# Troubled first: what needs an operator, what is on its way, then the calm ones.
-_STATE_RANK = {"failed": 0, "backoff": 1, "starting": 2, "stopping": 3, "running": 4, "stopped": 5}
+# Troubled first, in the one order `status --sort state` uses too.
+_STATE_RANK = {state: rank for rank, state in enumerate(TROUBLE_ORDER)}
 # (header, right-aligned); the order of the row cells.
 _COLUMNS = (
     ("NAME", False),

@@ -36,7 +36,7 @@ from pathlib import Path
 from ..core.records import record
 from ..protocol import MAX_LINE, ProtocolError, Request, encode, is_progress, parse_request
 from ..runtime.fs import bind_unix
-from ..runtime.loop import Loop, Timer, accepted
+from ..runtime.loop import Loop, Timer, accepted, received
 from ..runtime.procinfo import peer_credentials
 
 # typing is imported for the type checker only (it costs the daemon 0.4 MiB).
@@ -241,12 +241,9 @@ class ControlServer:
         self._log.info("control", f"accept failed: {e.strerror}")
 
     def _read(self, client: _Client) -> None:
-        try:
-            data = client.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = received(client.sock, 65536)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._drop(client)
             return

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO
-from ..runtime.loop import Loop, Timer
+from ..runtime.loop import Loop, Timer, received
 from ..runtime.procinfo import descends_from, peer_credentials
 from . import hubcheck
 
@@ -275,12 +275,9 @@ class ReadinessWatcher:
         talk = self._talks.get(name)
         if talk is None:
             return
-        try:
-            data = talk.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
+        data = received(talk.sock, 4096)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if talk.replies.feed(data):
             self._passed(name)
         elif not data:

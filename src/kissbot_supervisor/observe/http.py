@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..config.settings import is_loopback, split_listen
 from ..runtime.fs import bind_unix
-from ..runtime.loop import accepted
+from ..runtime.loop import accepted, received
 from .metrics import CONTENT_TYPE
 
 TYPE_CHECKING = False
@@ -173,12 +173,9 @@ class MetricsHttpServer:
         self._log.warning("metrics", f"accept failed on {self.listen}: {e.strerror}")
 
     def _read(self, c: _Conn) -> None:
-        try:
-            data = c.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
+        data = received(c.sock, 4096)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._close(c)
             return

@@ -222,3 +222,15 @@ def accepted(sock: socket.socket, on_error: Callable[[OSError], None]) -> Iterat
             on_error(e)
             return
         yield conn
+
+
+def received(sock: socket.socket, size: int) -> bytes | None:
+    """What a readable non-blocking socket holds: None when nothing after all (a
+    spurious wake-up), ``b""`` at its end, or when it failed (a reset peer is
+    gone just the same)."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
