@@ -9,6 +9,7 @@ must then read the units from systemd, and ``logs`` the units' journal.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -220,3 +221,27 @@ def test_logs_follow_the_journal(fleet: Fleet) -> None:
         proc.wait(TIMEOUT)
         out.join()
         proc.stdout.close()
+
+
+def test_logs_of_several_units_come_interleaved_and_prefixed_from_the_journal(
+    fleet: Fleet,
+) -> None:
+    start(fleet, config(["left_bot", "right_bot"], hub=False))
+
+    def joined(name: str) -> bool:
+        return f"joined #{name}" in fleet.sandbox.journal(f"kissbot-bot@{name}.service")
+
+    for name in ("left_bot", "right_bot"):
+        fleet.journal.wait_for(rf"{name}: ready")
+        wait_until(functools.partial(joined, name), f"{name}'s lines")
+    both = fleet.ctl("logs", "left_bot", "right_bot", "-n", "all")
+    assert both.returncode == 0, both.stderr
+    lines = both.stdout.splitlines()
+    prefixes = {line.split(" | ", 1)[0].split()[-1] for line in lines if " | " in line}
+    assert prefixes == {"left_bot", "right_bot"}, lines
+    for name in ("left_bot", "right_bot"):
+        assert any(re.search(rf"{name} *\| .*joined #{name}", line) for line in lines), lines
+    grepped = fleet.ctl("logs", "all", "--grep", "joined #right")
+    assert grepped.returncode == 0, grepped.stderr
+    assert [line for line in grepped.stdout.splitlines() if line.strip()], grepped.stdout
+    assert all("right_bot" in line for line in grepped.stdout.splitlines() if line.strip())

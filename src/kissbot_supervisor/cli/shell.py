@@ -340,6 +340,10 @@ def run_shell(socket_path: str, timeout: float | None, supervisor_pid: int | Non
     # Ctrl-C must reach the prompt even when started with SIGINT ignored (a
     # background job of a script): Python then leaves it ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # And a closed terminal must end it even when started with SIGHUP ignored
+    # (`nohup kissbot-supervisor` on a terminal): the supervisor may live on, but
+    # a prompt without its terminal has nothing left to do.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     names = _Names(socket_path)
     history = history_path(os.environ)
     interactive = sys.stdin.isatty()
