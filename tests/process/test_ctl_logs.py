@@ -328,3 +328,20 @@ def test_logs_all_of_a_running_fleet_and_following_them(
     # The hub's word on it, from its own log, in the same stream.
     out.wait_for(r"^hub     \| .*bot #log_two registered", since=mark)
     assert follower.interrupt() == 130
+
+
+def test_a_log_a_bot_linked_elsewhere_or_made_a_fifo_is_not_read(tmp_path: Path) -> None:
+    # The bots' user owns logs/: an operator's kissbotctl (root, often) must not
+    # print a file a bot linked there, nor hang on a FIFO a bot made there.
+    logs = tmp_path / "logs" / "supervisor"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("2025-01-02T03:04:05.000 root's secret\n")
+    logs.mkdir(parents=True)
+    (logs / "linked_bot.log").symlink_to(secret)
+    os.mkfifo(logs / "piped_bot.log")
+    nowhere = ("--socket", str(tmp_path / "no.sock"), "--workdir", str(tmp_path), "logs")
+    for name in ("linked_bot", "piped_bot"):
+        result = run_ctl(*nowhere, name, "-n", "all")  # run_ctl's timeout: a hang fails
+        assert result.returncode == 1, result.stdout
+        assert "secret" not in result.stdout
+        assert result.stderr.startswith(f"kissbotctl: cannot read {logs / name}.log: ")

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from ..kissbot.names import HUB, login_of, process_name
+from ..runtime.fs import open_regular
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -233,8 +234,10 @@ def _tail_fd(fd: int, end: int, count: int | None) -> tuple[list[bytes], bytes]:
 
 
 def _open(path: Path) -> int | None:
+    # The bots' user writes logs/: an operator (or root) running kissbotctl must
+    # not be shown a file a bot linked there, nor hang on a FIFO it made there.
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return open_regular(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
