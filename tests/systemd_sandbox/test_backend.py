@@ -76,10 +76,14 @@ def test_exit_1_at_start_is_parked_with_a_reason(fleet: Fleet) -> None:
         supervisor={"restart": {"delay_sec": 0.1, "give_up_after": 3}},
     )
     start(fleet, doc)
-    fleet.journal.wait_for(r"revoked_bot: exited 1 3 times within .* at start-up; token revoked\?")
+    # Why, in the bot's own words (its last line, from its unit's journal), and not
+    # a guess: "token revoked?" is said only of a bot that printed nothing.
+    said = r"fatal start-up error \(demo --exit-code 1\)"
+    fleet.journal.wait_for(rf'revoked_bot: exited 1 3 times within .* at start-up: ".*{said}"')
     bot = fleet.bot("revoked_bot")
     assert bot["state"] == "failed"
-    assert "token revoked?" in bot["reason"]
+    assert re.search(said, bot["reason"])
+    assert "token revoked?" not in bot["reason"]
     # Parked means parked: systemd's own restart is cancelled too.
     state = fleet.show("kissbot-bot@revoked_bot.service", "ActiveState", "SubState")
     assert state["SubState"] != "auto-restart"
@@ -299,7 +303,8 @@ def test_systemctl_reload_fails_when_the_reload_is_refused(fleet: Fleet) -> None
 def test_a_bot_parked_by_an_outage_runs_again_by_itself(fleet: Fleet) -> None:
     outage = fleet.workdir / "twitch-unreachable"
     outage.touch()
-    script = f'if [ -e "{outage}" ]; then exit 1; fi; exec "$@"'
+    said = "Cannot connect to host irc.chat.twitch.tv:6697 ssl:default"
+    script = f'if [ -e "{outage}" ]; then echo "{said}" >&2; exit 1; fi; exec "$@"'
     doc = config(
         ["outage_bot"],
         hub=False,
@@ -316,6 +321,8 @@ def test_a_bot_parked_by_an_outage_runs_again_by_itself(fleet: Fleet) -> None:
     start(fleet, doc)
     fleet.journal.wait_for(r"outage_bot: exited 1 2 times .*; trying again by itself in 1\.0 s")
     fleet.journal.wait_for(r"outage_bot: exited 1 again, when tried after being parked")
+    # Why, in its own words, read back from its unit's journal.
+    assert f'"{said}"' in fleet.bot("outage_bot")["reason"]
     outage.unlink()  # Twitch is back
     fleet.journal.wait_for(r"outage_bot: ready")
     assert fleet.bot("outage_bot")["state"] == "running"

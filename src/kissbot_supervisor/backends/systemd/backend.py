@@ -28,13 +28,14 @@ from pathlib import Path
 from jeepney import Message
 
 from ... import core
-from ...core.records import record
+from ...core.records import record, replace
 from ...kissbot.names import name_of_unit, unit_of
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...runtime.fs import make_dirs
 from ...runtime.loop import Loop
 from .bus import BusConnection, BusError
 from .exitcodes import setup_failure
+from .lastwords import LastWords
 from .leftovers import own_job_type
 from .messages import (
     ERROR_UNIT_EXISTS,
@@ -130,6 +131,7 @@ class Track:
     ready_sent: bool = False
     starting: bool = False  # a start job is under way
     job: str | None = None  # the path of the unit's job in progress, whoever asked
+    stopping: bool = False  # the supervisor stopped or killed it: its exit is no failure
 
 
 def fingerprint(props: list[Property]) -> int:
@@ -265,6 +267,7 @@ class SystemdBackend:
         rule = match_properties_changed()
         check_reply(self.bus.call_sync(add_match(rule)))
         self.bus.on_signal(rule, self._on_properties_changed)
+        self.lastwords = LastWords(loop, log)
         self.readiness = ReadinessWatcher(
             loop,
             pids_dir,
@@ -290,8 +293,8 @@ class SystemdBackend:
             # else: installed (units/kissbot.slice) or already running: it stays as it is
 
     def child_pids(self) -> set[int]:
-        """None: the units are systemd's children, not ours (see runtime/reaper.py)."""
-        return set()
+        """Only journalctl's (lastwords.py): the units are systemd's children, not ours."""
+        return self.lastwords.child_pids()
 
     def adopt(self, specs: dict[str, core.ProcessSpec], now: float) -> list[core.Event]:
         """Events for the kissbot units already there; stop those no longer wanted."""
@@ -375,6 +378,8 @@ class SystemdBackend:
                 self._spawn(spec)
             case core.Kill(name, _pid, sig, group):
                 unit = unit_of(name)
+                if name in self._tracks:
+                    self._tracks[name].stopping = True
                 if sig == signal.SIGTERM and not group:
                     self._call(name, "stop", stop_unit(unit))
                 else:
@@ -410,6 +415,7 @@ class SystemdBackend:
             self._emit(core.SpawnFailed(spec.name, str(e)))
             return
         track.starting = True
+        track.stopping = False
         track.ready_sent = False
         if track.active == "activating" and track.sub == "auto-restart":
             # systemd holds a restart for later (RestartUSec is our backoff's cap); ours
@@ -559,6 +565,7 @@ class SystemdBackend:
             # Not a start of ours: an administrator's systemctl start or restart, or
             # systemd's own restart after a crash (the core tells them apart).
             outside, track.starting = not track.starting, False
+            self.lastwords.flush(name)  # a held exit reaches the core before this start
             self._emit(core.Spawned(name, pid, outside=outside))
             self.readiness.watch(
                 name,
@@ -584,14 +591,26 @@ class SystemdBackend:
         # no stop of its own under way: an administrator's stop or restart.
         external = track.job is not None and track.active == "deactivating"
         reason = TELLING_RESULTS.get(result)
+        never_ran = None
         if code_kind == CLD_EXITED and result == "exit-code" and reason is None:
             # The program never ran: systemd could not set the process up.
-            reason = setup_failure(status)
+            reason = never_ran = setup_failure(status)
         if code_kind in (CLD_KILLED, CLD_DUMPED):
             event = core.Exited(track.name, pid, signal=status, reason=reason, external=external)
         else:
             event = core.Exited(track.name, pid, code=status, reason=reason, external=external)
-        self._emit(event)
+        failed = event.signal is not None or event.code != 0
+        if not failed or external or track.stopping or never_ran is not None:
+            # Asked for, clean, or a unit that could not be set up (its program never
+            # ran, so it printed nothing): no words of its own to look for.
+            self._emit(event)
+            return
+        self.lastwords.hold(
+            track.name,
+            track.unit,
+            pid,
+            lambda lines: self._emit(replace(event, last_lines=lines)),
+        )
 
     def _ready(self, name: str) -> None:
         track = self._tracks.get(name)
@@ -654,6 +673,7 @@ class SystemdBackend:
                 if track.pid is None:
                     self._remove_credential(name)
         self.readiness.close()
+        self.lastwords.close()
         self.memory.flush()  # the loop may not turn again
         with contextlib.suppress(OSError, BusError):
             # Calls may still be queued behind the bus's limit at the exit: a
