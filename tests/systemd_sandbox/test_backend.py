@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import time
 
+from demo_argv import demo_hub_command
+
 from .fleet import Fleet, bus_reply_limit, config, per_channel_bot, start
 
 
@@ -420,3 +422,34 @@ def test_a_unit_systemd_could_not_set_up_says_so_in_words(fleet: Fleet) -> None:
     assert "203/EXEC: the unit was not set up, systemd could not execute the program" in (
         bot["last_exit"] or ""
     )
+
+
+def test_a_parked_hub_stays_parked_when_bots_start(fleet: Fleet) -> None:
+    # Bots' units wanted the hub (Wants=): every bot start had systemd start the
+    # parked hub again (still loaded: the running bots' units refer to it), which
+    # then failed (243/CREDENTIALS: its token file was gone), hid the real reason,
+    # and held the bots' start jobs behind it.
+    doc = config(
+        ["lone_bot"],
+        supervisor={
+            "restart": {"delay_sec": 0.1, "give_up_after": 2},
+            "hub": {"restart_bots": False},
+        },
+    )
+    doc["supervisor"]["hub"]["command"] = demo_hub_command("--crash-after", "1")
+    start(fleet, doc)
+    fleet.journal.wait_for(r"lone_bot: ready")
+    fleet.journal.wait_for(r"hub: failed 2 times within")
+    parked = hub_starts(fleet)
+    mark = fleet.journal.mark()
+    assert fleet.ctl("restart", "lone_bot").returncode == 0
+    fleet.journal.wait_for(r"lone_bot: ready", since=mark)
+    # systemd would have started the hub before the bot (After=): it says so by now.
+    assert hub_starts(fleet) == parked, "the parked hub was started again"
+    assert fleet.status()["hub"]["state"] == "failed"
+
+
+def hub_starts(fleet: Fleet) -> int:
+    """How many times systemd has started the hub's unit, from its journal."""
+    out = fleet.sandbox.run("journalctl", "-u", "kissbot-hub.service", "-o", "cat", "--no-pager")
+    return len(re.findall(r"^Started kissbot-hub\.service", out.stdout, re.MULTILINE))

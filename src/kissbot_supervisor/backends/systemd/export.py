@@ -172,10 +172,13 @@ def render(props: Sequence[Property], section: str, header: str, channel: str | 
 def _static(props: list[Property]) -> list[Property]:
     """The transient properties, adjusted for units that start at boot without a supervisor."""
     out = [p for p in props if p[0] != "LoadCredential"]
+    # Without a supervisor to start the hub first, a bot that comes after it
+    # (After=) also pulls it in.
+    hub = [HUB_UNIT] if ("After", ("as", [HUB_UNIT])) in props else []
     out += [
         ("PartOf", ("as", [TARGET])),
         ("After", ("as", ["network-online.target"])),
-        ("Wants", ("as", ["network-online.target"])),
+        ("Wants", ("as", [*hub, "network-online.target"])),
     ]
     return out
 

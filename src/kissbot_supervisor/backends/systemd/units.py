@@ -14,10 +14,13 @@ is up it restarts earlier, by its backoff, and parks a unit with ``StopUnit``.
 The start limit is set so that it never trips before the supervisor gives up
 (see :func:`start_limit_burst`).
 
-Dependencies: bots are ``After=`` and ``Wants=`` the hub, never ``Requires=``/
-``BindsTo=`` (a hub crash must not take the bots down) and never ``PartOf=`` the
-supervisor (the bots outlive a supervisor crash). Stopping runs bots first, then
-the hub: systemd stops in the reverse of ``After=``.
+Dependencies: bots are ``After=`` the hub, never ``Wants=`` (the supervisor
+starts the hub itself, and a bot's start must not start a hub it has parked:
+still loaded while running bots refer to it, it came back at every bot start,
+and failed without its token file), never ``Requires=``/``BindsTo=`` (a hub
+crash must not take the bots down) and never ``PartOf=`` the supervisor (the
+bots outlive a supervisor crash). Stopping runs bots first, then the hub:
+systemd stops in the reverse of ``After=``.
 
 Hardening rules (``systemd.hardening``, on by default), decided from paths only:
 
@@ -346,7 +349,7 @@ def transient_properties(
     if spec.memory_max is not None:
         props.append(("MemoryMax", ("t", spec.memory_max)))
     if spec.name != HUB and opts.hub_enabled:
-        props += [("After", ("as", [HUB_UNIT])), ("Wants", ("as", [HUB_UNIT]))]
+        props.append(("After", ("as", [HUB_UNIT])))
     if opts.user:
         props.append(("User", ("s", opts.user)))
     if opts.group:
