@@ -215,7 +215,7 @@ class SystemLogWatcher:
     def _on_events(self, directory: Path, events: Events) -> None:
         users = self._users.get(directory, {})
         to_sync: set[str] = set()
-        to_look: set[str] = set()
+        to_look: dict[str, bool] = {}  # name -> only written (no entry came or went)
         for entry, mask in events:
             if entry is None:  # the queue overflowed: events were lost, start again
                 self._forget_below(self._workdir)
@@ -230,23 +230,24 @@ class SystemLogWatcher:
                 if w is None or entry != w.child(level):
                     continue
                 if level == len(w.dirs) - 1:
-                    to_look.add(name)
+                    to_look[name] = to_look.get(name, True) and not mask & ENTRY_EVENTS
                 elif mask & ENTRY_EVENTS:
                     to_sync.add(name)
         for name in to_sync:
             w = self._watched.get(name)
             if w is not None:
                 self._sync(w)
-        for name in to_look - to_sync:
+        for name, written in to_look.items():
             w = self._watched.get(name)
-            if w is not None:
-                self._look_soon(w)
+            if w is None or name in to_sync:
+                continue
+            if written and self._too_soon(w):
+                continue  # not looked at: the change is still news after the gap
+            self._look(w, True, None)
 
-    def _look_soon(self, w: _Watched) -> None:
-        """Look at the file, unless a write was passed on less than CHECK_GAP_SEC ago."""
-        if w.written_at is not None and self._loop.now() - w.written_at < CHECK_GAP_SEC:
-            return  # unlooked at, the change is still news to the next event after the gap
-        self._look(w, True, None)
+    def _too_soon(self, w: _Watched) -> bool:
+        """A write was passed on less than CHECK_GAP_SEC ago."""
+        return w.written_at is not None and self._loop.now() - w.written_at < CHECK_GAP_SEC
 
     def _look(self, w: _Watched, count: bool, problem: str | None) -> None:
         seen: Seen = None
@@ -260,11 +261,12 @@ class SystemLogWatcher:
                     f"{w.file}: {problem}; its writes are no sign of life for "
                     "bot.liveness, and the bot will be taken for hung unless that changes",
                 )
-        changed = seen is not None and seen != w.seen
-        w.seen = seen
-        if changed and count:
+        if seen is not None and seen != w.seen and count:
+            if self._too_soon(w):
+                return  # (a new file in a loop: news again after the gap)
             w.written_at = self._loop.now()
             self._on_write(w.name)
+        w.seen = seen
 
     def _stat(self, w: _Watched) -> tuple[Seen, str | None]:
         """The file's (inode, mtime), reached without a symlink; or why not."""
