@@ -101,6 +101,9 @@ class SystemLogWatcher:
         # it is on their way). Watched once, whatever the number of bots below it.
         self._subs: dict[Path, Subscription] = {}
         self._users: dict[Path, dict[str, int]] = {}
+        # (directory, entry) -> the bots whose way goes through that entry (or whose
+        # file it is): an event finds them at once, whatever the size of the fleet.
+        self._by_entry: dict[tuple[Path, str], set[str]] = {}
         # The inode each subscription watches: a directory removed and made again (in
         # one batch of events) is another inode, and the kernel dropped the old watch.
         self._inodes: dict[Path, int] = {}
@@ -129,7 +132,7 @@ class SystemLogWatcher:
                 last = level == len(w.dirs) - 1
                 self._use(directory, w.name, level, inodes[level], last=last)
             else:
-                self._unuse(directory, w.name)
+                self._unuse(directory, w)
         self._look(w, count, problem if len(inodes) < len(w.dirs) else None)
 
     def _reachable(self, w: _Watched) -> tuple[list[int], str | None]:
@@ -157,7 +160,10 @@ class SystemLogWatcher:
 
     def _use(self, directory: Path, name: str, level: int, inode: int, *, last: bool) -> None:
         users = self._users.setdefault(directory, {})
-        users[name] = level
+        if users.get(name) != level:
+            users[name] = level
+            entry = self._watched[name].child(level)
+            self._by_entry.setdefault((directory, entry), set()).add(name)
         mask = WRITE_EVENTS if last else ENTRY_EVENTS
         sub = self._subs.get(directory)
         if sub is not None and self._inodes.get(directory) == inode:
@@ -186,10 +192,15 @@ class SystemLogWatcher:
                     "system.log writes go unseen and it will be taken for hung",
                 )
 
-    def _unuse(self, directory: Path, name: str) -> None:
+    def _unuse(self, directory: Path, w: _Watched) -> None:
         users = self._users.get(directory)
-        if users is None or users.pop(name, None) is None:
+        level = None if users is None else users.pop(w.name, None)
+        if users is None or level is None:
             return
+        key = (directory, w.child(level))
+        self._by_entry[key].discard(w.name)
+        if not self._by_entry[key]:
+            del self._by_entry[key]
         if users:
             return  # (a mask wider than now needed is harmless: events are filtered)
         del self._users[directory]
@@ -208,7 +219,7 @@ class SystemLogWatcher:
     def _drop(self, name: str) -> None:
         w = self._watched.pop(name)
         for directory in w.dirs:
-            self._unuse(directory, name)
+            self._unuse(directory, w)
 
     # -- events --------------------------------------------------------------
 
@@ -221,28 +232,24 @@ class SystemLogWatcher:
                 self._forget_below(self._workdir)
                 to_sync.update(self._watched)
                 continue
-            if mask & (IN_DELETE | IN_MOVED_FROM):
-                # A directory of ours gone: the kernel dropped its watch, and one made
-                # again in its place (even with the same inode number) needs a new one.
-                self._forget_below(directory / entry)
-            for name, level in users.items():
-                w = self._watched.get(name)
-                if w is None or entry != w.child(level):
-                    continue
-                if level == len(w.dirs) - 1:
+            names = self._by_entry.get((directory, entry), set())
+            for name in names:
+                w = self._watched[name]
+                if users[name] == len(w.dirs) - 1:
                     to_look[name] = to_look.get(name, True) and not mask & ENTRY_EVENTS
                 elif mask & ENTRY_EVENTS:
                     to_sync.add(name)
+            if names and mask & (IN_DELETE | IN_MOVED_FROM):
+                # A directory of ours gone: the kernel dropped its watch, and one made
+                # again in its place (even with the same inode number) needs a new one.
+                self._forget_below(directory / entry)
+        # (The callbacks feed the core, which never changes what is watched.)
         for name in to_sync:
-            w = self._watched.get(name)
-            if w is not None:
-                self._sync(w)
+            self._sync(self._watched[name])
         for name, written in to_look.items():
-            w = self._watched.get(name)
-            if w is None or name in to_sync:
-                continue
-            if written and self._too_soon(w):
-                continue  # not looked at: the change is still news after the gap
+            w = self._watched[name]
+            if name in to_sync or (written and self._too_soon(w)):
+                continue  # looked at by the sync; or not yet, and still news after the gap
             self._look(w, True, None)
 
     def _too_soon(self, w: _Watched) -> bool:
