@@ -75,11 +75,13 @@ docs: $(STAMP)
 	$(BIN)/python -m kissbot_supervisor.config.docgen > docs/configuration.md
 
 ## soak: random faults for an hour on a native fleet, then on a systemd one
-## (KISSBOT_SOAK_SECONDS shortens it, KISSBOT_SOAK_SEED replays a run), then 1,000 native
+## (KISSBOT_SOAK_SECONDS shortens it, KISSBOT_SOAK_SEED replays a run), a 2-minute Twitch
+## outage that must heal by itself (KISSBOT_OUTAGE_SECONDS), then 1,000 native
 ## bots (KISSBOT_SCALE_BOTS; figures in docs/scale.md) and 500 units (KISSBOT_SCALE_UNITS);
 ## not part of `make test`
 soak: $(STAMP)
-	$(BIN)/pytest -m soak -s tests/faults/test_soak.py tests/systemd_sandbox/test_soak_systemd.py
+	$(BIN)/pytest -m soak -s tests/faults/test_soak.py tests/systemd_sandbox/test_soak_systemd.py \
+		tests/process/test_outage.py
 	KISSBOT_SCALE_REPORT=docs/scale.md $(BIN)/pytest -m scale -s tests/faults/test_scale.py
 	KISSBOT_SCALE_REPORT=docs/scale.md $(BIN)/pytest -m scale -s \
 		tests/systemd_sandbox/test_soak_systemd.py

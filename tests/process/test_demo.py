@@ -363,6 +363,31 @@ def test_bot_with_exit_code_exits_before_ready(
     assert (tmp_path / "pids" / "revoked.pid").exists()
 
 
+def test_bot_exits_1_as_the_real_one_when_twitch_cannot_be_reached(
+    tmp_path: Path, spawn: Spawn, notify_socket: Callable[[], NotifyListener]
+) -> None:
+    listener = notify_socket()
+    with socket.create_server(("127.0.0.1", 0)) as twitch:
+        port = twitch.getsockname()[1]
+        # Reachable: it connects, then goes on to ready.
+        bot = spawn(
+            "bot", "--channel", "online", "--twitch", f"127.0.0.1:{port}",
+            cwd=tmp_path, env=demo_env(NOTIFY_SOCKET=listener.address),
+        )  # fmt: skip
+        listener.wait_for("READY=1", bot)
+        conn, _ = twitch.accept()  # it did connect
+        conn.close()
+    # Nobody listens on that port now: refused, as during an outage.
+    bot = spawn("bot", "--channel", "offline", "--twitch", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert bot.wait() == 1
+    bot.read_available()
+    assert bot.lines["stderr"][-1] == (
+        "aiohttp.client_exceptions.ClientConnectorError: Cannot connect to host "
+        f"irc.chat.twitch.tv:6697 ssl:default [Connect call failed ('127.0.0.1', {port})]"
+    )
+    assert not (tmp_path / "pids" / "offline.ready").exists()
+
+
 def test_bot_crashes_with_its_exit_code_after_ready(
     tmp_path: Path, spawn: Spawn, notify_socket: Callable[[], NotifyListener]
 ) -> None:

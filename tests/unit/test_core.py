@@ -709,6 +709,101 @@ def test_a_liveness_check_of_the_supervisor_is_kept_by_the_core_under_either_bac
         ]
 
 
+def system_log_spec(name: str, silence: float = 300.0) -> ProcessSpec:
+    """bot.liveness: system-log, as config/specs.py builds it."""
+    path = f"logs/broadcast/{name}/system.log"
+    return ProcessSpec(
+        name=name,
+        argv=("prog", name),
+        ready="file",
+        watchdog_sec=silence,
+        start_timeout_sec=120.0,
+        liveness=f"write to {path}",
+        liveness_file=path,
+    )
+
+
+@pytest.mark.parametrize("backend_watchdog", [False, True])
+def test_a_silent_system_log_is_a_hang_killed_and_restarted_as_a_watchdog_timeout(
+    backend_watchdog: bool,
+) -> None:
+    # The supervisor's inotify watch sends a WatchdogPing for each write: a write is a
+    # ping; silence past the limit kills the group, under either backend (systemd has
+    # no WatchdogSec for it: the core keeps the deadline and the backend kills).
+    watched = system_log_spec(A)
+    assert watched.liveness_every == 0.0  # watched for writes: no periodic check
+    f = Fleet([watched, spec(B)], Policy(backend_watchdog=backend_watchdog))
+    f.tick(0.0)
+    f.spawned(A)
+    f.spawned(B)
+    pid = f.pid[A]
+    assert f.core.procs[A].watchdog_deadline == 300.0  # counted from its start
+    f.send(Ready(A), at=20.0)
+    for t in (60.0, 120.0, 180.0, 240.0, 300.0):  # the real bot's minutely line
+        f.send(WatchdogPing(A), at=t)
+        assert kills(f.tick()) == []
+    assert f.core.next_deadline() == 600.0
+    assert kills(f.tick(599.0)) == []
+    actions = f.tick(600.0)
+    assert kills(actions) == [(A, KILL, True)]
+    (note,) = notes(actions, "watchdog")
+    assert note.message == f"hung: logs/broadcast/{A}/system.log silent for 5 min"
+    assert f.send(WatchdogPing(A), at=600.5) == []  # too late: on its way out
+    assert f.core.procs[A].watchdog_deadline is None
+    actions = f.exited(A, sig=KILL, at=601.0)
+    assert notes(actions, "backoff")
+    status = f.status(A)
+    assert status.state is Phase.BACKOFF
+    assert status.last_exit == (
+        f"killed by SIGKILL (hung: logs/broadcast/{A}/system.log silent for 5 min)"
+    )
+    assert (status.reason or "").startswith(status.last_exit or "")
+    assert f.core.procs[A].watchdog_timeouts == 1
+    # Restarted after the backoff, with a fresh silence allowance.
+    deadline = f.core.next_deadline()
+    assert deadline is not None
+    assert spawns(f.tick(deadline)) == [A]
+    f.spawned(A)
+    assert f.core.procs[A].watchdog_deadline == f.now + 300.0
+    assert f.core.procs[A].pid != pid
+
+
+def test_a_system_log_silence_that_is_not_whole_minutes_is_said_in_seconds() -> None:
+    f = Fleet([system_log_spec(A, silence=4.5)])
+    f.tick(0.0)
+    f.spawned(A)
+    (note,) = notes(f.tick(4.5), "watchdog")
+    assert note.message == f"hung: logs/broadcast/{A}/system.log silent for 4.5 s"
+
+
+def test_a_stalled_supervisor_is_no_silence_of_the_system_log() -> None:
+    # The supervisor did not run from 100 to 500: the writes in that time were not
+    # seen (or came all at once); the bot's silence counts again from now.
+    f = Fleet([system_log_spec(A)])
+    f.tick(0.0)
+    f.spawned(A)
+    f.send(WatchdogPing(A), at=100.0)
+    actions = f.send(Stalled(400.0), at=500.0)
+    assert notes(actions, "stalled")
+    assert kills(actions + f.tick(500.0)) == []
+    assert f.core.procs[A].watchdog_deadline == 800.0
+    assert kills(f.tick(799.0)) == []
+    assert kills(f.tick(800.0)) == [(A, KILL, True)]
+
+
+def test_writes_to_the_system_log_of_a_stopped_bot_are_no_sign_of_life() -> None:
+    # The watch is on the file, not on the process: a write by nobody the core runs
+    # (an earlier incarnation's last line, a stopped bot's directory) starts nothing.
+    f = Fleet([system_log_spec(A)])
+    f.tick(0.0)
+    f.spawned(A)
+    f.send(Stop((A,)), at=1.0)
+    f.exited(A, sig=TERM, at=2.0)
+    assert f.send(WatchdogPing(A), at=3.0) == []
+    assert f.core.procs[A].watchdog_deadline is None
+    assert f.core.next_deadline() is None
+
+
 def test_late_exit_of_an_earlier_pid_is_ignored() -> None:
     f = Fleet([spec(A)])
     f.boot()

@@ -310,3 +310,28 @@ def test_hub_liveness_refuses_what_cannot_work(
         build_specs(cfg)
     assert "supervisor.hub.liveness_sec" in str(info.value)
     assert rule in str(info.value)
+
+
+def test_system_log_liveness_watches_each_bots_own_file(tmp_path: Path) -> None:
+    plain = build_specs(make_config(tmp_path))[0]
+    assert (plain.liveness, plain.liveness_file) == (None, None)
+    cfg = make_config(tmp_path, {"bot": {"liveness": "system-log"}})
+    first, second = build_specs(cfg)
+    assert first.liveness_file == "logs/broadcast/el_serda/system.log"
+    assert second.liveness_file == "logs/broadcast/morthal_/system.log"
+    assert first.liveness == "write to logs/broadcast/el_serda/system.log"
+    # The default silence: 5 minutes; watched for writes, never checked on a timer.
+    assert (first.watchdog_sec, first.liveness_every) == (300.0, 0.0)
+    assert cfg.notes == ()
+    quick = make_config(tmp_path, {"bot": {"liveness": "system-log", "liveness_silence_sec": 90}})
+    assert build_specs(quick)[0].watchdog_sec == 90.0
+    (note,) = quick.notes
+    assert note.startswith("supervisor.bot.liveness_silence_sec is 90 s: KissBot writes")
+
+
+def test_system_log_liveness_refuses_a_watchdog_too(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, {"bot": {"liveness": "system-log", "watchdog_sec": 30}})
+    with pytest.raises(ConfigError) as info:
+        build_specs(cfg)
+    assert "supervisor.bot.liveness" in str(info.value)
+    assert "cannot be used together with bot.watchdog_sec" in str(info.value)

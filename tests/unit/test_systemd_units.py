@@ -335,6 +335,20 @@ def test_a_hub_under_the_supervisors_liveness_check_gets_no_unit_watchdog() -> N
     assert value(props, "Type") == "exec"
 
 
+def test_a_bot_under_system_log_liveness_gets_no_unit_watchdog() -> None:
+    # bot.liveness: system-log: the supervisor sees the writes and kills a silent bot
+    # itself (KillUnit); systemd would kill a healthy bot that never sends WATCHDOG=1.
+    spec = replace(
+        bot(),
+        watchdog_sec=300.0,
+        liveness="write to logs/broadcast/x/system.log",
+        liveness_file="logs/broadcast/x/system.log",
+    )
+    props = props_of(spec, opts())
+    assert "WatchdogUSec" not in props
+    assert "NotifyAccess" not in props
+
+
 def test_no_start_timeout_is_infinity() -> None:
     spec = replace(bot(), start_timeout_sec=0.0)
     assert value(props_of(spec, opts()), "TimeoutStartUSec") == USEC_INFINITY

@@ -280,18 +280,40 @@ def load_config(
     twitch = _mapping(document.get("twitch"), shown, "twitch")
     broadcaster = twitch.get("broadcaster_id")
     broadcaster_id = None if broadcaster in (None, "") else str(broadcaster)
+    settings = read_settings(settings_source[0], settings_source[1], flags)
     return Config(
         workdir=workdir,
         config_path=config_path,
         channels=channels,
         bot_login=bot_login,
         broadcaster_id=broadcaster_id,
-        settings=read_settings(settings_source[0], settings_source[1], flags),
+        settings=settings,
         document=token_view(document),
         interactive=interactive,
         settings_file=settings_file,
-        notes=notes,
+        notes=notes + _advice(settings),
     )
+
+
+# KissBot writes logs/broadcast/CH/system.log every 60 s: a silence allowed under
+# this kills healthy bots that are merely between two lines, or still starting.
+LIVENESS_SILENCE_ADVISED_SEC = 120.0
+
+
+def _advice(settings: Settings) -> tuple[str, ...]:
+    """Values that parse but are probably a mistake: said, not refused."""
+    if (
+        settings.bot_liveness == "system-log"
+        and settings.bot_liveness_silence_sec < LIVENESS_SILENCE_ADVISED_SEC
+    ):
+        return (
+            f"supervisor.bot.liveness_silence_sec is {settings.bot_liveness_silence_sec:g} s: "
+            "KissBot writes logs/broadcast/CH/system.log only every 60 s and not while it "
+            "starts, so healthy bots may be killed as hung; use "
+            f"{LIVENESS_SILENCE_ADVISED_SEC:g} s or more (the default is 300) unless the bots "
+            "write it more often",
+        )
+    return ()
 
 
 def load_kissbot_yaml(workdir: Path, config_path: Path, *, isolate: bool) -> YamlFile:

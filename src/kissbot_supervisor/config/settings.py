@@ -332,6 +332,7 @@ def optional_listen(value: object) -> str | None:
 
 READY_BOT = ("file", "notify", "none")
 READY_HUB = ("protocol", "db", "socket", "notify", "none")
+BOT_LIVENESS = ("none", "system-log")
 
 
 @record
@@ -430,6 +431,30 @@ class Settings:
         seconds(0, 3600),
         "0 turns the watchdog off. Otherwise a bot that sends no sd_notify WATCHDOG=1 for "
         "this long is killed and restarted; it gets WATCHDOG_USEC in its environment.",
+        "seconds",
+    )
+    bot_liveness: str = setting(
+        "bot.liveness",
+        "none",
+        choice(*BOT_LIVENESS),
+        "`system-log`: for bots that send no watchdog pings (KissBot's own send none), "
+        "the supervisor watches `logs/broadcast/CHANNEL/system.log`, which KissBot writes "
+        "every 60 s once it runs (with inotify: no polling). A bot whose file stays silent "
+        "for `bot.liveness_silence_sec` (counted from its start) is hung: it is killed and "
+        'restarted like a watchdog timeout, with the reason ("hung: '
+        'logs/broadcast/CH/system.log silent for 5 min"). Only writes to a regular file '
+        "count: a symlink, FIFO or directory put there is no sign of life. `none`: off. "
+        "Not together with `bot.watchdog_sec`.",
+        "one of: " + ", ".join(BOT_LIVENESS),
+    )
+    bot_liveness_silence_sec: float = setting(
+        "bot.liveness_silence_sec",
+        300.0,
+        seconds(1, 86_400),
+        "With `bot.liveness: system-log`, how long a bot's `system.log` may stay silent "
+        "before the bot counts as hung. KissBot writes it every 60 s, and only once it "
+        "runs: keep this well above 60 s plus a bot's start-up time (under 120 s is said "
+        "as a warning at start).",
         "seconds",
     )
     bot_oom_score_adjust: int = setting(

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..core import HUB, LIVENESS_CHECKS, Policy, ProcessSpec
+from ..kissbot.names import system_log
 from .load import Config, ConfigError
 
 TYPE_CHECKING = False
@@ -115,6 +116,22 @@ def hub_liveness(cfg: Config) -> str | None:
     return "pong to hello + ping"
 
 
+def bot_liveness(cfg: Config) -> bool:
+    """Whether the bots' liveness is their ``system.log`` (``bot.liveness``)."""
+    s = cfg.settings
+    if s.bot_liveness != "system-log":
+        return False
+    if s.bot_watchdog_sec > 0:
+        raise ConfigError(
+            str(cfg.config_path),
+            "supervisor.bot.liveness",
+            "system-log cannot be used together with bot.watchdog_sec: a bot that sends "
+            "WATCHDOG=1 needs no file watched; set bot.watchdog_sec to 0 or bot.liveness "
+            "to none",
+        )
+    return True
+
+
 def build_specs(cfg: Config, python: str | None = None) -> tuple[ProcessSpec, ...]:
     """The hub (when enabled) and one bot per channel, in config order."""
     s = cfg.settings
@@ -148,16 +165,20 @@ def build_specs(cfg: Config, python: str | None = None) -> tuple[ProcessSpec, ..
         )
     bot_template = s.bot_command or upstream_bot_argv(cfg)
     bot_ready: ReadyMode = s.bot_ready  # type: ignore[assignment]
+    by_file = bot_liveness(cfg)
     for channel in cfg.channels:
         argv = expand(
             bot_template, {**values, "channel": channel}, source, "supervisor.bot.command"
         )
+        file = system_log(channel) if by_file else None
         specs.append(
             ProcessSpec(
                 name=channel,
                 argv=argv,
                 ready=bot_ready,
-                watchdog_sec=s.bot_watchdog_sec,
+                watchdog_sec=s.bot_liveness_silence_sec if by_file else s.bot_watchdog_sec,
+                liveness=None if file is None else f"write to {file}",
+                liveness_file=file,
                 start_timeout_sec=s.bot_start_timeout_sec,
                 oom_score_adjust=s.bot_oom_score_adjust,
                 memory_max=s.bot_memory_max,

@@ -10,6 +10,7 @@ The machine's names are this package's public surface (``core.Exited``,
 from ..kissbot.names import HUB
 from .machine import (
     CLEAN_SIGNALS,
+    HUNG_FAULT,
     LIVENESS_CHECKS,
     WATCHDOG_FAULT,
     Action,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLEAN_SIGNALS",
     "HUB",
+    "HUNG_FAULT",
     "LIVENESS_CHECKS",
     "WATCHDOG_FAULT",
     "Action",

@@ -19,7 +19,8 @@ Decisions held here:
 * restarts of many bots (an operator's, or every bot for a new hub) in turns
   (:class:`Rollout`): a bot is stopped only when a login slot is free for it,
   and at most N of them are down at once when asked;
-* start timeouts and watchdog timeouts;
+* start timeouts and watchdog timeouts (a ping may come from the process, or from
+  the supervisor: its liveness check, a write to the liveness file);
 * graceful shutdown: bots first, then the hub; SIGTERM, then SIGKILL of the
   whole process group after the stop timeout.
 
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
 # How both backends describe a watchdog kill: the native fault text starts with it,
 # the systemd backend reports Result=watchdog with exactly this reason.
 WATCHDOG_FAULT = "watchdog timeout"
+# A bot whose liveness file stayed silent (ProcessSpec.liveness_file): the same kill and
+# restart as a watchdog timeout, said in the operator's terms.
+HUNG_FAULT = "hung"
 MEMORY_FAULT = "memory limit"
 
 # A process under the supervisor's own liveness check (ProcessSpec.liveness) is checked
@@ -88,6 +92,11 @@ class ProcessSpec:
     # hub's, hub.liveness_sec): what it checks, or None. Its WatchdogPings come from
     # the supervisor, so the core keeps the deadline under either backend.
     liveness: str | None = None
+    # bot.liveness: system-log: the file (relative to the workdir) whose writes are the
+    # process's pings, seen by the supervisor's inotify watch (kissbot/systemlog.py);
+    # ``watchdog_sec`` is the silence allowed. ``liveness`` says what it checks, as for
+    # the hub's check, so that no backend gives the process a watchdog of its own.
+    liveness_file: str | None = None
 
     @property
     def is_hub(self) -> bool:
@@ -95,8 +104,11 @@ class ProcessSpec:
 
     @property
     def liveness_every(self) -> float:
-        """Seconds between two liveness checks by the supervisor (0: none)."""
-        return self.watchdog_sec / LIVENESS_CHECKS if self.liveness else 0.0
+        """Seconds between two liveness checks by the supervisor (0: none, or a file
+        watched for writes, which needs no check)."""
+        if not self.liveness or self.liveness_file:
+            return 0.0
+        return self.watchdog_sec / LIVENESS_CHECKS
 
 
 @record
@@ -480,6 +492,13 @@ def _mib(value: int) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def _duration(value: float) -> str:
+    """A silence as an operator sets it: whole minutes in minutes, else seconds."""
+    if value >= 60 and value % 60 == 0:
+        return f"{value / 60:g} min"
+    return _seconds(value)
 
 
 MAX_WORDS = 160  # characters of a process's own line in a reason
@@ -938,7 +957,7 @@ class Core:
         p.fault = None
         p.last_exit = how if fault is None else f"{how} ({fault})"
         p.last_words = _quoted(ev.last_lines)
-        if fault is not None and fault.startswith(WATCHDOG_FAULT):
+        if fault is not None and fault.startswith((WATCHDOG_FAULT, HUNG_FAULT)):
             p.watchdog_timeouts += 1
         if cause in ("command", "shutdown", "removed"):
             out.append(Note(p.spec.name, NoteKind.STOPPED, f"stopped ({how})"))
@@ -1063,8 +1082,14 @@ class Core:
                 assert p.pid is not None
                 p.watchdog_deadline = None
                 p.start_deadline = None
-                what = p.spec.liveness or "WATCHDOG=1"
-                p.fault = f"{WATCHDOG_FAULT}: no {what} for {_seconds(p.spec.watchdog_sec)}"
+                if p.spec.liveness_file:
+                    # No write for that long (the supervisor's own stalls excepted, see
+                    # _after_stall): a hung bot, handled as a watchdog timeout.
+                    silent = _duration(p.spec.watchdog_sec)
+                    p.fault = f"{HUNG_FAULT}: {p.spec.liveness_file} silent for {silent}"
+                else:
+                    what = p.spec.liveness or "WATCHDOG=1"
+                    p.fault = f"{WATCHDOG_FAULT}: no {what} for {_seconds(p.spec.watchdog_sec)}"
                 p.phase = Phase.STOPPING
                 p.stop_cause = "fault"
                 p.killed = True

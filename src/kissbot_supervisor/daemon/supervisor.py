@@ -23,6 +23,7 @@ from ..config.settings import Settings
 from ..config.specs import build_policy, build_specs
 from ..kissbot.filecommands import FileInterfaces, bot_states
 from ..kissbot.names import KISSBOT_DIRS
+from ..kissbot.systemlog import SystemLogWatcher
 from ..observe.observer import Observer
 from ..protocol import ALARMS
 from ..runtime.fs import base_of, ensure_private_dir, make_dirs, read_regular, write_atomically
@@ -97,6 +98,11 @@ def bots_owner(s: Settings) -> tuple[int, int] | None:
     return uid, gid
 
 
+def liveness_files(specs: tuple[core.ProcessSpec, ...]) -> dict[str, str]:
+    """Process name -> the file whose writes are its signs of life (bot.liveness)."""
+    return {s.name: s.liveness_file for s in specs if s.liveness_file}
+
+
 class Supervisor:
     def __init__(
         self,
@@ -161,6 +167,10 @@ class Supervisor:
         self.history = History(self.started_at)  # since when, and the last exits
         self.backend: Backend = self._make_backend()
         self._log_file = self._keep_own_log() if backend_kind == "native" else None
+        # bot.liveness: system-log. Not the backend's: the supervisor watches the files
+        # and the core kills, the same under systemd (which has no WatchdogSec for it).
+        self.system_logs = SystemLogWatcher(self.loop, cfg.workdir, self._on_written, self.log)
+        self.system_logs.configure(liveness_files(specs))
         self.requests = Requests(
             self.loop,
             self.core,
@@ -348,6 +358,10 @@ class Supervisor:
         # that the bots are not blamed for the supervisor's own absence.
         self.feed(core.Stalled(seconds))
 
+    def _on_written(self, name: str) -> None:
+        if name in self.core.procs:
+            self.feed(core.WatchdogPing(name))
+
     def _on_token_change(self) -> None:
         gates = [core.Gate(name, *self.tokens.gate(name)) for name in self.core.names()]
         self.feed(core.Gates(tuple(gates)))
@@ -447,6 +461,7 @@ class Supervisor:
     def close(self) -> None:
         self.observer.close()
         self.files.close()
+        self.system_logs.close()
         self.control.close()
         self.backend.close(all_stopped=self._finished)
         self.reaper.sweep()  # the last orphans: once we are gone, they would be PID 1's
@@ -526,6 +541,7 @@ class Supervisor:
         gates = tuple(core.Gate(spec.name, *self.tokens.gate(spec.name)) for spec in specs)
         self._trim_when_settled = True
         self.feed(core.Reload(specs, policy, gates))
+        self.system_logs.configure(liveness_files(specs))  # after: a ping names a known bot
         release_memory()
         return {"ok": True, "changes": changes}
 

@@ -32,11 +32,22 @@ HUB_CONNECT_TIMEOUT = 5.0
 # How long to wait for the hub's hello ack before going ready without it.
 HELLO_ACK_TIMEOUT = 5.0
 DEFAULT_TOPICS = "stream.online,stream.offline"
+# What the real bot connects to first; --twitch stands in for it.
+TWITCH_CHAT = ("irc.chat.twitch.tv", 6697)
+TWITCH_CONNECT_TIMEOUT = 5.0
 FLOOD_CHUNK_LINES = 64
 
 
 UPSTREAM = "upstream main.py flags (accepted so the demo can stand in)"
 DEMO = "demo behaviour"
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IPv6 host in brackets: ``[::1]:6697``)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not HOST:PORT: {text!r}")
+    return host.strip("[]"), int(port)
 
 
 def channel_login(text: str) -> str:
@@ -108,6 +119,15 @@ FLAGS = (
         metavar="S",
     ),
     Flag("--no-ready-file", "never write pids/CH.ready", group=DEMO, convert=None),
+    Flag(
+        "--twitch",
+        "at start-up, before ready, open a TCP connection to HOST:PORT, a stand-in for "
+        "Twitch chat; when it fails, print aiohttp's error line and exit 1, as the real "
+        "bot does when Twitch cannot be reached",
+        group=DEMO,
+        convert=host_port,
+        metavar="HOST:PORT",
+    ),
     *common.fault_flags("bot"),
     Flag(
         "--flood",
@@ -152,6 +172,7 @@ class _Options:
         self.system_log_interval: float = values["system_log_interval"]
         self.broadcast_poll: float = values["broadcast_poll"]
         self.ready_file: bool = not values["no_ready_file"]
+        self.twitch: tuple[str, int] | None = values["twitch"]
         self.exit_code: int | None = values["exit_code"]
         self.crash_after: float | None = values["crash_after"]
         self.hang_after: float | None = values["hang_after"]
@@ -218,6 +239,8 @@ class DemoBot:
                 # Upstream exits 1 on every fatal start-up error (revoked token...).
                 self.log("ERROR", f"fatal start-up error (demo --exit-code {opt.exit_code})")
                 return opt.exit_code
+            if opt.twitch is not None and not self.reach_twitch(*opt.twitch):
+                return 1
             self.connect_hub()
             return self.loop()
         finally:
@@ -240,6 +263,40 @@ class DemoBot:
         sys.stdout.write(f"credential: token present ({size} bytes)\n")
         sys.stdout.flush()
         return None
+
+    def reach_twitch(self, host: str, port: int) -> bool:
+        """Connect to the stand-in Twitch once; on failure say it as the real bot's
+        uncaught aiohttp error says it (its last stderr line, which the supervisor
+        shows), naming Twitch's host and the address really tried."""
+        import socket
+
+        try:
+            family, kind, proto, _name, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )[0]
+        except OSError as error:
+            why = error.strerror or str(error)
+        else:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(TWITCH_CONNECT_TIMEOUT)
+                try:
+                    sock.connect(address)
+                    return True
+                except TimeoutError:
+                    why = "timed out"
+                except OSError as error:
+                    # asyncio's words for a refused or unreachable address.
+                    why = f"Connect call failed {address!r}"
+                    if not isinstance(error, ConnectionRefusedError):
+                        why = error.strerror or str(error)
+        self.log("ERROR", f"cannot reach Twitch chat at {host}:{port} (demo --twitch)")
+        twitch_host, twitch_port = TWITCH_CHAT
+        sys.stderr.write(
+            "aiohttp.client_exceptions.ClientConnectorError: Cannot connect to host "
+            f"{twitch_host}:{twitch_port} ssl:default [{why}]\n"
+        )
+        sys.stderr.flush()
+        return False
 
     def connect_hub(self) -> None:
         """One connection attempt with a 5 s timeout, as upstream; a failure is not retried."""

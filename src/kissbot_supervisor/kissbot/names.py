@@ -29,6 +29,13 @@ DEFAULT_BOT_LOGIN = "serda_bot"
 # import without logs/; the bots write pids/, logs/broadcast/CH/ and cache/).
 KISSBOT_DIRS = ("pids", "logs", "cache")
 
+
+def system_log(channel: str) -> str:
+    """The file a KissBot bot writes every 60 s once it runs (CPU and RAM figures),
+    relative to the workdir: its liveness signal under ``bot.liveness: system-log``."""
+    return f"logs/broadcast/{channel}/system.log"
+
+
 # KissBot's YAML token mode: the texts under twitch.tokens.LOGIN.
 YAML_TOKEN_TEXTS = ("access_token", "refresh_token")
 
