@@ -4,8 +4,13 @@ Bots use the ``bot`` token of ``bot.name``; the hub a ``broadcaster`` token.
 A process whose token is missing, revoked, needs re-authorisation or does not
 decrypt is not started (it would exit 1 at every start); once the token is
 fixed (a reload, a change to the DB or to ``.kissbot.key``, seen through
-inotify) it starts. Tokens are decrypted only in :meth:`TokenGate.secret_for`,
-when one is written to a process's credential file.
+inotify) it starts.
+
+Nothing here decrypts: in DB mode a short-lived child (:mod:`.decrypt`) checks
+that each token decrypts with the key, once per change of its row or of the
+key file, and writes a token to a process's credential file when that
+process asks for one (``bot.credential``, ``hub.credential``:
+:meth:`TokenGate.credential_for`). The daemon never loads cryptography.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from ..config.load import Config, ConfigError, load_kissbot_yaml
 from ..core import HUB
 from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Subscription
 from ..runtime.loop import Loop, Timer
+from .decrypt import CREDENTIAL_NAME
 from .states import (
     EXPIRING_WITHIN,
     KEY_FILE_NAME,
@@ -31,11 +37,11 @@ from .states import (
     TokenState,
     UndecryptableToken,
     blocks_start,
-    decrypt_token,
     key_file_problems,
     load_fernet_key,
     mark_undecryptable,
     read_yaml_tokens,
+    write_credential,
 )
 
 TYPE_CHECKING = False
@@ -49,6 +55,11 @@ BUSY_RETRY_SEC = 2.0
 
 def _role(name: str) -> str:
     return "broadcaster" if name == HUB else "bot"
+
+
+def _asks_for_credential(cfg: Config, role: str) -> bool:
+    s = cfg.settings
+    return s.hub_credential if role == "broadcaster" else s.bot_credential
 
 
 def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbTokens | None:
@@ -142,6 +153,9 @@ class TokenGate:
         self._log = log
         self._tokens: DbTokens | None = None
         self._undecryptable: dict[str, TokenReport] = {}
+        # role -> hash() of the encrypted value the child found to decrypt with the
+        # key at hand: checked again only when the row or the key file changes.
+        self._decrypts: dict[str, int] = {}
         self._timer: Timer | None = None
         self._unreadable: str | None = None  # the last reading's problem, said once
         self._watches: dict[Path, Subscription] = {}
@@ -158,6 +172,7 @@ class TokenGate:
     def update_config(self, cfg: Config) -> None:
         self.cfg = cfg
         self._undecryptable.clear()
+        self._decrypts.clear()
         self._configure(cfg)
 
     def _configure(self, cfg: Config) -> None:
@@ -189,6 +204,7 @@ class TokenGate:
             # Another key: a token that did not decrypt may now (the DB is unchanged,
             # so _refresh alone would keep it blocked until a reload).
             self._undecryptable.clear()
+            self._decrypts.clear()
         if names:
             self._schedule(DEBOUNCE_SEC)
 
@@ -229,7 +245,43 @@ class TokenGate:
             self._log.info("tokens", "token states can be read again")
         if previous != self._tokens:
             self._undecryptable.clear()  # the DB changed: give decryption another chance
+        if cfg.settings.use_db:
+            self._check_decryption()
         self._schedule_expiry(now)
+
+    def _check_decryption(self) -> None:
+        """DB mode: whether each token decrypts with the key, in a child, for the
+        tokens whose row or key changed since the last check. A wrong key holds the
+        process back with the child's sentence (KissBot would exit 1 at every start);
+        a check that cannot be made (a busy DB, no child) is tried again shortly."""
+        from .db import DbRetry, read_db_secret
+        from .decrypt import decrypt_in_child
+
+        cfg = self.cfg
+        roles = ["bot", "broadcaster"] if cfg.settings.hub_enabled else ["bot"]
+        for role in roles:
+            report = self._report_of(role)
+            if report is None or blocks_start(report.state) or role in self._undecryptable:
+                continue
+            try:
+                encrypted = read_db_secret(
+                    cfg.resolve(cfg.settings.db),
+                    cfg.bot_login if role == "bot" else cfg.settings.hub_token_login,
+                    "bot" if role == "bot" else "broadcaster",
+                    retry=DbRetry(attempts=1, busy_timeout=0.2),
+                )
+                if encrypted is None or self._decrypts.get(role) == hash(encrypted):
+                    continue
+                decrypt_in_child(cfg.workdir, encrypted, f"the {role} token")
+            except (UndecryptableToken, KeyFileError) as e:
+                self._undecryptable[role] = mark_undecryptable(report, e)
+                self._log.info("tokens", f"{e}; its processes are held back until it is fixed")
+                continue
+            except TokenError as e:
+                self._log.info("tokens", f"cannot check that {e}; trying again shortly")
+                self._schedule(BUSY_RETRY_SEC)
+                continue
+            self._decrypts[role] = hash(encrypted)
 
     def _schedule_expiry(self, now: float) -> None:
         """Wake up when a token turns expiring or expired, and not otherwise."""
@@ -244,7 +296,9 @@ class TokenGate:
             self._schedule(min(future) - now + 0.5)
 
     def report(self, name: str) -> TokenReport | None:
-        role = _role(name)
+        return self._report_of(_role(name))
+
+    def _report_of(self, role: str) -> TokenReport | None:
         if role in self._undecryptable:
             return self._undecryptable[role]
         if self._tokens is None:
@@ -265,19 +319,26 @@ class TokenGate:
 
     # -- handing a token over ------------------------------------------------
 
-    def secret_for(self, name: str) -> str | None:
-        """The plain token for ``name``'s credential file, or None when there is none.
+    def credential_for(self, name: str, directory: Path) -> Path | None:
+        """Write ``name``'s token to ``directory/token`` when its role asks for one
+        (``bot.credential``, ``hub.credential``) and it has one; the file's path,
+        else None. In DB mode the decrypting child writes the file: the daemon
+        never holds the plain token.
 
         Raises TokenError (never holding the secret) when it cannot be had.
         """
+        cfg = self.cfg
+        role = _role(name)
+        if not _asks_for_credential(cfg, role):
+            return None
         report = self.report(name)
         if report is None or report.login is None or blocks_start(report.state):
             return None
-        cfg = self.cfg
-        role = _role(name)
         if not cfg.settings.use_db:
-            return self._yaml_secret(report.login)
+            token = self._yaml_secret(report.login)
+            return None if token is None else write_credential(directory, CREDENTIAL_NAME, token)
         from .db import read_db_secret
+        from .decrypt import decrypt_in_child
 
         encrypted = read_db_secret(
             cfg.resolve(cfg.settings.db),
@@ -287,7 +348,7 @@ class TokenGate:
         if encrypted is None:
             return None
         try:
-            return decrypt_token(load_fernet_key(cfg.workdir), encrypted, f"the {role} token")
+            return decrypt_in_child(cfg.workdir, encrypted, f"the {role} token", directory)
         except (UndecryptableToken, KeyFileError) as e:
             # A key file gone or garbled since start-up blocks the start the same
             # way (restarting could not help) until the key file changes again.
