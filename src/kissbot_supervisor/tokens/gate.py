@@ -23,7 +23,6 @@ from ..config.load import Config, ConfigError, load_kissbot_yaml
 from ..core import HUB
 from ..runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Subscription
 from ..runtime.loop import Loop, Timer
-from .decrypt import CREDENTIAL_NAME
 from .states import (
     EXPIRING_WITHIN,
     KEY_FILE_NAME,
@@ -43,6 +42,7 @@ from .states import (
     read_yaml_tokens,
     write_credential,
 )
+from .worker import CREDENTIAL_NAME, Decrypts, read_states_in_child, write_credential_in_child
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,21 +72,29 @@ def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbToke
     busy DB (the event loop must not sleep; the caller retries).
     Raises TokenError when the source cannot be read.
     """
+    return _read_token_states(cfg, now, quick=quick)[0]
+
+
+def _read_token_states(
+    cfg: Config, now: float, *, quick: bool = False, verified: dict[str, str | None] | None = None
+) -> tuple[DbTokens | None, dict[str, Decrypts]]:
+    """:func:`read_token_states`, and in DB mode whether the tokens of the roles in
+    ``verified`` decrypt (see :func:`.worker.read_states_in_child`)."""
     s = cfg.settings
     db = cfg.resolve(s.db)
 
-    def from_db(login: str) -> DbTokens:
-        # Lazy: sqlite3 only when a DB is read (tests/import_budget.py).
-        from .db import DEFAULT_RETRY, DbRetry, read_db_tokens
-
-        retry = DbRetry(attempts=1, busy_timeout=0.2) if quick else DEFAULT_RETRY
-        return read_db_tokens(db, cfg.bot_login, login, now, retry=retry)
+    def from_db(login: str) -> tuple[DbTokens, dict[str, Decrypts]]:
+        # In the token worker: the daemon loads neither sqlite3 nor cryptography.
+        workdir = cfg.workdir if s.use_db and verified else None
+        return read_states_in_child(
+            db, cfg.bot_login, login, now, quick=quick, workdir=workdir, verified=verified
+        )
 
     if s.use_db:
         return from_db(s.hub_token_login)
     yaml_tokens = read_yaml_tokens(cfg.document, cfg.config_path, now)
     if not s.hub_enabled:
-        return yaml_tokens
+        return yaml_tokens, {}
     login = s.hub_token_login
     bot = yaml_tokens.bot if yaml_tokens is not None else None
     if bot is None:
@@ -107,7 +115,7 @@ def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbToke
         )
     else:
         try:
-            hub = from_db(login).broadcaster
+            hub = from_db(login)[0].broadcaster
         except TokenDbBusy:
             raise
         except TokenDbError as e:  # the bots' tokens (YAML) are still worth showing
@@ -117,7 +125,7 @@ def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbToke
                 None,
                 login,
             )
-    return DbTokens(bot=bot, broadcaster=hub)
+    return DbTokens(bot=bot, broadcaster=hub), {}
 
 
 def check_token_source(cfg: Config) -> None:
@@ -153,9 +161,9 @@ class TokenGate:
         self._log = log
         self._tokens: DbTokens | None = None
         self._undecryptable: dict[str, TokenReport] = {}
-        # role -> hash() of the encrypted value the child found to decrypt with the
-        # key at hand: checked again only when the row or the key file changes.
-        self._decrypts: dict[str, int] = {}
+        # role -> fingerprint of the encrypted value the worker found to decrypt with
+        # the key at hand: decrypted again only when the row or the key file changes.
+        self._decrypts: dict[str, str] = {}
         self._timer: Timer | None = None
         self._unreadable: str | None = None  # the last reading's problem, said once
         self._watches: dict[Path, Subscription] = {}
@@ -228,7 +236,11 @@ class TokenGate:
         try:
             # One short attempt: the event loop must not sleep on a busy DB; a
             # retry is scheduled instead.
-            self._tokens = read_token_states(cfg, now, quick=True)
+            verified = None
+            if cfg.settings.use_db:  # which tokens to check, and what was found to decrypt
+                roles = ["bot", "broadcaster"] if cfg.settings.hub_enabled else ["bot"]
+                verified = {role: self._decrypts.get(role) for role in roles}
+            self._tokens, decrypts = _read_token_states(cfg, now, quick=True, verified=verified)
         except TokenError as e:
             # Said when it starts and when it changes, not at every retry (every
             # BUSY_RETRY_SEC, for as long as a DB stays locked or broken).
@@ -245,43 +257,24 @@ class TokenGate:
             self._log.info("tokens", "token states can be read again")
         if previous != self._tokens:
             self._undecryptable.clear()  # the DB changed: give decryption another chance
-        if cfg.settings.use_db:
-            self._check_decryption()
+        self._take_decrypts(decrypts)
         self._schedule_expiry(now)
 
-    def _check_decryption(self) -> None:
-        """DB mode: whether each token decrypts with the key, in a child, for the
-        tokens whose row or key changed since the last check. A wrong key holds the
-        process back with the child's sentence (KissBot would exit 1 at every start);
-        a check that cannot be made (a busy DB, no child) is tried again shortly."""
-        from .db import DbRetry, read_db_secret
-        from .decrypt import decrypt_in_child
-
-        cfg = self.cfg
-        roles = ["bot", "broadcaster"] if cfg.settings.hub_enabled else ["bot"]
-        for role in roles:
+    def _take_decrypts(self, decrypts: dict[str, Decrypts]) -> None:
+        """DB mode: the worker's word on whether each token decrypts with the key. A
+        wrong key holds the process back with the worker's sentence (KissBot would
+        exit 1 at every start), until the row or the key file changes."""
+        for role, found in decrypts.items():
+            if found.error is None:
+                self._decrypts[role] = found.fingerprint
+                continue
+            self._decrypts.pop(role, None)
             report = self._report_of(role)
-            if report is None or blocks_start(report.state) or role in self._undecryptable:
-                continue
-            try:
-                encrypted = read_db_secret(
-                    cfg.resolve(cfg.settings.db),
-                    cfg.bot_login if role == "bot" else cfg.settings.hub_token_login,
-                    "bot" if role == "bot" else "broadcaster",
-                    retry=DbRetry(attempts=1, busy_timeout=0.2),
+            if report is not None and role not in self._undecryptable:
+                self._undecryptable[role] = mark_undecryptable(report, found.error)
+                self._log.info(
+                    "tokens", f"{found.error} (its processes are held back until it is fixed)"
                 )
-                if encrypted is None or self._decrypts.get(role) == hash(encrypted):
-                    continue
-                decrypt_in_child(cfg.workdir, encrypted, f"the {role} token")
-            except (UndecryptableToken, KeyFileError) as e:
-                self._undecryptable[role] = mark_undecryptable(report, e)
-                self._log.info("tokens", f"{e}; its processes are held back until it is fixed")
-                continue
-            except TokenError as e:
-                self._log.info("tokens", f"cannot check that {e}; trying again shortly")
-                self._schedule(BUSY_RETRY_SEC)
-                continue
-            self._decrypts[role] = hash(encrypted)
 
     def _schedule_expiry(self, now: float) -> None:
         """Wake up when a token turns expiring or expired, and not otherwise."""
@@ -337,18 +330,11 @@ class TokenGate:
         if not cfg.settings.use_db:
             token = self._yaml_secret(report.login)
             return None if token is None else write_credential(directory, CREDENTIAL_NAME, token)
-        from .db import read_db_secret
-        from .decrypt import decrypt_in_child
-
-        encrypted = read_db_secret(
-            cfg.resolve(cfg.settings.db),
-            cfg.bot_login if role == "bot" else cfg.settings.hub_token_login,
-            "bot" if role == "bot" else "broadcaster",
-        )
-        if encrypted is None:
-            return None
+        login = cfg.bot_login if role == "bot" else cfg.settings.hub_token_login
         try:
-            return decrypt_in_child(cfg.workdir, encrypted, f"the {role} token", directory)
+            return write_credential_in_child(
+                cfg.resolve(cfg.settings.db), cfg.workdir, login, role, directory
+            )
         except (UndecryptableToken, KeyFileError) as e:
             # A key file gone or garbled since start-up blocks the start the same
             # way (restarting could not help) until the key file changes again.
