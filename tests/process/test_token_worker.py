@@ -22,13 +22,19 @@ def _maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
+def _token_db(workdir: Path) -> bytes:
+    """kissbot.db with the bot's token, and its key in .kissbot.key; the key."""
+    key = write_key_file(workdir)
+    KissbotDb.create(workdir / "kissbot.db", key=key).add_account(
+        "serda_bot", "1001", SECRET, expires_at=time.time() + 86_400
+    )
+    return key
+
+
 def test_a_wrong_key_holds_the_bots_back_without_a_credential_asked_for(
     start_fleet: StartFleet, tmp_path: Path
 ) -> None:
-    key = write_key_file(tmp_path)
-    KissbotDb.create(tmp_path / "kissbot.db", key=key).add_account(
-        "serda_bot", "1001", SECRET, expires_at=time.time() + 86_400
-    )
+    key = _token_db(tmp_path)
     write_key_file(tmp_path, new_key())  # a key, but not the tokens' one
     sup = start_fleet(fleet_config(["wrong_one", "wrong_two"], supervisor={"use_db": True}))
     sup.wait_for(r"wrong_one: not started: the bot token cannot be decrypted")
@@ -49,10 +55,7 @@ def test_a_wrong_key_holds_the_bots_back_without_a_credential_asked_for(
 def test_a_fifo_for_a_key_is_refused_and_hangs_nothing(
     start_fleet: StartFleet, tmp_path: Path
 ) -> None:
-    key = write_key_file(tmp_path)
-    KissbotDb.create(tmp_path / "kissbot.db", key=key).add_account(
-        "serda_bot", "1001", SECRET, expires_at=time.time() + 86_400
-    )
+    _token_db(tmp_path)
     doc = fleet_config(["fifo_one"], supervisor={"use_db": True, "bot": {"credential": True}})
     sup = start_fleet(doc)
     sup.wait_for(r"fifo_one: ready")
