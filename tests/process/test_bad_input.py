@@ -295,13 +295,16 @@ def snapshot(workdir: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
-def db_fleet(workdir: Path, channels: list[str]) -> tuple[KissbotDb, dict[str, Any]]:
+def db_fleet(
+    workdir: Path, channels: list[str], *, credential: bool = False
+) -> tuple[KissbotDb, dict[str, Any]]:
     key = write_key_file(workdir)
     db = KissbotDb.create(workdir / "kissbot.db", key=key)
     db.add_account("serda_bot", "1001", SECRET, expires_at=time.time() + 86_400)
     # No hub: the demo hub writes its state into the DB, and this test wants
     # the supervisor to be its only other reader.
-    return db, fleet_config(channels, supervisor={"use_db": True})
+    supervisor = {"use_db": True, "bot": {"credential": credential}}
+    return db, fleet_config(channels, supervisor=supervisor)
 
 
 def token_states(sup: Supervisor) -> dict[str, str]:
@@ -390,7 +393,8 @@ def test_the_db_going_bad_under_a_running_fleet_changes_nothing(
 def test_a_wrong_or_missing_key_blocks_a_restart_clearly_and_spares_the_others(
     start_fleet: StartFleet, tmp_path: Path, key: str
 ) -> None:
-    db, doc = db_fleet(tmp_path, ["key_one", "key_two"])
+    # The bots ask for their token: the restart decrypts it (in a child) at once.
+    db, doc = db_fleet(tmp_path, ["key_one", "key_two"], credential=True)
     sup = start_fleet(doc)
     sup.wait_for(r"key_one: ready")
     sup.wait_for(r"key_two: ready")

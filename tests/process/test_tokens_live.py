@@ -18,7 +18,9 @@ from .harness import SUPERVISOR, fleet_config, write_config
 SECRET = "oauth-secret-access-token-7f3a9c"
 
 
-def _db_fleet(tmp_path: Path, *, status: str = "valid") -> tuple[KissbotDb, dict[str, object]]:
+def _db_fleet(
+    tmp_path: Path, *, status: str = "valid", credential: bool = False
+) -> tuple[KissbotDb, dict[str, object]]:
     key = write_key_file(tmp_path)
     db = KissbotDb.create(tmp_path / "kissbot.db", key=key)
     db.add_account(
@@ -28,8 +30,8 @@ def _db_fleet(tmp_path: Path, *, status: str = "valid") -> tuple[KissbotDb, dict
         expires_at=time.time() + 86_400,
         status=status,  # type: ignore[arg-type]
     )
-    doc = fleet_config(["token_bot", "token_two"], supervisor={"use_db": True})
-    return db, doc
+    supervisor = {"use_db": True, "bot": {"credential": credential}}
+    return db, fleet_config(["token_bot", "token_two"], supervisor=supervisor)
 
 
 def test_revoked_token_keeps_bots_from_starting_until_fixed(
@@ -56,7 +58,7 @@ def test_revoked_token_keeps_bots_from_starting_until_fixed(
 def test_token_is_handed_over_as_a_credential_file_and_nowhere_else(
     start_fleet: StartFleet, tmp_path: Path
 ) -> None:
-    _db, doc = _db_fleet(tmp_path)
+    _db, doc = _db_fleet(tmp_path, credential=True)
     sup = start_fleet(doc)
     sup.wait_for(r"token_bot: ready")
     pid = sup.bot("token_bot")["pid"]

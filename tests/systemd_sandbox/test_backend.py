@@ -164,7 +164,10 @@ def test_token_reaches_the_unit_as_a_credential_and_nowhere_else(fleet: Fleet) -
     key = write_key_file(fleet.workdir)
     db = KissbotDb.create(fleet.workdir / "kissbot.db", key=key)
     db.add_account("serda_bot", "1001", secret, expires_at=time.time() + 86_400)
-    start(fleet, config(["secret_bot"], hub=False, supervisor={"use_db": True}))
+    doc = config(
+        ["secret_bot"], hub=False, supervisor={"use_db": True, "bot": {"credential": True}}
+    )
+    start(fleet, doc)
     fleet.journal.wait_for(r"secret_bot: ready")
     unit = "kissbot-bot@secret_bot.service"
     journal = fleet.sandbox.journal(unit)

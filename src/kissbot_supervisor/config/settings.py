@@ -414,6 +414,18 @@ class Settings:
         "KissBot bots do), `notify` (it sends sd_notify READY=1), `none` (as soon as it runs).",
         "one of: " + ", ".join(READY_BOT),
     )
+    bot_credential: bool = setting(
+        "bot.credential",
+        False,
+        parse_bool,
+        "Hand each bot its token (the `bot` token of `bot.name`) as the credential file "
+        "`token`: in `$CREDENTIALS_DIRECTORY` (native) or through `LoadCredential=` "
+        "(systemd). Unmodified KissBot never reads it (it reads the DB or its config "
+        "itself): turn it on only for bots changed to. In DB mode a short-lived child "
+        "decrypts the token at each start (about 30 ms) and writes the file, so the "
+        "supervisor never loads cryptography.",
+        "boolean",
+    )
     bot_logins_per_10s: int = setting(
         "bot.logins_per_10s",
         20,
@@ -537,6 +549,14 @@ class Settings:
         "the hub, in the token DB, which the hub reads in YAML token mode too. Change it "
         "only for a hub patched to load another login's token.",
         "Twitch login",
+    )
+    hub_credential: bool = setting(
+        "hub.credential",
+        False,
+        parse_bool,
+        "Like `bot.credential`, for the hub (its `broadcaster` token, of "
+        "`hub.token_login`). KissBot's hub reads the DB itself.",
+        "boolean",
     )
     hub_watchdog_sec: float = setting(
         "hub.watchdog_sec",

@@ -2,9 +2,9 @@
 
 PyYAML and its C extension cost the supervisor about 1.6 MiB of resident memory
 for as long as it runs, a tenth of its 16 MiB budget with 100 bots, to read one
-file at start-up and on reload. The child (``python -m
-kissbot_supervisor.config.yamlparse``, isolated, about 40 ms) reads the YAML on stdin and writes
-JSON on stdout: ``{"document": ...}`` or ``{"error": {"line", "column", "problem"}}``.
+file at start-up and on reload. The child (this module's
+:func:`main`, run isolated by :mod:`..runtime.child`, about 40 ms) reads the YAML on stdin and
+writes JSON on stdout: ``{"document": ...}`` or ``{"error": {"line", "column", "problem"}}``.
 Values JSON cannot carry (YAML dates) become strings; the supervisor reads only
 strings, numbers, lists and mappings.
 """
@@ -12,7 +12,6 @@ strings, numbers, lists and mappings.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 TYPE_CHECKING = False
@@ -144,43 +143,18 @@ def parse_here(raw: bytes) -> dict[str, Any]:
 
 
 def parse_in_child(raw: bytes) -> dict[str, Any]:
-    """Run :func:`parse_here` in ``python -m kissbot_supervisor.config.yamlparse``.
+    """Run :func:`parse_here` in a child (:mod:`..runtime.child`: isolated, so a
+    ``yaml.py`` dropped in the checkout is never imported)."""
+    from ..runtime.child import ChildError, describe_exit, run_module
 
-    ``os.posix_spawn`` and two pipes rather than ``subprocess``, which would
-    itself cost the daemon 0.6 MiB.
-    """
-    in_r, in_w = os.pipe2(os.O_CLOEXEC)
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    # Isolated (-I): neither the current directory (the KissBot root, which the
-    # bots' user can write: a yaml.py dropped there would run as the supervisor's
-    # user) nor PYTHON* variables nor the user's site-packages reach the child's
-    # imports; and an empty environment, as the child needs none of it.
-    argv = [sys.executable, "-I", "-m", "kissbot_supervisor.config.yamlparse"]
-    env: dict[str, str] = {}
     try:
-        pid = os.posix_spawn(
-            sys.executable,
-            argv,
-            env,
-            file_actions=[(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1)],
-        )
-    except OSError as e:
-        for fd in (in_r, in_w, out_r, out_w):
-            os.close(fd)
-        raise YamlChildError(f"cannot run {sys.executable}: {e.strerror}") from None
-    os.close(in_r)
-    os.close(out_w)
-    # The config is small; writing it all before reading cannot fill both pipes.
-    with os.fdopen(in_w, "wb") as to_child:
-        to_child.write(raw)
-    with os.fdopen(out_r, "rb") as from_child:
-        answer = from_child.read()
-    _pid, status = os.waitpid(pid, 0)
+        answer, code = run_module("kissbot_supervisor.config.yamlparse", raw)
+    except ChildError as e:
+        raise YamlChildError(str(e)) from None
     try:
         result: dict[str, Any] = json.loads(answer)
     except ValueError:
-        code = os.waitstatus_to_exitcode(status)
-        raise YamlChildError(f"the YAML parser exited {code} without an answer") from None
+        raise YamlChildError(describe_exit("the YAML parser", code)) from None
     return result
 
 

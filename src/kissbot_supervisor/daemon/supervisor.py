@@ -261,7 +261,7 @@ class Supervisor:
                 self.runtime_dir,
                 self.feed,
                 self.log,
-                self.tokens.secret_for,
+                self.tokens.credential_for,
                 cfg.resolve(s.db),
             )
         # Each backend is imported only when chosen: neither is resident in the other's daemon.
@@ -281,7 +281,7 @@ class Supervisor:
             ),
             self.feed,
             self.log,
-            self.tokens.secret_for,
+            self.tokens.credential_for,
         )
 
     # -- the event path ------------------------------------------------------

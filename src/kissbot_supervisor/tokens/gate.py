@@ -4,8 +4,13 @@ Bots use the ``bot`` token of ``bot.name``; the hub a ``broadcaster`` token.
 A process whose token is missing, revoked, needs re-authorisation or does not
 decrypt is not started (it would exit 1 at every start); once the token is
 fixed (a reload, a change to the DB or to ``.kissbot.key``, seen through
-inotify) it starts. Tokens are decrypted only in :meth:`TokenGate.secret_for`,
-when one is written to a process's credential file.
+inotify) it starts.
+
+Nothing here decrypts: in DB mode a short-lived child (:mod:`.decrypt`) checks
+that each token decrypts with the key, once per change of its row or of the
+key file, and writes a token to a process's credential file when that
+process asks for one (``bot.credential``, ``hub.credential``:
+:meth:`TokenGate.credential_for`). The daemon never loads cryptography.
 """
 
 from __future__ import annotations
@@ -31,12 +36,13 @@ from .states import (
     TokenState,
     UndecryptableToken,
     blocks_start,
-    decrypt_token,
     key_file_problems,
     load_fernet_key,
     mark_undecryptable,
     read_yaml_tokens,
+    write_credential,
 )
+from .worker import CREDENTIAL_NAME, Decrypts, read_states_in_child, write_credential_in_child
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,6 +57,11 @@ def _role(name: str) -> str:
     return "broadcaster" if name == HUB else "bot"
 
 
+def _asks_for_credential(cfg: Config, role: str) -> bool:
+    s = cfg.settings
+    return s.hub_credential if role == "broadcaster" else s.bot_credential
+
+
 def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbTokens | None:
     """The bots' and the hub's tokens, where KissBot's programs take them; None when
     there is nothing to check (YAML mode without ``twitch.tokens``, no hub).
@@ -61,21 +72,29 @@ def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbToke
     busy DB (the event loop must not sleep; the caller retries).
     Raises TokenError when the source cannot be read.
     """
+    return _read_token_states(cfg, now, quick=quick)[0]
+
+
+def _read_token_states(
+    cfg: Config, now: float, *, quick: bool = False, verified: dict[str, str | None] | None = None
+) -> tuple[DbTokens | None, dict[str, Decrypts]]:
+    """:func:`read_token_states`, and in DB mode whether the tokens of the roles in
+    ``verified`` decrypt (see :func:`.worker.read_states_in_child`)."""
     s = cfg.settings
     db = cfg.resolve(s.db)
 
-    def from_db(login: str) -> DbTokens:
-        # Lazy: sqlite3 only when a DB is read (tests/import_budget.py).
-        from .db import DEFAULT_RETRY, DbRetry, read_db_tokens
-
-        retry = DbRetry(attempts=1, busy_timeout=0.2) if quick else DEFAULT_RETRY
-        return read_db_tokens(db, cfg.bot_login, login, now, retry=retry)
+    def from_db(login: str) -> tuple[DbTokens, dict[str, Decrypts]]:
+        # In the token worker: the daemon loads neither sqlite3 nor cryptography.
+        workdir = cfg.workdir if s.use_db and verified else None
+        return read_states_in_child(
+            db, cfg.bot_login, login, now, quick=quick, workdir=workdir, verified=verified
+        )
 
     if s.use_db:
         return from_db(s.hub_token_login)
     yaml_tokens = read_yaml_tokens(cfg.document, cfg.config_path, now)
     if not s.hub_enabled:
-        return yaml_tokens
+        return yaml_tokens, {}
     login = s.hub_token_login
     bot = yaml_tokens.bot if yaml_tokens is not None else None
     if bot is None:
@@ -96,7 +115,7 @@ def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbToke
         )
     else:
         try:
-            hub = from_db(login).broadcaster
+            hub = from_db(login)[0].broadcaster
         except TokenDbBusy:
             raise
         except TokenDbError as e:  # the bots' tokens (YAML) are still worth showing
@@ -106,7 +125,7 @@ def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbToke
                 None,
                 login,
             )
-    return DbTokens(bot=bot, broadcaster=hub)
+    return DbTokens(bot=bot, broadcaster=hub), {}
 
 
 def check_token_source(cfg: Config) -> None:
@@ -142,6 +161,9 @@ class TokenGate:
         self._log = log
         self._tokens: DbTokens | None = None
         self._undecryptable: dict[str, TokenReport] = {}
+        # role -> fingerprint of the encrypted value the worker found to decrypt with
+        # the key at hand: decrypted again only when the row or the key file changes.
+        self._decrypts: dict[str, str] = {}
         self._timer: Timer | None = None
         self._unreadable: str | None = None  # the last reading's problem, said once
         self._watches: dict[Path, Subscription] = {}
@@ -158,6 +180,7 @@ class TokenGate:
     def update_config(self, cfg: Config) -> None:
         self.cfg = cfg
         self._undecryptable.clear()
+        self._decrypts.clear()
         self._configure(cfg)
 
     def _configure(self, cfg: Config) -> None:
@@ -189,6 +212,7 @@ class TokenGate:
             # Another key: a token that did not decrypt may now (the DB is unchanged,
             # so _refresh alone would keep it blocked until a reload).
             self._undecryptable.clear()
+            self._decrypts.clear()
         if names:
             self._schedule(DEBOUNCE_SEC)
 
@@ -212,7 +236,11 @@ class TokenGate:
         try:
             # One short attempt: the event loop must not sleep on a busy DB; a
             # retry is scheduled instead.
-            self._tokens = read_token_states(cfg, now, quick=True)
+            verified = None
+            if cfg.settings.use_db:  # which tokens to check, and what was found to decrypt
+                roles = ["bot", "broadcaster"] if cfg.settings.hub_enabled else ["bot"]
+                verified = {role: self._decrypts.get(role) for role in roles}
+            self._tokens, decrypts = _read_token_states(cfg, now, quick=True, verified=verified)
         except TokenError as e:
             # Said when it starts and when it changes, not at every retry (every
             # BUSY_RETRY_SEC, for as long as a DB stays locked or broken).
@@ -229,7 +257,24 @@ class TokenGate:
             self._log.info("tokens", "token states can be read again")
         if previous != self._tokens:
             self._undecryptable.clear()  # the DB changed: give decryption another chance
+        self._take_decrypts(decrypts)
         self._schedule_expiry(now)
+
+    def _take_decrypts(self, decrypts: dict[str, Decrypts]) -> None:
+        """DB mode: the worker's word on whether each token decrypts with the key. A
+        wrong key holds the process back with the worker's sentence (KissBot would
+        exit 1 at every start), until the row or the key file changes."""
+        for role, found in decrypts.items():
+            if found.error is None:
+                self._decrypts[role] = found.fingerprint
+                continue
+            self._decrypts.pop(role, None)
+            report = self._report_of(role)
+            if report is not None and role not in self._undecryptable:
+                self._undecryptable[role] = mark_undecryptable(report, found.error)
+                self._log.info(
+                    "tokens", f"{found.error} (its processes are held back until it is fixed)"
+                )
 
     def _schedule_expiry(self, now: float) -> None:
         """Wake up when a token turns expiring or expired, and not otherwise."""
@@ -244,7 +289,9 @@ class TokenGate:
             self._schedule(min(future) - now + 0.5)
 
     def report(self, name: str) -> TokenReport | None:
-        role = _role(name)
+        return self._report_of(_role(name))
+
+    def _report_of(self, role: str) -> TokenReport | None:
         if role in self._undecryptable:
             return self._undecryptable[role]
         if self._tokens is None:
@@ -265,29 +312,29 @@ class TokenGate:
 
     # -- handing a token over ------------------------------------------------
 
-    def secret_for(self, name: str) -> str | None:
-        """The plain token for ``name``'s credential file, or None when there is none.
+    def credential_for(self, name: str, directory: Path) -> Path | None:
+        """Write ``name``'s token to ``directory/token`` when its role asks for one
+        (``bot.credential``, ``hub.credential``) and it has one; the file's path,
+        else None. In DB mode the decrypting child writes the file: the daemon
+        never holds the plain token.
 
         Raises TokenError (never holding the secret) when it cannot be had.
         """
+        cfg = self.cfg
+        role = _role(name)
+        if not _asks_for_credential(cfg, role):
+            return None
         report = self.report(name)
         if report is None or report.login is None or blocks_start(report.state):
             return None
-        cfg = self.cfg
-        role = _role(name)
         if not cfg.settings.use_db:
-            return self._yaml_secret(report.login)
-        from .db import read_db_secret
-
-        encrypted = read_db_secret(
-            cfg.resolve(cfg.settings.db),
-            cfg.bot_login if role == "bot" else cfg.settings.hub_token_login,
-            "bot" if role == "bot" else "broadcaster",
-        )
-        if encrypted is None:
-            return None
+            token = self._yaml_secret(report.login)
+            return None if token is None else write_credential(directory, CREDENTIAL_NAME, token)
+        login = cfg.bot_login if role == "bot" else cfg.settings.hub_token_login
         try:
-            return decrypt_token(load_fernet_key(cfg.workdir), encrypted, f"the {role} token")
+            return write_credential_in_child(
+                cfg.resolve(cfg.settings.db), cfg.workdir, login, role, directory
+            )
         except (UndecryptableToken, KeyFileError) as e:
             # A key file gone or garbled since start-up blocks the start the same
             # way (restarting could not help) until the key file changes again.

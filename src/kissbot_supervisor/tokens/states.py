@@ -11,9 +11,10 @@ optional EventSub hub) a :class:`TokenState`, from one of two sources:
 
 This module also holds the only code that touches a secret: loading the
 Fernet key (:func:`load_fernet_key`), decrypting one token
-(:func:`decrypt_token`) and writing it to a credential file for a child
-(:func:`write_credential`). Nothing else here ever holds a token: reports,
-exceptions and their reprs carry logins, states and reasons only.
+(:func:`decrypt_token`, run only in the short-lived child of :mod:`.decrypt`:
+the daemon never loads cryptography) and writing it to a credential file for
+a process (:func:`write_credential`). Nothing else here ever holds a token:
+reports, exceptions and their reprs carry logins, states and reasons only.
 
 Why one module of 600 lines: the judgement of a token (valid, expired,
 revoked, undecryptable) is the same for the DB and the YAML config, and the
@@ -481,14 +482,31 @@ def key_file_problems(path: Path) -> list[str]:
 MAX_KEY_FILE = 4096  # a Fernet key is 44 bytes; anything much bigger is not one
 
 
+def is_fernet_key(key: bytes) -> bool:
+    """Whether ``key`` may be a Fernet key: 43 base64 characters (32 bytes), padding,
+    newlines and the like set aside. Checked without cryptography: the daemon
+    checks the key at every start and reload, and cryptography's native library
+    would cost it 6.6 MiB for good (tests/import_budget.py).
+
+    Lenient on purpose: never refuse a key that some version of Fernet takes
+    (cryptography 38, Debian's, decodes leniently in Python; 51 strictly in
+    Rust, without padding). A key this lets pass and Fernet refuses is found by
+    the token worker (tokens/worker.py), which decrypts with Fernet itself, and
+    holds the processes back with that reason."""
+    return sum(1 for b in key if b in _BASE64_CHARACTERS) == 43
+
+
+_BASE64_CHARACTERS = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/"
+)
+
+
 def load_fernet_key(workdir: Path) -> bytes:
     """The raw content of ``WORKDIR/.kissbot.key``, checked to be a Fernet key.
 
     Returned as read, trailing newline and all, because that is what KissBot
     hands to Fernet (which tolerates it).
     """
-    from cryptography.fernet import Fernet  # lazy: YAML-mode supervisors never need it
-
     path = workdir / KEY_FILE_NAME
     try:
         key = read_regular(path, MAX_KEY_FILE, base=workdir)  # no FIFO, no symlink
@@ -496,13 +514,9 @@ def load_fernet_key(workdir: Path) -> bytes:
         raise KeyFileMissing(path) from None
     except OSError as e:
         raise KeyFileError(path, f"cannot be read ({e.strerror})") from None
-    try:
-        Fernet(key)
-    except (ValueError, TypeError):
+    if not is_fernet_key(key):
         # The message must not quote the content: it is (nearly) the key.
-        raise KeyFileError(
-            path, "is not a Fernet key (expected 44 characters of url-safe base64)"
-        ) from None
+        raise KeyFileError(path, "is not a Fernet key (expected 44 characters of url-safe base64)")
     return key
 
 

@@ -121,7 +121,7 @@ class NativeBackend:
         options: NativeOptions,
         emit: Callable[[core.Event], None],
         log: Log,
-        credential: Callable[[str], str | None],
+        credential: Callable[[str, Path], Path | None],
     ) -> None:
         self.loop = loop
         self.opt = options
@@ -267,9 +267,9 @@ class NativeBackend:
         extra = {"NOTIFY_SOCKET": str(self.notify.path), "KISSBOT_PROCESS": spec.name}
         if spec.watchdog_sec > 0 and not spec.liveness:  # liveness: the supervisor checks
             extra["WATCHDOG_USEC"] = str(int(spec.watchdog_sec * 1_000_000))
-        secret = self._credential(spec.name)
-        if secret is not None:
-            extra["CREDENTIALS_DIRECTORY"] = str(self._write_credential(spec.name, secret))
+        directory = self._credentials_dir(spec.name)
+        if self._credential(spec.name, directory) is not None:
+            extra["CREDENTIALS_DIRECTORY"] = str(directory)
         return child_environment(self.base_env, extra)
 
     def _remove_leftover_credentials(self) -> None:
@@ -310,13 +310,6 @@ class NativeBackend:
 
     def _credentials_dir(self, name: str) -> Path:
         return self.opt.runtime_dir / "credentials" / name
-
-    def _write_credential(self, name: str, secret: str) -> Path:
-        from ...tokens.states import write_credential
-
-        directory = self._credentials_dir(name)
-        write_credential(directory, "token", secret)
-        return directory
 
     def _remove_credential(self, name: str) -> None:
         from ...tokens.states import remove_credentials

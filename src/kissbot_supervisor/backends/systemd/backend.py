@@ -242,7 +242,7 @@ class SystemdBackend:
         runtime_dir: Path,
         emit: Callable[[core.Event], None],
         log: Log,
-        credential: Callable[[str], str | None],
+        credential: Callable[[str, Path], Path | None],
         hub_db: Path | None = None,
     ) -> None:
         self.loop = loop
@@ -432,9 +432,8 @@ class SystemdBackend:
 
     def _properties(self, spec: core.ProcessSpec) -> list[Property]:
         """The unit's properties; its token, if it has one, written to its credential file."""
-        secret = self._credential(spec.name)
-        cred = None if secret is None else str(self._write_credential(spec.name, secret))
-        return transient_properties(spec, self._unit_options(cred))
+        token = self._credential(spec.name, self._credentials_dir(spec.name))
+        return transient_properties(spec, self._unit_options(None if token is None else str(token)))
 
     def _transient_started(self, name: str, digest: int, reply: Message, *, retried: bool) -> None:
         try:
@@ -635,11 +634,6 @@ class SystemdBackend:
 
     def _credentials_dir(self, name: str) -> Path:
         return self.runtime_dir / "credentials" / name
-
-    def _write_credential(self, name: str, secret: str) -> Path:
-        from ...tokens.states import write_credential
-
-        return write_credential(self._credentials_dir(name), "token", secret)
 
     def _remove_credential(self, name: str) -> None:
         from ...tokens.states import remove_credentials
