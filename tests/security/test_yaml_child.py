@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from process.harness import SUPERVISOR, TIMEOUT, fleet_config
 
 from .conftest import StartFleet, as_bots_user
@@ -30,3 +32,15 @@ def test_modules_planted_in_the_checkout_are_not_imported(
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
     assert not marker.exists()
+
+
+def test_a_child_that_never_answers_is_killed_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a FIFO planted as kissbot.db would do to the token worker (SQLite
+    # opens the DB by name): the child blocks, and the daemon must not with it.
+    from kissbot_supervisor.runtime import child
+
+    monkeypatch.setattr(child, "BOOTSTRAP", "import time\ntime.sleep(600)\n")
+    with pytest.raises(child.ChildError, match=r"gave no answer within 0\.5 s; killed"):
+        child.run_module("kissbot_supervisor.tokens.worker", b"{}", timeout=0.5)

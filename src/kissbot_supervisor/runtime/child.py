@@ -34,11 +34,16 @@ BOOTSTRAP = (
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
+# A child takes tens of milliseconds; a loaded host's first start of Python, a
+# second or two. Beyond this it is stuck (see _read_until_end).
+TIMEOUT_SEC = 20.0
+
+
 class ChildError(Exception):
     """The child could not be run."""
 
 
-def run_module(module: str, data: bytes) -> tuple[bytes, int]:
+def run_module(module: str, data: bytes, timeout: float = TIMEOUT_SEC) -> tuple[bytes, int]:
     """Run ``module``'s ``main()`` in an isolated child with ``data`` on its stdin;
     what it wrote on stdout, and its exit status (negative: the signal that ended it)."""
     in_r, in_w = os.pipe2(os.O_CLOEXEC)
@@ -64,10 +69,37 @@ def run_module(module: str, data: bytes) -> tuple[bytes, int]:
             to_child.write(data)
     except BrokenPipeError:
         pass  # it ended without reading: its status tells why
-    with os.fdopen(out_r, "rb") as from_child:
-        answer = from_child.read()
+    answer = _read_until_end(out_r, pid, module, timeout)
     _pid, status = os.waitpid(pid, 0)
     return answer, os.waitstatus_to_exitcode(status)
+
+
+def _read_until_end(fd: int, pid: int, module: str, timeout: float) -> bytes:
+    """All the child writes, or :class:`ChildError` once ``timeout`` has passed.
+
+    A deadline because what the child reads is the checkout's: a FIFO put in
+    place of ``kissbot.db`` after our check, which SQLite opens by name, would
+    block the child, and the daemon with it. Killed, it is an error like any.
+    """
+    import select
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise ChildError(f"{module} gave no answer within {timeout:g} s; killed")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def describe_exit(what: str, code: int) -> str:
