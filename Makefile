@@ -10,7 +10,7 @@ ENV_INPUTS := pyproject.toml requirements/build.txt requirements/dev.txt \
 	tools/make-venv tools/ensure-debian-deps
 DEMO := .demo
 
-.PHONY: run test test-latest test-debian lint typecheck unit docs lock bench soak clean deb \
+.PHONY: run test test-latest test-debian lint typecheck unit docs lock bench bench-pacing soak clean deb \
 	package-tools
 
 $(STAMP): $(ENV_INPUTS)
@@ -89,6 +89,10 @@ soak: $(STAMP)
 ## bench: the benchmarks (figures go to docs/benchmarks.md)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/run.py
+
+## bench-pacing: start time of 30/100/300 bots, login pacing on and off (docs/scale.md)
+bench-pacing: $(STAMP)
+	$(BIN)/python tests/bench/pacing.py
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-debian .venv-lock $(DEMO) build *.egg-info

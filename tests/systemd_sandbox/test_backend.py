@@ -456,3 +456,51 @@ def hub_starts(fleet: Fleet) -> int:
     """How many times systemd has started the hub's unit, from its journal."""
     out = fleet.sandbox.run("journalctl", "-u", "kissbot-hub.service", "-o", "cat", "--no-pager")
     return len(re.findall(r"^Started kissbot-hub\.service", out.stdout, re.MULTILINE))
+
+
+def test_a_wedged_hub_unit_is_never_ready_and_no_bot_starts(fleet: Fleet) -> None:
+    # The real hub binds its socket, then answers nothing while Twitch is down.
+    # As a hardened unit (its own /tmp rules, no new privileges), the default
+    # readiness (protocol: hello + ping, wait for the pong) still tells.
+    doc = config(
+        ["wedge_bot"],
+        supervisor={"hub": {"start_timeout_sec": 5}, "stop_timeout_sec": 1},
+    )
+    doc["supervisor"]["hub"]["command"] = demo_hub_command("--wedge")
+    del doc["supervisor"]["hub"]["ready"]  # the default: protocol
+    start(fleet, doc)
+    fleet.journal.wait_for(r"hub: not ready: the hub accepts connections on .* sent no pong")
+    hub = fleet.status()["hub"]
+    assert hub["state"] == "starting"
+    assert "it is not serving bots" in hub["reason"]
+    fleet.journal.wait_for(r"hub: not ready within 5(\.0)? s")
+    assert not [x for x in fleet.journal.lines if re.search(r"hub: ready|wedge_bot: started", x)]
+
+
+def test_a_bot_whose_system_log_falls_silent_is_killed_as_hung(fleet: Fleet) -> None:
+    # bot.liveness: system-log under systemd: the supervisor watches the file the
+    # bot writes in the workdir and stops the unit itself (no WatchdogSec=).
+    every = ["--system-log-interval", "0.25"]
+    doc = config(
+        ["hangs_bot", "writes_bot"],
+        hub=False,
+        bot_command=per_channel_bot(
+            {"hangs_bot": [*every, "--hang-after", "1"], "writes_bot": every}
+        ),
+        supervisor={"bot": {"liveness": "system-log", "liveness_silence_sec": 4}},
+    )
+    start(fleet, doc)
+    first = int(fleet.journal.wait_for(r"hangs_bot: started \(PID (\d+)\)").group(1))
+    fleet.journal.wait_for(r"writes_bot: ready")
+    writes = fleet.bot("writes_bot")["pid"]
+    fleet.journal.wait_for(
+        r"hangs_bot: hung: logs/broadcast/hangs_bot/system\.log silent for 4\.0 s"
+    )
+    mark = fleet.journal.mark()
+    second = int(fleet.journal.wait_for(r"hangs_bot: started \(PID (\d+)\)", since=mark).group(1))
+    assert second != first
+    assert fleet.show("kissbot-bot@hangs_bot.service", "WatchdogUSec")["WatchdogUSec"] in (
+        "0",
+        "infinity",
+    )
+    assert fleet.bot("writes_bot")["pid"] == writes  # a bot that writes is left alone
