@@ -12,6 +12,7 @@ import re
 import time
 
 from demo_argv import demo_hub_command
+from linewatch import wait_until
 
 from .fleet import Fleet, bus_reply_limit, config, per_channel_bot, start
 
@@ -86,10 +87,20 @@ def test_exit_1_at_start_is_parked_with_a_reason(fleet: Fleet) -> None:
     assert bot["state"] == "failed"
     assert re.search(said, bot["reason"])
     assert "token revoked?" not in bot["reason"]
-    # Parked means parked: systemd's own restart is cancelled too.
-    state = fleet.show("kissbot-bot@revoked_bot.service", "ActiveState", "SubState")
-    assert state["SubState"] != "auto-restart"
+    # Parked, and visible as such to systemd's own tools (it used to vanish: "could
+    # not be found"); systemd does not restart it by itself.
+    unit = "kissbot-bot@revoked_bot.service"
+    state = fleet.show(unit, "LoadState", "ActiveState", "Result")
+    assert state == {"LoadState": "loaded", "ActiveState": "failed", "Result": "exit-code"}
+    listed = fleet.sandbox.systemctl("list-units", "--failed", "--plain", "--no-legend").stdout
+    assert unit in listed
     assert fleet.ctl("status").returncode == 3
+    # A stop is no failure: the unit is cleared.
+    assert fleet.ctl("stop", "revoked_bot").returncode == 0
+    wait_until(
+        lambda: fleet.show(unit, "ActiveState")["ActiveState"] == "inactive",
+        what="the stopped bot's unit cleared",
+    )
 
 
 def test_stop_is_sticky(fleet: Fleet) -> None:

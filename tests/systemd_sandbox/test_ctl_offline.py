@@ -97,21 +97,22 @@ def test_status_is_read_from_systemd_while_the_supervisor_is_down(fleet: Fleet) 
     assert unknown.returncode == 1
     assert "unknown channel 'nobody_here'" in unknown.stderr
 
-    # A crash now: systemd restarts the bot by itself after RestartUSec (5 s here),
-    # meanwhile it is in backoff, wanted and not running: exit 3.
+    # A crash now: only the supervisor restarts its units, so the bot's unit stays
+    # failed, visible, wanted and not running: exit 3.
     fleet.sandbox.systemctl("kill", "--signal=SIGKILL", "kissbot-bot@offline_two.service")
 
-    def backoff() -> bool:
+    def failed() -> bool:
         bots = json.loads(fleet.ctl("status", "--json").stdout)["bots"]
-        return bool(bots[1]["state"] == "backoff")
+        return bool(bots[1]["state"] == "failed")
 
-    wait_until(backoff, "offline_two in backoff")
+    wait_until(failed, "offline_two failed")
     after = fleet.ctl("status", "--json")
     assert after.returncode == 3
     crashed = json.loads(after.stdout)["bots"][1]
     assert crashed["pid"] is None
+    assert crashed["want"] is True
     assert crashed["last_exit"] == "killed by SIGKILL"
-    assert "auto-restart" in crashed["reason"]
+    assert "the supervisor starts it again once it runs" in crashed["reason"]
 
 
 def test_status_without_supervisor_nor_system_bus_is_an_error(fleet: Fleet) -> None:

@@ -24,6 +24,7 @@ from kissbot_supervisor.core import (
     Exited,
     Finished,
     Gate,
+    Hold,
     Kill,
     MemorySample,
     Note,
@@ -396,6 +397,27 @@ def test_start_on_a_parked_process_spawns_it_with_failures_forgotten() -> None:
     assert not notes(actions, "parked")
     assert f.core.next_deadline() == 18.0  # the first delay again
     assert "(failure 1)" in (f.status(A).reason or "")
+
+
+def test_a_park_holds_the_process_as_parked_and_a_stop_clears_it() -> None:
+    # Under systemd a parked unit stays failed, for systemctl --failed to list;
+    # an operator's stop is no failure, and clears it.
+    f = Fleet([spec(A, ready="file")])
+    f.tick(0.0)
+    f.spawned(A)
+    actions = f.crash_until_parked(A, code=1, sig=None)
+    assert [a for a in actions if isinstance(a, Hold)] == [Hold(A, parked=True)]
+    actions = f.send(Stop((A,)), at=f.now + 1)
+    assert [a for a in actions if isinstance(a, Hold)] == [Hold(A, parked=False)]
+
+
+def test_a_shutdown_clears_a_parked_process() -> None:
+    f = Fleet([spec(A, ready="file"), spec(B, ready="file")])
+    f.tick(0.0)
+    f.spawned(A)
+    f.crash_until_parked(A, code=1, sig=None)
+    actions = f.send(Shutdown(), at=f.now + 1)
+    assert [a for a in actions if isinstance(a, Hold)] == [Hold(A, parked=False)]
 
 
 # --- stop, start, restart -----------------------------------------------------

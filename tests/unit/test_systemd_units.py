@@ -130,9 +130,9 @@ def opts(**changes: Any) -> UnitOptions:
 
 
 def props_of(
-    spec: ProcessSpec, options: UnitOptions, which: Which = which
+    spec: ProcessSpec, options: UnitOptions, which: Which = which, *, supervised: bool = True
 ) -> dict[str, tuple[str, object]]:
-    props = transient_properties(spec, options, which=which)
+    props = transient_properties(spec, options, which=which, supervised=supervised)
     # Only SystemCallFilter is assigned twice on purpose (an allow list, then a deny list).
     names = [name for name, _ in props if name != "SystemCallFilter"]
     assert len(names) == len(set(names)), f"a property is sent twice: {names}"
@@ -270,8 +270,8 @@ def test_plain_bot() -> None:
     assert value(props, "TimeoutStartUSec") == 120_000_000
     assert value(props, "TimeoutStopUSec") == 10_000_000
     assert value(props, "KillMode") == "mixed"
-    assert value(props, "Restart") == "on-failure"
-    assert value(props, "RestartUSec") == 60_000_000  # restart.max_delay_sec before systemd 254
+    assert value(props, "Restart") == "no"  # the supervisor's backoff alone restarts it
+    assert value(props, "StartLimitIntervalUSec") == 0
     assert value(props, "SyslogIdentifier") == "kissbot-bot@el_serda"
     assert value(props, "LogExtraFields") == [b"KISSBOT_PROCESS=bot", b"KISSBOT_CHANNEL=el_serda"]
     assert value(props, "Slice") == "kissbot.slice"
@@ -288,6 +288,8 @@ def test_plain_bot() -> None:
         "SetCredential",
         "AddRef",
         "RestartSteps",
+        "RestartUSec",
+        "StartLimitBurst",
         "ProtectSystem",
     ):
         assert absent not in props, absent
@@ -458,27 +460,45 @@ def test_relative_workdir_is_refused() -> None:
 # --- restart pacing and start limits ----------------------------------------------------
 
 
+@pytest.mark.parametrize("version", [252, 254, 256])
+@pytest.mark.parametrize("policy", [Policy(), Policy(restart_always=True), Policy(give_up_after=0)])
+def test_systemd_never_restarts_a_supervised_unit_by_itself(policy: Policy, version: int) -> None:
+    # A failed unit stays failed (visible to systemctl) until the supervisor starts it.
+    d = props_of(bot(), opts(policy=policy, manager_version=version))
+    assert value(d, "Restart") == "no"
+    assert value(d, "StartLimitIntervalUSec") == 0
+    assert not {"RestartUSec", "RestartSteps", "RestartMaxDelayUSec", "StartLimitBurst"} & set(d)
+
+
+# Static units (export.py): systemd alone restarts them.
+
+
 def test_start_limit_never_trips_before_the_supervisor_gives_up() -> None:
     policy = Policy(give_up_after=5, reset_after_sec=60)
     assert start_limit_burst(policy, is_hub=True) == 10
     assert start_limit_burst(policy, is_hub=False) == 15  # + restarts after the hub restarts
-    d = props_of(bot(), opts(policy=policy))
+    d = props_of(bot(), opts(policy=policy), supervised=False)
     assert (value(d, "StartLimitBurst"), value(d, "StartLimitIntervalUSec")) == (15, 60_000_000)
 
 
 def test_never_giving_up_disables_the_start_limit() -> None:
-    d = props_of(bot(), opts(policy=Policy(give_up_after=0)))
+    d = props_of(bot(), opts(policy=Policy(give_up_after=0)), supervised=False)
     assert value(d, "StartLimitIntervalUSec") == 0
 
 
 def test_restart_always() -> None:
-    assert value(props_of(bot(), opts(policy=Policy(restart_always=True))), "Restart") == "always"
+    assert (
+        value(
+            props_of(bot(), opts(policy=Policy(restart_always=True)), supervised=False), "Restart"
+        )
+        == "always"
+    )
 
 
 def test_version_252_vs_254() -> None:
     policy = Policy(delay_sec=1.0, max_delay_sec=60.0)
-    old = props_of(bot(), opts(policy=policy, manager_version=252))
-    new = props_of(bot(), opts(policy=policy, manager_version=254))
+    old = props_of(bot(), opts(policy=policy, manager_version=252), supervised=False)
+    new = props_of(bot(), opts(policy=policy, manager_version=254), supervised=False)
     assert value(old, "RestartUSec") == 60_000_000
     assert "RestartSteps" not in old
     assert "RestartMaxDelayUSec" not in old
@@ -486,7 +506,12 @@ def test_version_252_vs_254() -> None:
     assert value(new, "RestartSteps") == 5
     assert value(new, "RestartMaxDelayUSec") == 60_000_000
     assert set(new) - set(old) == {"RestartSteps", "RestartMaxDelayUSec"}
-    check_types(transient_properties(bot(), opts(policy=policy, manager_version=255), which), 255)
+    check_types(
+        transient_properties(
+            bot(), opts(policy=policy, manager_version=255), which, supervised=False
+        ),
+        255,
+    )
 
 
 @pytest.mark.parametrize(("delay", "maximum"), [(1, 60), (0.5, 30), (2, 3), (1, 1024), (5, 300)])
@@ -494,7 +519,7 @@ def test_systemd_254_schedule_is_never_earlier_than_the_supervisor(
     delay: float, maximum: float
 ) -> None:
     policy = Policy(delay_sec=delay, max_delay_sec=maximum)
-    d = props_of(bot(), opts(policy=policy, manager_version=254))
+    d = props_of(bot(), opts(policy=policy, manager_version=254), supervised=False)
     steps = value(d, "RestartSteps")
     assert isinstance(steps, int)
     for i in range(steps + 3):  # systemd's formula for restart i+1 (src/core/service.c)
@@ -504,7 +529,11 @@ def test_systemd_254_schedule_is_never_earlier_than_the_supervisor(
 
 
 def test_254_without_a_progression_keeps_the_fallback() -> None:
-    d = props_of(bot(), opts(policy=Policy(delay_sec=5, max_delay_sec=5), manager_version=256))
+    d = props_of(
+        bot(),
+        opts(policy=Policy(delay_sec=5, max_delay_sec=5), manager_version=256),
+        supervised=False,
+    )
     assert value(d, "RestartUSec") == 5_000_000
     assert "RestartSteps" not in d
 

@@ -109,11 +109,11 @@ def map_state(active: str, sub: str) -> str:
 def wanted(active: str) -> bool:
     """A guess at ``want``, which only the supervisor knows.
 
-    A unit that runs or is (re)starting is wanted. So is a ``failed`` one:
-    the supervisor never leaves a unit failed (it stops and resets the units it
-    parks or stops), so a failed unit is one systemd itself gave up on, a
-    process that should run and does not; counting it makes ``status`` exit 3.
-    An ``inactive`` unit was stopped on purpose.
+    A unit that runs or is (re)starting is wanted. So is a ``failed`` one: its
+    process failed and the supervisor has not given up on it (it clears the
+    units it stops: a stop is no failure), a process that should run and does
+    not; counting it makes ``status`` exit 3. An ``inactive`` unit was stopped
+    on purpose.
     """
     return active in ("active", "reloading", "activating", "failed")
 
@@ -159,7 +159,10 @@ def _reason(active: str, sub: str, result: str, last_exit: str | None) -> str | 
     if last_exit:
         text += f", {last_exit}"
     if sub == "auto-restart":
-        text += "; systemd restarts it"
+        text += "; systemd restarts it"  # a unit made by an earlier version
+    elif active == "failed":
+        # Only the supervisor restarts its units; at its start it adopts the fleet.
+        text += "; the supervisor starts it again once it runs"
     return text
 
 

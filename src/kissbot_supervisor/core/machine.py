@@ -361,11 +361,14 @@ class Release:
 class Hold:
     """The process is down and must stay down until the next Spawn.
 
-    Nothing for the native backend to do; systemd would otherwise restart the
-    unit by itself after ``RestartUSec``.
+    Nothing for the native backend to do. Under systemd: ``parked``, the failed
+    unit is left as it is, for ``systemctl --failed`` and ``systemctl status`` to
+    show with its result; otherwise (stopped by an operator, or at a shutdown)
+    its failed state is cleared.
     """
 
     name: str
+    parked: bool = False
 
 
 @record
@@ -1025,7 +1028,7 @@ class Core:
                 p.retry_at = now + delay
                 note = f"{p.reason}; trying again by itself in {_seconds(delay)}"
             out.append(Note(p.spec.name, NoteKind.PARKED, note))
-            out.append(Hold(p.spec.name))
+            out.append(Hold(p.spec.name, parked=True))
             return
         delay = self.policy.backoff(n)
         p.restart_pending = True
@@ -1343,12 +1346,16 @@ class Core:
             elif p.phase is Phase.BACKOFF:
                 p.phase = Phase.STOPPED
                 out.append(Hold(p.spec.name))
+            elif p.phase is Phase.FAILED:
+                out.append(Hold(p.spec.name))  # the fleet is stopped: no failed unit left
         hub = self.procs.get(HUB)
         hub_alive = hub is not None and (hub.alive or hub.spawning)
         if hub is not None:
             hub.backoff_until = None
             if not hub.alive and hub.phase is Phase.BACKOFF:
                 hub.phase = Phase.STOPPED
+                out.append(Hold(HUB))
+            elif not hub.alive and hub.phase is Phase.FAILED:
                 out.append(Hold(HUB))
         if hub is not None and hub.alive and not bots_alive:
             self._begin_stop(hub, now, "shutdown", out)

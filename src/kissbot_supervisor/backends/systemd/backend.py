@@ -384,10 +384,10 @@ class SystemdBackend:
                     self._call(name, "stop", stop_unit(unit))
                 else:
                     self._call(name, "kill", kill_unit(unit, "all" if group else "main", sig))
-            case core.Hold(name):
-                self._hold(name)
+            case core.Hold(name, parked):
+                self._hold(name, parked=parked)
             case core.Release(name):
-                self._hold(name)
+                self._hold(name, parked=False)
                 track = self._tracks.pop(name, None)
                 if track is not None:
                     self._by_unit.pop(track.unit, None)
@@ -490,12 +490,16 @@ class SystemdBackend:
         self._remove_credential(name)
         self._emit(core.SpawnFailed(name, f"systemd refused to start it: {error}"))
 
-    def _hold(self, name: str) -> None:
+    def _hold(self, name: str, *, parked: bool) -> None:
         track = self._tracks.get(name)
         if track is None or track.pid is not None:
             return
-        self._call(name, "stop", stop_unit(track.unit))  # cancels a pending auto-restart
-        self._call(name, "reset", reset_failed_unit(track.unit))
+        if track.sub == "auto-restart":
+            # A unit made by an earlier version, with systemd's own restart: cancel it.
+            self._call(name, "stop", stop_unit(track.unit))
+        if not parked:
+            # Stopped, not failed: nothing for systemctl --failed to list.
+            self._call(name, "reset", reset_failed_unit(track.unit))
         self._remove_credential(name)
 
     def _call(self, name: str, what: str, msg: Message) -> None:

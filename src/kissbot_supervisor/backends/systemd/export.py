@@ -169,8 +169,12 @@ def render(props: Sequence[Property], section: str, header: str, channel: str | 
     return f"# {header}\n[Unit]\n" + "\n".join(unit) + f"\n\n[{section}]\n" + "\n".join(rest) + "\n"
 
 
-def _static(props: list[Property]) -> list[Property]:
-    """The transient properties, adjusted for units that start at boot without a supervisor."""
+def _static(
+    spec: ProcessSpec, opts: UnitOptions, which: Callable[[str], str | None] | None
+) -> list[Property]:
+    """The transient properties, adjusted for units that start at boot without a
+    supervisor (systemd restarts them: nobody else will)."""
+    props = transient_properties(spec, opts, which, supervised=False)
     out = [p for p in props if p[0] != "LoadCredential"]
     # Without a supervisor to start the hub first, a bot that comes after it
     # (After=) also pulls it in.
@@ -203,14 +207,14 @@ def export_units(
         (opts.slice, render(slice_properties(opts), "Slice", note)),
     ]
     if hub:
-        props = _static(transient_properties(hub[0], opts, which))
+        props = _static(hub[0], opts, which)
         files.append((HUB_UNIT, render(props, "Service", note)))
     if bots:
         first = bots[0]
-        props = _static(transient_properties(first, opts, which))
+        props = _static(first, opts, which)
         template = render(props, "Service", note, channel=first.name)
         for bot in bots:
-            own = render(_static(transient_properties(bot, opts, which)), "Service", note)
+            own = render(_static(bot, opts, which), "Service", note)
             if _normalise(_instantiate(template, bot.name)) != _normalise(own):
                 raise ExportError(
                     bot.name, "has a command that differs from the other bots' beyond the channel"

@@ -6,13 +6,18 @@ all in ``kissbot.slice``. :func:`transient_properties` turns a
 ``StartTransientUnit`` takes, with the exact D-Bus type systemd 252 reads for
 each property (a property sent with another type fails the whole call).
 
-Restart design: systemd restarts a failed unit by itself (``Restart=on-failure``)
-only as a fallback for when the supervisor is down, after ``RestartUSec`` =
-``restart.max_delay_sec`` (systemd >= 254: the supervisor's own exponential
-schedule through ``RestartSteps``/``RestartMaxDelayUSec``). While the supervisor
-is up it restarts earlier, by its backoff, and parks a unit with ``StopUnit``.
-The start limit is set so that it never trips before the supervisor gives up
-(see :func:`start_limit_burst`).
+Restart design: the supervisor alone restarts the units it runs (``Restart=no``,
+no start limit: its backoff, login pacing and give-up decide). A unit whose
+process failed stays ``failed``, loaded and listed by ``systemctl --failed``
+and ``systemctl status`` with its ``Result``, while it backs off and once
+parked; a stop the supervisor or an operator asked for clears it. Had systemd
+restarted units by itself (``Restart=on-failure``, once the fallback for a
+supervisor that is down), the park's ``StopUnit`` to cancel that restart left
+the unit inactive, and systemd unloaded it: "Unit kissbot-bot@CH.service could
+not be found". A supervisor that is down is restarted within seconds by its
+own unit and adopts the fleet, restarting what failed meanwhile. Static units
+(:mod:`.export`), which have no supervisor, keep systemd's restart
+(:func:`restart_properties`).
 
 Dependencies: bots are ``After=`` the hub, never ``Wants=`` (the supervisor
 starts the hub itself, and a bot's start must not start a hub it has parked:
@@ -179,8 +184,16 @@ def start_limit_burst(policy: Policy, is_hub: bool) -> int:
     return policy.give_up_after + hub_restarts + START_LIMIT_MARGIN
 
 
+# Only the supervisor restarts its transient units (see the module docstring).
+SUPERVISED_RESTART: list[Property] = [
+    ("Restart", ("s", "no")),
+    ("StartLimitIntervalUSec", ("t", 0)),
+]
+
+
 def restart_properties(policy: Policy, manager_version: int, is_hub: bool) -> list[Property]:
-    """Restart=, its pacing and the start limit (pure function of the version number)."""
+    """Restart=, its pacing and the start limit of a static unit, which systemd alone
+    restarts (:mod:`.export`); a pure function of the version number."""
     restart = "always" if policy.restart_always else "on-failure"
     props: list[Property] = [("Restart", ("s", restart))]
     progressive = (
@@ -303,7 +316,7 @@ def find_program(program: str) -> str | None:
 
 
 def transient_properties(
-    spec: ProcessSpec, opts: UnitOptions, which: Which | None = None
+    spec: ProcessSpec, opts: UnitOptions, which: Which | None = None, *, supervised: bool = True
 ) -> list[Property]:
     """The ``a(sv)`` properties of the unit for ``spec``, ready for StartTransientUnit.
 
@@ -311,6 +324,7 @@ def transient_properties(
     when argv[0] cannot be resolved. Secrets never go in here: the token file is
     passed by path (``LoadCredential=``), never ``Environment=``/``SetCredential=``.
     ``which`` finds argv[0] (default: :func:`find_program`, in the supervisor's PATH).
+    ``supervised``: restarted by the supervisor only; False for a static unit.
     """
     if which is None:
         which = find_program
@@ -339,7 +353,11 @@ def transient_properties(
         ("TimeoutStartUSec", ("t", start_timeout)),
         ("TimeoutStopUSec", ("t", usec(opts.policy.stop_timeout_sec))),
         ("KillMode", ("s", "mixed")),  # SIGTERM to the main process, SIGKILL to all at timeout
-        *restart_properties(opts.policy, opts.manager_version, spec.name == HUB),
+        *(
+            SUPERVISED_RESTART
+            if supervised
+            else restart_properties(opts.policy, opts.manager_version, spec.name == HUB)
+        ),
         ("SyslogIdentifier", ("s", unit.removesuffix(SERVICE_SUFFIX))),
         ("LogExtraFields", ("aay", journal_fields(spec.name))),
         ("Slice", ("s", opts.slice)),
