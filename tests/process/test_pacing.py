@@ -6,6 +6,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from linewatch import wait_until
 from process.harness import KISSBOTCTL, TIMEOUT, fleet_config
 
@@ -108,3 +110,33 @@ def test_the_wait_of_a_long_rolling_restart_starts_again_at_each_outcome(
     assert result.returncode == 0, result.stdout + result.stderr
     assert [line.split(":")[0] for line in result.stdout.splitlines()] == names
     assert "not restarted yet" not in result.stdout
+
+
+@pytest.mark.slow
+def test_100_bots_start_and_restart_all_within_the_login_limit(start_fleet: StartFleet) -> None:
+    # A fleet's first start and a `restart all` are the two great bursts. 50 logins
+    # per 10 s (not the default 20) keeps this to two windows at each burst; the
+    # rule checked is the same: no 10 s ever holds more starts than the limit.
+    limit = 50
+    names = [f"hundred_{i:03d}" for i in range(100)]
+    sup = start_fleet(fleet_config(names, supervisor={"bot": {"logins_per_10s": limit}}))
+    for name in names:
+        sup.wait_for(rf"{name}: ready", timeout=120)
+    result = subprocess.run(
+        [KISSBOTCTL, "--socket", str(sup.control), "restart", "all"],
+        env=ctl_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    stamps: dict[str, list[float]] = {name: [] for name in names}
+    for line in sup.log.lines:
+        m = STAMP.match(line)
+        if m and m.group(2) in stamps:
+            stamps[m.group(2)].append(time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")))
+    assert all(len(s) == 2 for s in stamps.values()), stamps  # each started, then restarted once
+    starts = sorted(t for s in stamps.values() for t in s)
+    # Stamps are to the second: two starts whose stamps are 10 apart may be less than
+    # 11 s apart, so each 11 s of stamps must hold no more than the limit (the
+    # supervisor's window is 12 s).
+    busiest = max(sum(1 for u in starts if t <= u <= t + 10) for t in starts)
+    assert busiest <= limit, busiest
