@@ -268,6 +268,7 @@ class Supervisor:
                 hub_socket=cfg.resolve(s.hub_socket),
                 child_nofile=self._given_nofile,
                 hub_db=cfg.resolve(s.db),
+                preload_modules=s.bot_preload_modules if s.bot_preload else None,
             ),
             self.feed,
             self.log,
