@@ -26,6 +26,7 @@ from process.harness import (
     check_preload,
     children_of,
     pid_alive,
+    preloaded_demo,
     request_on,
     write_config,
 )
@@ -51,7 +52,7 @@ def native(tmp_path: Path) -> Iterator[StartNative]:
         write_config(tmp_path, doc)
         sup = Supervisor(tmp_path, args, wrapper=wrapper)
         running.append(sup)
-        if doc.get("supervisor", {}).get("bot", {}).get("preload"):
+        if preloaded_demo(doc):
             preloaded.append(sup)
         return sup
 

@@ -8,7 +8,7 @@ import pytest
 
 from linewatch import wait_until
 
-from .harness import Supervisor, check_preload, children_of, pid_alive, write_config
+from .harness import Supervisor, check_preload, children_of, pid_alive, preloaded_demo, write_config
 
 StartFleet = Callable[..., Supervisor]
 
@@ -29,7 +29,7 @@ def start_fleet(tmp_path: Path) -> Iterator[StartFleet]:
         write_config(wd, doc)
         sup = Supervisor(wd, args, runtime_dir)
         running.append(sup)
-        if doc.get("supervisor", {}).get("bot", {}).get("preload"):
+        if preloaded_demo(doc):
             preloaded.append(sup)
         return sup
 

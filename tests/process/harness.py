@@ -197,6 +197,13 @@ def check_preload(sup: Supervisor, preload: bool) -> None:
         assert not sup.seen(r"bot\.preload is on but cannot apply"), sup.lines
 
 
+def preloaded_demo(doc: dict[str, Any]) -> bool:
+    """A demo fleet built by ``fleet_config(preload=True)``: its fork server must serve
+    (tests of preload's fallbacks build their own fleets)."""
+    bot = doc.get("supervisor", {}).get("bot", {})
+    return bool(bot.get("preload")) and bot.get("preload_modules") == PRELOAD_MODULES
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -395,10 +395,12 @@ def _run(job: Job) -> None:
         raise
     except BaseException as e:
         tb = e.__traceback__
-        ours = {__file__, runpy.__file__}
-        while tb is not None and tb.tb_frame.f_code.co_filename in ours:
+        # By module, not file name: runpy is frozen ("<frozen runpy>") in 3.11+.
+        ours = (globals(), vars(runpy))
+        while tb is not None and any(tb.tb_frame.f_globals is g for g in ours):
             tb = tb.tb_next
-        sys.excepthook(type(e), e, tb)
+        # The hook prints the exception's own __traceback__ (3.11), not its argument.
+        sys.excepthook(type(e), e.with_traceback(tb), tb)
         sys.exit(1)
 
 
