@@ -117,7 +117,7 @@ def test_messages_round_trip_and_junk_is_refused() -> None:
     message = {"start": {"argv": ["python3", "main.py"], "env": {"A": "é"}}}
     assert decode(encode(message)) == message
     for junk in (b"", b"\xff", b"[1]", b"{}", b'{"a": 1, "b": 2}', b"not json"):
-        with pytest.raises(ValueError, match="JSON|one key"):
+        with pytest.raises(ValueError, match=r"JSON|one key"):
             decode(junk)
     with pytest.raises(ValueError, match="at most"):
         encode({"env": "x" * MAX_MESSAGE})
@@ -133,6 +133,7 @@ def test_words_from_the_fork_server_are_one_short_line() -> None:
 def test_a_ready_report_is_checked_field_by_field() -> None:
     report = {"seconds": 1.5, "imported": ["a", "b"], "skipped": [], "dirs": ["/w/bot"]}
     assert check_ready(report) == (1.5, 2, ("/w/bot",))
+    bad: object
     for bad in (
         None,
         [],
