@@ -31,7 +31,7 @@ from ...runtime.procinfo import command_line, processes_with_env, rss_bytes
 from ...tokens.states import TokenError
 from .logfiles import LogFile
 from .notifyserver import Notification, NotifyServer
-from .spawner import Spawner, SpawnError, child_environment, read_report
+from .spawner import Spawner, SpawnError, child_environment, read_pipe, read_report
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -494,12 +494,9 @@ class NativeBackend:
             # Drained to its end at the exit, in the same turn of the loop that found
             # it readable: its descriptor is closed (and its number maybe reused).
             return False
-        try:
-            data = os.read(out.fd, 65536)
-        except BlockingIOError:
+        data = read_pipe(out.fd)
+        if data is None:
             return False
-        except OSError:
-            data = b""
         if data:
             out.log.write_chunk(data, self._wall())
             return True

@@ -36,7 +36,7 @@ from ...runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DONT_FOL
 from ...runtime.procinfo import parent_pid
 from . import forkserver
 from .logfiles import LogFile
-from .spawner import Child, Spawner, SpawnError, read_report
+from .spawner import Child, Spawner, SpawnError, read_pipe, read_report
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -216,12 +216,9 @@ class ForkServer:
 
     def _on_output(self) -> None:
         assert self._output_fd is not None
-        try:
-            data = os.read(self._output_fd, 65536)
-        except BlockingIOError:
+        data = read_pipe(self._output_fd)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if data:
             self._output.write_chunk(data, _wall())
             return
