@@ -114,6 +114,9 @@ def test_a_forked_bot_runs_as_main_with_its_own_argv_environment_and_parent(
         if os.readlink(f"/proc/{record['pid']}/fd/{fd}") == lock
     ]  # fmt: skip
     assert len(holders) == 1
+    # And nothing else but its three standard descriptors, as an exec'd bot
+    # (docs/security.md, "What a bot inherits"): no fork server's socket or pipe.
+    assert sorted(os.listdir(f"/proc/{record['pid']}/fd")) == sorted(["0", "1", "2", *holders])
     assert not [
         fd
         for fd in os.listdir(f"/proc/{server}/fd")

@@ -236,6 +236,14 @@ class Supervisor:
         cfg, s = self.cfg, self.cfg.settings
         if self.backend_kind == "systemd":
             from ..backends.systemd.backend import SystemdBackend
+
+            if s.bot_preload:
+                self.log.warning(
+                    "supervisor",
+                    "bot.preload is set but applies to the native backend only: under "
+                    "systemd each bot is a unit that systemd itself starts (docs/design.md, "
+                    '"Preload"); bots start as ever',
+                )
             from ..backends.systemd.units import options_from_config
 
             return SystemdBackend(

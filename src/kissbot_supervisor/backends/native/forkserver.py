@@ -277,7 +277,7 @@ def serve(sock: socket.socket, program: tuple[str, str]) -> Job | int:
         message, fds = received
         try:
             job = Job(message["start"], fds, program)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, IndexError, TypeError, ValueError) as e:
             for fd in fds:
                 os.close(fd)
             _send(sock, {"error": f"a malformed start request: {exception_words(e)}"})
@@ -310,7 +310,7 @@ def _fork_bot(job: Job) -> Job | dict[str, Any]:
                 os.setpgid(pid, pid)
                 os.write(w, b"%d" % pid)
         except OSError as e:
-            os.write(w, f"fork failed: {e.strerror}".encode())
+            os.write(w, f"cannot fork the bot: {e.strerror}".encode())
             os._exit(1)
         except BaseException:
             os._exit(1)
@@ -425,10 +425,7 @@ def main(argv: list[str]) -> Job | int:
         _send(sock, {"failed": words(str(e))})
         return 1
     _send(sock, {"ready": report})
-    outcome = serve(sock, program)
-    if isinstance(outcome, Job):
-        return outcome
-    return outcome
+    return serve(sock, program)
 
 
 if __name__ == "__main__":
