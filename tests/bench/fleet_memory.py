@@ -137,8 +137,9 @@ def report(results: list[dict[str, Any]], settle: float, machine: dict[str, obje
         "",
         f"Machine: {machine.get('cpu_model')}, {machine.get('logical_cpus')} logical CPUs "
         f"(shared with other work), {machine.get('kernel')}, Python {machine.get('python')}.",
-        "The bot: `tests/bench/heavy_bot.py`, about 50 MB RSS alone (a real KissBot bot is "
-        "about 74 MB RSS, 58 MB PSS).",
+        "The bot: `tests/bench/heavy_bot.py`, about 60 MB RSS alone (a real KissBot bot is "
+        "about 74 MB RSS, 58 MB PSS; hypothesis stands in for aiohttp's and twitchAPI's "
+        "import weight, absent from the bench environment).",
         "",
         f"Σ PSS of the bots plus the fork server, once all are ready and after {settle:g} s "
         "of chat activity with the bots' own `gc.collect()` runs; per bot is the bots' "

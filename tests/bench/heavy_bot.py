@@ -3,7 +3,9 @@
 It stands in for KissBot's ``main.py`` where memory is concerned: what a real
 bot imports at scale (asyncio, ssl with a context made at import as aiohttp
 does, sqlite3, cryptography, yaml, email, http, logging, json...; aiohttp and
-twitchAPI themselves are not in the bench environment), per-channel state, and
+twitchAPI themselves are not in the bench environment: hypothesis, a large
+pure-Python library that starts no thread at import, stands in for their
+weight, so that one bot is about 60 MB RSS, near the real one), per-channel state, and
 chat activity that allocates and runs the garbage collector, which is what
 turns shared pages private in forked children without ``gc.freeze()``.
 
@@ -62,6 +64,7 @@ import zoneinfo
 import cryptography.fernet
 import cryptography.hazmat.primitives.asymmetric.ec
 import cryptography.x509
+import hypothesis
 import jeepney
 import prometheus_client
 import pygments.formatters  # type: ignore[import-untyped]
@@ -78,7 +81,7 @@ KEEP = (
     collections, concurrent.futures, decimal, email.mime.multipart, email.mime.text,
     hashlib, http.client, logging.handlers, urllib.request, uuid, xml.etree.ElementTree,
     zoneinfo, cryptography.fernet, cryptography.hazmat.primitives.asymmetric.ec,
-    cryptography.x509, jeepney, prometheus_client, pygments.formatters,
+    cryptography.x509, hypothesis, jeepney, prometheus_client, pygments.formatters,
     pygments.lexers, pygments.lexers.python, yaml,
 )  # fmt: skip
 
