@@ -236,6 +236,7 @@ class Supervisor:
         cfg, s = self.cfg, self.cfg.settings
         if self.backend_kind == "systemd":
             from ..backends.systemd.backend import SystemdBackend
+            from ..backends.systemd.units import options_from_config
 
             if s.bot_preload:
                 self.log.warning(
@@ -244,7 +245,6 @@ class Supervisor:
                     "systemd each bot is a unit that systemd itself starts (docs/design.md, "
                     '"Preload"); bots start as ever',
                 )
-            from ..backends.systemd.units import options_from_config
 
             return SystemdBackend(
                 self.loop,
