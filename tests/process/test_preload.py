@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from linewatch import wait_until
 
 from .conftest import StartFleet
-from .harness import fleet_config
+from .harness import fleet_config, write_config
 
 # A bot program as KissBot's main.py is one: top-level imports (one of them its own
 # package in the checkout), argparse on sys.argv, a `__main__` logger, exit codes
@@ -212,3 +213,28 @@ def test_new_code_on_disk_replaces_the_fork_server_and_offers_a_rolling_restart(
     sup.wait_for(r"new_code: ready", since=mark)
     record = record_of(tmp_path, "new_code")
     assert (record["version"], record["imported_in"]) == (2, second)
+
+
+def test_a_reload_that_changes_the_program_gets_a_fork_server_of_the_new_one(
+    start_fleet: StartFleet, tmp_path: Path
+) -> None:
+    workdir_with_program(tmp_path)
+    doc = main_py_fleet(["moving_bot"])
+    sup = start_fleet(doc)
+    first = int(sup.wait_for(r"preload: the fork server \(PID (\d+)\) imported").group(1))
+    sup.wait_for(r"moving_bot: ready")
+    (tmp_path / "pids" / "moving_bot.json").unlink()
+    (tmp_path / "bot2.py").write_text(MAIN_PY)
+    doc["supervisor"]["bot"]["command"][1] = "bot2.py"
+    write_config(tmp_path, doc)
+    mark = sup.mark()
+    sup.signal(signal.SIGHUP)
+    sup.wait_for(r"preload: the bot command now runs bot2\.py with .*: a new fork", since=mark)
+    second = int(
+        sup.wait_for(r"preload: the fork server \(PID (\d+)\) imported", since=mark).group(1)
+    )
+    assert second != first
+    sup.wait_for(r"moving_bot: ready", since=mark)
+    record = record_of(tmp_path, "moving_bot")
+    assert (record["argv"][0], record["imported_in"]) == ("bot2.py", second)
+    assert not sup.seen(r"cannot apply")

@@ -378,31 +378,39 @@ class Preloader:
         self.server: ForkServer | None = None
         self.program: Program | None = None
         self.off_why: str | None = None  # set: preload is off for this run, said once
-        self._others_said = False
         self._watches: list[Subscription] = []
         self._code_timer: Timer | None = None
         self._changed: str | None = None  # the first changed file of a burst
         self._oom: int | None = None
 
     def _applies(self, spec: core.ProcessSpec) -> Program | None:
-        if spec.is_hub or self.off_why is not None:
+        if spec.is_hub:
             return None
         found = python_program(spec.argv)
         if isinstance(found, str):
             self._off(found)
             return None
-        if self.program is None:
-            self.program, self._oom = found, spec.oom_score_adjust
-        elif found != self.program:
-            if not self._others_said:
-                self._others_said = True
-                self._log.warning(
+        if found != self.program:
+            # The first bot, or a reload changed the command (another interpreter or
+            # program): the next starts get a fork server of their own program.
+            if self.program is not None:
+                self._log.info(
                     "preload",
-                    f"{spec.name} runs {found.target}, not {self.program.target}: bots "
-                    "that run another program start the normal way",
+                    f"the bot command now runs {found.target} with {found.interpreter}: a "
+                    "new fork server imports it for the next starts",
                 )
-            return None
-        return found
+                self._replace_server()
+            self.program, self._oom = found, spec.oom_score_adjust
+        return None if self.off_why is not None else found
+
+    def _replace_server(self) -> None:
+        """End the fork server (its bots are ours: they run on) and forget why preload
+        was off: the next start that applies starts a new one."""
+        self._unwatch()
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self.off_why = None
 
     def holds(self, spec: core.ProcessSpec) -> bool:
         if self._applies(spec) is None:
@@ -517,11 +525,7 @@ class Preloader:
     def _code_changed(self) -> None:
         self._code_timer = None
         changed, self._changed = self._changed, None
-        self._unwatch()
-        if self.server is not None:
-            self.server.close()  # its bots are ours: they go on running the old code
-            self.server = None
-        self.off_why = None
+        self._replace_server()  # its bots go on running the old code
         self._log.warning(
             "preload",
             f"bot code changed on disk ({changed}): a new fork server imports it for the "
