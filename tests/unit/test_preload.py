@@ -3,6 +3,11 @@ imports, and what the supervisor believes of the fork server's messages."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +21,15 @@ from kissbot_supervisor.backends.native.forkserver import (
     words,
 )
 from kissbot_supervisor.backends.native.preload import (
+    Broken,
     Program,
     check_ready,
     code_file,
     python_program,
+    read_reply,
     watched_dirs,
 )
+from kissbot_supervisor.backends.native.spawner import SpawnError
 from kissbot_supervisor.config.settings import SettingValueError, module_names
 
 
@@ -177,3 +185,67 @@ def test_preload_modules_are_dotted_module_names() -> None:
     for bad in ("aiohttp", ["a b"], ["os/path"], ["1x"], ["a..b"], [".rel"], [3]):
         with pytest.raises(SettingValueError):
             module_names(bad)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        yield ours, theirs
+
+
+def test_a_reply_naming_our_own_child_is_believed(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        theirs.sendall(encode({"pid": child.pid}))
+        assert read_reply(ours, 5, lambda: "ended") == child.pid
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (encode({"pid": 1}), "without a PID"),
+        (encode({"pid": True}), "without a PID"),
+        (encode({"pid": "12"}), "without a PID"),
+        (encode({"ok": 1}), "without a PID"),
+        (b"garbage", "it sent not a JSON message"),
+    ],
+)
+def test_a_reply_without_a_usable_pid_breaks_the_fork_server(
+    pair: tuple[socket.socket, socket.socket], reply: bytes, why: str
+) -> None:
+    ours, theirs = pair
+    theirs.sendall(reply)
+    with pytest.raises(Broken, match=why):
+        read_reply(ours, 5, lambda: "ended")
+
+
+def test_a_pid_that_is_not_our_child_is_not_believed(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    # A live process that is not ours (our own parent): signalling it would be the
+    # fork server's choice, not the supervisor's.
+    theirs.sendall(encode({"pid": os.getppid()}))
+    with pytest.raises(Broken, match=f"it named PID {os.getppid()}, which is not a child"):
+        read_reply(ours, 5, lambda: "ended")
+
+
+def test_silence_and_the_end_of_the_socket_break_it_and_an_error_is_one_bot(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    with pytest.raises(Broken, match=r"did not answer a start within 0\.05 s"):
+        read_reply(ours, 0.05, lambda: "ended")
+    theirs.sendall(encode({"error": "fork failed: Resource temporarily unavailable"}))
+    with pytest.raises(SpawnError, match="fork failed"):
+        read_reply(ours, 5, lambda: "ended")
+    theirs.shutdown(socket.SHUT_RDWR)
+    with pytest.raises(Broken, match="it exited"):
+        read_reply(ours, 5, lambda: "it exited (status 1)")

@@ -112,6 +112,35 @@ class Broken(Exception):
     """The fork server cannot serve any more; the message says why, as a sentence."""
 
 
+def read_reply(sock: socket.socket, timeout: float, ended: Callable[[], str]) -> int:
+    """The PID of the bot a start request made: SpawnError when the fork server says
+    it could not, Broken when it says nothing in time, garbage, or a PID that is not
+    this process's own child (``ended`` says why, when the socket was closed)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    try:
+        if not poller.poll(timeout * 1000):
+            raise Broken(f"it did not answer a start within {timeout:g} s")
+        data = sock.recv(forkserver.MAX_MESSAGE)
+        if not data:
+            raise Broken(ended())
+        message = forkserver.decode(data)
+    except OSError as e:
+        raise Broken(f"its socket failed: {e.strerror}") from None
+    except ValueError as e:
+        raise Broken(f"it sent {e}") from None
+    if isinstance(message.get("error"), str):
+        raise SpawnError(forkserver.words(message["error"]))
+    pid = message.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        raise Broken("it answered a start without a PID")
+    # Only our own child (handed over by the double fork) is believed: the server
+    # runs the bots' code and could name any process.
+    if parent_pid(pid) != os.getpid():
+        raise Broken(f"it named PID {pid}, which is not a child of the supervisor")
+    return pid
+
+
 class ForkServer:
     """One fork server process and the supervisor's end of its socket.
 
@@ -259,7 +288,7 @@ class ForkServer:
             finally:
                 os.close(out_w)
                 os.close(rep_w)
-            pid = self._reply()
+            pid = read_reply(self.sock, REPLY_TIMEOUT_SEC, self._exit_words)
         except BaseException:
             os.close(out_r)
             os.close(rep_r)
@@ -267,31 +296,6 @@ class ForkServer:
         os.set_blocking(out_r, False)
         os.set_blocking(rep_r, False)
         return Child(pid=pid, output_fd=out_r, report_fd=rep_r)
-
-    def _reply(self) -> int:
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        try:
-            if not poller.poll(REPLY_TIMEOUT_SEC * 1000):
-                raise Broken(f"it did not answer a start within {REPLY_TIMEOUT_SEC:.0f} s")
-            data = self.sock.recv(forkserver.MAX_MESSAGE)
-            if not data:
-                raise Broken(self._exit_words())
-            message = forkserver.decode(data)
-        except OSError as e:
-            raise Broken(f"its socket failed: {e.strerror}") from None
-        except ValueError as e:
-            raise Broken(f"it sent {e}") from None
-        if isinstance(message.get("error"), str):
-            raise SpawnError(forkserver.words(message["error"]))
-        pid = message.get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-            raise Broken("it answered a start without a PID")
-        # Only our own child (handed over by the double fork) is believed: the server
-        # runs the bots' code and could name any process.
-        if parent_pid(pid) != os.getpid():
-            raise Broken(f"it named PID {pid}, which is not a child of the supervisor")
-        return pid
 
     # -- the end -----------------------------------------------------------------
 
