@@ -169,6 +169,21 @@ def test_a_thread_started_at_import_falls_back_to_the_normal_start(
     sup.wait_for(r"threaded_bot: ready")
 
 
+def test_a_socket_opened_at_import_falls_back_to_the_normal_start(
+    start_fleet: StartFleet, tmp_path: Path
+) -> None:
+    workdir_with_program(tmp_path)
+    (tmp_path / "botlib" / "eager.py").write_text(
+        "import socket\nCONNECTION = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+    )
+    sup = start_fleet(main_py_fleet(["eager_bot"], preload_modules=["botlib.eager"]))
+    sup.wait_for(
+        r"cannot apply: the fork server ended: a module opened descriptor \d+ \(socket:\[\d+\]\) "
+        r"when imported"
+    )
+    sup.wait_for(r"eager_bot: ready")
+
+
 def test_a_command_that_is_not_a_python_program_is_said_once_and_runs(
     start_fleet: StartFleet, tmp_path: Path
 ) -> None:

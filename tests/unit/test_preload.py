@@ -18,6 +18,7 @@ from kissbot_supervisor.backends.native.forkserver import (
     decode,
     encode,
     import_phase,
+    shared_channels,
     words,
 )
 from kissbot_supervisor.backends.native.preload import (
@@ -249,3 +250,20 @@ def test_silence_and_the_end_of_the_socket_break_it_and_an_error_is_one_bot(
     theirs.shutdown(socket.SHUT_RDWR)
     with pytest.raises(Broken, match="it exited"):
         read_reply(ours, 5, lambda: "it exited (status 1)")
+
+
+def test_sockets_and_pipes_opened_at_import_are_found_and_files_are_not(tmp_path: Path) -> None:
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    log = open(tmp_path / "opened-at-import.log", "a")  # noqa: SIM115 - held open on purpose
+    try:
+        found = " ".join(shared_channels(own_fds=[b.fileno()]))
+        assert f"descriptor {a.fileno()} (socket:" in found
+        assert f"descriptor {b.fileno()} " not in found  # the fork server's own
+        assert f"descriptor {r} (pipe:" in found
+        assert f"descriptor {log.fileno()} " not in found
+    finally:
+        for closable in (a, b, log):
+            closable.close()
+        os.close(r)
+        os.close(w)

@@ -195,7 +195,26 @@ def _program_source(kind: str, target: str) -> tuple[str, str, list[str]]:
         return f.read().decode("utf-8", "replace"), spec.origin, parents
 
 
-def preload(kind: str, target: str, extra: Sequence[str]) -> dict[str, Any]:
+def shared_channels(own_fds: Iterable[int]) -> list[str]:
+    """Descriptors the imports opened that forked bots must not share: sockets, pipes,
+    epoll and event fds (a regular file, e.g. a log opened at import, is left alone)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2 or fd in own_fds:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # the directory listdir itself had open
+        if target.startswith(("socket:", "pipe:", "anon_inode:")):
+            found.append(f"descriptor {fd} ({target})")
+    return found
+
+
+def preload(
+    kind: str, target: str, extra: Sequence[str], own_fds: Sequence[int] = ()
+) -> dict[str, Any]:
     """Import what the program imports, then freeze the heap: the report for the
     supervisor. Raises RuntimeError with a sentence when forking would be unsafe."""
     import importlib
@@ -231,6 +250,12 @@ def preload(kind: str, target: str, extra: Sequence[str]) -> dict[str, Any]:
             f"{threads} threads run after the imports (one module starts a thread when "
             "imported): a fork copies only the calling thread and may copy a lock held by "
             "another one"
+        )
+    shared = shared_channels(own_fds)
+    if shared:
+        raise RuntimeError(
+            f"a module opened {shared[0]} when imported (an event loop, a connection): every "
+            "bot forked from here would share it"
         )
     _flush_stdio()
     gc.collect()
@@ -420,7 +445,7 @@ def main(argv: list[str]) -> Job | int:
         print(f"fork server: a malformed first request: {exception_words(e)}", file=sys.stderr)
         return 2
     try:
-        report = preload(*program, extra)
+        report = preload(*program, extra, own_fds=[sock.fileno()])
     except RuntimeError as e:
         _send(sock, {"failed": words(str(e))})
         return 1
