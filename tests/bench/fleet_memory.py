@@ -164,6 +164,18 @@ def report(results: list[dict[str, Any]], settle: float, machine: dict[str, obje
         if off and on:
             ratio = on["settled"]["total_pss_mib"] / off["settled"]["total_pss_mib"]
             lines.append(f"- {size} bots: {ratio:.0%}")
+    lines += [
+        "",
+        "Notes:",
+        "",
+        "- A forked bot's private memory is what it writes: its own state, and the pages of",
+        "  shared objects whose reference counts it changes (CPython writes a count at every",
+        "  use); `gc.freeze()` keeps the collector from writing to all of them.",
+        "- supervisord, pm2, circus and systemd exec every bot: their fleets' memory is the",
+        "  `off` rows (each bot is the same interpreter and program).",
+        "- Not measured here: KSM (`PR_SET_MEMORY_MERGE`, systemd's `MemoryKSM=`), which needs",
+        "  the machine-wide `/sys/kernel/mm/ksm/run` switched on.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -172,7 +184,14 @@ def main() -> int:
     parser.add_argument("--sizes", default="30,100")
     parser.add_argument("--settle-seconds", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=Path("docs/fleet-memory.md"))
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from the JSON of the last run"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        raw = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.write_text(report(raw["runs"], raw["settle_s"], raw["machine"]))
+        return 0
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         for preload in (False, True):
