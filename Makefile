@@ -10,7 +10,8 @@ ENV_INPUTS := pyproject.toml requirements/build.txt requirements/dev.txt \
 	tools/make-venv tools/ensure-debian-deps
 DEMO := .demo
 
-.PHONY: run test test-latest test-debian lint typecheck unit docs lock bench bench-pacing soak clean deb \
+.PHONY: run test test-latest test-debian lint typecheck unit docs lock bench bench-memory \
+	bench-pacing soak clean deb \
 	package-tools
 
 $(STAMP): $(ENV_INPUTS)
@@ -86,9 +87,14 @@ soak: $(STAMP)
 	KISSBOT_SCALE_REPORT=docs/scale.md $(BIN)/pytest -m scale -s \
 		tests/systemd_sandbox/test_soak_systemd.py
 
-## bench: the benchmarks (figures go to docs/benchmarks.md)
+## bench: the benchmarks (figures go to docs/benchmarks.md and docs/fleet-memory.md)
 bench: $(STAMP)
 	$(BIN)/python tests/bench/run.py
+	$(BIN)/python tests/bench/fleet_memory.py
+
+## bench-memory: the fleet's memory with bot.preload off and on (docs/fleet-memory.md)
+bench-memory: $(STAMP)
+	$(BIN)/python tests/bench/fleet_memory.py
 
 ## bench-pacing: start time of 30/100/300 bots, login pacing on and off (docs/scale.md)
 bench-pacing: $(STAMP)

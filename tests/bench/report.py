@@ -857,6 +857,10 @@ def _notes(summ: dict[str, Any], delay_ms: float, baseline: float | None) -> lis
     ours = summ[size].get("ours", {})
     peer = summ[size].get("supervisord", {})
     lines = ["## Notes", ""]
+    lines.append(
+        "- The bots' own memory, exec'd or forked from a preloaded parent (`bot.preload`): "
+        "docs/fleet-memory.md (`make bench-memory`)."
+    )
     if baseline is not None:
         lines.append(
             f"- For scale: a bare interpreter of the same Python (`python -c` blocked on "

@@ -20,7 +20,16 @@ from typing import Any
 import pytest
 
 from linewatch import wait_until
-from process.harness import TIMEOUT, Supervisor, children_of, pid_alive, request_on, write_config
+from process.harness import (
+    TIMEOUT,
+    Supervisor,
+    check_preload,
+    children_of,
+    pid_alive,
+    preloaded_demo,
+    request_on,
+    write_config,
+)
 from systemd_sandbox.conftest import clean_units, fleet, systemd_sandbox
 from systemd_sandbox.fleet import Fleet
 
@@ -37,14 +46,19 @@ def native(tmp_path: Path) -> Iterator[StartNative]:
     Stopped at teardown; whatever it had started must be gone then.
     """
     running: list[Supervisor] = []
+    preloaded: list[Supervisor] = []
 
     def start(doc: dict[str, Any], *args: str, wrapper: Sequence[str] = ()) -> Supervisor:
         write_config(tmp_path, doc)
         sup = Supervisor(tmp_path, args, wrapper=wrapper)
         running.append(sup)
+        if preloaded_demo(doc):
+            preloaded.append(sup)
         return sup
 
     yield start
+    for sup in preloaded:
+        check_preload(sup, True)
     kids = [k for sup in running for k in children_of(sup.proc.pid)]
     for sup in running:
         sup.stop()

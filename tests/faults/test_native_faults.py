@@ -39,14 +39,17 @@ from .conftest import (
 )
 
 MIB = 1024 * 1024
+# Bots exec'd, and bots forked from the fork server (bot.preload): the same faults.
+both_starts = pytest.mark.parametrize("preload", [False, True], ids=["exec", "preload"])
 
 
 def started_pid(sup: Supervisor, name: str, since: int = 0) -> int:
     return int(sup.wait_for(rf"{name}: started \(PID (\d+)\)", since=since).group(1))
 
 
-def test_sigkill_of_a_bot_restarts_it_alone(native: StartNative) -> None:
-    sup = native(fleet_config(["victim_bot", "bystander"]))
+@both_starts
+def test_sigkill_of_a_bot_restarts_it_alone(native: StartNative, preload: bool) -> None:
+    sup = native(fleet_config(["victim_bot", "bystander"], preload=preload))
     sup.wait_for(r"victim_bot: ready")
     sup.wait_for(r"bystander: ready")
     victim, other = sup.bot("victim_bot")["pid"], sup.bot("bystander")["pid"]
@@ -93,14 +96,16 @@ def test_sigkill_of_the_hub_restarts_the_bots_once_the_new_hub_is_ready(
     assert "removed stale socket" in hub_log  # the killed hub's socket was in the way
 
 
+@both_starts
 def test_sigkill_of_the_supervisor_leaves_nothing_and_a_new_one_starts_cleanly(
-    native: StartNative, tmp_path: Path
+    native: StartNative, tmp_path: Path, preload: bool
 ) -> None:
-    doc = fleet_config(["orphan_one", "orphan_two"], hub=True)
+    doc = fleet_config(["orphan_one", "orphan_two"], hub=True, preload=preload)
     first = native(doc)
     for name in ("orphan_one", "orphan_two"):
         first.wait_for(rf"{name}: ready")
-    assert len(processes_in(tmp_path)) == 3  # the hub and two bots, all in the workdir
+    # The hub and two bots (and the fork server), all in the workdir.
+    assert len(processes_in(tmp_path)) == 3 + preload
     os.kill(first.proc.pid, signal.SIGKILL)
     assert first.stop() == -signal.SIGKILL
     # PR_SET_PDEATHSIG: every child dies with it; nothing runs in the workdir any more.
@@ -118,13 +123,23 @@ def test_sigkill_of_the_supervisor_leaves_nothing_and_a_new_one_starts_cleanly(
     assert status["hub"]["state"] == "running"
     assert [b["state"] for b in status["bots"]] == ["running"] * 2
     assert (pids / "supervisor.pid").read_text().strip() == str(second.proc.pid)
-    found = bots_by_channel(processes_in(tmp_path))
-    assert {k: len(v) for k, v in found.items()} == {"orphan_one": 1, "orphan_two": 1}
+    if preload:  # a forked bot's /proc/PID/cmdline is the fork server's: no --channel
+        bots = {b["pid"] for b in status["bots"]}
+        assert bots < set(processes_in(tmp_path))
+        assert len(processes_in(tmp_path)) == 4
+    else:
+        found = bots_by_channel(processes_in(tmp_path))
+        assert {k: len(v) for k, v in found.items()} == {"orphan_one": 1, "orphan_two": 1}
 
 
-def test_sigstop_of_a_bot_fires_its_watchdog_and_it_is_restarted(native: StartNative) -> None:
+@both_starts
+def test_sigstop_of_a_bot_fires_its_watchdog_and_it_is_restarted(
+    native: StartNative, preload: bool
+) -> None:
     # (test_native.py covers a bot that hangs by itself; here it is frozen from outside.)
-    doc = fleet_config(["frozen_bot", "thawed_bot"], supervisor={"bot": {"watchdog_sec": 1}})
+    doc = fleet_config(
+        ["frozen_bot", "thawed_bot"], supervisor={"bot": {"watchdog_sec": 1}}, preload=preload
+    )
     sup = native(doc)
     sup.wait_for(r"frozen_bot: ready")
     sup.wait_for(r"thawed_bot: ready")
@@ -237,13 +252,15 @@ def test_a_bot_over_its_memory_cap_is_killed_and_restarted_natively(native: Star
     )
 
 
+@both_starts
 def test_stop_of_a_bot_that_ignores_sigterm_escalates_and_the_reply_says_so(
-    native: StartNative,
+    native: StartNative, preload: bool
 ) -> None:
     doc = fleet_config(
         ["stubborn_bot", "polite_bot"],
         per_channel={"stubborn_bot": ["--ignore-sigterm"]},
         supervisor={"stop_timeout_sec": 1},
+        preload=preload,
     )
     sup = native(doc)
     sup.wait_for(r"stubborn_bot: ready")

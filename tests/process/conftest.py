@@ -8,7 +8,7 @@ import pytest
 
 from linewatch import wait_until
 
-from .harness import Supervisor, children_of, pid_alive, write_config
+from .harness import Supervisor, check_preload, children_of, pid_alive, preloaded_demo, write_config
 
 StartFleet = Callable[..., Supervisor]
 
@@ -17,6 +17,7 @@ StartFleet = Callable[..., Supervisor]
 def start_fleet(tmp_path: Path) -> Iterator[StartFleet]:
     """Start the installed supervisor on a config dict; stopped (and checked) at teardown."""
     running: list[Supervisor] = []
+    preloaded: list[Supervisor] = []
 
     def start(
         doc: dict[str, Any],
@@ -28,9 +29,13 @@ def start_fleet(tmp_path: Path) -> Iterator[StartFleet]:
         write_config(wd, doc)
         sup = Supervisor(wd, args, runtime_dir)
         running.append(sup)
+        if preloaded_demo(doc):
+            preloaded.append(sup)
         return sup
 
     yield start
+    for sup in preloaded:
+        check_preload(sup, True)
     kids = [k for sup in running for k in children_of(sup.proc.pid)]
     for sup in running:
         sup.stop()

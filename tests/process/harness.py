@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from demo_argv import demo_bot_command, demo_hub_command, per_channel_bot_command
+from demo_argv import (
+    PER_CHANNEL_SCRIPT,
+    PER_CHANNEL_SOURCE,
+    PRELOAD_MODULES,
+    demo_bot_command,
+    demo_hub_command,
+    per_channel_bot_command,
+)
 from linewatch import LineWatcher
 
 BIN = Path(sys.executable).parent
@@ -37,8 +44,10 @@ def fleet_config(
     per_channel: dict[str, Sequence[str]] | None = None,
     supervisor: dict[str, Any] | None = None,
     document: dict[str, Any] | None = None,
+    preload: bool = False,
 ) -> dict[str, Any]:
-    """A KissBot config dict running demo bots (per-channel flags via a wrapper map)."""
+    """A KissBot config dict running demo bots (per-channel flags via a wrapper map);
+    ``preload``: bots forked from a fork server (bot.preload)."""
     sup: dict[str, Any] = {
         "backend": "native",
         # Pacing off: these fleets test other things (tests of pacing turn it on).
@@ -53,7 +62,10 @@ def fleet_config(
         "stop_timeout_sec": 5,
     }
     if per_channel:
-        sup["bot"]["command"] = per_channel_bot_command(per_channel)
+        sup["bot"]["command"] = per_channel_bot_command(per_channel, script=preload)
+    if preload:
+        sup["bot"]["preload"] = True
+        sup["bot"]["preload_modules"] = PRELOAD_MODULES
     if hub:
         sup["hub"] = {
             "enabled": True,
@@ -172,8 +184,24 @@ class Supervisor:
 def write_config(workdir: Path, doc: dict[str, Any]) -> Path:
     path = workdir / "config" / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
+    (workdir / PER_CHANNEL_SCRIPT).write_text(PER_CHANNEL_SOURCE)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def check_preload(sup: Supervisor, preload: bool) -> None:
+    """With ``preload``, the bots really were forked from a fork server (no silent
+    fallback to the normal start, which would make a preload test prove nothing)."""
+    if preload:
+        sup.wait_for(r"preload: the fork server \(PID \d+\) imported \d+ modules")
+        assert not sup.seen(r"bot\.preload is on but cannot apply"), sup.lines
+
+
+def preloaded_demo(doc: dict[str, Any]) -> bool:
+    """A demo fleet built by ``fleet_config(preload=True)``: its fork server must serve
+    (tests of preload's fallbacks build their own fleets)."""
+    bot = doc.get("supervisor", {}).get("bot", {})
+    return bool(bot.get("preload")) and bot.get("preload_modules") == PRELOAD_MODULES
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,12 +9,17 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from linewatch import wait_until
 
 from .conftest import StartFleet
-from .harness import fleet_config, pid_alive, write_config
+from .harness import check_preload, children_of, fleet_config, pid_alive, write_config
+
+# The tests of exits, watchdog, readiness, the lock and the supervisor's death run
+# twice: bots exec'd, and bots forked from the fork server (bot.preload).
+both_starts = pytest.mark.parametrize("preload", [False, True], ids=["exec", "preload"])
 
 
 def test_hub_is_ready_before_any_bot_starts(start_fleet: StartFleet) -> None:
@@ -32,11 +37,13 @@ def test_hub_is_ready_before_any_bot_starts(start_fleet: StartFleet) -> None:
     assert sup.ctl("status").returncode == 0
 
 
-def test_crash_is_restarted_after_the_backoff_delay(start_fleet: StartFleet) -> None:
+@both_starts
+def test_crash_is_restarted_after_the_backoff_delay(start_fleet: StartFleet, preload: bool) -> None:
     doc = fleet_config(
         ["crashy_bot", "steady_bot"],
         per_channel={"crashy_bot": ["--crash-after", "0.3"]},
         supervisor={"restart": {"delay_sec": 0.5, "give_up_after": 0}},
+        preload=preload,
     )
     sup = start_fleet(doc)
     steady_pid = sup.wait_for(r"steady_bot: started \(PID (\d+)\)").group(1)
@@ -51,11 +58,15 @@ def test_crash_is_restarted_after_the_backoff_delay(start_fleet: StartFleet) -> 
     assert sup.bot("steady_bot")["pid"] == int(steady_pid)  # the others are untouched
 
 
-def test_hung_bot_is_killed_by_the_watchdog_and_restarted(start_fleet: StartFleet) -> None:
+@both_starts
+def test_hung_bot_is_killed_by_the_watchdog_and_restarted(
+    start_fleet: StartFleet, preload: bool
+) -> None:
     doc = fleet_config(
         ["hangs_bot"],
         per_channel={"hangs_bot": ["--hang-after", "0.5"]},
         supervisor={"bot": {"watchdog_sec": 1}},
+        preload=preload,
     )
     sup = start_fleet(doc)
     first = int(sup.wait_for(r"hangs_bot: started \(PID (\d+)\)").group(1))
@@ -67,11 +78,13 @@ def test_hung_bot_is_killed_by_the_watchdog_and_restarted(start_fleet: StartFlee
     assert not pid_alive(first)
 
 
-def test_exit_1_at_start_is_parked_with_a_reason(start_fleet: StartFleet) -> None:
+@both_starts
+def test_exit_1_at_start_is_parked_with_a_reason(start_fleet: StartFleet, preload: bool) -> None:
     doc = fleet_config(
         ["revoked_bot", "fine_bot"],
         per_channel={"revoked_bot": ["--exit-code", "1"]},
         supervisor={"restart": {"delay_sec": 0.05, "give_up_after": 3}},
+        preload=preload,
     )
     sup = start_fleet(doc)
     # Why, in the bot's own words: its last line (the demo's fatal error).
@@ -90,8 +103,9 @@ def test_exit_1_at_start_is_parked_with_a_reason(start_fleet: StartFleet) -> Non
     sup.wait_for(r"revoked_bot: started", since=mark)
 
 
-def test_stop_is_sticky(start_fleet: StartFleet) -> None:
-    doc = fleet_config(["stopped_bot", "other_bot"])
+@both_starts
+def test_stop_is_sticky(start_fleet: StartFleet, preload: bool) -> None:
+    doc = fleet_config(["stopped_bot", "other_bot"], preload=preload)
     sup = start_fleet(doc)
     sup.wait_for(r"stopped_bot: ready")
     other = sup.wait_for(r"other_bot: started \(PID (\d+)\)")
@@ -112,12 +126,16 @@ def test_stop_is_sticky(start_fleet: StartFleet) -> None:
     assert sup.ctl("status", "stopped_bot").returncode == 0  # not wanted, so not missing
 
 
-def test_shutdown_stops_bots_first_then_hub_and_escalates(start_fleet: StartFleet) -> None:
+@both_starts
+def test_shutdown_stops_bots_first_then_hub_and_escalates(
+    start_fleet: StartFleet, preload: bool
+) -> None:
     doc = fleet_config(
         ["stubborn_bot", "polite_bot"],
         hub=True,
         per_channel={"stubborn_bot": ["--ignore-sigterm"]},
         supervisor={"stop_timeout_sec": 1},
+        preload=preload,
     )
     sup = start_fleet(doc)
     sup.wait_for(r"stubborn_bot: ready")
@@ -152,8 +170,9 @@ def test_signals_during_the_last_clean_up_never_turn_a_clean_exit_into_a_kill(
     assert sup.proc.returncode == 0
 
 
+@both_starts
 def test_stale_flag_files_are_removed_before_a_start(
-    start_fleet: StartFleet, tmp_path: Path
+    start_fleet: StartFleet, tmp_path: Path, preload: bool
 ) -> None:
     pids = tmp_path / "pids"
     pids.mkdir()
@@ -163,6 +182,7 @@ def test_stale_flag_files_are_removed_before_a_start(
         ["slow_bot"],
         per_channel={"slow_bot": ["--ready-delay", "30"]},
         supervisor={"bot": {"ready": "file"}},
+        preload=preload,
     )
     sup = start_fleet(doc)
     sup.wait_for(r"slow_bot: started")
@@ -172,16 +192,22 @@ def test_stale_flag_files_are_removed_before_a_start(
     assert sup.bot("slow_bot")["state"] == "starting"
 
 
-def test_ready_file_marks_a_bot_ready(start_fleet: StartFleet, tmp_path: Path) -> None:
-    sup = start_fleet(fleet_config(["file_bot"], supervisor={"bot": {"ready": "file"}}))
+@both_starts
+def test_ready_file_marks_a_bot_ready(
+    start_fleet: StartFleet, tmp_path: Path, preload: bool
+) -> None:
+    sup = start_fleet(
+        fleet_config(["file_bot"], supervisor={"bot": {"ready": "file"}}, preload=preload)
+    )
     sup.wait_for(r"file_bot: ready")
     assert (tmp_path / "pids" / "file_bot.ready").exists()
 
 
+@both_starts
 def test_a_second_supervisor_cannot_start_the_same_channel(
-    start_fleet: StartFleet, tmp_path: Path
+    start_fleet: StartFleet, tmp_path: Path, preload: bool
 ) -> None:
-    doc = fleet_config(["single_bot"])
+    doc = fleet_config(["single_bot"], preload=preload)
     first = start_fleet(doc)
     pid = first.bot("single_bot")["pid"] or int(
         first.wait_for(r"single_bot: started \(PID (\d+)\)").group(1)
@@ -319,15 +345,18 @@ def test_unknown_setting_flag_and_bad_value(tmp_path: Path) -> None:
     assert "command line: --restart-delay-sec: '-3' is out of range" in result.stderr
 
 
-def test_supervisor_killed_leaves_no_orphans(tmp_path: Path) -> None:
+@both_starts
+def test_supervisor_killed_leaves_no_orphans(tmp_path: Path, preload: bool) -> None:
     from .harness import Supervisor
 
-    write_config(tmp_path, fleet_config(["orphan_bot", "orphan_two"], hub=True))
+    write_config(tmp_path, fleet_config(["orphan_bot", "orphan_two"], hub=True, preload=preload))
     sup = Supervisor(tmp_path)
     try:
         sup.wait_for(r"orphan_two: ready")
         sup.wait_for(r"orphan_bot: ready")
+        check_preload(sup, preload)
         pids = [b["pid"] for b in sup.status()["bots"]] + [sup.status()["hub"]["pid"]]
+        pids += list(children_of(sup.proc.pid))  # the fork server too
         os.kill(sup.proc.pid, signal.SIGKILL)
         sup.stop()
         wait_until(lambda: not any(pid_alive(p) for p in pids), what="PDEATHSIG kills")

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from fixtures.fleet_tokens import add_tokens
-from process.harness import Supervisor, fleet_config, write_config
+from process.harness import Supervisor, check_preload, fleet_config, write_config
 
 
+@pytest.mark.parametrize("preload", [False, True], ids=["exec", "preload"])
 def test_a_descriptor_the_supervisor_inherited_never_reaches_a_bot(
-    workdir: Path, tmp_path: Path
+    workdir: Path, tmp_path: Path, preload: bool
 ) -> None:
     secret = tmp_path / "inherited-secret"
     secret.write_text("not for bots\n")
-    write_config(workdir, fleet_config(["fd_chan"]))
+    write_config(workdir, fleet_config(["fd_chan"], preload=preload))
     # The caller leaves fd 7 open (no O_CLOEXEC) on a file of its own, then execs
     # the supervisor in place (same PID).
     wrapper = ["sh", "-c", 'exec 7<"$0"; exec "$@"', str(secret)]
@@ -22,6 +25,7 @@ def test_a_descriptor_the_supervisor_inherited_never_reaches_a_bot(
     try:
         pid = int(sup.wait_for(r"fd_chan: started \(PID (\d+)\)").group(1))
         sup.wait_for(r"fd_chan: ready")
+        check_preload(sup, preload)  # forked from the fork server, which never had it
         mine = os.readlink(f"/proc/{sup.proc.pid}/fd/7")
         assert mine == str(secret)  # the supervisor did get it
         targets = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]

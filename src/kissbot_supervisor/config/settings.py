@@ -285,6 +285,23 @@ def absolute_paths(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def module_names(value: object) -> tuple[str, ...]:
+    """A YAML list of dotted Python module names (``yaml``, ``twitchAPI.twitch``)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SettingValueError(value, "is not a list of module names (e.g. [aiohttp, yaml])")
+    for item in value:
+        if not isinstance(item, str) or not _MODULE_RE.fullmatch(item):
+            raise SettingValueError(
+                value, f"has an entry {shown(item)} that is not a module name (e.g. aiohttp.web)"
+            )
+    return tuple(value)
+
+
 _LISTEN_RULE = "is not a listen address (expected 127.0.0.1:PORT, [::1]:PORT or unix:/path)"
 
 
@@ -496,6 +513,30 @@ class Settings:
         "A bot not ready this long after its start is stopped and counted as a failure; "
         "0 waits forever.",
         "seconds",
+    )
+    bot_preload: bool = setting(
+        "bot.preload",
+        False,
+        parse_bool,
+        "Native backend: start bots from a fork server that imported the bot program's "
+        "modules once, so that the bots share that memory (and start faster). Applies to a "
+        "bot command `PYTHON SCRIPT.py ...` or `PYTHON -m MODULE ...`; the modules are the "
+        "program's top-level imports and `bot.preload_modules`. When the fork server cannot "
+        "serve, the log says why and bots start the normal way. When the bot's code changes "
+        "on disk, the next starts use the new code; running bots keep the old code until "
+        "restarted (`kissbotctl restart all --rolling N`). Read at the supervisor's start. "
+        "See docs/design.md.",
+        "boolean",
+    )
+    bot_preload_modules: tuple[str, ...] = setting(
+        "bot.preload_modules",
+        (),
+        module_names,
+        "With `bot.preload`: more modules for the fork server to import, those the bot "
+        "imports lazily inside functions (e.g. `[aiohttp, twitchAPI.twitch]`); its "
+        "top-level imports are found without this list.",
+        "list of module names",
+        flag=False,
     )
     hub_enabled: bool = setting(
         "hub.enabled",

@@ -248,6 +248,14 @@ class Supervisor:
             from ..backends.systemd.backend import SystemdBackend
             from ..backends.systemd.units import options_from_config
 
+            if s.bot_preload:
+                self.log.warning(
+                    "supervisor",
+                    "bot.preload is set but applies to the native backend only: under "
+                    "systemd each bot is a unit that systemd itself starts (docs/design.md, "
+                    '"Preload"); bots start as ever',
+                )
+
             return SystemdBackend(
                 self.loop,
                 lambda cred: options_from_config(
@@ -278,6 +286,7 @@ class Supervisor:
                 hub_socket=cfg.resolve(s.hub_socket),
                 child_nofile=self._given_nofile,
                 hub_db=cfg.resolve(s.db),
+                preload_modules=s.bot_preload_modules if s.bot_preload else None,
             ),
             self.feed,
             self.log,

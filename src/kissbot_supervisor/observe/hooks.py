@@ -18,7 +18,7 @@ import contextlib
 import os
 import signal
 
-from ..backends.native.spawner import Spawner, SpawnError, read_report
+from ..backends.native.spawner import Spawner, SpawnError, read_pipe, read_report
 from ..core import describe_exit
 
 TYPE_CHECKING = False
@@ -89,12 +89,9 @@ class HookRunner:
         run.timer = self.loop.call_later(timeout, lambda: self._on_timeout(run, timeout))
 
     def _on_output(self, run: _Run) -> None:
-        try:
-            data = os.read(run.output_fd, 65536)
-        except BlockingIOError:
+        data = read_pipe(run.output_fd)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._close_output(run)
             return

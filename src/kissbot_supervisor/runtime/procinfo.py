@@ -46,6 +46,15 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
+def parent_pid(pid: int) -> int | None:
+    """The process's parent (a zombie's too, until it is reaped); None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def descends_from(pid: int, ancestor: int) -> bool:
     """Whether ``pid`` is ``ancestor`` or one of its descendants (parents from /proc)."""
     for _ in range(64):  # deeper than any real process tree we watch
@@ -53,11 +62,10 @@ def descends_from(pid: int, ancestor: int) -> bool:
             return True
         if pid <= 1:
             return False
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+        parent = parent_pid(pid)
+        if parent is None:
             return False
+        pid = parent
     return False
 
 

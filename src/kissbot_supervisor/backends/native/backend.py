@@ -31,11 +31,12 @@ from ...runtime.procinfo import command_line, processes_with_env, rss_bytes
 from ...tokens.states import TokenError
 from .logfiles import LogFile
 from .notifyserver import Notification, NotifyServer
-from .spawner import Spawner, SpawnError, child_environment, read_report
+from .spawner import Spawner, SpawnError, child_environment, read_pipe, read_report
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ...runtime.log import Log
+    from .preload import Preloader
 
 
 IGNORED_LOG_SEC = 10.0  # at most one 'ignored a message' line this often
@@ -57,6 +58,9 @@ class NativeOptions:
     # what the children get (None: the one in force).
     child_nofile: tuple[int, int] | None = None
     hub_db: Path | None = None  # where hub.ready: db reads hub_state
+    # bot.preload: bots forked from a fork server (preload.py) that imports these
+    # modules too; None: preload is off (its modules are then never imported).
+    preload_modules: tuple[str, ...] | None = None
 
 
 @record(frozen=False)
@@ -156,6 +160,26 @@ class NativeBackend:
             lambda name: self._emit(core.WatchdogPing(name)),
         )
         self.base_env = dict(os.environ)
+        self._preload: Preloader | None = None
+        if options.preload_modules is not None:
+            from .preload import LOG_NAME, Preloader
+
+            self._preload = Preloader(
+                loop,
+                self._spawner,
+                options.preload_modules,
+                options.workdir,
+                self._log_file(LOG_NAME, "preload"),
+                # The bots' environment but what differs per bot: the interpreter reads
+                # PYTHON* variables at its start, the fork server's. NOTIFY_SOCKET marks
+                # it (and the bots forked from it) as this fleet's for a successor.
+                lambda: child_environment(
+                    self.base_env,
+                    {"NOTIFY_SOCKET": str(self.notify.path), "KISSBOT_PROCESS": "fork-server"},
+                ),
+                log,
+                self._resume_spawns,
+            )
 
     # -- carrying out actions ----------------------------------------------
 
@@ -172,17 +196,19 @@ class NativeBackend:
             case _:
                 pass
 
+    def _log_file(self, file_name: str, name: str) -> LogFile:
+        return LogFile(
+            self.opt.logs_dir / file_name,
+            self.opt.log_max_bytes,
+            self.opt.log_backups,
+            lambda message: self._log.info(name, message),
+            base=base_of(self.opt.logs_dir, self.opt.workdir),
+        )
+
     def _slot(self, name: str) -> _Slot:
         slot = self._slots.get(name)
         if slot is None:
-            log = LogFile(
-                self.opt.logs_dir / f"{name}.log",
-                self.opt.log_max_bytes,
-                self.opt.log_backups,
-                lambda message: self._log.info(name, message),
-                base=base_of(self.opt.logs_dir, self.opt.workdir),
-            )
-            slot = self._slots[name] = _Slot(log=log)
+            slot = self._slots[name] = _Slot(log=self._log_file(f"{name}.log", name))
         return slot
 
     def _spawn_some(self) -> None:
@@ -190,10 +216,15 @@ class NativeBackend:
         self._spawn_timer = None
         until = self.loop.now() + SPAWN_SLICE_SEC
         while self._to_spawn:
+            if self._preload is not None and self._preload.holds(self._to_spawn[0]):
+                return  # the fork server is importing: _resume_spawns once it is done
             self._spawn(self._to_spawn.popleft())
             if self.loop.now() >= until:
                 break
-        if self._to_spawn:
+        self._resume_spawns()
+
+    def _resume_spawns(self) -> None:
+        if self._to_spawn and self._spawn_timer is None:
             self._spawn_timer = self.loop.call_later(0.0, self._spawn_some)
 
     def _spawn(self, spec: core.ProcessSpec) -> None:
@@ -204,14 +235,18 @@ class NativeBackend:
                 self._check_outside_copy(name)
                 remove_stale_flags(self.pids_dir, name)
             env = self._environment(spec)
-            child = self._spawner.spawn(
-                spec.argv,
-                cwd=str(self.opt.workdir),
-                env=env,
-                pass_fds=self._lock_fds(name),
-                watchdog_pid=spec.watchdog_sec > 0 and not spec.liveness,
-                oom_score_adjust=spec.oom_score_adjust,
-            )
+            child = None
+            if self._preload is not None:  # None: this one starts the normal way
+                child = self._preload.spawn(spec, env=env, pass_fds=self._lock_fds(name))
+            if child is None:
+                child = self._spawner.spawn(
+                    spec.argv,
+                    cwd=str(self.opt.workdir),
+                    env=env,
+                    pass_fds=self._lock_fds(name),
+                    watchdog_pid=spec.watchdog_sec > 0 and not spec.liveness,
+                    oom_score_adjust=spec.oom_score_adjust,
+                )
         except (SpawnError, OSError, TokenError) as e:
             self._spawn_failed(name, _words(e))
             return
@@ -452,12 +487,9 @@ class NativeBackend:
             # Drained to its end at the exit, in the same turn of the loop that found
             # it readable: its descriptor is closed (and its number maybe reused).
             return False
-        try:
-            data = os.read(out.fd, 65536)
-        except BlockingIOError:
+        data = read_pipe(out.fd)
+        if data is None:
             return False
-        except OSError:
-            data = b""
         if data:
             out.log.write_chunk(data, self._wall())
             return True
@@ -507,7 +539,8 @@ class NativeBackend:
 
     def child_pids(self) -> set[int]:
         """The processes this backend started and will reap (see runtime/reaper.py)."""
-        return {r.pid for r in self._running.values()}
+        pids = {r.pid for r in self._running.values()}
+        return pids if self._preload is None else pids | self._preload.child_pids()
 
     def adopt(self, specs: dict[str, core.ProcessSpec], now: float) -> list[core.Event]:
         """Nothing survives a native supervisor (PR_SET_PDEATHSIG): nothing to adopt."""
@@ -538,6 +571,8 @@ class NativeBackend:
             if timer is not None:
                 timer.cancel()
         self._to_spawn.clear()
+        if self._preload is not None:
+            self._preload.close()
         for r in list(self._running.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(r.pid, signal.SIGKILL)
