@@ -122,3 +122,25 @@ def test_a_journalctl_that_cannot_run_is_said_once(tmp_path: Path) -> None:
     finally:
         words.close()
         loop.close()
+
+
+def test_a_flood_keeps_the_newest_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Entries come oldest first; what is over the cap is cut from the front.
+    monkeypatch.setattr(lastwords, "MAX_OUTPUT", 4096)
+    flood = """#!/bin/sh
+i=0
+while [ $i -lt 3000 ]; do
+  printf '{"_PID":"101","MESSAGE":"line %s of a flood"}\\n' $i; i=$((i+1))
+done
+printf '{"_PID":"101","MESSAGE":"the last words"}\\n'
+"""
+    loop = Loop()
+    words = LastWords(loop, Log(io.StringIO()), stand_in(tmp_path, flood))
+    done: dict[str, tuple[str, ...]] = {}
+    try:
+        words.hold("a", "kissbot-bot@a.service", 101, into(done, "a"))
+        run_until(loop, done, 1)
+        assert done["a"] == ("line 2998 of a flood", "line 2999 of a flood", "the last words")
+    finally:
+        words.close()
+        loop.close()

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 SETTLE_SEC = 0.3  # journald's usual lag is milliseconds; a loaded host's, more
 TIMEOUT_SEC = 5.0
 KEEP = 3  # lines kept per exit: the last one makes the reason, as on the native backend
-MAX_OUTPUT = 4 << 20  # journalctl output read at most (a flood of long lines)
+MAX_OUTPUT = 1 << 20  # the end of journalctl's output kept (journald lines reach 48 KiB)
 ENTRIES_PER_EXIT = 200  # how far back to read, per exit held back
 MAX_ENTRIES = 5000
 ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": ""}
@@ -222,12 +222,15 @@ class LastWords:
             return
         except OSError:
             data = b""
-        if data and len(run.output) < MAX_OUTPUT:
-            run.output += data
+        if not data:
+            self._finish(run)
             return
-        if data:
-            return  # over the cap: drained and dropped until the end
-        self._finish(run)
+        run.output += data
+        if len(run.output) > MAX_OUTPUT:
+            # The newest entries come last, and the last lines are what is wanted:
+            # keep the end, from a line's start.
+            start = run.output.find(b"\n", len(run.output) - MAX_OUTPUT)
+            run.output = run.output[start + 1 :] if start >= 0 else b""
 
     def _on_timeout(self) -> None:
         run = self._run
