@@ -48,3 +48,23 @@ def test_two_subscribers_share_one_instance_and_get_their_own_events(tmp_path: P
         assert len(writes) == 1
     finally:
         loop.close()
+
+
+def test_an_unwatch_is_no_overflow(tmp_path: Path) -> None:
+    # After inotify_rm_watch the kernel queues IN_IGNORED for the removed watch.
+    # Taken for an overflow, it told every other subscriber to re-check all; the
+    # system-log watcher re-watches on an overflow, so one reload that dropped a
+    # bot made the daemon spin for good.
+    loop = Loop()
+    kept: list[object] = []
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    try:
+        loop.watches.subscribe(tmp_path / "a", IN_CLOSE_WRITE, kept.append)
+        gone = loop.watches.subscribe(tmp_path / "b", IN_CLOSE_WRITE, lambda _e: None)
+        loop.watches.cancel(gone)
+        (tmp_path / "a" / "x").write_text("1")
+        run_until(loop, kept, 1)
+        assert kept == [[("x", IN_CLOSE_WRITE)]]  # no (None, 0): nothing was lost
+    finally:
+        loop.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,11 +20,14 @@ from kissbot_supervisor.backends.systemd.lastwords import LastWords
 from kissbot_supervisor.runtime.log import Log
 from kissbot_supervisor.runtime.loop import Loop
 
-# Answers for every _PID=N it is asked about: "said by N".
-ANSWERS = """#!/bin/sh
-for a in "$@"; do
-  case $a in _PID=*) p=${a#_PID=}; printf '{"_PID":"%s","MESSAGE":"said by %s"}\\n' $p $p;; esac
-done
+# Answers "said by N" for the n-th _PID= it is asked about, in the n-th unit asked
+# about (the tests' units and PIDs sort alike).
+ANSWERS = f"""#!{sys.executable}
+import json, sys
+units = [a.split("=", 1)[1] for a in sys.argv if a.startswith("_SYSTEMD_UNIT=")]
+pids = [a.split("=", 1)[1] for a in sys.argv if a.startswith("_PID=")]
+for unit, pid in zip(units, pids):
+    print(json.dumps({{"_PID": pid, "_SYSTEMD_UNIT": unit, "MESSAGE": "said by " + pid}}))
 """
 
 
@@ -129,10 +133,11 @@ def test_a_flood_keeps_the_newest_lines(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(lastwords, "MAX_OUTPUT", 4096)
     flood = """#!/bin/sh
 i=0
+id='"_PID":"101","_SYSTEMD_UNIT":"kissbot-bot@a.service"'
 while [ $i -lt 3000 ]; do
-  printf '{"_PID":"101","MESSAGE":"line %s of a flood"}\\n' $i; i=$((i+1))
+  printf '{%s,"MESSAGE":"line %s of a flood"}\\n' "$id" $i; i=$((i+1))
 done
-printf '{"_PID":"101","MESSAGE":"the last words"}\\n'
+printf '{%s,"MESSAGE":"the last words"}\\n' "$id"
 """
     loop = Loop()
     words = LastWords(loop, Log(io.StringIO()), stand_in(tmp_path, flood))

@@ -418,6 +418,9 @@ def test_a_shutdown_clears_a_parked_process() -> None:
     f.crash_until_parked(A, code=1, sig=None)
     actions = f.send(Shutdown(), at=f.now + 1)
     assert [a for a in actions if isinstance(a, Hold)] == [Hold(A, parked=False)]
+    # Once: the shutdown goes on with other events (B's stop), and says it no more.
+    actions = f.tick(f.now + 1)
+    assert not [a for a in actions if isinstance(a, Hold)]
 
 
 # --- stop, start, restart -----------------------------------------------------

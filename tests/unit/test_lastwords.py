@@ -7,13 +7,17 @@ import json
 from kissbot_supervisor.backends.systemd.lastwords import (
     KEEP,
     MAX_ENTRIES,
+    MAX_LINE,
     journal_argv,
     last_lines_by_pid,
 )
 
+UNIT = "kissbot-bot@a.service"
 
-def entry(pid: int, message: object) -> bytes:
-    return json.dumps({"__CURSOR": "s=1", "_PID": str(pid), "MESSAGE": message}).encode()
+
+def entry(pid: int, message: object, unit: str = UNIT) -> bytes:
+    fields = {"__CURSOR": "s=1", "_PID": str(pid), "_SYSTEMD_UNIT": unit, "MESSAGE": message}
+    return json.dumps(fields).encode()
 
 
 def test_the_query_matches_each_pid_in_the_units_as_json() -> None:
@@ -52,7 +56,7 @@ def test_each_pid_gets_its_own_last_non_blank_lines() -> None:
             entry(9, "another process's line"),
         ]
     )
-    found = last_lines_by_pid(output, [5, 7])
+    found = last_lines_by_pid(output, [(UNIT, 5), (UNIT, 7)])
     assert found[5] == ("line two", "line three", "the last one")
     assert len(found[5]) == KEEP
     assert found[7][-1] == "OSError: [Errno -3] Temporary failure in name resolution"
@@ -61,13 +65,13 @@ def test_each_pid_gets_its_own_last_non_blank_lines() -> None:
 
 def test_a_message_that_is_not_utf8_comes_as_bytes_and_is_still_read() -> None:
     raw = list("café ".encode("latin-1")) + list(b"exit")
-    found = last_lines_by_pid(entry(3, raw), [3])
+    found = last_lines_by_pid(entry(3, raw), [(UNIT, 3)])
     assert found[3][-1].endswith(" exit")
     assert "\ufffd" in found[3][-1]
 
 
 def test_a_multi_line_message_counts_line_by_line() -> None:
-    found = last_lines_by_pid(entry(3, "first\nsecond\n\nthird"), [3])
+    found = last_lines_by_pid(entry(3, "first\nsecond\n\nthird"), [(UNIT, 3)])
     assert found[3] == ("first", "second", "third")
 
 
@@ -83,5 +87,18 @@ def test_what_is_not_an_entry_is_skipped() -> None:
             entry(3, "kept"),
         ]
     )
-    assert last_lines_by_pid(output, [3]) == {3: ("kept",)}
-    assert last_lines_by_pid(b"", [3]) == {}
+    assert last_lines_by_pid(output, [(UNIT, 3)]) == {3: ("kept",)}
+    assert last_lines_by_pid(b"", [(UNIT, 3)]) == {}
+
+
+def test_a_pid_counts_only_in_its_own_unit_and_a_line_is_cut() -> None:
+    output = b"\n".join(
+        [
+            entry(3, "its own words"),
+            entry(3, "another unit's process with the same PID", unit="kissbot-hub.service"),
+            entry(4, "x" * 5000),
+        ]
+    )
+    found = last_lines_by_pid(output, [(UNIT, 3), (UNIT, 4)])
+    assert found[3] == ("its own words",)
+    assert found[4] == ("x" * MAX_LINE,)

@@ -216,6 +216,7 @@ def test_a_reply_naming_our_own_child_is_believed(
         (encode({"pid": "12"}), "without a PID"),
         (encode({"ok": 1}), "without a PID"),
         (b"garbage", "it sent not a JSON message"),
+        (b"[" * 100_000, "it sent"),  # nested too deep for json: RecursionError
     ],
 )
 def test_a_reply_without_a_usable_pid_breaks_the_fork_server(

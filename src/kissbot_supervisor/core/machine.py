@@ -1343,19 +1343,17 @@ class Core:
                 self._begin_stop(p, now, "shutdown", out)
             elif p.spawning:
                 bots_alive = True  # stopped once its Spawned arrives; not finished before
-            elif p.phase is Phase.BACKOFF:
+            elif p.phase in (Phase.BACKOFF, Phase.FAILED):
+                # Stopped for good, and no failed unit left behind. Once: this runs
+                # after every event of the shutdown.
                 p.phase = Phase.STOPPED
                 out.append(Hold(p.spec.name))
-            elif p.phase is Phase.FAILED:
-                out.append(Hold(p.spec.name))  # the fleet is stopped: no failed unit left
         hub = self.procs.get(HUB)
         hub_alive = hub is not None and (hub.alive or hub.spawning)
         if hub is not None:
             hub.backoff_until = None
-            if not hub.alive and hub.phase is Phase.BACKOFF:
+            if not hub.alive and hub.phase in (Phase.BACKOFF, Phase.FAILED):
                 hub.phase = Phase.STOPPED
-                out.append(Hold(HUB))
-            elif not hub.alive and hub.phase is Phase.FAILED:
                 out.append(Hold(HUB))
         if hub is not None and hub.alive and not bots_alive:
             self._begin_stop(hub, now, "shutdown", out)

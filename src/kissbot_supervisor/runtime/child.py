@@ -37,6 +37,7 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 # A child takes tens of milliseconds; a loaded host's first start of Python, a
 # second or two. Beyond this it is stuck (see _read_until_end).
 TIMEOUT_SEC = 20.0
+MAX_ANSWER = 1 << 20  # a config's parse, a fleet's token states: far below this
 
 
 class ChildError(Exception):
@@ -87,10 +88,15 @@ def _read_until_end(fd: int, pid: int, module: str, timeout: float) -> bytes:
 
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
+    size = 0
+    # poll, not select: a native fleet of a few hundred bots has descriptors
+    # above 1024, which select() refuses.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     try:
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not poller.poll(left * 1000):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 raise ChildError(f"{module} gave no answer within {timeout:g} s; killed")
@@ -98,6 +104,12 @@ def _read_until_end(fd: int, pid: int, module: str, timeout: float) -> bytes:
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                # What it reads is the checkout's (a DB with rows no token needs).
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise ChildError(f"{module} answered more than {MAX_ANSWER} bytes; killed")
     finally:
         os.close(fd)
 

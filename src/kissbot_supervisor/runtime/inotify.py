@@ -31,6 +31,7 @@ IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
 IN_DELETE = 0x00000200
 IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000  # the watch is gone (removed by us, or its directory deleted)
 IN_DONT_FOLLOW = 0x02000000  # a symlink is not followed to the directory it names
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
@@ -86,7 +87,19 @@ class Inotify:
                 raw = data[offset + _EVENT.size : offset + _EVENT.size + length]
                 offset += _EVENT.size + length
                 name = os.fsdecode(raw.rstrip(b"\0"))
-                yield (None if mask & IN_Q_OVERFLOW else self._dirs.get(wd)), name, mask
+                if mask & IN_Q_OVERFLOW:
+                    yield None, name, mask
+                    continue
+                directory = self._dirs.get(wd)
+                if directory is None:
+                    # A watch we removed: the kernel's IN_IGNORED for it, or events
+                    # queued before it went. Not an overflow: taken as one, every
+                    # unwatch made subscribers re-check all, and one that re-watches
+                    # on an overflow (systemlog.py) made it a loop that never ended.
+                    continue
+                if mask & IN_IGNORED:
+                    del self._dirs[wd]  # its directory was deleted: the kernel dropped it
+                yield directory, name, mask
 
     def close(self) -> None:
         if self._fd >= 0:

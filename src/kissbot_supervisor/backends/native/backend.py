@@ -237,7 +237,9 @@ class NativeBackend:
             env = self._environment(spec)
             child = None
             if self._preload is not None:  # None: this one starts the normal way
-                child = self._preload.spawn(spec, env=env, pass_fds=self._lock_fds(name))
+                child = self._preload.spawn(
+                    spec, env=env, pass_fds=self._lock_fds(name), known=self._by_pid.keys()
+                )
             if child is None:
                 child = self._spawner.spawn(
                     spec.argv,
@@ -249,6 +251,9 @@ class NativeBackend:
                 )
         except (SpawnError, OSError, TokenError) as e:
             self._spawn_failed(name, _words(e))
+            return
+        except Exception as e:  # a bug of ours: this start fails, not the bot's record
+            self._spawn_failed(name, f"internal error: {e!r}")
             return
         slot = self._slot(name)
         try:

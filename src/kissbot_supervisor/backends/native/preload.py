@@ -27,7 +27,7 @@ import re
 import select
 import signal
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from ... import core
@@ -108,6 +108,11 @@ def watched_dirs(dirs: Sequence[str], workdir: Path) -> list[Path]:
     return inside
 
 
+# Reads of the server's output pipe at its end: a descendant that left its group
+# may hold the pipe and write for ever.
+DRAIN_READS = 16
+
+
 class Broken(Exception):
     """The fork server cannot serve any more; the message says why, as a sentence."""
 
@@ -127,7 +132,7 @@ def read_reply(sock: socket.socket, timeout: float, ended: Callable[[], str]) ->
         message = forkserver.decode(data)
     except OSError as e:
         raise Broken(f"its socket failed: {e.strerror}") from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise Broken(f"it sent {e}") from None
     if isinstance(message.get("error"), str):
         raise SpawnError(forkserver.words(message["error"]))
@@ -170,6 +175,9 @@ class ForkServer:
         self.report: tuple[float, int, tuple[str, ...]] | None = None
         self._timer: Timer | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A server that stops reading must not block the loop in a send: the send
+        # times out (an OSError, so the server is given up) like an unanswered start.
+        ours.settimeout(REPLY_TIMEOUT_SEC)
         try:
             child = spawner.spawn(
                 [program.interpreter, str(FORKSERVER), str(theirs.fileno())],
@@ -209,7 +217,7 @@ class ForkServer:
         try:
             data = self.sock.recv(forkserver.MAX_MESSAGE)
             message = forkserver.decode(data) if data else None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             self.give_up(f"it sent {e}")
             return
         if message is None:
@@ -340,7 +348,11 @@ class ForkServer:
         descendant still holds the pipe), then the pipe is closed."""
         self.loop.remove_reader(fd)
         with contextlib.suppress(OSError):
-            while data := os.read(fd, 65536):
+            # Bounded: a descendant that left its group may still write there forever.
+            for _ in range(DRAIN_READS):
+                data = os.read(fd, 65536)
+                if not data:
+                    break
                 self._output.write_chunk(data, _wall())
         os.close(fd)
         self._output.flush(_wall())
@@ -429,12 +441,14 @@ class Preloader:
         *,
         env: Mapping[str, str],
         pass_fds: Sequence[int],
+        known: Collection[int] = (),
     ) -> Child | None:
+        """``known``: the PIDs of the children the supervisor already has."""
         server = self.server
         if self._applies(spec) is None or server is None or server.state != "ready":
             return None
         try:
-            return server.spawn(
+            child = server.spawn(
                 spec.argv,
                 cwd=str(self.workdir),
                 env=env,
@@ -442,6 +456,14 @@ class Preloader:
                 watchdog_pid=spec.watchdog_sec > 0 and not spec.liveness,
                 oom_score_adjust=spec.oom_score_adjust,
             )
+            if child.pid in known or child.pid == server.pid:
+                # A child of ours it did not fork for this start (a bot, a hook, the
+                # server itself): believing it would credit that process's pings to
+                # this bot, and its exit would be taken twice.
+                for fd in (child.output_fd, child.report_fd):
+                    os.close(fd)
+                raise Broken(f"it named PID {child.pid}, a process it did not start for this")
+            return child
         except SpawnError as e:
             self._log.warning(
                 "preload",

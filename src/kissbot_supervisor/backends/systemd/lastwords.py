@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 SETTLE_SEC = 0.3  # journald's usual lag is milliseconds; a loaded host's, more
 TIMEOUT_SEC = 5.0
+MAX_LINE = 512  # characters of one line kept, as on the native backend
 KEEP = 3  # lines kept per exit: the last one makes the reason, as on the native backend
 MAX_OUTPUT = 1 << 20  # the end of journalctl's output kept (journald lines reach 48 KiB)
 ENTRIES_PER_EXIT = 200  # how far back to read, per exit held back
@@ -68,7 +69,7 @@ def journal_argv(journalctl: str, exits: Iterable[tuple[str, int]]) -> list[str]
     pairs = sorted(set(exits))
     entries = min(MAX_ENTRIES, ENTRIES_PER_EXIT * max(1, len(pairs)))
     argv = [journalctl, "--no-pager", "--quiet", "--all", "--output=json"]
-    argv += ["--output-fields=_PID,MESSAGE", f"--lines={entries}"]
+    argv += ["--output-fields=_PID,_SYSTEMD_UNIT,MESSAGE", f"--lines={entries}"]
     argv += sorted({f"_SYSTEMD_UNIT={unit}" for unit, _ in pairs})
     argv += sorted({f"_PID={pid}" for _, pid in pairs})
     return argv
@@ -83,30 +84,35 @@ def _message(value: object) -> str | None:
     return None
 
 
-def last_lines_by_pid(output: bytes, pids: Iterable[int]) -> dict[int, tuple[str, ...]]:
-    """The last :data:`KEEP` non-blank lines of each PID in journalctl's JSON output.
+def last_lines_by_pid(
+    output: bytes, exits: Iterable[tuple[str, int]]
+) -> dict[int, tuple[str, ...]]:
+    """The last :data:`KEEP` non-blank lines of each (unit, PID) in journalctl's JSON
+    output, by PID, each cut at :data:`MAX_LINE` characters.
 
-    Lines that are not JSON objects (a warning journalctl printed to the same
-    pipe, a line cut at :data:`MAX_OUTPUT`) are skipped.
+    An entry counts only with both its PID and its unit: the query's matches are
+    (any PID) and (any unit), which lets through a PID of one unit logged by
+    another. Lines that are not JSON objects (a warning journalctl printed to
+    the same pipe, a line cut at :data:`MAX_OUTPUT`) are skipped.
     """
-    wanted = {str(pid): pid for pid in pids}
+    wanted = {(unit, str(pid)): pid for unit, pid in exits}
     found: dict[int, list[str]] = {}
     for raw in output.splitlines():
         if not raw.startswith(b"{"):
             continue
         try:
             entry = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if not isinstance(entry, dict):
             continue
-        pid = wanted.get(str(entry.get("_PID")))
+        pid = wanted.get((str(entry.get("_SYSTEMD_UNIT")), str(entry.get("_PID"))))
         text = _message(entry.get("MESSAGE"))
         if pid is None or text is None:
             continue
         for line in text.splitlines():
             if line.strip():
-                found.setdefault(pid, []).append(line)
+                found.setdefault(pid, []).append(line[:MAX_LINE])
     return {pid: tuple(lines[-KEEP:]) for pid, lines in found.items()}
 
 
@@ -258,7 +264,7 @@ class LastWords:
 
     def _finish(self, run: _Run) -> None:
         self._end(run)
-        lines = last_lines_by_pid(run.output, (h.pid for h in run.held.values()))
+        lines = last_lines_by_pid(run.output, ((h.unit, h.pid) for h in run.held.values()))
         for h in run.held.values():
             h.deliver(lines.get(h.pid, ()))
         if not lines and run.output and not self._said_unreadable:
