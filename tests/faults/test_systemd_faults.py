@@ -205,17 +205,14 @@ def test_flood_goes_to_the_journal_never_through_the_supervisor(fleet: Fleet) ->
     assert fleet.bot("quiet_bot")["state"] == "running"
 
 
-def test_memory_limit_of_the_slice_oom_kills_the_greedy_bot_and_it_is_restarted(
-    fleet: Fleet,
-) -> None:
-    # supervisor.systemd.memory_max applies to a transient slice (no unit file installed).
-    (fleet.sandbox.units_dir / "kissbot.slice").unlink()
-    fleet.sandbox.daemon_reload()
+def greedy_bot_is_killed_and_restarted(fleet: Fleet, limits: dict[str, Any]) -> int:
+    """Start greedy_bot (it eats 512 MiB) beside modest_bot under ``limits``; wait until
+    the greedy one is OOM-killed and started again; modest_bot's PID."""
     doc = config(
         ["greedy_bot", "modest_bot"],
         hub=False,
         bot_command=per_channel_bot({"greedy_bot": ["--eat-mib", "512"]}),
-        supervisor={"systemd": {"memory_max": "160M"}, "restart": {"delay_sec": 1}},
+        supervisor={**limits, "restart": {"delay_sec": 1}},
     )
     start(fleet, doc)
     modest = started_pid(fleet, "modest_bot")
@@ -227,6 +224,16 @@ def test_memory_limit_of_the_slice_oom_kills_the_greedy_bot_and_it_is_restarted(
     )
     second = started_pid(fleet, "greedy_bot", mark)
     assert second != first
+    return modest
+
+
+def test_memory_limit_of_the_slice_oom_kills_the_greedy_bot_and_it_is_restarted(
+    fleet: Fleet,
+) -> None:
+    # supervisor.systemd.memory_max applies to a transient slice (no unit file installed).
+    (fleet.sandbox.units_dir / "kissbot.slice").unlink()
+    fleet.sandbox.daemon_reload()
+    modest = greedy_bot_is_killed_and_restarted(fleet, {"systemd": {"memory_max": "160M"}})
     journal = fleet.sandbox.journal("kissbot-bot@greedy_bot.service")
     assert "ate 64 MiB so far" in journal
     assert "ate 512 MiB" not in journal  # stopped at the limit, long before its goal
@@ -241,21 +248,7 @@ def test_memory_limit_of_the_slice_oom_kills_the_greedy_bot_and_it_is_restarted(
 
 def test_a_bot_over_its_own_memory_cap_is_oom_killed_and_restarted(fleet: Fleet) -> None:
     # bot.memory_max: the unit's own MemoryMax=, one bot's cap, not the fleet's.
-    doc = config(
-        ["greedy_bot", "modest_bot"],
-        hub=False,
-        bot_command=per_channel_bot({"greedy_bot": ["--eat-mib", "512"]}),
-        supervisor={"bot": {"memory_max": "96M"}, "restart": {"delay_sec": 1}},
-    )
-    start(fleet, doc)
-    modest = started_pid(fleet, "modest_bot")
-    first = started_pid(fleet, "greedy_bot")
-    mark = fleet.journal.mark()
-    fleet.journal.wait_for(
-        r"greedy_bot: killed by SIGKILL( \(killed by the OOM killer\))?; restarting in 1\.0 s"
-    )
-    second = started_pid(fleet, "greedy_bot", mark)
-    assert second != first
+    modest = greedy_bot_is_killed_and_restarted(fleet, {"bot": {"memory_max": "96M"}})
     assert fleet.show("kissbot-bot@greedy_bot.service", "MemoryMax")["MemoryMax"] == str(96 * MIB)
     assert "ate 512 MiB" not in fleet.sandbox.journal("kissbot-bot@greedy_bot.service")
     assert fleet.bot("modest_bot")["pid"] == modest

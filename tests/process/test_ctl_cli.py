@@ -498,13 +498,19 @@ def test_complete_names_is_quiet_without_a_supervisor(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_zsh_completion(fleet: Supervisor) -> None:
+def zsh_and_completion() -> tuple[str, str]:
+    """zsh's path and kissbotctl's zsh completion script; the test is skipped without zsh."""
     zsh = shutil.which("zsh")
     if zsh is None:
         pytest.skip("zsh is not installed (apt-get install zsh)")
     script = subprocess.run(
         [KISSBOTCTL, "completion", "zsh"], capture_output=True, text=True, check=True
     ).stdout
+    return zsh, script
+
+
+def test_zsh_completion(fleet: Supervisor) -> None:
+    zsh, script = zsh_and_completion()
     # compadd, compset and _describe are completion-widget builtins; shell functions
     # of the same name take precedence, so they can stand in and print what is offered.
     program = (

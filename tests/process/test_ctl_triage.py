@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from .conftest import StartFleet
 from .harness import KISSBOTCTL, TIMEOUT, Supervisor, fleet_config
-from .test_ctl_cli import bash_complete, ctl, ctl_env
+from .test_ctl_cli import bash_complete, ctl, ctl_env, zsh_and_completion
 
 
 @pytest.fixture
@@ -85,12 +84,7 @@ def test_state_completion(troubled: Supervisor) -> None:
 
 
 def test_state_completion_zsh(troubled: Supervisor) -> None:
-    zsh = shutil.which("zsh")
-    if zsh is None:
-        pytest.skip("zsh is not installed (apt-get install zsh)")
-    script = subprocess.run(
-        [KISSBOTCTL, "completion", "zsh"], capture_output=True, text=True, check=True
-    ).stdout
+    zsh, script = zsh_and_completion()
     # Stand-ins for the completion-widget builtins: print what is offered, and what
     # compset -P '*,' leaves of PREFIX.
     program = (

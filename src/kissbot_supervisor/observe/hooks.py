@@ -18,8 +18,9 @@ import contextlib
 import os
 import signal
 
-from ..backends.native.spawner import Spawner, SpawnError, read_pipe, read_report
+from ..backends.native.spawner import Spawner, SpawnError, read_report
 from ..core import describe_exit
+from ..runtime.loop import read_pipe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import selectors
 import signal
 import socket
@@ -222,6 +223,17 @@ def accepted(sock: socket.socket, on_error: Callable[[OSError], None]) -> Iterat
             on_error(e)
             return
         yield conn
+
+
+def read_pipe(fd: int) -> bytes | None:
+    """One read of a readable non-blocking pipe: data, ``b""`` at its end (or an
+    error), None when nothing is there after all (a spurious wake-up)."""
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 def received(sock: socket.socket, size: int) -> bytes | None:

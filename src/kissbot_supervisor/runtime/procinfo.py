@@ -27,13 +27,19 @@ def rss_bytes(pid: int | None) -> int | None:
         return None
 
 
+def _stat_fields(pid: int) -> list[bytes]:
+    """/proc/PID/stat after the command name (which may hold spaces and parentheses):
+    field 3 (state) first. OSError when the process is gone."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()
+
+
 def cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU time of the process."""
     if pid is None:
         return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+        fields = _stat_fields(pid)
         return (int(fields[11]) + int(fields[12])) / _TICK
     except (OSError, ValueError, IndexError):
         return None
@@ -49,8 +55,7 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 def parent_pid(pid: int) -> int | None:
     """The process's parent (a zombie's too, until it is reaped); None when gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
+        return int(_stat_fields(pid)[1])
     except (OSError, ValueError, IndexError):
         return None
 

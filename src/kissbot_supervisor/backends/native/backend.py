@@ -26,12 +26,12 @@ from ...core.records import field, record
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...protocol import NoteKind
 from ...runtime.fs import base_of, make_dirs, open_regular, read_regular
-from ...runtime.loop import Loop, Timer
+from ...runtime.loop import Loop, Timer, read_pipe
 from ...runtime.procinfo import command_line, processes_with_env, rss_bytes
 from ...tokens.states import TokenError
 from .logfiles import LogFile
 from .notifyserver import Notification, NotifyServer
-from .spawner import Spawner, SpawnError, child_environment, read_pipe, read_report
+from .spawner import Spawner, SpawnError, child_environment, read_report
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -33,10 +33,11 @@ from pathlib import Path
 from ... import core
 from ...core.records import record
 from ...runtime.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DONT_FOLLOW, IN_MOVED_TO
+from ...runtime.loop import read_pipe
 from ...runtime.procinfo import parent_pid
 from . import forkserver
 from .logfiles import LogFile
-from .spawner import Child, Spawner, SpawnError, read_pipe, read_report
+from .spawner import Child, Spawner, SpawnError, read_report
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

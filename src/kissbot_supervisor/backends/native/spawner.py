@@ -192,17 +192,6 @@ def read_report(fd: int) -> bytes | None:
         chunks.append(chunk)
 
 
-def read_pipe(fd: int) -> bytes | None:
-    """One read of a non-blocking pipe: data, b"" at its end (or an error), None if
-    nothing is there now."""
-    try:
-        return os.read(fd, 65536)
-    except BlockingIOError:
-        return None
-    except OSError:
-        return b""
-
-
 def _write_all(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data) :]

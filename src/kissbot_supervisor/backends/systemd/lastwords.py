@@ -33,6 +33,8 @@ import json
 import os
 import signal
 
+from ...runtime.loop import read_pipe
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -222,12 +224,9 @@ class LastWords:
     def _on_output(self) -> None:
         run = self._run
         assert run is not None
-        try:
-            data = os.read(run.output_fd, 65536)
-        except BlockingIOError:
+        data = read_pipe(run.output_fd)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._finish(run)
             return

@@ -185,10 +185,10 @@ def start_limit_burst(policy: Policy, is_hub: bool) -> int:
 
 
 # Only the supervisor restarts its transient units (see the module docstring).
-SUPERVISED_RESTART: list[Property] = [
+SUPERVISED_RESTART: tuple[Property, ...] = (
     ("Restart", ("s", "no")),
     ("StartLimitIntervalUSec", ("t", 0)),
-]
+)
 
 
 def restart_properties(policy: Policy, manager_version: int, is_hub: bool) -> list[Property]:
