@@ -9,8 +9,11 @@ weight, so that one bot is about 60 MB RSS, near the real one), per-channel stat
 chat activity that allocates and runs the garbage collector, which is what
 turns shared pages private in forked children without ``gc.freeze()``.
 
-Run as ``PYTHON main.py --channel CH [--activity-sec S]``; it sends sd_notify
-READY=1 (and writes pids/CH.ready) once started, WATCHDOG=1 never (the benchmark sets no watchdog).
+Run as ``PYTHON main.py --channel CH [--activity-sec S] [--memory-merge]``; it
+sends sd_notify READY=1 (and writes pids/CH.ready) once started, WATCHDOG=1
+never (the benchmark sets no watchdog). ``--memory-merge`` opts the process's
+memory into KSM first (``PR_SET_MEMORY_MERGE``, what systemd's ``MemoryKSM=``
+sets before exec), for the benchmark's KSM rows.
 """
 
 import argparse
@@ -142,11 +145,26 @@ async def run(channel: str, activity_sec: float) -> None:
             gc.collect()  # what a long-running bot's own collections do, sooner
 
 
+PR_SET_MEMORY_MERGE = 67  # linux/prctl.h, Linux 6.4+
+
+
+def merge_memory() -> None:
+    """Make every anonymous page of this process a candidate for KSM."""
+    import ctypes  # only in the KSM rows: ctypes is not part of the measured bot
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0:
+        raise SystemExit(f"prctl(PR_SET_MEMORY_MERGE): {os.strerror(ctypes.get_errno())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--channel", required=True)
     parser.add_argument("--activity-sec", type=float, default=0.5)
+    parser.add_argument("--memory-merge", action="store_true")
     args, _rest = parser.parse_known_args()
+    if args.memory_merge:
+        merge_memory()
     logging.basicConfig(level=logging.INFO)
     asyncio.run(run(args.channel, args.activity_sec))
 

@@ -77,6 +77,9 @@ class Supervisord(Fleet):
         self._rpc: xmlrpc.client.ServerProxy | None = None
         self._next_rpc = 0.0
 
+    def bot_command(self, channel: str) -> list[str]:
+        return bot_argv(BOT_PYTHON, channel)
+
     def config_text(self) -> str:
         r = self.root
         parts = [
@@ -101,7 +104,7 @@ class Supervisord(Fleet):
         for channel in self.channels:
             parts += [
                 f"[program:bot_{channel}]",
-                f"command={shlex.join(bot_argv(BOT_PYTHON, channel))}",
+                f"command={shlex.join(self.bot_command(channel))}",
                 f"directory={self.workdir}",
                 "autostart=true",
                 "autorestart=true",

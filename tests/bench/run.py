@@ -59,7 +59,7 @@ import psutil
 if not __package__:  # run as a script: make ``bench`` importable from tests/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import procstat, report
+from bench import fleet_memory, procstat, report
 from bench.fleets import CLI_TIMEOUT, BenchError, Fleet, bench_channels, clean_env, log
 from bench.ours import Ours
 from bench.ours_systemd import FALLBACK_RESTART_SEC, IncompleteStop, OursSystemd
@@ -571,7 +571,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot = [str(bench_bin / "python"), str(Path(__file__).with_name("plot.py"))]
         subprocess.run([*plot, str(json_path), str(png_path)], check=True, timeout=300)
         chart = png_path.name
-    out.write_text(report.markdown(results, chart))
+    text = report.markdown(results, chart)
+    memory_json = out.with_name("fleet-memory.json")
+    if memory_json.exists():  # keep the fleet-memory section (make bench-memory) as it was
+        text = fleet_memory.splice(text, fleet_memory.section(json.loads(memory_json.read_text())))
+    out.write_text(text)
     log(f"wrote {out}, {json_path}" + (f", {png_path}" if chart else ""))
     return 0
 
