@@ -465,7 +465,12 @@ class Supervisor:
         # Asked at every SIGCHLD (the reaper's sweep): a prompt that has ended (its
         # terminal closed) is reaped then, not left a zombie for the daemon's life.
         self.prompt_alive()
-        return self.backend.child_pids() | self.observer.child_pids() | self.helpers
+        return (
+            self.backend.child_pids()
+            | self.observer.child_pids()
+            | self.tokens.child_pids()
+            | self.helpers
+        )
 
     def close(self) -> None:
         self.observer.close()

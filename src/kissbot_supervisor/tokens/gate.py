@@ -42,10 +42,22 @@ from .states import (
     read_yaml_tokens,
     write_credential,
 )
-from .worker import CREDENTIAL_NAME, Decrypts, read_states_in_child, write_credential_in_child
+from .worker import (
+    CREDENTIAL_NAME,
+    Decrypts,
+    ask_on_loop,
+    ask_worker,
+    states_of,
+    states_request,
+    states_what,
+    write_credential_in_child,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from ..runtime.child import LoopChild
     from ..runtime.inotify import Events
     from ..runtime.log import Log
 
@@ -75,57 +87,118 @@ def read_token_states(cfg: Config, now: float, *, quick: bool = False) -> DbToke
     return _read_token_states(cfg, now, quick=quick)[0]
 
 
-def _read_token_states(
-    cfg: Config, now: float, *, quick: bool = False, verified: dict[str, str | None] | None = None
-) -> tuple[DbTokens | None, dict[str, Decrypts]]:
-    """:func:`read_token_states`, and in DB mode whether the tokens of the roles in
-    ``verified`` decrypt (see :func:`.worker.read_states_in_child`)."""
-    s = cfg.settings
-    db = cfg.resolve(s.db)
+class _Reading:
+    """One reading of the token states: :attr:`request`, what to ask the token worker
+    (None: nothing, the states come from the config alone), and :meth:`finish`,
+    the states from its result. Built and finished on the event loop; the worker
+    runs in between, waited for (start-up, reload) or not (a change while the
+    fleet runs).
 
-    def from_db(login: str) -> tuple[DbTokens, dict[str, Decrypts]]:
-        # In the token worker: the daemon loads neither sqlite3 nor cryptography.
-        workdir = cfg.workdir if s.use_db and verified else None
-        return read_states_in_child(
-            db, cfg.bot_login, login, now, quick=quick, workdir=workdir, verified=verified
-        )
+    DB mode: both roles' tokens from the DB. YAML mode: the bots' from
+    ``twitch.tokens``; the hub's from the DB all the same, because the hub reads it
+    in both modes (the broadcaster token of ``hub.token_login``).
+    """
 
-    if s.use_db:
-        return from_db(s.hub_token_login)
-    yaml_tokens = read_yaml_tokens(cfg.document, cfg.config_path, now)
-    if not s.hub_enabled:
-        return yaml_tokens, {}
-    login = s.hub_token_login
-    bot = yaml_tokens.bot if yaml_tokens is not None else None
-    if bot is None:
-        bot = TokenReport(
-            TokenState.UNCHECKED,
-            "not checked: YAML token mode without twitch.tokens (the bots use KissBot's "
-            "own token files)",
-            None,
-            cfg.bot_login,
-        )
-    if not db.exists():
-        hub = TokenReport(
-            TokenState.UNCHECKED,
-            f"not checked: the hub reads the broadcaster token of {login} from {db} in YAML "
-            f"token mode too, and {db} does not exist (KissBot's hub exits 1 without it)",
-            None,
-            login,
-        )
-    else:
-        try:
-            hub = from_db(login)[0].broadcaster
-        except TokenDbBusy:
-            raise
-        except TokenDbError as e:  # the bots' tokens (YAML) are still worth showing
+    def __init__(
+        self,
+        cfg: Config,
+        now: float,
+        *,
+        quick: bool = False,
+        verified: dict[str, str | None] | None = None,
+    ) -> None:
+        s = cfg.settings
+        self.cfg = cfg
+        self.db = cfg.resolve(s.db)
+        self.request: dict[str, Any] | None = None
+        self._yaml: DbTokens | None = None
+        if s.use_db:
+            # In the token worker: the daemon loads neither sqlite3 nor cryptography.
+            workdir = cfg.workdir if verified else None
+            self.request = states_request(
+                self.db,
+                cfg.bot_login,
+                s.hub_token_login,
+                now,
+                quick=quick,
+                workdir=workdir,
+                verified=verified,
+            )
+            return
+        self._yaml = read_yaml_tokens(cfg.document, cfg.config_path, now)
+        if s.hub_enabled and self.db.exists():
+            self.request = states_request(
+                self.db, cfg.bot_login, s.hub_token_login, now, quick=quick
+            )
+
+    @property
+    def what(self) -> str:
+        return "" if self.request is None else states_what(self.request)
+
+    def finish(
+        self, result: dict[str, Any] | TokenError | None
+    ) -> tuple[DbTokens | None, dict[str, Decrypts]]:
+        """The states, and in DB mode whether the tokens of the roles asked about
+        decrypt; raises TokenError when the source cannot be read."""
+        cfg, s = self.cfg, self.cfg.settings
+        if s.use_db:
+            assert self.request is not None
+            assert result is not None
+            if isinstance(result, TokenError):
+                raise result
+            return states_of(result, self.request)
+        if not s.hub_enabled:
+            return self._yaml, {}
+        login = s.hub_token_login
+        bot = self._yaml.bot if self._yaml is not None else None
+        if bot is None:
+            bot = TokenReport(
+                TokenState.UNCHECKED,
+                "not checked: YAML token mode without twitch.tokens (the bots use KissBot's "
+                "own token files)",
+                None,
+                cfg.bot_login,
+            )
+        if self.request is None:
             hub = TokenReport(
                 TokenState.UNCHECKED,
-                f"not checked: the hub reads its token from the token DB, and {e}",
+                f"not checked: the hub reads the broadcaster token of {login} from {self.db} "
+                f"in YAML token mode too, and {self.db} does not exist (KissBot's hub exits 1 "
+                "without it)",
                 None,
                 login,
             )
-    return DbTokens(bot=bot, broadcaster=hub), {}
+        else:
+            try:
+                if isinstance(result, TokenError):
+                    raise result
+                assert result is not None
+                hub = states_of(result, self.request)[0].broadcaster
+            except TokenDbBusy:
+                raise
+            except TokenDbError as e:  # the bots' tokens (YAML) are still worth showing
+                hub = TokenReport(
+                    TokenState.UNCHECKED,
+                    f"not checked: the hub reads its token from the token DB, and {e}",
+                    None,
+                    login,
+                )
+        return DbTokens(bot=bot, broadcaster=hub), {}
+
+
+def _read_token_states(
+    cfg: Config, now: float, *, quick: bool = False, verified: dict[str, str | None] | None = None
+) -> tuple[DbTokens | None, dict[str, Decrypts]]:
+    """:func:`read_token_states` waiting for the worker, and in DB mode whether the
+    tokens of the roles in ``verified`` decrypt (see :func:`.worker.states_request`)."""
+    reading = _Reading(cfg, now, quick=quick, verified=verified)
+    result: dict[str, Any] | TokenError | None = None
+    if reading.request is not None:
+        try:
+            result = ask_worker(reading.request, reading.what)
+        except TokenError as e:
+            result = e
+    return reading.finish(result)
 
 
 def check_token_source(cfg: Config) -> None:
@@ -166,6 +239,9 @@ class TokenGate:
         self._decrypts: dict[str, str] = {}
         self._timer: Timer | None = None
         self._unreadable: str | None = None  # the last reading's problem, said once
+        self._worker: LoopChild | None = None  # a reading on the loop, while it runs
+        self._reading: object | None = None  # one under way (its child may not have started)
+        self._again = False  # a change came while it ran: read once more after it
         self._watches: dict[Path, Subscription] = {}
         # YAML mode: the config's token section, read for one burst of starts, then dropped.
         self._yaml_tokens: Mapping[str, object] | None = None
@@ -178,6 +254,7 @@ class TokenGate:
         check_token_source(cfg)
 
     def update_config(self, cfg: Config) -> None:
+        self._cancel_worker()  # it reads for the old config; _configure reads anew
         self.cfg = cfg
         self._undecryptable.clear()
         self._decrypts.clear()
@@ -225,33 +302,74 @@ class TokenGate:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._refresh()
-        self._on_change()
+        self._refresh_on_loop()
 
     # -- reading -------------------------------------------------------------
 
+    def _verified(self) -> dict[str, str | None] | None:
+        """DB mode: which tokens to check, and what was found to decrypt before."""
+        s = self.cfg.settings
+        if not s.use_db:
+            return None
+        roles = ["bot", "broadcaster"] if s.hub_enabled else ["bot"]
+        return {role: self._decrypts.get(role) for role in roles}
+
     def _refresh(self) -> None:
-        cfg, now = self.cfg, time.time()
-        previous = self._tokens
+        """Read the states now, waiting for the worker (start-up and reload: the
+        config's check has just read the same files)."""
+        now = time.time()
         try:
-            # One short attempt: the event loop must not sleep on a busy DB; a
-            # retry is scheduled instead.
-            verified = None
-            if cfg.settings.use_db:  # which tokens to check, and what was found to decrypt
-                roles = ["bot", "broadcaster"] if cfg.settings.hub_enabled else ["bot"]
-                verified = {role: self._decrypts.get(role) for role in roles}
-            self._tokens, decrypts = _read_token_states(cfg, now, quick=True, verified=verified)
+            # One short attempt on a busy DB: a retry is scheduled instead.
+            self._take(
+                _read_token_states(self.cfg, now, quick=True, verified=self._verified()), now
+            )
         except TokenError as e:
-            # Said when it starts and when it changes, not at every retry (every
-            # BUSY_RETRY_SEC, for as long as a DB stays locked or broken).
-            problem = str(e)
-            if problem != self._unreadable:
-                self._unreadable = problem
-                self._log.info(
-                    "tokens", f"cannot read token states ({problem}); trying again shortly"
-                )
-            self._schedule(BUSY_RETRY_SEC)
+            self._unreadable_now(e)
+
+    def _refresh_on_loop(self) -> None:
+        """Read the states without waiting: the worker runs beside the loop, and the
+        core hears of the result when it comes (a FIFO swapped in for the DB blocks
+        the worker until its deadline, not the fleet)."""
+        if self._reading is not None:
+            self._again = True
             return
+        now = time.time()
+        try:
+            reading = _Reading(self.cfg, now, verified=self._verified())
+        except TokenError as e:
+            self._unreadable_now(e)
+            self._on_change()
+            return
+        if reading.request is None:
+            self._finish(reading, None, now)
+            return
+
+        under_way = self._reading = object()
+
+        def done(result: dict[str, Any] | TokenError) -> None:
+            if self._reading is not under_way:
+                return  # cancelled (a reload reads anew), before its first turn
+            self._worker = None
+            self._reading = None
+            self._finish(reading, result, now)
+            if self._again:
+                self._again = False
+                self._refresh_on_loop()
+
+        self._worker = ask_on_loop(self.loop, reading.request, reading.what, done)
+
+    def _finish(
+        self, reading: _Reading, result: dict[str, Any] | TokenError | None, now: float
+    ) -> None:
+        try:
+            self._take(reading.finish(result), now)
+        except TokenError as e:
+            self._unreadable_now(e)
+        self._on_change()
+
+    def _take(self, states: tuple[DbTokens | None, dict[str, Decrypts]], now: float) -> None:
+        previous = self._tokens
+        self._tokens, decrypts = states
         if self._unreadable is not None:
             self._unreadable = None
             self._log.info("tokens", "token states can be read again")
@@ -259,6 +377,27 @@ class TokenGate:
             self._undecryptable.clear()  # the DB changed: give decryption another chance
         self._take_decrypts(decrypts)
         self._schedule_expiry(now)
+
+    def _unreadable_now(self, e: TokenError) -> None:
+        # Said when it starts and when it changes, not at every retry (every
+        # BUSY_RETRY_SEC, for as long as a DB stays locked or broken).
+        problem = str(e)
+        if problem != self._unreadable:
+            self._unreadable = problem
+            self._log.info("tokens", f"cannot read token states ({problem}); trying again shortly")
+        self._schedule(BUSY_RETRY_SEC)
+
+    def child_pids(self) -> set[int]:
+        """The token worker reading on the loop, if one runs (the reaper's to spare)."""
+        pid = None if self._worker is None else self._worker.pid
+        return set() if pid is None else {pid}
+
+    def _cancel_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+        self._reading = None
+        self._again = False
 
     def _take_decrypts(self, decrypts: dict[str, Decrypts]) -> None:
         """DB mode: the worker's word on whether each token decrypts with the key. A
@@ -366,6 +505,7 @@ class TokenGate:
         self._yaml_tokens = None
 
     def close(self) -> None:
+        self._cancel_worker()
         if self._timer is not None:
             self._timer.cancel()
         for sub in self._watches.values():

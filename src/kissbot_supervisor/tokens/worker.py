@@ -48,7 +48,11 @@ from .states import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    from ..runtime.child import LoopChild
+    from ..runtime.loop import Loop
 
 CREDENTIAL_NAME = "token"  # the file name: systemd's LoadCredential=token:PATH
 MAX_REQUEST = 64 * 1024  # paths, logins and fingerprints
@@ -66,13 +70,46 @@ class Decrypts:
 # --- the daemon's side ------------------------------------------------------------
 
 
-def _ask(request: dict[str, Any], what: str) -> dict[str, Any]:
-    from ..runtime.child import ChildError, describe_exit, run_module
+def ask_worker(request: dict[str, Any], what: str) -> dict[str, Any]:
+    """The worker's answer to ``request``, waited for. Raises TokenError."""
+    from ..runtime.child import ChildError, run_module
 
     try:
         answer, code = run_module(__name__, json.dumps(request).encode())
     except ChildError as e:
         raise TokenError(f"{what}: {e}") from None
+    return result_of(answer, code, what)
+
+
+def ask_on_loop(
+    loop: Loop,
+    request: dict[str, Any],
+    what: str,
+    done: Callable[[dict[str, Any] | TokenError], None],
+) -> LoopChild | None:
+    """:func:`ask_worker` without waiting: ``done`` gets the result or the TokenError
+    (see :func:`..runtime.child.run_module_on_loop`)."""
+    from ..runtime.child import run_module_on_loop
+
+    def finish(answer: bytes, code: int | None, problem: str | None) -> None:
+        if problem is not None:
+            done(TokenError(f"{what}: {problem}"))
+            return
+        try:
+            result = result_of(answer, code, what)
+        except TokenError as e:
+            done(e)
+            return
+        done(result)
+
+    return run_module_on_loop(loop, __name__, json.dumps(request).encode(), finish)
+
+
+def result_of(answer: bytes, code: int | None, what: str) -> dict[str, Any]:
+    """The worker's answer as a dict; raises the TokenError it carries, or one
+    saying how it ended without an answer."""
+    from ..runtime.child import describe_exit
+
     try:
         result = json.loads(answer)
     except ValueError:
@@ -84,7 +121,7 @@ def _ask(request: dict[str, Any], what: str) -> dict[str, Any]:
     return result
 
 
-def read_states_in_child(
+def states_request(
     db: Path,
     bot_login: str,
     hub_login: str,
@@ -93,11 +130,11 @@ def read_states_in_child(
     quick: bool = False,
     workdir: Path | None = None,
     verified: dict[str, str | None] | None = None,
-) -> tuple[DbTokens, dict[str, Decrypts]]:
-    """:func:`.db.read_db_tokens` in the worker; with ``workdir`` and ``verified``
-    (role -> fingerprint of the token found to decrypt before, or None), whether
-    those roles' tokens decrypt with ``workdir``'s key. Raises TokenError."""
-    request = {
+) -> dict[str, Any]:
+    """The request for :func:`.db.read_db_tokens` in the worker; with ``workdir`` and
+    ``verified`` (role -> fingerprint of the token found to decrypt before, or
+    None), also whether those roles' tokens decrypt with ``workdir``'s key."""
+    return {
         "op": "states",
         "db": str(db),
         "bot_login": bot_login,
@@ -107,7 +144,16 @@ def read_states_in_child(
         "workdir": None if workdir is None else str(workdir),
         "verified": verified or {},
     }
-    result = _ask(request, f"token states cannot be read from {db}")
+
+
+def states_what(request: dict[str, Any]) -> str:
+    return f"token states cannot be read from {request['db']}"
+
+
+def states_of(
+    result: dict[str, Any], request: dict[str, Any]
+) -> tuple[DbTokens, dict[str, Decrypts]]:
+    """The token states and decryption checks in the worker's ``result``."""
     try:
         tokens = DbTokens(bot=_report(result["bot"]), broadcaster=_report(result["broadcaster"]))
         checks = {
@@ -117,9 +163,7 @@ def read_states_in_child(
             for role, c in result["decrypts"].items()
         }
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise TokenError(
-            f"token states cannot be read from {db}: the worker answered nonsense"
-        ) from None
+        raise TokenError(f"{states_what(request)}: the worker answered nonsense") from None
     return tokens, checks
 
 
@@ -138,7 +182,7 @@ def write_credential_in_child(
         "role": role,
         "directory": str(directory),
     }
-    path = _ask(request, f"the {role} token cannot be handed over").get("path")
+    path = ask_worker(request, f"the {role} token cannot be handed over").get("path")
     return None if path is None else Path(str(path))
 
 

@@ -28,12 +28,11 @@ the running of the child (:class:`LastWords`) so that it is unit-tested alone.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 
-from ...runtime.loop import read_pipe
+from ...runtime.child import LoopChild
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,7 +118,7 @@ def last_lines_by_pid(
 
 
 def spawn(argv: list[str]) -> tuple[int, int]:
-    """Start ``argv`` with its output (stdout and stderr) on a non-blocking pipe.
+    """Start ``argv`` with its output (stdout and stderr) on a pipe.
 
     ``os.posix_spawn``, not the native backend's Spawner: that one loads ctypes
     into a daemon that otherwise never needs it, for things this short read-only
@@ -154,7 +153,6 @@ def spawn(argv: list[str]) -> tuple[int, int]:
         raise
     finally:
         os.close(write_end)
-    os.set_blocking(read_end, False)
     return pid, read_end
 
 
@@ -180,7 +178,8 @@ class LastWords:
         self._said_unreadable = False
 
     def child_pids(self) -> set[int]:
-        return set() if self._run is None else {self._run.pid}
+        pid = None if self._run is None else self._run.child.pid
+        return set() if pid is None else {pid}
 
     def hold(
         self, name: str, unit: str, pid: int, deliver: Callable[[tuple[str, ...]], None]
@@ -216,59 +215,31 @@ class LastWords:
             for h in held.values():
                 h.deliver(())
             return
-        run = _Run(pid, output_fd, held)
+        run = _Run(held)
+        # The newest entries come last, and the last lines are what is wanted: on
+        # overflow the end is kept, from a line's start.
+        run.child = LoopChild(
+            self.loop,
+            pid,
+            output_fd,
+            lambda output, _status, problem: self._finish(run, output, problem),
+            timeout=TIMEOUT_SEC,
+            max_output=MAX_OUTPUT,
+            keep_tail=True,
+            group=True,
+        )
         self._run = run
-        self.loop.add_reader(run.output_fd, self._on_output)
-        run.timer = self.loop.call_later(TIMEOUT_SEC, self._on_timeout)
 
-    def _on_output(self) -> None:
-        run = self._run
-        assert run is not None
-        data = read_pipe(run.output_fd)
-        if data is None:
-            return
-        if not data:
-            self._finish(run)
-            return
-        run.output += data
-        if len(run.output) > MAX_OUTPUT:
-            # The newest entries come last, and the last lines are what is wanted:
-            # keep the end, from a line's start.
-            start = run.output.find(b"\n", len(run.output) - MAX_OUTPUT)
-            run.output = run.output[start + 1 :] if start >= 0 else b""
-
-    def _on_timeout(self) -> None:
-        run = self._run
-        assert run is not None
-        run.timer = None
-        self._unreadable(f"{self._journalctl} gave no answer within {TIMEOUT_SEC:g} s")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(run.pid, signal.SIGKILL)
-        self._finish(run)
-
-    def _end(self, run: _Run) -> None:
-        """The run's end: reading stops, its process group is killed and reaped.
-
-        Killed even after the end of its output: it is done, and the reap must not wait.
-        """
+    def _finish(self, run: _Run, output: bytes, problem: str | None) -> None:
         self._run = None
-        self.loop.remove_reader(run.output_fd)
-        os.close(run.output_fd)
-        if run.timer is not None:
-            run.timer.cancel()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(run.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(run.pid, 0)
-
-    def _finish(self, run: _Run) -> None:
-        self._end(run)
-        lines = last_lines_by_pid(run.output, ((h.unit, h.pid) for h in run.held.values()))
+        if problem is not None:
+            self._unreadable(f"{self._journalctl} {problem}")
+        lines = last_lines_by_pid(output, ((h.unit, h.pid) for h in run.held.values()))
         for h in run.held.values():
             h.deliver(lines.get(h.pid, ()))
-        if not lines and run.output and not self._said_unreadable:
+        if not lines and output and not self._said_unreadable:
             # Output, but none of it the units' (journalctl's own complaint, say).
-            first = run.output.splitlines()[0].decode("utf-8", "replace")[:200]
+            first = output.splitlines()[0].decode("utf-8", "replace")[:200]
             self._unreadable(f"{self._journalctl} said: {first}")
         if self._held and self._timer is None:
             self._timer = self.loop.call_later(SETTLE_SEC, self._read)
@@ -290,15 +261,15 @@ class LastWords:
             self._timer = None
         self._held.clear()
         if self._run is not None:
-            self._end(self._run)
+            self._run.child.cancel()
+            self._run = None
 
 
 class _Run:
-    __slots__ = ("held", "output", "output_fd", "pid", "timer")
+    """One journalctl run and the exits it reads for."""
 
-    def __init__(self, pid: int, output_fd: int, held: dict[str, _Held]) -> None:
-        self.pid = pid
-        self.output_fd = output_fd
+    __slots__ = ("child", "held")
+
+    def __init__(self, held: dict[str, _Held]) -> None:
         self.held = held
-        self.output = b""
-        self.timer: Timer | None = None
+        self.child: LoopChild
