@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from linewatch import wait_until
 
 from .conftest import StartFleet
@@ -123,6 +125,51 @@ def test_a_forked_bot_runs_as_main_with_its_own_argv_environment_and_parent(
         for fd in os.listdir(f"/proc/{server}/fd")
         if os.readlink(f"/proc/{server}/fd/{fd}") == lock
     ]
+
+
+def _merge_any(pid: int) -> bool:
+    """Whether the kernel merges ``pid``'s memory (``PR_SET_MEMORY_MERGE`` took)."""
+    for line in Path(f"/proc/{pid}/ksm_stat").read_text().splitlines():
+        if line.startswith("ksm_merge_any:"):
+            return line.split(":", 1)[1].strip() == "yes"
+    raise AssertionError(f"no ksm_merge_any in /proc/{pid}/ksm_stat")
+
+
+def _kernel_merges_processes() -> bool:
+    """Whether this kernel has PR_SET_MEMORY_MERGE (Linux 6.4; PR_GET is 68)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(68, 0, 0, 0, 0) >= 0) and Path("/proc/self/ksm_stat").exists()
+
+
+@pytest.mark.skipif(not _kernel_merges_processes(), reason="no PR_SET_MEMORY_MERGE here")
+def test_memory_merge_opens_the_forked_bots_memory_to_ksm_and_says_so(
+    start_fleet: StartFleet, tmp_path: Path
+) -> None:
+    workdir_with_program(tmp_path)
+    sup = start_fleet(main_py_fleet(["merged_one", "merged_two"], memory_merge=True))
+    server = int(sup.wait_for(r"preload: the fork server \(PID (\d+)\) imported").group(1))
+    said = sup.wait_for(r"preload: bot\.memory_merge: (.*)").group(1)
+    switched_on = Path("/sys/kernel/mm/ksm/run").read_text().strip() != "0"
+    assert said.startswith("the bots' memory is open to KSM")
+    assert ("KSM is off on this machine" in said) is not switched_on
+    for channel in ("merged_one", "merged_two"):
+        sup.wait_for(rf"{channel}: ready")
+        assert _merge_any(record_of(tmp_path, channel)["pid"])
+    assert _merge_any(server)
+
+
+@pytest.mark.skipif(not _kernel_merges_processes(), reason="no PR_SET_MEMORY_MERGE here")
+def test_without_memory_merge_no_bot_is_opened_to_ksm(
+    start_fleet: StartFleet, tmp_path: Path
+) -> None:
+    workdir_with_program(tmp_path)
+    sup = start_fleet(main_py_fleet(["unmerged_bot"]))
+    sup.wait_for(r"preload: the fork server \(PID \d+\) imported")
+    sup.wait_for(r"unmerged_bot: ready")  # logged after what the fork server's ready brings
+    assert not _merge_any(record_of(tmp_path, "unmerged_bot")["pid"])
+    assert sup.seen(r"preload: bot\.memory_merge") == []
 
 
 def test_exit_statuses_and_tracebacks_are_the_programs_own(

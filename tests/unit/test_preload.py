@@ -24,8 +24,10 @@ from kissbot_supervisor.backends.native.forkserver import (
 from kissbot_supervisor.backends.native.preload import (
     Broken,
     Program,
+    Ready,
     check_ready,
     code_file,
+    ksm_switched_off,
     python_program,
     read_reply,
     watched_dirs,
@@ -141,7 +143,9 @@ def test_words_from_the_fork_server_are_one_short_line() -> None:
 
 def test_a_ready_report_is_checked_field_by_field() -> None:
     report = {"seconds": 1.5, "imported": ["a", "b"], "skipped": [], "dirs": ["/w/bot"]}
-    assert check_ready(report) == (1.5, 2, ("/w/bot",))
+    assert check_ready(report) == Ready(1.5, 2, ("/w/bot",), None)
+    assert check_ready({**report, "merge": ""}).merge == ""
+    assert check_ready({**report, "merge": "no\nway"}).merge == "no way"  # one line
     bad: object
     for bad in (
         None,
@@ -150,9 +154,18 @@ def test_a_ready_report_is_checked_field_by_field() -> None:
         {"seconds": "1", "imported": [], "dirs": []},
         {"seconds": 1, "imported": [], "dirs": [1]},
         {"seconds": 1, "imported": [], "dirs": "/"},
+        {"seconds": 1, "imported": [], "dirs": [], "merge": True},
     ):
         with pytest.raises(ValueError, match="a ready report"):
             check_ready(bad)
+
+
+def test_ksm_is_off_when_its_switch_says_0_or_is_missing(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert ksm_switched_off(run)  # a kernel without KSM
+    for value, off in (("0\n", True), ("1\n", False), ("2\n", False)):
+        run.write_text(value)
+        assert ksm_switched_off(run) is off
 
 
 def test_only_directories_inside_the_workdir_are_watched() -> None:

@@ -538,6 +538,17 @@ class Settings:
         "list of module names",
         flag=False,
     )
+    bot_memory_merge: bool = setting(
+        "bot.memory_merge",
+        False,
+        parse_bool,
+        "With `bot.preload`: open the forked bots' memory to the kernel's same-page merging "
+        "(KSM, `PR_SET_MEMORY_MERGE`, Linux 6.4 or later), which merges the identical pages "
+        "the bots copied from the fork server. Costs the CPU of the kernel's ksmd, and does "
+        "nothing until an administrator switches KSM on (`/sys/kernel/mm/ksm/run`); the log "
+        "says which. See docs/operations.md.",
+        "boolean",
+    )
     hub_enabled: bool = setting(
         "hub.enabled",
         False,

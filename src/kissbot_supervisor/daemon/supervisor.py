@@ -287,6 +287,7 @@ class Supervisor:
                 child_nofile=self._given_nofile,
                 hub_db=cfg.resolve(s.db),
                 preload_modules=s.bot_preload_modules if s.bot_preload else None,
+                memory_merge=s.bot_memory_merge,
             ),
             self.feed,
             self.log,

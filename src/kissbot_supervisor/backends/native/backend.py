@@ -61,6 +61,7 @@ class NativeOptions:
     # bot.preload: bots forked from a fork server (preload.py) that imports these
     # modules too; None: preload is off (its modules are then never imported).
     preload_modules: tuple[str, ...] | None = None
+    memory_merge: bool = False  # with preload: the forked bots' memory open to KSM
 
 
 @record(frozen=False)
@@ -168,6 +169,7 @@ class NativeBackend:
                 loop,
                 self._spawner,
                 options.preload_modules,
+                options.memory_merge,
                 options.workdir,
                 self._log_file(LOG_NAME, "preload"),
                 # The bots' environment but what differs per bot: the interpreter reads

@@ -18,9 +18,10 @@ bot's pipes and lock descriptor) and believes nothing it says without checking
 The conversation, one JSON object per datagram:
 
 - supervisor -> fork server, once: ``{"preload": {"kind": "script"|"module",
-  "target": STR, "modules": [STR, ...]}}``
+  "target": STR, "modules": [STR, ...], "merge": BOOL}}``
 - fork server -> supervisor, once: ``{"ready": {"seconds": F, "imported": [...],
-  "skipped": [...], "dirs": [...]}}`` or ``{"failed": SENTENCE}`` (then it exits)
+  "skipped": [...], "dirs": [...], "merge": null|""|SENTENCE}}`` (merge: not
+  asked, done, or why not) or ``{"failed": SENTENCE}`` (then it exits)
 - supervisor -> fork server: ``{"start": {"argv": [...], "env": {...}, "cwd": STR,
   "watchdog_pid": BOOL, "oom_score_adjust": INT|null, "supervisor": PID}}`` with
   the descriptors ``[output, report, *kept]`` (SCM_RIGHTS)
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 PR_SET_PDEATHSIG = 1
+PR_SET_MEMORY_MERGE = 67  # linux/prctl.h, Linux 6.4: inherited by every fork
+EINVAL = 22
 SIGKILL = 9
 MAX_MESSAGE = 1 << 18  # an environment and an argv, with room to spare
 MAX_FDS = 16
@@ -213,7 +216,12 @@ def shared_channels(own_fds: Iterable[int]) -> list[str]:
 
 
 def preload(
-    kind: str, target: str, extra: Sequence[str], own_fds: Sequence[int] = ()
+    kind: str,
+    target: str,
+    extra: Sequence[str],
+    own_fds: Sequence[int] = (),
+    *,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Import what the program imports, then freeze the heap: the report for the
     supervisor. Raises RuntimeError with a sentence when forking would be unsafe."""
@@ -265,7 +273,24 @@ def preload(
         "imported": imported,
         "skipped": skipped,
         "dirs": _code_dirs(os.getcwd()),
+        "merge": _merge_memory() if merge else None,
     }
+
+
+def _merge_memory() -> str:
+    """Open this process's memory, and so every bot's forked from it, to KSM: the
+    pages a bot copies (a reference count written, say) stay identical among the
+    bots, at the same addresses, and ksmd can merge them again. "" when done,
+    else why not, in words."""
+    err = _prctl(PR_SET_MEMORY_MERGE, 1)
+    if err == 0:
+        return ""
+    if err == EINVAL:
+        return (
+            f"this kernel ({os.uname().release}) cannot merge a process's memory "
+            "(PR_SET_MEMORY_MERGE needs Linux 6.4 or later)"
+        )
+    return f"prctl(PR_SET_MEMORY_MERGE) failed: {os.strerror(err)}"
 
 
 def _code_dirs(workdir: str) -> list[str]:
@@ -441,11 +466,12 @@ def main(argv: list[str]) -> Job | int:
         setup = message["preload"]
         program = (str(setup["kind"]), str(setup["target"]))
         extra = [str(m) for m in setup.get("modules", [])]
+        merge = setup.get("merge") is True
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"fork server: a malformed first request: {exception_words(e)}", file=sys.stderr)
         return 2
     try:
-        report = preload(*program, extra, own_fds=[sock.fileno()])
+        report = preload(*program, extra, own_fds=[sock.fileno()], merge=merge)
     except RuntimeError as e:
         _send(sock, {"failed": words(str(e))})
         return 1

@@ -86,8 +86,18 @@ def code_file(name: str | None) -> bool:
     return name is None or name.endswith((".py", ".so", ".pth"))
 
 
-def check_ready(report: object) -> tuple[float, int, tuple[str, ...]]:
-    """(seconds, modules imported, directories) from a fork server's ready report."""
+@record
+class Ready:
+    """A fork server's ready report, checked."""
+
+    seconds: float
+    imported: int  # modules
+    dirs: tuple[str, ...]  # of the imported files, to watch for code changes
+    merge: str | None  # bot.memory_merge: None not asked, "" done, else why not
+
+
+def check_ready(report: object) -> Ready:
+    """A fork server's ready report, field by field."""
     if not isinstance(report, dict):
         raise ValueError("a ready report that is not an object")
     seconds, imported, dirs = report.get("seconds"), report.get("imported"), report.get("dirs")
@@ -95,7 +105,26 @@ def check_ready(report: object) -> tuple[float, int, tuple[str, ...]]:
         raise ValueError("a ready report without its figures")
     if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
         raise ValueError("a ready report whose directories are not a list of paths")
-    return float(seconds), len(imported), tuple(dirs[: forkserver.MAX_DIRS])
+    merge = report.get("merge")
+    if merge is not None and not isinstance(merge, str):
+        raise ValueError("a ready report whose memory merge is not a sentence")
+    return Ready(
+        float(seconds),
+        len(imported),
+        tuple(dirs[: forkserver.MAX_DIRS]),
+        None if merge is None else forkserver.words(merge),
+    )
+
+
+KSM_RUN = Path("/sys/kernel/mm/ksm/run")
+
+
+def ksm_switched_off(run_file: Path = KSM_RUN) -> bool:
+    """Whether the machine's KSM is off (``0``: nothing is merged, whatever asks)."""
+    try:
+        return run_file.read_text().strip() == "0"
+    except OSError:
+        return True  # no KSM in this kernel
 
 
 def watched_dirs(dirs: Sequence[str], workdir: Path) -> list[Path]:
@@ -160,6 +189,7 @@ class ForkServer:
         spawner: Spawner,
         program: Program,
         modules: Sequence[str],
+        merge: bool,
         env: Mapping[str, str],
         workdir: Path,
         output: LogFile,
@@ -173,7 +203,7 @@ class ForkServer:
         self._on_change = on_change
         self.state = "starting"
         self.why: str | None = None
-        self.report: tuple[float, int, tuple[str, ...]] | None = None
+        self.report: Ready | None = None
         self._timer: Timer | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # A server that stops reading must not block the loop in a send: the send
@@ -209,7 +239,12 @@ class ForkServer:
         loop.add_reader(child.output_fd, self._on_output)
         loop.add_reader(ours.fileno(), self._on_message)
         self._timer = loop.call_later(START_TIMEOUT_SEC, self._start_timeout)
-        setup = {"kind": program.kind, "target": program.target, "modules": list(modules)}
+        setup = {
+            "kind": program.kind,
+            "target": program.target,
+            "modules": list(modules),
+            "merge": merge,
+        }
         ours.sendall(forkserver.encode({"preload": setup}))
 
     # -- the start -------------------------------------------------------------
@@ -378,6 +413,7 @@ class Preloader:
         loop: Loop,
         spawner: Spawner,
         modules: Sequence[str],
+        merge: bool,
         workdir: Path,
         output: LogFile,
         environment: Callable[[], dict[str, str]],
@@ -387,6 +423,8 @@ class Preloader:
         self.loop = loop
         self._spawner = spawner
         self.modules = tuple(modules)
+        self.merge = merge
+        self._merge_said = False  # bot.memory_merge's outcome, said for the first server
         self.workdir = workdir
         self._output = output
         self._environment = environment
@@ -483,6 +521,7 @@ class Preloader:
                 self._spawner,
                 self.program,
                 self.modules,
+                self.merge,
                 self._environment(),
                 self.workdir,
                 self._output,
@@ -500,18 +539,44 @@ class Preloader:
         if server is not self.server:
             return
         if server.state == "ready" and server.report is not None:
-            seconds, count, dirs = server.report
+            ready = server.report
             self._log.info(
                 "preload",
-                f"the fork server (PID {server.pid}) imported {count} modules of "
-                f"{server.program.target} in {seconds:.1f} s: bots are forked from it",
+                f"the fork server (PID {server.pid}) imported {ready.imported} modules of "
+                f"{server.program.target} in {ready.seconds:.1f} s: bots are forked from it",
             )
-            self._watch([*dirs, *self._program_dirs()])
+            self._say_merge(ready.merge)
+            self._watch([*ready.dirs, *self._program_dirs()])
         elif server.state == "gone":
             self.server = None
             self._off(f"the fork server ended: {server.why}")
             self._watch(self._program_dirs())  # a fix on disk brings it back
         self._resume()
+
+    def _say_merge(self, merge: str | None) -> None:
+        """bot.memory_merge's outcome, once: done, not possible here, or waiting for
+        the administrator's switch."""
+        if not self.merge or self._merge_said:
+            return
+        self._merge_said = True
+        if merge is None:
+            merge = "the fork server did not say whether it could"
+        if merge:
+            self._log.warning(
+                "preload",
+                f"bot.memory_merge is on but cannot apply: {merge}; bots are forked without it",
+            )
+        elif ksm_switched_off():
+            self._log.warning(
+                "preload",
+                f"bot.memory_merge: the bots' memory is open to KSM, but KSM is off on this "
+                f"machine ({KSM_RUN} is 0 or missing): nothing is merged until an administrator "
+                f"switches it on (echo 1 > {KSM_RUN})",
+            )
+        else:
+            self._log.info(
+                "preload", "bot.memory_merge: the bots' memory is open to KSM (ksmd merges it)"
+            )
 
     def _program_dirs(self) -> list[str]:
         if self.program is None or self.program.kind != "script":
