@@ -281,3 +281,21 @@ def test_sockets_and_pipes_opened_at_import_are_found_and_files_are_not(tmp_path
             closable.close()
         os.close(r)
         os.close(w)
+
+
+def test_memory_merge_says_why_it_cannot_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kissbot_supervisor.backends.native import forkserver
+
+    asked: list[tuple[int, int]] = []
+
+    def prctl(option: int, value: int, err: int) -> int:
+        asked.append((option, value))
+        return err
+
+    monkeypatch.setattr(forkserver, "_prctl", lambda o, v: prctl(o, v, 0))
+    assert forkserver._merge_memory() == ""
+    assert asked == [(forkserver.PR_SET_MEMORY_MERGE, 1)]
+    monkeypatch.setattr(forkserver, "_prctl", lambda o, v: prctl(o, v, forkserver.EINVAL))
+    assert "needs Linux 6.4 or later" in forkserver._merge_memory()
+    monkeypatch.setattr(forkserver, "_prctl", lambda o, v: prctl(o, v, 1))  # EPERM
+    assert forkserver._merge_memory().startswith("prctl(PR_SET_MEMORY_MERGE) failed: ")
