@@ -275,7 +275,7 @@ class Supervisor:
         # Each backend is imported only when chosen: neither is resident in the other's daemon.
         from ..backends.native.backend import NativeBackend, NativeOptions
 
-        return NativeBackend(
+        native = NativeBackend(
             self.loop,
             NativeOptions(
                 workdir=cfg.workdir,
@@ -293,6 +293,8 @@ class Supervisor:
             self.log,
             self.tokens.credential_for,
         )
+        native.other_children = self._other_children
+        return native
 
     # -- the event path ------------------------------------------------------
 
@@ -466,12 +468,12 @@ class Supervisor:
         # Asked at every SIGCHLD (the reaper's sweep): a prompt that has ended (its
         # terminal closed) is reaped then, not left a zombie for the daemon's life.
         self.prompt_alive()
-        return (
-            self.backend.child_pids()
-            | self.observer.child_pids()
-            | self.tokens.child_pids()
-            | self.helpers
-        )
+        return self.backend.child_pids() | self._other_children()
+
+    def _other_children(self) -> set[int]:
+        """The supervisor's children that are not the fleet's: hook runs, a token
+        worker, the prompt (a PID the fork server names must be none of these)."""
+        return self.observer.child_pids() | self.tokens.child_pids() | self.helpers
 
     def close(self) -> None:
         self.observer.close()

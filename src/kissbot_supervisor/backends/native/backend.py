@@ -162,6 +162,8 @@ class NativeBackend:
         )
         self.base_env = dict(os.environ)
         self._preload: Preloader | None = None
+        # The supervisor's other children (hook runs, a token worker): never a bot.
+        self.other_children: Callable[[], set[int]] = set
         if options.preload_modules is not None:
             from .preload import LOG_NAME, Preloader
 
@@ -240,7 +242,10 @@ class NativeBackend:
             child = None
             if self._preload is not None:  # None: this one starts the normal way
                 child = self._preload.spawn(
-                    spec, env=env, pass_fds=self._lock_fds(name), known=self._by_pid.keys()
+                    spec,
+                    env=env,
+                    pass_fds=self._lock_fds(name),
+                    known=self._by_pid.keys() | self.other_children(),
                 )
             if child is None:
                 child = self._spawner.spawn(
