@@ -8,6 +8,7 @@ import io
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,108 +67,89 @@ def gone(pid: int) -> bool:
     return False
 
 
-def test_an_answer_comes_with_the_exit_status() -> None:
+@pytest.fixture
+def loop() -> Iterator[Loop]:
     loop = Loop()
+    yield loop
+    loop.close()
+
+
+def start_worker(
+    loop: Loop, done: list[Outcome], data: bytes = b"{}", timeout: float | None = None
+) -> tuple[child.LoopChild, int]:
+    """The token worker's module run on ``loop`` (BOOTSTRAP as the test set it); its PID."""
+    run = child.run_module_on_loop(
+        loop, "kissbot_supervisor.tokens.worker", data, lambda *a: done.append(a), timeout
+    )
+    assert run is not None
+    assert run.pid is not None
+    return run, run.pid
+
+
+def test_an_answer_comes_with_the_exit_status(loop: Loop) -> None:
     done: list[Outcome] = []
-    try:
-        run = child.run_module_on_loop(
-            loop, "kissbot_supervisor.tokens.worker", b"not json", lambda *a: done.append(a)
-        )
-        assert run is not None
-        assert run.pid is not None
-        pid = run.pid
-        assert done == []  # never from the call itself
-        run_until(loop, done)
-        answer, status, problem = done[0]
-        assert (answer.startswith(b'{"error"'), status, problem) == (True, 0, None)
-        assert gone(pid)
-        assert run.pid is None
-    finally:
-        loop.close()
+    run, pid = start_worker(loop, done, b"not json")
+    assert done == []  # never from the call itself
+    run_until(loop, done)
+    answer, status, problem = done[0]
+    assert (answer.startswith(b'{"error"'), status, problem) == (True, 0, None)
+    assert gone(pid)
+    assert run.pid is None
 
 
 def test_a_child_that_never_answers_is_killed_while_the_loop_runs_on(
-    monkeypatch: pytest.MonkeyPatch,
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(child, "BOOTSTRAP", SLEEPER)
-    loop = Loop()
     done: list[Outcome] = []
-    try:
-        run = child.run_module_on_loop(
-            loop, "kissbot_supervisor.tokens.worker", b"{}", lambda *a: done.append(a), timeout=0.5
-        )
-        assert run is not None
-        assert run.pid is not None
-        pid = run.pid
-        ticker = Ticker(loop, lambda: not done)
-        run_until(loop, done)
-        answer, status, problem = done[0]
-        assert (answer, status) == (b"", -9)
-        assert problem == "kissbot_supervisor.tokens.worker gave no answer within 0.5 s; killed"
-        assert ticker.while_busy > 0  # the loop kept turning while the child was stuck
-        assert gone(pid)
-    finally:
-        loop.close()
+    _run, pid = start_worker(loop, done, timeout=0.5)
+    ticker = Ticker(loop, lambda: not done)
+    run_until(loop, done)
+    answer, status, problem = done[0]
+    assert (answer, status) == (b"", -9)
+    assert problem == "kissbot_supervisor.tokens.worker gave no answer within 0.5 s; killed"
+    assert ticker.while_busy > 0  # the loop kept turning while the child was stuck
+    assert gone(pid)
 
 
 def test_a_child_that_answers_without_end_is_killed_at_its_cap(
-    monkeypatch: pytest.MonkeyPatch,
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flood = "import sys\nwhile True:\n    sys.stdout.buffer.write(b'x' * 65536)\n"
     monkeypatch.setattr(child, "BOOTSTRAP", flood)
-    loop = Loop()
     done: list[Outcome] = []
-    try:
-        run = child.run_module_on_loop(
-            loop, "kissbot_supervisor.tokens.worker", b"{}", lambda *a: done.append(a)
-        )
-        assert run is not None
-        run_until(loop, done)
-        answer, _status, problem = done[0]
-        assert answer == b""
-        assert problem is not None
-        assert problem.endswith(f"answered more than {child.MAX_ANSWER} bytes; killed")
-    finally:
-        loop.close()
+    start_worker(loop, done)
+    run_until(loop, done)
+    answer, _status, problem = done[0]
+    assert answer == b""
+    assert problem is not None
+    assert problem.endswith(f"answered more than {child.MAX_ANSWER} bytes; killed")
 
 
 def test_a_child_that_cannot_start_is_said_on_the_next_turn(
-    monkeypatch: pytest.MonkeyPatch,
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
-    loop = Loop()
     done: list[Outcome] = []
-    try:
-        assert child.run_module_on_loop(loop, "x", b"", lambda *a: done.append(a)) is None
-        assert done == []
-        run_until(loop, done)
-        assert done[0][0:2] == (b"", None)
-        assert "cannot run /nonexistent/python3" in str(done[0][2])
-    finally:
-        loop.close()
+    assert child.run_module_on_loop(loop, "x", b"", lambda *a: done.append(a)) is None
+    assert done == []
+    run_until(loop, done)
+    assert done[0][0:2] == (b"", None)
+    assert "cannot run /nonexistent/python3" in str(done[0][2])
 
 
 def test_a_cancelled_child_is_killed_and_reaped_and_never_answers(
-    monkeypatch: pytest.MonkeyPatch,
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(child, "BOOTSTRAP", SLEEPER)
-    loop = Loop()
     done: list[Outcome] = []
-    try:
-        run = child.run_module_on_loop(
-            loop, "kissbot_supervisor.tokens.worker", b"{}", lambda *a: done.append(a)
-        )
-        assert run is not None
-        assert run.pid is not None
-        pid = run.pid
-        run.cancel()
-        assert gone(pid)
-        turns: list[int] = []
-        loop.call_later(0.2, lambda: turns.append(1))
-        run_until(loop, turns)
-        assert done == []
-    finally:
-        loop.close()
+    run, pid = start_worker(loop, done)
+    run.cancel()
+    assert gone(pid)
+    turns: list[int] = []
+    loop.call_later(0.2, lambda: turns.append(1))
+    run_until(loop, turns)
+    assert done == []
 
 
 def _db_mode_checkout(workdir: Path) -> KissbotDb:
@@ -182,7 +164,7 @@ def _db_mode_checkout(workdir: Path) -> KissbotDb:
 
 
 def test_a_stuck_token_worker_stops_itself_not_the_daemon(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # What a bot that swaps a FIFO in for kissbot.db, between our check and
     # SQLite's open by name, does to the worker: it blocks. The gate reads on the
@@ -190,10 +172,9 @@ def test_a_stuck_token_worker_stops_itself_not_the_daemon(
     # socket, other timers), the worker is killed at its deadline, the problem is
     # said and read again later.
     db = _db_mode_checkout(tmp_path)
-    cfg = load_config(tmp_path)
-    loop, out = Loop(), io.StringIO()
+    out = io.StringIO()
     changes: list[int] = []
-    gate = TokenGate(cfg, loop, lambda: changes.append(1), Log(out))
+    gate = TokenGate(load_config(tmp_path), loop, lambda: changes.append(1), Log(out))
     try:
         assert gate.gate("gate_chan") == ("valid", None)  # read at start, waited for
         monkeypatch.setattr(child, "BOOTSTRAP", SLEEPER)
@@ -213,17 +194,14 @@ def test_a_stuck_token_worker_stops_itself_not_the_daemon(
         assert "token states can be read again" in out.getvalue()
     finally:
         gate.close()
-        loop.close()
 
 
 def test_a_reload_cancels_a_reading_under_way(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = _db_mode_checkout(tmp_path)
-    cfg = load_config(tmp_path)
-    loop = Loop()
     changes: list[int] = []
-    gate = TokenGate(cfg, loop, lambda: changes.append(1), Log(io.StringIO()))
+    gate = TokenGate(load_config(tmp_path), loop, lambda: changes.append(1), Log(io.StringIO()))
     try:
         monkeypatch.setattr(child, "BOOTSTRAP", SLEEPER)
         started: list[int] = []
@@ -237,4 +215,3 @@ def test_a_reload_cancels_a_reading_under_way(
         assert gate.gate("gate_chan") == ("valid", None)
     finally:
         gate.close()
-        loop.close()
