@@ -288,6 +288,28 @@ def _find(results: list[dict[str, Any]], size: int, key: str) -> dict[str, Any] 
     return next((r for r in results if r["size"] == size and r["variant"] == key), None)
 
 
+TARGET_SIZE = 30
+TARGET_SHARE = 0.45  # issue 16: Σ PSS with preload at most 45% of without, at 30 bots
+STABLE_DRIFT = 0.05  # "stable over time": settled within 5% of halfway
+
+
+def _target(results: list[dict[str, Any]]) -> list[str]:
+    """The issue's target, checked: met or missed, with the figures."""
+    off, on = _find(results, TARGET_SIZE, "off"), _find(results, TARGET_SIZE, "on")
+    if not (off and on):
+        return []
+    share = on["settled"]["total_pss_mib"] / off["settled"]["total_pss_mib"]
+    half = _halfway(on["series"])["total_pss_mib"]
+    drift = on["settled"]["total_pss_mib"] / half - 1
+    met = share <= TARGET_SHARE and abs(drift) <= STABLE_DRIFT
+    return [
+        "",
+        f"Target (at {TARGET_SIZE} bots, Σ PSS with preload at most {TARGET_SHARE:.0%} of "
+        f"without, and stable over time): {share:.0%}, {drift:+.1%} from halfway to the end: "
+        + ("met" if met else "**missed**"),
+    ]
+
+
 def section(raw: dict[str, Any]) -> str:
     """The report's body: one home for docs/fleet-memory.md and docs/benchmarks.md."""
     results: list[dict[str, Any]] = raw["runs"]
@@ -327,6 +349,7 @@ def section(raw: dict[str, Any]) -> str:
             f"| {_mib(s['bots_uss_mib'])} "
             f"| {s['server_pss_mib']:.1f} MiB |"
         )
+    lines += _target(results)
     lines += ["", "Settled Σ PSS, as a share of the same fleet exec'd:", ""]
     for size in sorted({r["size"] for r in results}):
         off, sup = _find(results, size, "off"), _find(results, size, "supervisord")
