@@ -515,3 +515,26 @@ def test_a_bot_whose_system_log_falls_silent_is_killed_as_hung(fleet: Fleet) -> 
         "infinity",
     )
     assert fleet.bot("writes_bot")["pid"] == writes  # a bot that writes is left alone
+
+
+def test_a_unit_an_administrator_starts_after_our_stop_has_its_last_words(
+    fleet: Fleet,
+) -> None:
+    # The supervisor stopped the hub (its exit was asked for); an administrator
+    # starts it again with systemctl (the unit stays loaded: the bots' units refer
+    # to it). That new life's failure is a failure: its reason quotes its own
+    # last line, as any other's, not the bare exit of a stop.
+    start(fleet, config(["hub_user"], supervisor={"restart": {"give_up_after": 1}}))
+    fleet.journal.wait_for(r"hub: ready")
+    mark = fleet.journal.mark()
+    assert fleet.ctl("stop", "hub").returncode == 0
+    fleet.journal.wait_for(r"hub: stopped", since=mark)
+    fleet.sandbox.systemctl("start", "kissbot-hub.service")
+    fleet.journal.wait_for(r"hub: started by the service manager", since=mark)
+    fleet.journal.wait_for(r"hub: ready", since=mark)
+    fleet.journal.wait_for(r"hub_user: ready", since=mark)  # the bot reconnected to it
+    mark = fleet.journal.mark()
+    fleet.sandbox.systemctl("kill", "-s", "KILL", "kissbot-hub.service")
+    fleet.journal.wait_for(r"hub: failed 1 times within", since=mark)
+    reason = fleet.status()["hub"]["reason"]
+    assert re.search(r'last: killed by SIGKILL, ".*demo-hub INFO: .+"', reason), reason

@@ -568,6 +568,9 @@ class SystemdBackend:
             # Not a start of ours: an administrator's systemctl start or restart, or
             # systemd's own restart after a crash (the core tells them apart).
             outside, track.starting = not track.starting, False
+            # A new life, whoever started it: a stop of ours before it says nothing
+            # of how this one ends (its failure gets its last words too).
+            track.stopping = False
             self.lastwords.flush(name)  # a held exit reaches the core before this start
             self._emit(core.Spawned(name, pid, outside=outside))
             self.readiness.watch(
