@@ -345,3 +345,30 @@ def test_a_log_a_bot_linked_elsewhere_or_made_a_fifo_is_not_read(tmp_path: Path)
         assert result.returncode == 1, result.stdout
         assert "secret" not in result.stdout
         assert result.stderr.startswith(f"kissbotctl: cannot read {logs / name}.log: ")
+
+
+def test_what_a_bot_printed_reaches_a_terminal_without_its_escape_sequences(
+    tmp_path: Path,
+) -> None:
+    # A taken-over bot prints escape sequences (clear the screen, retitle the
+    # window, move the cursor to fake a line): on the operator's terminal each
+    # control character shows as "?"; piped, the bytes are kept for tools.
+    from .ptyexpect import PtyProgram
+
+    evil = "2025-01-02T03:04:05.000 \x1b]0;pwned\x07\x1b[2J\x1b[1;1Hall good\x9b31m\n"
+    logs = tmp_path / "logs" / "supervisor"
+    logs.mkdir(parents=True)
+    (logs / "evil_bot.log").write_text(evil)
+    args = ["--socket", str(tmp_path / "no.sock"), "logs", "evil_bot", "--workdir", str(tmp_path)]
+    piped = run_ctl(*args)
+    assert piped.stdout == evil
+    term = PtyProgram([KISSBOTCTL, *args], {**NO_SOCKET_ENV, "TERM": "xterm"})
+    try:
+        assert term.wait() == 0
+        raw = term.raw
+    finally:
+        term.close()
+    assert "\x1b" not in raw
+    assert "\x07" not in raw
+    assert "\x9b" not in raw
+    assert "?]0;pwned??[2J?[1;1Hall good?31m" in raw

@@ -74,7 +74,7 @@ from ..status import (
     troubled_first,
 )
 from .client import DEFAULT_TIMEOUT, Client, ConnectError, ControlError
-from .render import fit_stream, format_event, progress_text, render_status, use_color
+from .render import clean, fit_stream, format_event, progress_text, render_status, use_color
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time: start-up cost
@@ -822,6 +822,10 @@ def _cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
                 follow=args.follow,
                 emit=emit,
                 prefix=prefix if several else None,
+                # What the processes printed is theirs: on a terminal, an escape
+                # sequence in it could clear the screen, retitle the window or fake
+                # lines. Piped, the bytes are kept for the tools that read them.
+                clean=clean if out.isatty() else None,
             )
         finally:
             for _name, log in logs:

@@ -215,12 +215,16 @@ def show(
     follow: bool,
     emit: Emit,
     prefix: Callable[[str, str], str] | None,
+    clean: Callable[[str], str] | None = None,
 ) -> None:
     """The last ``count`` lines (None: all) of the logs together, from ``since``, those
-    ``match`` accepts; then, with ``follow``, the new ones as they come (for ever)."""
+    ``match`` accepts; then, with ``follow``, the new ones as they come (for ever).
+    ``clean``: what each line's text goes through before its prefix is added."""
 
     def out(lines: list[tuple[str, str]]) -> None:
         if lines:
+            if clean is not None:
+                lines = [(name, clean(line)) for name, line in lines]
             emit([line if prefix is None else prefix(name, line) for name, line in lines])
 
     merged = merge([(name, log.timed_tail(count, since, match)) for name, log in logs])
