@@ -6,6 +6,7 @@ and the clock moves only when the test moves it.
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 
@@ -107,3 +108,47 @@ def test_without_a_handler_a_failing_callback_ends_the_run() -> None:
     with pytest.raises(ValueError, match="a bug"):
         loop.run_once()
     loop.close()
+
+
+def test_a_reader_removed_earlier_in_the_same_turn_is_not_called() -> None:
+    # Both ends ready at once; whichever is called first removes the other and
+    # closes it (a fork server's exit: its socket, pidfd and pipe all ready), and
+    # the other's descriptor number is taken by a new reader in the same turn.
+    loop = Loop()
+    a, a_peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+    a_peer.send(b"x")
+    b_peer.send(b"y")
+    calls: list[str] = []
+    pairs = {"a": (a, b), "b": (b, a)}
+    spare: list[socket.socket] = []
+    reused: list[int] = []
+
+    def on(name: str) -> None:
+        calls.append(name)
+        own, other = pairs[name]
+        if other.fileno() >= 0:
+            number = other.fileno()
+            new, peer = socket.socketpair()  # before the close: on other numbers
+            loop.remove_reader(number)
+            other.close()
+            os.dup2(new.fileno(), number)  # a new reader on the number just closed
+            spare.extend([new, peer])
+            reused.append(number)
+            peer.send(b"z")
+            loop.add_reader(number, lambda: calls.append("new"))
+        own.recv(1)
+
+    loop.add_reader(a.fileno(), lambda: on("a"))
+    loop.add_reader(b.fileno(), lambda: on("b"))
+    try:
+        loop.run_once()
+        assert len(calls) == 1  # the removed one, and its successor, wait for a turn
+        loop.run_once()
+        assert calls[1:] == ["new"]
+    finally:
+        for s in (a, a_peer, b, b_peer, *spare):
+            s.close()
+        for fd in reused:
+            os.close(fd)
+        loop.close()

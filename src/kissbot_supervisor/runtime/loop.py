@@ -183,7 +183,16 @@ class Loop:
 
     def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
         for key, _mask in events:
-            self._call(key.data)
+            # A callback earlier in this batch may have removed this reader and
+            # closed its descriptor (a process's end makes its pidfd, its pipe and
+            # its socket ready at once), whose number a new reader may even hold
+            # by now: only the very registration that was ready is called.
+            try:
+                current = self._selector.get_key(key.fileobj)
+            except KeyError:
+                continue
+            if current is key:
+                self._call(key.data)
 
     def _call(self, callback: Callback) -> None:
         try:
