@@ -228,6 +228,8 @@ def preload(
     import importlib
 
     started = time.monotonic()
+    # Open before the imports: not theirs (started by hand, a shell's pipe is here).
+    before = [int(n) for n in os.listdir("/proc/self/fd")]
     # What `python3 main.py` / `python3 -m mod` put first on sys.path (this file's
     # own directory was put there by the way the fork server itself was started).
     if kind == "script":
@@ -259,7 +261,7 @@ def preload(
             "imported): a fork copies only the calling thread and may copy a lock held by "
             "another one"
         )
-    shared = shared_channels(own_fds)
+    shared = shared_channels([*own_fds, *before])
     if shared:
         raise RuntimeError(
             f"a module opened {shared[0]} when imported (an event loop, a connection): every "
