@@ -198,6 +198,14 @@ def _program_source(kind: str, target: str) -> tuple[str, str, list[str]]:
         return f.read().decode("utf-8", "replace"), spec.origin, parents
 
 
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def shared_channels(own_fds: Iterable[int]) -> list[str]:
     """Descriptors the imports opened that forked bots must not share: sockets, pipes,
     epoll and event fds (a regular file, e.g. a log opened at import, is left alone)."""
@@ -229,7 +237,8 @@ def preload(
 
     started = time.monotonic()
     # Open before the imports: not theirs (started by hand, a shell's pipe is here).
-    before = [int(n) for n in os.listdir("/proc/self/fd")]
+    # Not the one listdir itself had open: closed by now, its number is free.
+    before = [fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd)]
     # What `python3 main.py` / `python3 -m mod` put first on sys.path (this file's
     # own directory was put there by the way the fork server itself was started).
     if kind == "script":
