@@ -8,7 +8,7 @@ import io
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sized
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from kissbot_supervisor.runtime import child
 from kissbot_supervisor.runtime.log import Log
 from kissbot_supervisor.runtime.loop import Loop
 from kissbot_supervisor.tokens.gate import TokenGate
+from kissbot_supervisor.tokens.states import CredentialPending, TokenError
 
 from .harness import TIMEOUT
 
@@ -41,7 +42,7 @@ class Ticker:
         self.loop.call_later(0.01, self._next)
 
 
-def run_until(loop: Loop, done: list[Outcome] | list[int], count: int = 1) -> None:
+def run_until(loop: Loop, done: Sized, count: int = 1) -> None:
     deadline = time.monotonic() + TIMEOUT
     while len(done) < count:
         assert time.monotonic() < deadline, "nothing came"
@@ -56,6 +57,10 @@ def noting_pids(gate: TokenGate, into: list[int]) -> object:
         return bool(gate.child_pids())
 
     return busy
+
+
+def noting(into: list[str], name: str) -> Callable[[], None]:
+    return lambda: into.append(name)
 
 
 def gone(pid: int) -> bool:
@@ -152,10 +157,11 @@ def test_a_cancelled_child_is_killed_and_reaped_and_never_answers(
     assert done == []
 
 
-def _db_mode_checkout(workdir: Path) -> KissbotDb:
+def _db_mode_checkout(workdir: Path, *, credential: bool = False) -> KissbotDb:
     (workdir / "config").mkdir()
     (workdir / "config" / "config.yaml").write_text(
-        "twitch:\n  channels: [gate_chan]\nbot:\n  name: serda_bot\nsupervisor:\n  use_db: true\n"
+        "twitch:\n  channels: [gate_chan, other_chan]\nbot:\n  name: serda_bot\n"
+        f"supervisor:\n  use_db: true\n  bot:\n    credential: {str(credential).lower()}\n"
     )
     key = write_key_file(workdir)
     db = KissbotDb.create(workdir / "kissbot.db", key=key)
@@ -213,5 +219,60 @@ def test_a_reload_cancels_a_reading_under_way(
         assert gone(started[0])
         assert gate.child_pids() == set()
         assert gate.gate("gate_chan") == ("valid", None)
+    finally:
+        gate.close()
+
+
+def test_a_credential_file_is_written_beside_the_loop_one_worker_at_a_time(
+    loop: Loop, tmp_path: Path
+) -> None:
+    # A start of a bot with bot.credential: the worker decrypts and writes the file
+    # while the loop runs on; the start is resumed, and its next call has the file.
+    _db_mode_checkout(tmp_path, credential=True)
+    gate = TokenGate(load_config(tmp_path), loop, lambda: None, Log(io.StringIO()))
+    resumed: list[str] = []
+    seen: list[int] = []
+    most = [0]
+
+    def busy() -> bool:
+        most[0] = max(most[0], len(gate.child_pids()))
+        seen.extend(gate.child_pids())
+        return bool(gate.child_pids())
+
+    ticker = Ticker(loop, busy)
+    try:
+        for name in ("gate_chan", "other_chan"):
+            with pytest.raises(CredentialPending):
+                gate.credential_for(name, tmp_path / name, noting(resumed, name))
+        run_until(loop, resumed, 2)
+        assert resumed == ["gate_chan", "other_chan"]  # in order, one worker at a time
+        assert most[0] == 1
+        assert ticker.while_busy > 0
+        for name in ("gate_chan", "other_chan"):
+            path = gate.credential_for(name, tmp_path / name, lambda: None)
+            assert path == tmp_path / name / "token"
+            assert path.read_text() == "oauth-gate-secret"
+        assert all(gone(pid) for pid in set(seen))
+    finally:
+        gate.close()
+
+
+def test_a_stuck_credential_worker_fails_that_start_not_the_loop(
+    loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _db_mode_checkout(tmp_path, credential=True)
+    gate = TokenGate(load_config(tmp_path), loop, lambda: None, Log(io.StringIO()))
+    monkeypatch.setattr(child, "BOOTSTRAP", SLEEPER)
+    monkeypatch.setattr(child, "TIMEOUT_SEC", 1.0)
+    resumed: list[int] = []
+    ticker = Ticker(loop, lambda: bool(gate.child_pids()))
+    try:
+        with pytest.raises(CredentialPending):
+            gate.credential_for("gate_chan", tmp_path / "gate_chan", lambda: resumed.append(1))
+        run_until(loop, resumed)
+        assert ticker.while_busy > 0
+        with pytest.raises(TokenError, match=r"gave no answer within 1 s; killed"):
+            gate.credential_for("gate_chan", tmp_path / "gate_chan", lambda: None)
+        assert not (tmp_path / "gate_chan" / "token").exists()
     finally:
         gate.close()

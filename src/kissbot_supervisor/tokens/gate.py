@@ -26,6 +26,7 @@ from ..runtime.loop import Loop, Timer
 from .states import (
     EXPIRING_WITHIN,
     KEY_FILE_NAME,
+    CredentialPending,
     DbTokens,
     KeyFileError,
     TokenConfigError,
@@ -47,10 +48,12 @@ from .worker import (
     Decrypts,
     ask_on_loop,
     ask_worker,
+    credential_path,
+    credential_request,
+    credential_what,
     states_of,
     states_request,
     states_what,
-    write_credential_in_child,
 )
 
 TYPE_CHECKING = False
@@ -242,6 +245,13 @@ class TokenGate:
         self._worker: LoopChild | None = None  # a reading on the loop, while it runs
         self._reading: object | None = None  # one under way (its child may not have started)
         self._again = False  # a change came while it ran: read once more after it
+        # Credential files written beside the loop (credential_for with resume):
+        # the starts waiting, in order; the worker writing the first one's; and
+        # what it answered, for that start's next call.
+        self._to_make: dict[str, tuple[Path, Callable[[], None]]] = {}
+        self._maker: LoopChild | None = None  # None too when it could not start
+        self._making: object | None = None  # one under way
+        self._made: dict[str, Path | TokenError | None] = {}
         self._watches: dict[Path, Subscription] = {}
         # YAML mode: the config's token section, read for one burst of starts, then dropped.
         self._yaml_tokens: Mapping[str, object] | None = None
@@ -389,8 +399,8 @@ class TokenGate:
 
     def child_pids(self) -> set[int]:
         """The token worker reading on the loop, if one runs (the reaper's to spare)."""
-        pid = None if self._worker is None else self._worker.pid
-        return set() if pid is None else {pid}
+        workers = (self._worker, self._maker)
+        return {w.pid for w in workers if w is not None and w.pid is not None}
 
     def _cancel_worker(self) -> None:
         if self._worker is not None:
@@ -451,11 +461,18 @@ class TokenGate:
 
     # -- handing a token over ------------------------------------------------
 
-    def credential_for(self, name: str, directory: Path) -> Path | None:
+    def credential_for(
+        self, name: str, directory: Path, resume: Callable[[], None] | None = None
+    ) -> Path | None:
         """Write ``name``'s token to ``directory/token`` when its role asks for one
         (``bot.credential``, ``hub.credential``) and it has one; the file's path,
         else None. In DB mode the decrypting child writes the file: the daemon
         never holds the plain token.
+
+        With ``resume`` (a start, while the fleet runs), the daemon does not wait
+        for that child: CredentialPending is raised, and ``resume`` is called once
+        the child has answered; the start's next call then has the answer. One
+        child at a time: the starts of a fleet queue up, as they did waited for.
 
         Raises TokenError (never holding the secret) when it cannot be had.
         """
@@ -469,17 +486,52 @@ class TokenGate:
         if not cfg.settings.use_db:
             token = self._yaml_secret(report.login)
             return None if token is None else write_credential(directory, CREDENTIAL_NAME, token)
-        login = cfg.bot_login if role == "bot" else cfg.settings.hub_token_login
         try:
-            return write_credential_in_child(
-                cfg.resolve(cfg.settings.db), cfg.workdir, login, role, directory
-            )
+            if name in self._made:
+                outcome = self._made.pop(name)
+                if isinstance(outcome, TokenError):
+                    raise outcome
+                return outcome
+            if resume is not None:
+                self._to_make[name] = (directory, resume)
+                self._make_next()
+                raise CredentialPending(name)
+            request = self._credential_request(name, directory)
+            return credential_path(ask_worker(request, credential_what(request)))
         except (UndecryptableToken, KeyFileError) as e:
             # A key file gone or garbled since start-up blocks the start the same
             # way (restarting could not help) until the key file changes again.
             self._undecryptable[role] = mark_undecryptable(report, e)
             self._schedule(0.0)  # let the core see the new gate
             raise
+
+    def _credential_request(self, name: str, directory: Path) -> dict[str, Any]:
+        cfg, role = self.cfg, _role(name)
+        login = cfg.bot_login if role == "bot" else cfg.settings.hub_token_login
+        return credential_request(cfg.resolve(cfg.settings.db), cfg.workdir, login, role, directory)
+
+    def _make_next(self) -> None:
+        """Start the worker for the first start waiting for its credential file."""
+        if self._making is not None or not self._to_make:
+            return
+        name, (directory, resume) = next(iter(self._to_make.items()))
+        request = self._credential_request(name, directory)
+        under_way = self._making = object()
+
+        def done(result: dict[str, Any] | TokenError) -> None:
+            if self._making is not under_way:
+                return  # cancelled (the supervisor is stopping), before its first turn
+            self._maker = self._making = None
+            self._to_make.pop(name, None)
+            try:
+                self._made[name] = (
+                    result if isinstance(result, TokenError) else (credential_path(result))
+                )
+            finally:
+                resume()
+                self._make_next()
+
+        self._maker = ask_on_loop(self.loop, request, credential_what(request), done)
 
     def _yaml_secret(self, login: str) -> str | None:
         """The token text, read from the config file again (the loaded config holds
@@ -506,6 +558,10 @@ class TokenGate:
 
     def close(self) -> None:
         self._cancel_worker()
+        if self._maker is not None:
+            self._maker.cancel()
+        self._maker = self._making = None
+        self._to_make.clear()
         if self._timer is not None:
             self._timer.cancel()
         for sub in self._watches.values():

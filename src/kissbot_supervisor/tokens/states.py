@@ -103,6 +103,12 @@ class TokenError(Exception):
     """Base of every error of this module and of :mod:`.tokendb`."""
 
 
+class CredentialPending(Exception):
+    """A process's credential file is being written beside the event loop (the token
+    worker may be slow, or stuck on a file the bots swapped); its start is tried
+    again when the ``resume`` given to the gate is called."""
+
+
 class TokenDbError(TokenError):
     """The token database cannot be used; ``path`` and ``problem`` say why."""
 

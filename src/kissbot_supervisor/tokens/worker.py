@@ -167,14 +167,12 @@ def states_of(
     return tokens, checks
 
 
-def write_credential_in_child(
+def credential_request(
     db: Path, workdir: Path, login: str, role: str, directory: Path
-) -> Path | None:
-    """``role``'s token ('bot' or 'broadcaster') of ``login``, decrypted by the
-    worker and written to ``directory/token``; that file, or None when the DB has no
-    such token. Raises :class:`.UndecryptableToken`, :class:`.KeyFileError`,
-    :class:`.CredentialFileError`, :class:`.TokenDbError` or :class:`.TokenError`."""
-    request = {
+) -> dict[str, Any]:
+    """The request for ``role``'s token ('bot' or 'broadcaster') of ``login``,
+    decrypted by the worker and written to ``directory/token``."""
+    return {
         "op": "credential",
         "db": str(db),
         "workdir": str(workdir),
@@ -182,8 +180,26 @@ def write_credential_in_child(
         "role": role,
         "directory": str(directory),
     }
-    path = ask_worker(request, f"the {role} token cannot be handed over").get("path")
+
+
+def credential_what(request: dict[str, Any]) -> str:
+    return f"the {request['role']} token cannot be handed over"
+
+
+def credential_path(result: dict[str, Any]) -> Path | None:
+    """The credential file the worker wrote, or None when the DB has no such token."""
+    path = result.get("path")
     return None if path is None else Path(str(path))
+
+
+def write_credential_in_child(
+    db: Path, workdir: Path, login: str, role: str, directory: Path
+) -> Path | None:
+    """:func:`credential_request` answered by a worker the caller waits for. Raises
+    :class:`.UndecryptableToken`, :class:`.KeyFileError`,
+    :class:`.CredentialFileError`, :class:`.TokenDbError` or :class:`.TokenError`."""
+    request = credential_request(db, workdir, login, role, directory)
+    return credential_path(ask_worker(request, credential_what(request)))
 
 
 # --- across the pipe (pure) ---------------------------------------------------------

@@ -28,7 +28,7 @@ from ...protocol import NoteKind
 from ...runtime.fs import base_of, make_dirs, open_regular, read_regular
 from ...runtime.loop import Loop, Timer, read_pipe
 from ...runtime.procinfo import command_line, processes_with_env, rss_bytes
-from ...tokens.states import TokenError
+from ...tokens.states import CredentialPending, TokenError
 from .logfiles import LogFile
 from .notifyserver import Notification, NotifyServer
 from .spawner import Spawner, SpawnError, child_environment, read_report
@@ -126,7 +126,7 @@ class NativeBackend:
         options: NativeOptions,
         emit: Callable[[core.Event], None],
         log: Log,
-        credential: Callable[[str, Path], Path | None],
+        credential: Callable[[str, Path, Callable[[], None] | None], Path | None],
     ) -> None:
         self.loop = loop
         self.opt = options
@@ -222,7 +222,14 @@ class NativeBackend:
         while self._to_spawn:
             if self._preload is not None and self._preload.holds(self._to_spawn[0]):
                 return  # the fork server is importing: _resume_spawns once it is done
-            self._spawn(self._to_spawn.popleft())
+            spec = self._to_spawn.popleft()
+            try:
+                self._spawn(spec)
+            except CredentialPending:
+                # The token worker writes its credential file: this start and those
+                # after it wait for _resume_spawns, the loop does not.
+                self._to_spawn.appendleft(spec)
+                return
             if self.loop.now() >= until:
                 break
         self._resume_spawns()
@@ -259,6 +266,8 @@ class NativeBackend:
         except (SpawnError, OSError, TokenError) as e:
             self._spawn_failed(name, _words(e))
             return
+        except CredentialPending:
+            raise
         except Exception as e:  # a bug of ours: this start fails, not the bot's record
             self._spawn_failed(name, f"internal error: {e!r}")
             return
@@ -315,7 +324,7 @@ class NativeBackend:
         if spec.watchdog_sec > 0 and not spec.liveness:  # liveness: the supervisor checks
             extra["WATCHDOG_USEC"] = str(int(spec.watchdog_sec * 1_000_000))
         directory = self._credentials_dir(spec.name)
-        if self._credential(spec.name, directory) is not None:
+        if self._credential(spec.name, directory, self._resume_spawns) is not None:
             extra["CREDENTIALS_DIRECTORY"] = str(directory)
         return child_environment(self.base_env, extra)
 

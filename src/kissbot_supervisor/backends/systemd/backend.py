@@ -33,6 +33,7 @@ from ...kissbot.names import name_of_unit, unit_of
 from ...kissbot.readiness import ReadinessWatcher, remove_stale_flags
 from ...runtime.fs import make_dirs
 from ...runtime.loop import Loop
+from ...tokens.states import CredentialPending
 from .bus import BusConnection, BusError
 from .exitcodes import setup_failure
 from .lastwords import LastWords
@@ -132,6 +133,7 @@ class Track:
     starting: bool = False  # a start job is under way
     job: str | None = None  # the path of the unit's job in progress, whoever asked
     stopping: bool = False  # the supervisor stopped or killed it: its exit is no failure
+    credential: Path | None = None  # the token file of its start under way, if any
 
 
 def fingerprint(props: list[Property]) -> int:
@@ -242,7 +244,7 @@ class SystemdBackend:
         runtime_dir: Path,
         emit: Callable[[core.Event], None],
         log: Log,
-        credential: Callable[[str, Path], Path | None],
+        credential: Callable[[str, Path, Callable[[], None] | None], Path | None],
         hub_db: Path | None = None,
     ) -> None:
         self.loop = loop
@@ -410,7 +412,14 @@ class SystemdBackend:
         if not spec.is_hub:
             remove_stale_flags(self.pids_dir, spec.name)
         try:
-            props = self._properties(spec)
+            track.credential = self._credential(
+                spec.name,
+                self._credentials_dir(spec.name),
+                functools.partial(self._resume_spawn, spec),
+            )
+            props = self._properties(spec, track.credential)
+        except CredentialPending:
+            return  # the token worker writes it; _resume_spawn comes once it has
         except Exception as e:  # a token or an argv problem: this process only
             self._emit(core.SpawnFailed(spec.name, str(e)))
             return
@@ -430,9 +439,15 @@ class SystemdBackend:
             lambda r: self._transient_started(spec.name, digest, r, retried=False),
         )
 
-    def _properties(self, spec: core.ProcessSpec) -> list[Property]:
-        """The unit's properties; its token, if it has one, written to its credential file."""
-        token = self._credential(spec.name, self._credentials_dir(spec.name))
+    def _resume_spawn(self, spec: core.ProcessSpec) -> None:
+        """A start that waited for its credential file, tried again (unless the process
+        was forgotten meanwhile)."""
+        track = self._tracks.get(spec.name)
+        if track is not None and track.spec is spec:
+            self._spawn(spec)
+
+    def _properties(self, spec: core.ProcessSpec, token: Path | None) -> list[Property]:
+        """The unit's properties, with its token's file (``token``), if it has one."""
         return transient_properties(spec, self._unit_options(None if token is None else str(token)))
 
     def _transient_started(self, name: str, digest: int, reply: Message, *, retried: bool) -> None:
@@ -447,11 +462,8 @@ class SystemdBackend:
                 # A failed unit keeps its name until reset; forget it and try once more.
                 # (A unit nothing refers to is unloaded then: a bot, always.)
                 self._call(name, "reset", reset_failed_unit(track.unit))
-                try:
-                    props = self._properties(track.spec)
-                except Exception as e:  # the token went away meanwhile
-                    self._start_failed(name, str(e))
-                    return
+                # The same start: its credential file is written already.
+                props = self._properties(track.spec, track.credential)
                 again = fingerprint(props)
                 self.bus.send(
                     start_transient_unit(track.unit, props),
