@@ -579,7 +579,9 @@ def test_a_spawn_out_of_descriptors_is_a_failure_not_a_crash(tmp_path: Path) -> 
         log_backups=1,
         hub_socket=tmp_path / "hub.sock",
     )
-    backend = NativeBackend(loop, options, events.append, Log(), lambda name, directory: None)
+    backend = NativeBackend(
+        loop, options, events.append, Log(), lambda name, directory, resume: None
+    )
     spec = core.ProcessSpec(name="starved_bot", argv=("true",), ready="none")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
