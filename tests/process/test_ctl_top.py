@@ -112,6 +112,7 @@ def test_keys_sort_at_once_and_a_resize_redraws_at_the_new_size(
     # 60 s between readings: every redraw below comes from the key or the resize.
     term = top(fleet, tmp_path, terminals, "--interval", "60", "--sort", "restarts")
     term.expect(r"by restarts")
+    term.expect(KEYS_LINE)  # the first frame drawn whole: what follows the mark is the next
     mark = term.mark()
     term.send("n")
     frame = last_frame(term, mark)
