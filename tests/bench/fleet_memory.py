@@ -318,7 +318,7 @@ def section(raw: dict[str, Any]) -> str:
     lines = [
         "Written by `make bench-memory` (`tests/bench/fleet_memory.py`); see",
         'docs/design.md ("Preload") for what `bot.preload` does and docs/operations.md',
-        '("Preload") for when to use it.',
+        '("Sharing the bots\' memory") for when to use it and `bot.memory_merge`.',
         "",
         f"Machine: {machine.get('cpu_model')}, {machine.get('logical_cpus')} logical CPUs "
         f"(shared with other work), {machine.get('kernel')}, Python {machine.get('python')}.",
