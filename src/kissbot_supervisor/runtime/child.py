@@ -45,7 +45,8 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 # A child takes tens of milliseconds; a loaded host's first start of Python, a
-# second or two. Beyond this it is stuck (see _read_until_end).
+# second or two. Beyond this it is stuck: a FIFO put in place of ``kissbot.db``
+# after our check, which SQLite opens by name, blocks it. Killed, it is an error.
 TIMEOUT_SEC = 20.0
 MAX_ANSWER = 1 << 20  # a config's parse, a fleet's token states: far below this
 
@@ -54,13 +55,27 @@ class ChildError(Exception):
     """The child could not be run."""
 
 
-def run_module(module: str, data: bytes, timeout: float = TIMEOUT_SEC) -> tuple[bytes, int]:
+def run_module(module: str, data: bytes, timeout: float = TIMEOUT_SEC) -> tuple[bytes, int | None]:
     """Run ``module``'s ``main()`` in an isolated child with ``data`` on its stdin;
-    what it wrote on stdout, and its exit status (negative: the signal that ended it)."""
-    pid, out_r = _spawn(module, data)
-    answer = _read_until_end(out_r, pid, module, timeout)
-    _pid, status = os.waitpid(pid, 0)
-    return answer, os.waitstatus_to_exitcode(status)
+    what it wrote on stdout, and its exit status (negative: the signal that ended it;
+    None: not known). ChildError when it could not run, gave no answer within
+    ``timeout`` or answered more than ``MAX_ANSWER`` bytes (it is then killed)."""
+    from .loop import Loop
+
+    # The same reading as on the daemon's loop, on a loop of its own that runs only
+    # until the child is done: one home for the deadline, the cap and the reap.
+    loop = Loop()
+    outcome: list[tuple[bytes, int | None, str | None]] = []
+    try:
+        run_module_on_loop(loop, module, data, lambda *done: outcome.append(done), timeout)
+        while not outcome:
+            loop.run_once()
+    finally:
+        loop.close()
+    answer, status, problem = outcome[0]
+    if problem is not None:
+        raise ChildError(problem)
+    return answer, status
 
 
 def _spawn(module: str, data: bytes) -> tuple[int, int]:
@@ -90,45 +105,6 @@ def _spawn(module: str, data: bytes) -> tuple[int, int]:
     except BrokenPipeError:
         pass  # it ended without reading: its status tells why
     return pid, out_r
-
-
-def _read_until_end(fd: int, pid: int, module: str, timeout: float) -> bytes:
-    """All the child writes, or :class:`ChildError` once ``timeout`` has passed.
-
-    A deadline because what the child reads is the checkout's: a FIFO put in
-    place of ``kissbot.db`` after our check, which SQLite opens by name, would
-    block the child, and the daemon with it. Killed, it is an error like any.
-    """
-    import select
-    import signal
-    import time
-
-    deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    size = 0
-    # poll, not select: a native fleet of a few hundred bots has descriptors
-    # above 1024, which select() refuses.
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise ChildError(f"{module} gave no answer within {timeout:g} s; killed")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_ANSWER:
-                # What it reads is the checkout's (a DB with rows no token needs).
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise ChildError(f"{module} answered more than {MAX_ANSWER} bytes; killed")
-    finally:
-        os.close(fd)
 
 
 class LoopChild:

@@ -192,16 +192,6 @@ def credential_path(result: dict[str, Any]) -> Path | None:
     return None if path is None else Path(str(path))
 
 
-def write_credential_in_child(
-    db: Path, workdir: Path, login: str, role: str, directory: Path
-) -> Path | None:
-    """:func:`credential_request` answered by a worker the caller waits for. Raises
-    :class:`.UndecryptableToken`, :class:`.KeyFileError`,
-    :class:`.CredentialFileError`, :class:`.TokenDbError` or :class:`.TokenError`."""
-    request = credential_request(db, workdir, login, role, directory)
-    return credential_path(ask_worker(request, credential_what(request)))
-
-
 # --- across the pipe (pure) ---------------------------------------------------------
 
 
